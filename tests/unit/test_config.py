@@ -1,0 +1,51 @@
+import pytest
+
+from toad.config import ConfigError, load, from_dict, available_cpus
+
+
+def test_defaults_load():
+    cfg = load(None)
+    assert cfg.nic.kind == "loopback"
+    assert cfg.qp.request_entries & (cfg.qp.request_entries - 1) == 0
+
+
+@pytest.mark.parametrize("override, message", [
+    ("engine.cpu=97", "engine.cpu: 97 is not an available CPU"),
+    ("nic.tapp.x=1", "nic.tapp: unknown key"),
+    ("qp.request_entries=1000", "qp.request_entries: 1000 must be a power of two"),
+    ("nic.kind=foo", "nic.kind: 'foo' is not one of loopback, tap"),
+    ("tcp.sack=maybe", "tcp.sack: 'maybe' is not true or false"),
+    ("nic.tap.address=10.1.1.1", "nic.tap.address"),
+    ("workload.duration_s=-1", "workload.duration_s"),
+    ("nic", "expected key.sub=value"),
+])
+def test_bad_values_name_the_key(override, message):
+    with pytest.raises(ConfigError) as info:
+        load(None, [override])
+    assert message in str(info.value)
+
+
+def test_override_types_and_lists():
+    cfg = load(None, ["workload.chunk_bytes=8192", "nic.mtu=9000", "tcp.delayed_ack_ms=0"])
+    assert cfg.workload.chunk_bytes == (8192,)
+    assert cfg.nic.mtu == 9000
+    assert cfg.tcp.delayed_ack_ms == 0.0
+
+
+def test_file_errors(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("engine: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load(bad)
+    wrong = tmp_path / "wrong.yaml"
+    wrong.write_text("engine:\n  cpuu: 1\n")
+    with pytest.raises(ConfigError, match=r"engine.cpuu: unknown key"):
+        load(wrong)
+
+
+def test_config_is_frozen():
+    cfg = from_dict({"engine": {"cpu": available_cpus()[-1]}})
+    with pytest.raises(Exception):
+        cfg.engine.cpu = 0

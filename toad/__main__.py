@@ -1,0 +1,5 @@
+import sys
+
+from toad.cli import main
+
+sys.exit(main())

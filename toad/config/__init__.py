@@ -1,0 +1,65 @@
+"""The experiment configuration: one YAML file loaded into frozen dataclasses.
+
+    cfg = load("configs/default.yaml", overrides=["nic.mtu=9000"])
+
+Errors are :class:`ConfigError` with one line that names the key and the fix.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Literal, Optional
+
+from .engine import DmaConfig, EngineConfig, InterruptConfig, QueuePairConfig, available_cpus
+from .experiment import HostConfig, WorkloadConfig
+from .loader import ConfigError, apply_override, build, doc, parse_override, read_yaml, reference
+from .net import NicConfig, TapConfig, TcpConfig, WireConfig
+
+__all__ = [
+    "Config", "ConfigError", "DmaConfig", "EngineConfig", "HostConfig", "InterruptConfig",
+    "NicConfig", "QueuePairConfig", "TapConfig", "TcpConfig", "WireConfig", "WorkloadConfig",
+    "available_cpus", "load", "from_dict", "reference",
+]
+
+
+@dataclass(frozen=True)
+class Config:
+    name: str = doc("instance name; OE memory is /dev/shm/toad-<name>-oe", default="toad")
+    mode: Literal["offload", "inhost", "kernel"] = doc(
+        "offload: TCP in the engine; inhost: the same stack in each host process; "
+        "kernel: Linux sockets", default="offload")
+    modes: tuple[Literal["offload", "inhost", "kernel"], ...] = doc(
+        "modes `toad compare` runs by default", default=("kernel", "inhost", "offload"))
+    engine: EngineConfig = doc("the engine process", default_factory=EngineConfig)
+    host: HostConfig = doc("the host workers", default_factory=HostConfig)
+    qp: QueuePairConfig = doc("one host queue pair (rings, buffers)", default_factory=QueuePairConfig)
+    interrupts: InterruptConfig = doc("interrupt moderation", default_factory=InterruptConfig)
+    dma: DmaConfig = doc("emulated DMA and the optional bus model", default_factory=DmaConfig)
+    nic: NicConfig = doc("the NIC backend", default_factory=NicConfig)
+    tcp: TcpConfig = doc("the TCP/IP stack", default_factory=TcpConfig)
+    workload: WorkloadConfig = doc("what the host workers do", default_factory=WorkloadConfig)
+    source: Optional[str] = doc("path of the YAML file (set by the loader)", default=None)
+
+    def validate(self, path: str) -> None:
+        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,40}", self.name):
+            raise ConfigError(f"name: {self.name!r} must be 1-40 letters, digits, '_', '-' or '.'")
+        # The engine sharing a CPU with host workers is allowed (one-CPU machines have
+        # no choice); the launcher's report warns about it instead of refusing.
+
+
+def from_dict(data: dict, overrides: Iterable[str] = ()) -> Config:
+    """Build a Config from a mapping plus ``--set`` style overrides."""
+    data = dict(data)
+    for text in overrides:
+        keys, value = parse_override(text)
+        apply_override(data, keys, value)
+    return build(Config, data)
+
+
+def load(path: Optional[str | Path], overrides: Iterable[str] = ()) -> Config:
+    """Load ``path`` (or only defaults when None) with ``--set`` overrides applied."""
+    data = read_yaml(path) if path is not None else {}
+    if path is not None:
+        data.setdefault("source", str(path))
+    return from_dict(data, overrides)

@@ -1,0 +1,110 @@
+"""Config sections of the engine, the host queue pairs, interrupts and the bus (DMA)."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Literal, Optional
+
+from .loader import ConfigError, doc
+
+
+def available_cpus() -> list[int]:
+    """CPUs this process may run on (its affinity mask)."""
+    return sorted(os.sched_getaffinity(0))
+
+
+def check_cpu(path: str, cpu: int) -> None:
+    cpus = available_cpus()
+    if cpu not in cpus:
+        raise ConfigError(f"{path}: {cpu} is not an available CPU "
+                          f"(available: {', '.join(map(str, cpus))})")
+
+
+def check_power_of_two(path: str, value: int, low: int, high: int) -> None:
+    if value < low or value > high or value & (value - 1):
+        raise ConfigError(f"{path}: {value} must be a power of two between {low} and {high}")
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    cpu: int = doc("CPU the engine process is pinned to (it owns this CPU)", default=1)
+    polling: Literal["busy", "adaptive"] = doc(
+        "busy: spin forever; adaptive: sleep on the wake semaphore after idle_us "
+        "without work (io_uring SQPOLL style 'sleeping' flag)", default="adaptive")
+    idle_us: int = doc("adaptive polling: idle time before the engine sleeps", default=2000)
+    max_qps: int = doc("queue-pair slots in the register file", default=16)
+    heartbeat_timeout_ms: int = doc(
+        "a host declares the engine dead when the heartbeat stalls this long", default=1000)
+
+    def validate(self, path: str) -> None:
+        check_cpu(f"{path}.cpu", self.cpu)
+        if not 1 <= self.max_qps <= 256:
+            raise ConfigError(f"{path}.max_qps: {self.max_qps} must be between 1 and 256")
+        if self.idle_us < 0:
+            raise ConfigError(f"{path}.idle_us: {self.idle_us} must be >= 0")
+        if self.heartbeat_timeout_ms < 50:
+            raise ConfigError(f"{path}.heartbeat_timeout_ms: {self.heartbeat_timeout_ms} must be >= 50")
+
+
+@dataclass(frozen=True)
+class QueuePairConfig:
+    request_entries: int = doc("request ring size (records, power of two)", default=1024)
+    event_entries: int = doc("event ring size (records, power of two)", default=4096)
+    recv_buffers: int = doc("anonymous receive buffers in the pool", default=64)
+    recv_buffer_bytes: int = doc(
+        "size of one anonymous receive buffer (the 'chunk'); experiments set it "
+        "to the workload's chunk size", default=131072)
+    send_buffer_bytes: int = doc(
+        "host send ('kernel') buffer area per QP, in bytes", default=4 * 1024 * 1024)
+    send_share_bytes: int = doc(
+        "send-buffer bytes one connection may hold before its writer sleeps", default=1024 * 1024)
+    send_space_threshold: int = doc(
+        "a sleeping writer asks to be woken when this many bytes are freed", default=131072)
+    max_connections: int = doc("rows in the per-QP cumulative counter table", default=1024)
+
+    def validate(self, path: str) -> None:
+        check_power_of_two(f"{path}.request_entries", self.request_entries, 8, 1 << 20)
+        check_power_of_two(f"{path}.event_entries", self.event_entries, 8, 1 << 20)
+        if not 1 <= self.recv_buffers <= 65536:
+            raise ConfigError(f"{path}.recv_buffers: {self.recv_buffers} must be 1..65536")
+        if not 512 <= self.recv_buffer_bytes <= 16 << 20:
+            raise ConfigError(
+                f"{path}.recv_buffer_bytes: {self.recv_buffer_bytes} must be 512..16777216")
+        if self.send_buffer_bytes < 65536:
+            raise ConfigError(f"{path}.send_buffer_bytes: {self.send_buffer_bytes} must be >= 65536")
+        if not 0 < self.send_share_bytes <= self.send_buffer_bytes:
+            raise ConfigError(f"{path}.send_share_bytes: {self.send_share_bytes} must be "
+                              f"between 1 and send_buffer_bytes ({self.send_buffer_bytes})")
+        if not 0 < self.send_space_threshold <= self.send_share_bytes:
+            raise ConfigError(f"{path}.send_space_threshold: {self.send_space_threshold} must be "
+                              f"between 1 and send_share_bytes ({self.send_share_bytes})")
+        if not 1 <= self.max_connections <= 1 << 20:
+            raise ConfigError(f"{path}.max_connections: {self.max_connections} must be 1..1048576")
+
+
+@dataclass(frozen=True)
+class InterruptConfig:
+    moderation_events: int = doc(
+        "raise at most one interrupt per this many events (1 = no moderation)", default=1)
+    moderation_us: int = doc(
+        "and at most one interrupt per this many microseconds (0 = no time limit)", default=0)
+
+    def validate(self, path: str) -> None:
+        if self.moderation_events < 1:
+            raise ConfigError(f"{path}.moderation_events: {self.moderation_events} must be >= 1")
+        if self.moderation_us < 0:
+            raise ConfigError(f"{path}.moderation_us: {self.moderation_us} must be >= 0")
+
+
+@dataclass(frozen=True)
+class DmaConfig:
+    bus_gbps: Optional[float] = doc(
+        "bus model: bandwidth cap of emulated DMA in Gb/s (null = no cap, the default)",
+        default=None)
+    latency_us: float = doc("bus model: added latency per DMA transaction", default=0.0)
+
+    def validate(self, path: str) -> None:
+        if self.bus_gbps is not None and self.bus_gbps <= 0:
+            raise ConfigError(f"{path}.bus_gbps: {self.bus_gbps} must be > 0 or null")
+        if self.latency_us < 0:
+            raise ConfigError(f"{path}.latency_us: {self.latency_us} must be >= 0")

@@ -1,0 +1,50 @@
+"""Config sections of an experiment: the workload and the host workers."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Optional
+
+from .engine import check_cpu
+from .loader import ConfigError, doc
+
+
+@dataclass(frozen=True)
+class HostConfig:
+    cpus: tuple[int, ...] = doc("CPUs the host workers are pinned to", default=(0,))
+
+    def validate(self, path: str) -> None:
+        if not self.cpus:
+            raise ConfigError(f"{path}.cpus: give at least one CPU")
+        for i, cpu in enumerate(self.cpus):
+            check_cpu(f"{path}.cpus[{i}]", cpu)
+
+
+@dataclass(frozen=True)
+class WorkloadConfig:
+    kind: Literal["bulk", "rr", "crr"] = doc(
+        "bulk: one long connection (iperf-like); rr: request/response; "
+        "crr: a new connection per request", default="bulk")
+    duration_s: float = doc("length of one measured run", default=5.0)
+    warmup_s: float = doc("time run before measuring starts", default=0.5)
+    chunk_bytes: tuple[int, ...] = doc(
+        "application write/read size = anonymous buffer size; one run per value",
+        default=(131072, 8192))
+    sizes: tuple[int, ...] = doc("rr/crr: request = response size in bytes, one run per value",
+                                 default=(64,))
+    port: int = doc("TCP port of the receiving side", default=5001)
+    peer: Literal["auto", "iperf", "python"] = doc(
+        "tap topology: the Linux-side program (auto = iperf 2 when installed)", default="auto")
+
+    def validate(self, path: str) -> None:
+        if self.duration_s <= 0:
+            raise ConfigError(f"{path}.duration_s: {self.duration_s} must be > 0")
+        if self.warmup_s < 0:
+            raise ConfigError(f"{path}.warmup_s: {self.warmup_s} must be >= 0")
+        for i, c in enumerate(self.chunk_bytes):
+            if not 1 <= c <= 16 << 20:
+                raise ConfigError(f"{path}.chunk_bytes[{i}]: {c} must be 1..16777216")
+        for i, s in enumerate(self.sizes):
+            if not 1 <= s <= 1 << 20:
+                raise ConfigError(f"{path}.sizes[{i}]: {s} must be 1..1048576")
+        if not 1 <= self.port <= 65535:
+            raise ConfigError(f"{path}.port: {self.port} must be 1..65535")

@@ -1,0 +1,127 @@
+"""Config sections of the network side: the NIC backends and the TCP/IP stack."""
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Literal, Optional
+
+from .loader import ConfigError, doc
+
+
+def check_interface(path: str, text: str) -> None:
+    try:
+        if "/" not in text:
+            raise ValueError(text)
+        ipaddress.IPv4Interface(text)
+    except ValueError:
+        raise ConfigError(f"{path}: {text!r} is not an IPv4 address with prefix, e.g. 10.77.0.2/24") from None
+
+
+def check_address(path: str, text: str) -> None:
+    try:
+        ipaddress.IPv4Address(text)
+    except ValueError:
+        raise ConfigError(f"{path}: {text!r} is not an IPv4 address, e.g. 10.77.0.1") from None
+
+
+def check_rate(path: str, value: float) -> None:
+    if not 0.0 <= value < 1.0:
+        raise ConfigError(f"{path}: {value} must be a probability in [0, 1)")
+
+
+@dataclass(frozen=True)
+class WireConfig:
+    """The in-process loopback wire (and its fault injection)."""
+    bandwidth_gbps: Optional[float] = doc("bandwidth cap in Gb/s (null = none)", default=None)
+    delay_us: float = doc("one-way propagation delay", default=0.0)
+    loss: float = doc("probability a frame is dropped", default=0.0)
+    duplicate: float = doc("probability a frame is delivered twice", default=0.0)
+    reorder: float = doc("probability a frame is held back behind the next one", default=0.0)
+    corrupt: float = doc("probability one byte of a frame is flipped", default=0.0)
+    seed: int = doc("random seed of the fault injection", default=1)
+
+    def validate(self, path: str) -> None:
+        for name in ("loss", "duplicate", "reorder", "corrupt"):
+            check_rate(f"{path}.{name}", getattr(self, name))
+        if self.bandwidth_gbps is not None and self.bandwidth_gbps <= 0:
+            raise ConfigError(f"{path}.bandwidth_gbps: {self.bandwidth_gbps} must be > 0 or null")
+        if self.delay_us < 0:
+            raise ConfigError(f"{path}.delay_us: {self.delay_us} must be >= 0")
+
+
+@dataclass(frozen=True)
+class TapConfig:
+    netns: str = doc("network namespace of the Linux side; created and removed by toad "
+                     "if absent", default="toad-peer")
+    device: str = doc("name of the TAP device", default="toad0")
+    address: str = doc("toad's address on the TAP link", default="10.77.0.2/24")
+    peer_address: str = doc("the Linux side's address (inside netns)", default="10.77.0.1")
+    mtu: int = doc("MTU of the TAP link", default=1500)
+    offloads: tuple[Literal["csum", "tso"], ...] = doc(
+        "NIC features through the virtio-net header: csum (checksum offload), "
+        "tso (64 KB TSO/GSO segments both ways)", default=("csum", "tso"))
+
+    def validate(self, path: str) -> None:
+        check_interface(f"{path}.address", self.address)
+        check_address(f"{path}.peer_address", self.peer_address)
+        if not 576 <= self.mtu <= 65521:
+            raise ConfigError(f"{path}.mtu: {self.mtu} must be 576..65521")
+        if not self.netns or "/" in self.netns:
+            raise ConfigError(f"{path}.netns: {self.netns!r} is not a valid namespace name")
+        if not 1 <= len(self.device) <= 15:
+            raise ConfigError(f"{path}.device: {self.device!r} must be 1..15 characters")
+
+
+@dataclass(frozen=True)
+class NicConfig:
+    kind: Literal["loopback", "tap"] = doc(
+        "loopback: internal wire (engine) or shared-memory wire (in-host); "
+        "tap: a TAP device to the Linux kernel in a namespace", default="loopback")
+    mtu: int = doc("MTU of the loopback / shared-memory wire (up to 65535)", default=65535)
+    address: str = doc("toad's address on the loopback wire", default="10.0.0.1/24")
+    peer_address: str = doc(
+        "the second host's address on the shared-memory wire (in-host mode)", default="10.0.0.2")
+    wire: WireConfig = doc("loopback wire: bandwidth, delay, faults", default_factory=WireConfig)
+    tap: TapConfig = doc("TAP device settings", default_factory=TapConfig)
+    pcap: Optional[str] = doc("file path to capture every frame (pcap), null = off", default=None)
+
+    def validate(self, path: str) -> None:
+        if not 576 <= self.mtu <= 65535:
+            raise ConfigError(f"{path}.mtu: {self.mtu} must be 576..65535")
+        check_interface(f"{path}.address", self.address)
+        check_address(f"{path}.peer_address", self.peer_address)
+
+
+@dataclass(frozen=True)
+class TcpConfig:
+    checksum: Literal["software", "integrated", "offloaded", "off"] = doc(
+        "software: RFC 1071 pass; integrated: one pass that copies and sums; "
+        "offloaded: left to the NIC (software when the NIC cannot); off: TCP checksum "
+        "neither computed nor checked (experiments only)", default="offloaded")
+    cc: Literal["reno", "newreno"] = doc("congestion control by name", default="newreno")
+    window_scale: bool = doc("RFC 7323 window scaling", default=True)
+    timestamps: bool = doc("RFC 7323 timestamps and PAWS", default=True)
+    sack: bool = doc("RFC 2018 selective acknowledgements", default=True)
+    delayed_ack_ms: float = doc("delayed-ACK timer; 0 = ACK every segment", default=40.0)
+    nagle: bool = doc("Nagle's algorithm (sockets can still set no-delay)", default=True)
+    header_prediction: bool = doc("BSD header prediction fast path", default=True)
+    send_buffer_bytes: int = doc("stack send buffer per connection (in-host)", default=4 << 20)
+    recv_buffer_bytes: int = doc("receive window / buffer per connection", default=4 << 20)
+    rto_initial_ms: float = doc("initial retransmission timeout (RFC 6298: 1 s)", default=1000.0)
+    rto_min_ms: float = doc("lower bound of the RTO", default=200.0)
+    rto_max_ms: float = doc("upper bound of the RTO", default=60000.0)
+    syn_retries: int = doc("SYN retransmissions before connect fails (ETIMEDOUT)", default=5)
+    max_retries: int = doc("data retransmissions before the connection is dropped", default=12)
+    time_wait_s: float = doc("TIME-WAIT duration (2 MSL)", default=60.0)
+    keepalive_s: Optional[float] = doc("idle time before keepalive probes; null = off", default=None)
+    listen_backlog: int = doc("default listen backlog", default=128)
+
+    def validate(self, path: str) -> None:
+        for name in ("delayed_ack_ms", "rto_initial_ms", "rto_min_ms", "time_wait_s"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{path}.{name}: {getattr(self, name)} must be >= 0")
+        if self.rto_min_ms > self.rto_max_ms:
+            raise ConfigError(f"{path}.rto_min_ms: {self.rto_min_ms} must be <= rto_max_ms")
+        for name in ("send_buffer_bytes", "recv_buffer_bytes"):
+            if not 4096 <= getattr(self, name) <= 1 << 30:
+                raise ConfigError(f"{path}.{name}: {getattr(self, name)} must be 4096..1073741824")
