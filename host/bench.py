@@ -1,0 +1,28 @@
+"""``toad bench NAME``: micro-benchmarks that write JSON and print a table.
+
+    toad bench rings [--json FILE]   host<->engine rings: round trip and records/s
+    toad bench tcp [--json FILE]     one stack on one CPU against Linux over TAP
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+
+from toad.errors import run_main
+
+BENCHES = {
+    "rings": "host.bench_rings",
+    "tcp": "host.bench_tcp",
+}
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in BENCHES:
+        print(__doc__.strip(), file=sys.stderr)
+        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    module = importlib.import_module(BENCHES[argv[0]])
+    return module.main(argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main))
