@@ -1,0 +1,72 @@
+"""The memory contract (toad/layout.py): offsets, struct twins, region checks."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from toad import layout
+from toad.config import load
+
+
+def test_record_sizes_and_cache_lines():
+    assert layout.REQUEST.itemsize == 64
+    assert layout.EVENT.itemsize == 64
+    assert layout.EVENT.fields["phase"][1] == layout.EVENT_PHASE_OFFSET == 60
+    assert layout.RXBUF.itemsize == 16
+    assert layout.COUNTER_ROW.itemsize == 32
+    # host-written doorbells and engine-written status live on different cache lines
+    assert layout.QP_SLOT.fields["request_producer"][1] // 64 != layout.QP_SLOT.fields["state"][1] // 64
+    assert layout.QP_HEADER.fields["request_consumer"][1] // 64 != layout.QP_HEADER.fields["magic"][1] // 64
+
+
+@pytest.mark.parametrize("dtype,twin,skip", [
+    (layout.REQUEST, layout.REQUEST_STRUCT, ("reserved",)),
+    (layout.EVENT, layout.EVENT_BODY_STRUCT, ("reserved", "phase")),
+    (layout.RXBUF, layout.RXBUF_STRUCT, ("reserved",)),
+])
+def test_struct_twins_match_dtypes(dtype, twin, skip):
+    names = layout.struct_fields(dtype, skip)
+    values = [i + 3 for i in range(len(names))]
+    buf = bytearray(dtype.itemsize)
+    twin.pack_into(buf, 0, *values)
+    rec = np.frombuffer(buf, dtype)[0]
+    assert [int(rec[n]) for n in names] == values
+
+
+def test_event_body_never_touches_the_phase_word():
+    buf = bytearray(64)
+    buf[60:64] = b"\x01\x00\x00\x00"
+    layout.EVENT_BODY_STRUCT.pack_into(buf, 0, *([0] * 12))
+    assert layout.EVENT_BODY_STRUCT.size == 60
+    assert buf[60] == 1
+
+
+def test_qp_layout_regions_fit_and_do_not_overlap():
+    lay = layout.qp_layout(load(None).qp)
+    assert layout.check_qp_layout(lay, lay.total_bytes) is None
+    assert "exceeds" in layout.check_qp_layout(lay, lay.total_bytes - 4096)
+
+
+def test_qp_layout_round_trips_through_the_header():
+    lay = layout.qp_layout(load(None, ["qp.request_entries=64", "qp.recv_buffers=5"]).qp)
+    header = np.zeros(1, layout.QP_HEADER)[0]
+    for field in layout.QpLayout.__dataclass_fields__:
+        header[field] = getattr(lay, field)
+    assert layout.qp_layout_from_header(header) == lay
+    assert lay.rxbuf_entries == 8
+
+
+def test_oe_layout_is_ordered_and_aligned():
+    lay = layout.oe_layout(16)
+    offsets = [lay.config_offset, lay.registers_offset, lay.stats_offset,
+               lay.qp_stats_offset, lay.slots_offset]
+    assert offsets == sorted(offsets) and all(o % 64 == 0 for o in offsets)
+    assert lay.slot_offset(15) + layout.QP_SLOT.itemsize <= lay.total_bytes
+
+
+def test_names_contain_toad():
+    for name in (layout.oe_name("x"), layout.wake_name("x"), layout.irq_name("x", 3),
+                 layout.qp_segment_name("x", 3, 1234)):
+        assert "toad" in name and name.startswith("/")
+    with pytest.raises(ValueError):
+        layout.segment_name("/toad-" + "x" * 80)
