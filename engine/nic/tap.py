@@ -1,0 +1,229 @@
+"""The TAP NIC: toad's side of a TAP device whose Linux side lives in a namespace.
+
+The device is opened with IFF_TAP | IFF_NO_PI | IFF_VNET_HDR, so every frame read or
+written is preceded by a virtio-net header (engine/nic/virtio.py). TUNSETOFFLOAD tells
+the kernel what toad accepts: TUN_F_CSUM (frames may arrive with a partial checksum,
+NEEDS_CSUM) and TUN_F_TSO4 (TCP super-frames up to 64 KB may arrive, and the device
+advertises TSO so Linux's TCP sends them). Toad's transmit path uses the same header:
+a TxFrame with gso_size becomes a GSO_TCPV4 super-frame the kernel segments, and one
+with csum_start becomes NEEDS_CSUM. With offloads off the kernel hands over plain,
+fully summed frames and toad sums its own in software.
+
+The fd is non-blocking; ``receive`` drains up to ``max_frames`` frames per call into
+preallocated buffers. A returned frame view stays valid until the next ``receive``.
+Malformed headers or runt frames are counted and dropped.
+"""
+from __future__ import annotations
+
+import errno
+import fcntl
+import ipaddress
+import os
+import struct
+
+from engine.nic import virtio
+from engine.nic.base import NicFeatures, TxFrame
+from toad.config import TapConfig
+from toad.errors import ToadError
+from toad.netns import PeerNamespace, have_net_admin, peer_interface
+
+# linux/if_tun.h
+TUNSETIFF = 0x400454CA
+TUNSETOFFLOAD = 0x400454D0
+TUNSETVNETHDRSZ = 0x400454D8
+IFF_TAP = 0x0002
+IFF_NO_PI = 0x1000
+IFF_VNET_HDR = 0x4000
+TUN_F_CSUM = 0x01
+TUN_F_TSO4 = 0x02
+
+ETH_HLEN = 14
+# Largest TCP payload of one super-frame: the IPv4 total length (16 bits) must hold it
+# plus a 20-byte IP header and a TCP header with 40 bytes of options.
+TSO_MAX = 65535 - 20 - 60
+READ_SIZE = virtio.HEADER_LEN + ETH_HLEN + 65535 + 64
+
+
+class TapError(ToadError):
+    """The TAP device could not be set up; the message names the fix."""
+
+
+def local_mac(address: str) -> bytes:
+    """A locally administered unicast MAC derived from an IPv4 address (02:74:6f:..)."""
+    ip = ipaddress.IPv4Interface(address).ip if "/" in address else ipaddress.IPv4Address(address)
+    return bytes([0x02, 0x74, 0x6F]) + ip.packed[1:]
+
+
+def offload_flags(offloads) -> int:
+    """TUNSETOFFLOAD bits for the configured NIC features."""
+    flags = 0
+    if "csum" in offloads:
+        flags |= TUN_F_CSUM
+    if "tso" in offloads:
+        if "csum" not in offloads:
+            raise TapError("nic.tap.offloads: tso needs csum (the kernel cannot segment "
+                           "without checksum offload); use [csum, tso], [csum] or []")
+        flags |= TUN_F_TSO4
+    return flags
+
+
+def open_tap(device: str, offload: int) -> tuple[int, str]:
+    """Open /dev/net/tun as a TAP with a 10-byte virtio-net header; return (fd, name)."""
+    if not have_net_admin():
+        raise TapError("nic.kind tap needs root (or CAP_NET_ADMIN) and /dev/net/tun; "
+                       "run as root or use nic.kind: loopback")
+    fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        request = struct.pack("16sH22x", device.encode(), IFF_TAP | IFF_NO_PI | IFF_VNET_HDR)
+        try:
+            answer = fcntl.ioctl(fd, TUNSETIFF, request)
+        except OSError as exc:
+            reason = "in use by another process" if exc.errno == errno.EBUSY else exc.strerror
+            raise TapError(f"nic.tap.device: cannot create TAP {device!r}: {reason}; "
+                           "set another nic.tap.device") from None
+        fcntl.ioctl(fd, TUNSETVNETHDRSZ, struct.pack("i", virtio.HEADER_LEN))
+        fcntl.ioctl(fd, TUNSETOFFLOAD, offload)
+        name = answer[:16].rstrip(b"\0").decode()
+        return fd, name
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+class TapDevice:
+    """The fd and its framing: virtio-net header in, virtio-net header out."""
+
+    def __init__(self, fd: int, rx_csum: bool, max_frames: int = 64):
+        self.fd = fd
+        self.rx_csum = rx_csum
+        self.buffers = [bytearray(READ_SIZE) for _ in range(max_frames)]
+        self.views = [memoryview(b) for b in self.buffers]
+        self.counters = dict.fromkeys(
+            ("rx_frames", "rx_bytes", "rx_gso_frames", "rx_partial_csum", "rx_csum_valid",
+             "rx_dropped_bad_header", "rx_dropped_runt", "tx_frames", "tx_bytes",
+             "tx_gso_frames", "tx_partial_csum", "tx_dropped_no_tso", "tx_errors"), 0)
+
+    def read_batch(self, max_frames: int) -> list[tuple[memoryview, bool]]:
+        out = []
+        for view in self.views[:max_frames]:
+            try:
+                n = os.readv(self.fd, [view])
+            except BlockingIOError:
+                break
+            frame = self.accept(view, n)
+            if frame is not None:
+                out.append(frame)
+        return out
+
+    def accept(self, view: memoryview, n: int) -> tuple[memoryview, bool] | None:
+        """Check one read (header + frame); return (frame, csum_ok) or count a drop."""
+        count = self.counters
+        if n < virtio.HEADER_LEN + ETH_HLEN:
+            count["rx_dropped_runt"] += 1
+            return None
+        try:
+            header = virtio.parse(view, n - virtio.HEADER_LEN)
+        except virtio.VirtioHeaderError:
+            count["rx_dropped_bad_header"] += 1
+            return None
+        frame = view[virtio.HEADER_LEN:n]
+        count["rx_frames"] += 1
+        count["rx_bytes"] += len(frame)
+        if header.gso != virtio.GSO_NONE:
+            count["rx_gso_frames"] += 1      # a TCP super-frame: one segment up to 64 KB
+        if header.needs_csum:
+            count["rx_partial_csum"] += 1
+            # The kernel built it and left only the pseudo-header sum: the data is
+            # intact. Trust it when the stack uses receive offload, else complete it.
+            if not self.rx_csum:
+                virtio.complete_checksum(frame, header.csum_start, header.csum_offset)
+            return frame, self.rx_csum
+        if header.data_valid:
+            count["rx_csum_valid"] += 1
+            return frame, self.rx_csum
+        return frame, False
+
+    def write_batch(self, frames: list[TxFrame], tx_csum: bool, tso: bool) -> None:
+        count = self.counters
+        for frame in frames:
+            header = self.tx_header(frame, tx_csum, tso)
+            if header is None:
+                count["tx_dropped_no_tso"] += 1
+                continue
+            try:
+                os.writev(self.fd, [header, frame.data])
+            except OSError:
+                count["tx_errors"] += 1   # e.g. link down in the namespace: the frame is lost
+                continue
+            count["tx_frames"] += 1
+            count["tx_bytes"] += len(frame.data)
+
+    def tx_header(self, frame: TxFrame, tx_csum: bool, tso: bool) -> bytes | None:
+        """The virtio-net header for one frame, or None when it cannot be sent."""
+        if frame.gso_size:
+            if not tso:
+                return None
+            self.counters["tx_gso_frames"] += 1
+            data = frame.data
+            tcp_header = (data[frame.csum_start + 12] >> 4) * 4
+            return virtio.HEADER.pack(virtio.F_NEEDS_CSUM, virtio.GSO_TCPV4,
+                                      frame.csum_start + tcp_header, frame.gso_size,
+                                      frame.csum_start, frame.csum_offset)
+        if frame.csum_start:
+            if not tx_csum:      # the stack asked for offload the NIC lacks: do it here
+                virtio.complete_checksum(frame.data, frame.csum_start, frame.csum_offset)
+                return virtio.NO_OFFLOAD_BYTES
+            self.counters["tx_partial_csum"] += 1
+            return virtio.HEADER.pack(virtio.F_NEEDS_CSUM, virtio.GSO_NONE, 0, 0,
+                                      frame.csum_start, frame.csum_offset)
+        return virtio.NO_OFFLOAD_BYTES
+
+
+class TapNic:
+    """The Nic for TAP topologies: ``TapNic(config.nic.tap)``; close() removes all."""
+
+    def __init__(self, tap: TapConfig, max_frames: int = 64):
+        offloads = tuple(tap.offloads)
+        flags = offload_flags(offloads)
+        peer_cidr = peer_interface(tap.address, tap.peer_address)
+        self.config = tap
+        self.netns = PeerNamespace(tap.netns)
+        self.fd = -1
+        self.netns.open()
+        try:
+            self.fd, self.device = open_tap(tap.device, flags)
+            self.netns.adopt_link(self.device, peer_cidr, tap.mtu)
+        except BaseException:
+            self.close()
+            raise
+        self.features = NicFeatures(
+            mtu=tap.mtu, mac=local_mac(tap.address), tx_csum="csum" in offloads,
+            rx_csum="csum" in offloads, tso="tso" in offloads,
+            tso_max=TSO_MAX if "tso" in offloads else 0)
+        self.device_io = TapDevice(self.fd, self.features.rx_csum, max_frames)
+        self.counters = self.device_io.counters
+
+    def send(self, frames: list[TxFrame]) -> None:
+        self.device_io.write_batch(frames, self.features.tx_csum, self.features.tso)
+
+    def receive(self, now: float, max_frames: int = 64) -> list[tuple[memoryview, bool]]:
+        return self.device_io.read_batch(max_frames)
+
+    def fileno(self) -> int | None:
+        return self.fd if self.fd >= 0 else None
+
+    def next_deadline(self) -> float | None:
+        return None
+
+    def close(self) -> None:
+        """Close the fd (the kernel deletes the device), then the namespace if ours."""
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+        self.netns.close()
+
+    def __enter__(self) -> "TapNic":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
