@@ -114,6 +114,9 @@ class TcpConfig:
     max_retries: int = doc("data retransmissions before the connection is dropped", default=12)
     time_wait_s: float = doc("TIME-WAIT duration (2 MSL)", default=60.0)
     keepalive_s: Optional[float] = doc("idle time before keepalive probes; null = off", default=None)
+    keepalive_interval_s: float = doc("time between unanswered keepalive probes", default=75.0)
+    keepalive_probes: int = doc("unanswered keepalive probes before the connection "
+                                "times out (ETIMEDOUT)", default=9)
     listen_backlog: int = doc("default listen backlog", default=128)
 
     def validate(self, path: str) -> None:

@@ -1,0 +1,453 @@
+"""Input processing: what an arriving segment does to a connection (RFC 9293 3.10.7).
+
+``segment_arrives`` first tries BSD header prediction (Jacobson's fast path, the
+switch ``tcp.header_prediction``): an in-order pure ACK or an in-order data segment
+on an ESTABLISHED connection with nothing unusual is handled in a few lines. All
+other segments take the full path in RFC order: SYN-SENT handling, PAWS,
+acceptability and trimming, RST (RFC 5961), SYN (challenge ACK), ACK, text, FIN.
+Output is never produced here: input only sets ``ack_now``/timers or queues RSTs,
+and ``tcp_output`` builds segments at the next ``poll_transmit``.
+"""
+from __future__ import annotations
+
+from .events import ESTABLISHED, PEER_CLOSED, REFUSED, RESET
+from .seq import MASK, seq_add, seq_diff, seq_ge, seq_gt, seq_le, seq_lt
+from .states import (CAN_RECEIVE_DATA, ON_FIN_ACKED, ON_FIN_RECEIVED, RESET_OUTCOME,
+                     State)
+from .wire.tcp import ACK, FIN, PSH, RST, SYN, URG
+
+PAWS_IDLE = 24 * 86400.0       # RFC 7323 5.5: TS.Recent is invalid after 24 days idle
+HP_MASK = SYN | FIN | RST | URG | ACK
+ESTAB = State.ESTABLISHED
+
+
+def segment_arrives(c, seg, now: float) -> None:
+    c.last_rx = now                                 # keepalive: the peer is alive
+    c.keepalive_probes = 0
+    state = c.state
+    if state is ESTAB and c.header_prediction and fast_path(c, seg, now):
+        return
+    c.counters["rx_slow_path"] += 1
+    if state is State.CLOSED or state is State.LISTEN:
+        c.counters["rx_drop_closed"] += 1
+    elif state is State.SYN_SENT:
+        syn_sent(c, seg, now)
+    else:
+        synchronized(c, seg, now)
+
+
+# -- header prediction ------------------------------------------------------------------
+
+def fast_path(c, seg, now: float) -> bool:
+    """BSD header prediction; returns False to fall back to the full path."""
+    if seg.flags & HP_MASK != ACK or seg.seq != c.rcv_nxt or c.snd_nxt != c.snd_max:
+        return False
+    ts = seg.timestamp
+    if c.ts_enabled:
+        if ts is None or seq_lt(ts[0], c.ts_recent):
+            return False
+    if (seg.window << c.snd_scale) != c.snd_wnd:
+        return False
+    payload = seg.payload
+    n = len(payload)
+    ack = seg.ack
+    if n == 0:
+        # Pure ACK of new data, outside loss recovery, no SACK information.
+        if (c.in_recovery or c.dupacks or seg.sack_blocks or c.scoreboard.blocks
+                or not seq_gt(ack, c.snd_una) or not seq_le(ack, c.snd_max)):
+            return False
+        if ts is not None and seq_le(seg.seq, c.last_ack_sent):
+            c.ts_recent = ts[0]
+            c.ts_recent_time = now
+        c.counters["rx_hp_ack"] += 1
+        ack_new_data(c, seg, now)
+        return True
+    # In-order data that acknowledges nothing new and fits the advertised window.
+    if ack != c.snd_una or c.reasm or c.user_closed or seq_gt(seq_add(seg.seq, n), c.rcv_adv):
+        return False
+    if ts is not None and seq_le(seg.seq, c.last_ack_sent):
+        c.ts_recent = ts[0]
+        c.ts_recent_time = now
+    c.counters["rx_hp_data"] += 1
+    deliver(c, payload, seg.flags & PSH, now)
+    return True
+
+
+def deliver(c, payload, push, now: float) -> int:
+    """Write in-order bytes to the receive buffer; only the accepted ones count."""
+    n = len(payload)
+    taken = c.recv_buffer.write(payload, bool(push))
+    if taken:
+        c.rcv_nxt = (c.rcv_nxt + taken) & MASK
+        c.rx_pending += taken
+    if taken < n:
+        c.counters["rx_bytes_not_accepted"] += n - taken
+        c.ack_now = True
+        return taken
+    c.delack_bytes += taken
+    if c.delack_bytes >= 2 * c.eff_mss or c.config.delayed_ack_ms <= 0:
+        c.ack_now = True                   # every second full segment (RFC 1122 4.2.3.2)
+    elif c.t_delack is None:
+        c.t_delack = now + c.config.delayed_ack_ms / 1000
+    return taken
+
+
+# -- SYN-SENT (RFC 9293 3.10.7.3) ---------------------------------------------------------
+
+def syn_sent(c, seg, now: float) -> None:
+    flags = seg.flags
+    if flags & ACK and (seq_le(seg.ack, c.iss) or seq_gt(seg.ack, c.snd_max)):
+        if not flags & RST:
+            c.queue_rst(seg.ack, 0, with_ack=False)
+        c.counters["rx_drop_synsent_bad_ack"] += 1
+        return
+    if flags & RST:
+        if flags & ACK:
+            c.counters["rx_rst_refused"] += 1
+            c.fail(REFUSED, "ECONNREFUSED")
+        else:
+            c.counters["rx_drop_synsent_rst_no_ack"] += 1
+        return
+    if not flags & SYN:
+        c.counters["rx_drop_synsent_no_syn"] += 1
+        return
+    c.accept_syn(seg, now)
+    if seg.payload or flags & FIN:
+        c.counters["rx_syn_data_ignored"] += 1         # not acknowledged: peer resends
+    if flags & ACK:
+        if c.rtt_seq is not None and not c.ts_enabled:
+            c.rtt.sample(now - c.rtt_time)
+        c.rtt_seq = None
+        if c.ts_enabled and seg.timestamp[1]:
+            sample_timestamp(c, seg.timestamp[1], now)
+        c.snd_una = seg.ack
+        if seq_lt(c.snd_nxt, c.snd_una):
+            c.snd_nxt = c.snd_una
+        c.syn_acked = True
+        c.retries = 0
+        c.t_rexmit = None
+        c.state = ESTAB
+        c.ack_now = True
+        c.counters["established_active"] += 1
+        c.emit(ESTABLISHED)
+    else:
+        c.state = State.SYN_RECEIVED                   # simultaneous open
+        c.snd_nxt = c.iss                              # resend our SYN, now with ACK
+        c.counters["simultaneous_open"] += 1
+
+
+# -- the other states (RFC 9293 3.10.7.4) ------------------------------------------------
+
+def synchronized(c, seg, now: float) -> None:
+    flags = seg.flags
+    if (c.state is State.SYN_RECEIVED and flags & SYN and not flags & (RST | ACK)
+            and seg.seq == c.irs):
+        c.snd_nxt = c.iss                              # the peer lost our SYN-ACK
+        c.counters["rx_syn_retransmitted"] += 1
+        return
+    ts = seg.timestamp
+    if (c.ts_enabled and ts is not None and not flags & RST and seq_lt(ts[0], c.ts_recent)
+            and now - c.ts_recent_time < PAWS_IDLE):
+        c.counters["rx_drop_paws"] += 1
+        c.ack_now = True
+        return
+    if not acceptable(c, seg):
+        if flags & RST:
+            c.counters["rx_drop_rst_out_of_window"] += 1
+        else:
+            c.counters["rx_drop_out_of_window"] += 1
+            c.ack_now = True
+            if c.state is State.TIME_WAIT and flags & FIN:
+                c.t_timewait = now + c.config.time_wait_s     # the peer resent its FIN
+        return
+    if ts is not None and c.ts_enabled and seq_le(seg.seq, c.last_ack_sent):
+        c.ts_recent = ts[0]
+        c.ts_recent_time = now
+    if flags & RST:
+        rst_arrives(c, seg)
+        return
+    if flags & SYN:
+        c.counters["tx_challenge_ack_syn"] += 1        # RFC 5961 4.2
+        c.ack_now = True
+        return
+    if not flags & ACK:
+        c.counters["rx_drop_no_ack"] += 1
+        return
+    if not c.syn_acked and not syn_received_ack(c, seg, now):
+        return
+    if not process_ack(c, seg, now):
+        return
+    if c.state is State.CLOSED:
+        return
+    text_and_fin(c, seg, now)
+
+
+def acceptable(c, seg) -> bool:
+    """The four-case test of RFC 9293 3.10.7.4 (first step)."""
+    wnd = seq_diff(c.rcv_adv, c.rcv_nxt)
+    if wnd < 0:
+        wnd = 0
+    seglen = seg.seg_len
+    off = seq_diff(seg.seq, c.rcv_nxt)
+    if seglen == 0:
+        return off == 0 if wnd == 0 else 0 <= off < wnd
+    if wnd == 0:
+        return False
+    end = off + seglen - 1
+    return 0 <= off < wnd or 0 <= end < wnd
+
+
+def rst_arrives(c, seg) -> None:
+    """RFC 5961 3.2: reset only on an exact match, challenge ACK otherwise."""
+    if seg.seq != c.rcv_nxt:
+        c.counters["tx_challenge_ack_rst"] += 1
+        c.ack_now = True
+        return
+    event, errno_name = RESET_OUTCOME[c.state]
+    c.counters["rx_rst_accepted"] += 1
+    if c.state is State.SYN_RECEIVED and c.passive:
+        c.enter_closed()                               # back to LISTEN: the stack drops it
+    elif event == "refused":
+        c.fail(REFUSED, errno_name)
+    elif event == "reset":
+        c.fail(RESET, errno_name)
+    else:
+        c.enter_closed()
+
+
+def syn_received_ack(c, seg, now: float) -> bool:
+    """SYN-RECEIVED: an ACK of our SYN completes the handshake (fifth step)."""
+    if not (seq_lt(c.snd_una, seg.ack) and seq_le(seg.ack, c.snd_max)):
+        c.queue_rst(seg.ack, 0, with_ack=False)
+        c.counters["rx_drop_synrcvd_bad_ack"] += 1
+        return False
+    if c.state is State.SYN_RECEIVED:
+        c.state = ESTAB                                # else closed meanwhile: FIN-WAIT-1
+    c.snd_wnd = seg.window << c.snd_scale
+    c.max_snd_wnd = max(c.max_snd_wnd, c.snd_wnd)
+    c.snd_wl1 = seg.seq
+    c.snd_wl2 = seg.ack
+    c.counters["established_passive" if c.passive else "established_simultaneous"] += 1
+    c.emit(ESTABLISHED)
+    return True
+
+
+# -- ACK processing (fifth step) ---------------------------------------------------------
+
+def process_ack(c, seg, now: float) -> bool:
+    """Returns False when the segment must be dropped."""
+    ack = seg.ack
+    if seq_gt(ack, c.snd_max):
+        c.counters["rx_drop_ack_too_new"] += 1
+        c.ack_now = True
+        return False
+    if seq_lt(ack, seq_add(c.snd_una, -c.max_snd_wnd)):
+        c.counters["rx_drop_ack_too_old"] += 1             # RFC 5961 5.2
+        c.ack_now = True
+        return False
+    if seq_gt(ack, c.snd_una):
+        ack_new_data(c, seg, now)
+    else:
+        duplicate_ack(c, seg)
+    update_window(c, seg)
+    return True
+
+
+def update_window(c, seg) -> None:
+    seq, ack = seg.seq, seg.ack
+    if seq_lt(c.snd_wl1, seq) or (c.snd_wl1 == seq and seq_le(c.snd_wl2, ack)):
+        wnd = seg.window << c.snd_scale
+        if wnd != c.snd_wnd:
+            c.counters["rx_window_update"] += 1
+        c.snd_wnd = wnd
+        c.snd_wl1 = seq
+        c.snd_wl2 = ack
+        if wnd > c.max_snd_wnd:
+            c.max_snd_wnd = wnd
+        if wnd:
+            c.t_persist = None
+            c.persist_shift = 0
+
+
+def duplicate_ack(c, seg) -> None:
+    """RFC 5681 duplicate ACK: count it, enter fast retransmit at the third."""
+    if c.sack_enabled and seg.sack_blocks:
+        c.scoreboard.update(seg.sack_blocks, c.snd_una, c.snd_max)
+    if (seg.payload or seg.flags & (SYN | FIN) or c.snd_max == c.snd_una
+            or seg.ack != c.snd_una or (seg.window << c.snd_scale) != c.snd_wnd):
+        if c.snd_wnd == 0 and c.snd_max != c.snd_una:
+            c.retries = 0                          # the peer answers our window probes
+        return
+    c.dupacks += 1
+    c.counters["rx_dupack"] += 1
+    if c.in_recovery:
+        c.cc.on_dupack_in_recovery()
+        return
+    if c.dupacks < 3:
+        return
+    if not seq_gt(seg.ack, c.recover) and c.recover != c.iss:
+        c.counters["fast_retransmit_suppressed"] += 1      # RFC 6582 step 2
+        return
+    c.cc.enter_recovery(seq_diff(c.snd_max, c.snd_una), c.sack_enabled)
+    c.in_recovery = True
+    c.recover = c.snd_max
+    c.rexmit_next = c.snd_una
+    c.rexmit_una_pending = True
+    c.rtt_seq = None                                       # Karn
+    c.counters["fast_retransmit"] += 1
+
+
+def sample_timestamp(c, tsecr: int, now: float) -> None:
+    ticks = ((int(now * 1000) + c.ts_offset) - tsecr) & MASK
+    if ticks < 0x7FFFFFFF:
+        c.rtt.sample(ticks / 1000)
+
+
+def ack_new_data(c, seg, now: float) -> None:
+    """SND.UNA advances: release data, sample RTT, grow cwnd, manage recovery."""
+    ack = seg.ack
+    acked = seq_diff(ack, c.snd_una)
+    if not c.syn_acked:
+        c.syn_acked = True
+        acked -= 1
+    held = len(c.send_buffer)
+    data = acked if acked < held else held
+    if data > 0:
+        c.send_buffer.consume(data)
+        c.bytes_acked += data
+        c.acked_dirty = True
+    c.snd_una = ack
+    if seq_lt(c.snd_nxt, ack):
+        c.snd_nxt = ack
+    ts = seg.timestamp
+    if ts is not None and c.ts_enabled:
+        if ts[1]:
+            sample_timestamp(c, ts[1], now)
+    elif c.rtt_seq is not None and seq_gt(ack, c.rtt_seq):
+        c.rtt.sample(now - c.rtt_time)
+        c.rtt_seq = None
+    c.retries = 0
+    if c.in_recovery:
+        recovery_ack(c, ack, data)
+    else:
+        c.dupacks = 0
+        c.cc.on_ack(data)
+    if c.scoreboard.blocks or seg.sack_blocks:
+        c.scoreboard.prune(ack)
+        if c.sack_enabled and seg.sack_blocks:
+            c.scoreboard.update(seg.sack_blocks, ack, c.snd_max)
+    c.t_rexmit = None if ack == c.snd_max else now + c.rtt.rto()
+    if c.fin_seq is not None and not c.fin_acked and seq_gt(ack, c.fin_seq):
+        fin_acked(c, now)
+
+
+def recovery_ack(c, ack: int, data: int) -> None:
+    if seq_ge(ack, c.recover):
+        c.in_recovery = False
+        c.dupacks = 0
+        c.rexmit_una_pending = False
+        c.cc.exit_recovery(seq_diff(c.snd_max, ack))
+        c.counters["recovery_done"] += 1
+        return
+    c.counters["rx_partial_ack"] += 1
+    if c.cc.on_partial_ack(data):
+        c.rexmit_una_pending = not c.sack_enabled         # NewReno: resend the next hole
+        if seq_lt(c.rexmit_next, ack):
+            c.rexmit_next = ack
+    else:
+        c.in_recovery = False
+        c.dupacks = 0
+        c.rexmit_una_pending = False
+
+
+def fin_acked(c, now: float) -> None:
+    c.fin_acked = True
+    nxt = ON_FIN_ACKED.get(c.state)
+    c.counters["fin_acked"] += 1
+    if nxt is State.CLOSED:
+        c.enter_closed()
+    elif nxt is State.TIME_WAIT:
+        c.enter_time_wait(now)
+    elif nxt is not None:
+        c.state = nxt
+
+
+# -- text and FIN (seventh and eighth steps) ---------------------------------------------
+
+def text_and_fin(c, seg, now: float) -> None:
+    payload = seg.payload
+    seq = seg.seq
+    fin = seg.flags & FIN
+    front = seq_diff(c.rcv_nxt, seq)
+    if front > 0:                                   # already-received bytes at the front
+        payload = payload[front:] if front < len(payload) else b""
+        seq = c.rcv_nxt
+    room = seq_diff(c.rcv_adv, seq)
+    if len(payload) > max(room, 0):                 # beyond the window: trimmed, FIN too
+        payload = payload[:max(room, 0)]
+        fin = 0
+        c.counters["rx_bytes_beyond_window"] += 1
+        c.ack_now = True
+    if payload and c.state in CAN_RECEIVE_DATA:
+        if c.user_closed:
+            c.counters["rx_data_after_close"] += 1  # nobody will read it: reset (as Linux)
+            c.abort(now)
+            return
+        if seq == c.rcv_nxt:
+            if deliver(c, payload, seg.flags & PSH, now) < len(payload):
+                return                              # not all taken: neither is the FIN
+            if c.reasm:
+                drain_reassembly(c, now)
+        else:
+            out_of_order(c, seq, payload, fin)
+            return
+    elif payload:
+        c.counters["rx_data_ignored_state"] += 1
+    if fin and seq_add(seq, len(payload)) == c.rcv_nxt:
+        fin_arrives(c, now)
+    elif fin:
+        c.reasm.fin_seq = seq_add(seq, len(payload))
+
+
+def out_of_order(c, seq: int, payload, fin) -> None:
+    stored = c.reasm.insert(seq, payload, c.rcv_nxt)
+    c.rx_blocks.note_arrival(seq)
+    c.counters["rx_out_of_order"] += 1
+    if stored < len(payload):
+        c.counters["rx_duplicate_bytes"] += len(payload) - stored
+    if fin:
+        c.reasm.fin_seq = seq_add(seq, len(payload))
+    c.ack_now = True                                # duplicate ACK at once (RFC 5681 4.2)
+
+
+def drain_reassembly(c, now: float) -> None:
+    """RCV.NXT moved: pass queued bytes that now follow it to the receive buffer."""
+    c.ack_now = True                                # a filled hole is ACKed at once
+    while True:
+        start = c.rcv_nxt
+        data = c.reasm.pop_ready(start)
+        if data is None:
+            break
+        taken = deliver(c, data, True, now)
+        if taken < len(data):
+            c.reasm.push_back(seq_add(start, taken), data[taken:])
+            return
+    if c.reasm.fin_seq is not None and c.reasm.fin_seq == c.rcv_nxt and not c.reasm.blocks:
+        c.reasm.fin_seq = None
+        fin_arrives(c, now)
+
+
+def fin_arrives(c, now: float) -> None:
+    c.rcv_nxt = seq_add(c.rcv_nxt, 1)
+    c.ack_now = True
+    c.counters["rx_fin"] += 1
+    state = c.state
+    nxt = ON_FIN_RECEIVED.get(state)
+    if nxt is None:
+        return
+    if state not in (State.CLOSE_WAIT, State.CLOSING, State.LAST_ACK, State.TIME_WAIT):
+        c.emit(PEER_CLOSED)
+    if nxt is State.TIME_WAIT:
+        c.enter_time_wait(now)
+    else:
+        c.state = nxt

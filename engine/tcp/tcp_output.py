@@ -1,0 +1,274 @@
+"""Output: "figure out what should be sent and send it" (BSD tcp_output).
+
+This is the only place segments are built. In order: queued control segments
+(RSTs, keepalive probes), the SYN or SYN-ACK, loss-recovery retransmissions
+(NewReno's next unacknowledged segment, or SACK holes per RFC 6675), new data
+limited by the peer's window and cwnd (with Nagle and sender SWS avoidance), the
+FIN, a zero-window probe, and finally a pure ACK when one is owed and nothing else
+carried it. Payload is taken from the send buffer's gather list without copying
+unless the list has more than one element (docs/stack-api.md).
+"""
+from __future__ import annotations
+
+from .seq import MASK, seq_diff, seq_gt, seq_le, seq_lt
+from .states import OUT_FLAGS, State
+from .wire.tcp import ACK, FIN, PSH, SYN, TcpRepr
+
+CLOSED, LISTEN = State.CLOSED, State.LISTEN
+SACK_LIMIT_TS, SACK_LIMIT = 3, 4       # blocks that fit in 40 option bytes with/without TS
+
+
+def output(c, now: float) -> list:
+    out = c.ctl_out
+    if out:
+        c.ctl_out = []
+    else:
+        out = []
+    state = c.state
+    if state is CLOSED or state is LISTEN:
+        return out
+    if not c.syn_acked:
+        if c.snd_nxt == c.iss:
+            out.append(build_syn(c, state, now))
+        elif c.ack_now and state is not State.SYN_SENT:
+            out.append(build(c, c.snd_nxt, ACK, b"", now))
+        return out
+    sent = len(out)
+    if c.in_recovery:
+        recovery_retransmit(c, out, now)
+    send_data(c, out, now, data_limit(c))
+    if c.fin_queued and not c.fin_acked and OUT_FLAGS[state] & FIN:
+        send_fin(c, out, now)
+    if c.force_probe:
+        window_probe(c, out, now)
+    if c.ack_now and len(out) == sent:
+        out.append(build(c, ack_seq(c), ACK, b"", now))
+        c.counters["tx_pure_ack"] += 1
+    arm_persist(c, now)
+    return out
+
+
+def ack_seq(c) -> int:
+    """Sequence number of a pure ACK: SND.MAX unless it lies beyond the peer's
+    window (after an unaccepted zero-window probe), as Linux's tcp_acceptable_seq."""
+    right = (c.snd_una + c.snd_wnd) & MASK
+    return c.snd_max if seq_le(c.snd_max, right) else right
+
+
+def advertise(c) -> int:
+    """The window field to send: free receive space, scaled, with receiver SWS
+    avoidance (RFC 9293 3.8.6.2.2) and never moving the right edge left."""
+    free = c.recv_buffer.free_space()
+    cur = seq_diff(c.rcv_adv, c.rcv_nxt)
+    if cur < 0:
+        cur = 0
+    win = free if free - cur >= min(c.rcv_cap >> 1, c.eff_mss) else cur
+    shift = c.rcv_scale
+    field = win >> shift
+    if field > 0xFFFF:
+        field = 0xFFFF
+    right = (c.rcv_nxt + (field << shift)) & MASK
+    if seq_gt(right, c.rcv_adv):
+        c.rcv_adv = right
+    return field
+
+
+def build(c, seq: int, flags: int, payload, now: float) -> TcpRepr:
+    """One segment of a synchronized connection, carrying ACK, window and options."""
+    seg = TcpRepr(c.local[1], c.remote[1], seq, c.rcv_nxt, flags, advertise(c),
+                  payload=payload)
+    if c.ts_enabled:
+        seg.timestamp = ((int(now * 1000) + c.ts_offset) & MASK, c.ts_recent)
+    if c.sack_enabled and c.reasm.blocks:
+        seg.sack_blocks = c.rx_blocks.blocks(
+            c.reasm.ranges(), SACK_LIMIT_TS if c.ts_enabled else SACK_LIMIT)
+    c.last_ack_sent = c.rcv_nxt
+    c.ack_now = False
+    c.delack_bytes = 0
+    c.t_delack = None
+    return seg
+
+
+def build_syn(c, state, now: float) -> TcpRepr:
+    """SYN (active open) or SYN-ACK: options offered, window never scaled."""
+    config = c.config
+    synack = state is not State.SYN_SENT          # SYN-RECEIVED, or closed during it
+    window = min(c.recv_buffer.free_space(), 0xFFFF)
+    seg = TcpRepr(c.local[1], c.remote[1], c.iss, c.rcv_nxt if synack else 0,
+                  SYN | ACK if synack else SYN, window, mss=c.our_mss)
+    if synack:
+        c.rcv_adv = (c.rcv_nxt + window) & MASK
+        c.last_ack_sent = c.rcv_nxt
+        if c.ws_enabled:
+            seg.window_scale = c.rcv_scale
+        seg.sack_permitted = c.sack_enabled
+        if c.ts_enabled:
+            seg.timestamp = ((int(now * 1000) + c.ts_offset) & MASK, c.ts_recent)
+    else:
+        if config.window_scale:
+            seg.window_scale = c.rcv_scale
+        seg.sack_permitted = config.sack
+        if config.timestamps:
+            seg.timestamp = ((int(now * 1000) + c.ts_offset) & MASK, 0)
+    if c.snd_max == c.iss:
+        c.snd_max = (c.iss + 1) & MASK
+        if not config.timestamps:
+            c.rtt_seq, c.rtt_time = c.iss, now
+    else:
+        c.counters["tx_syn_retransmit"] += 1
+        c.rtt_seq = None
+    c.snd_nxt = (c.iss + 1) & MASK
+    c.ack_now = False
+    if c.t_rexmit is None:
+        c.t_rexmit = now + c.rtt.rto()
+    c.counters["tx_syn"] += 1
+    return seg
+
+
+def data_limit(c) -> int:
+    """How far past SND.UNA data may be sent: the peer's window and cwnd
+    (with SACK recovery: cwnd less the RFC 6675 pipe estimate)."""
+    limit = c.cc.cwnd
+    if c.in_recovery and c.sack_enabled and c.scoreboard.blocks:
+        board = c.scoreboard
+        flight = seq_diff(c.snd_max, c.snd_una)
+        pipe = flight - board.sacked_bytes - board.hole_bytes_from(c.rexmit_next, c.snd_una)
+        limit = seq_diff(c.snd_nxt, c.snd_una) + limit - pipe
+    return limit if limit < c.snd_wnd else c.snd_wnd
+
+
+def segment_payload(c, offset: int, length: int):
+    views = c.send_buffer.peek(offset, length)
+    if len(views) == 1:
+        return views[0]
+    return b"".join(views)
+
+
+def send_data(c, out: list, now: float, limit: int) -> None:
+    buf_len = len(c.send_buffer)
+    off = seq_diff(c.snd_nxt, c.snd_una)
+    avail = buf_len - off
+    if avail <= 0:
+        return
+    mss = c.eff_mss
+    maxseg = c.tso_max - c.tso_max % mss if c.tso_max > mss else mss
+    fin_ok = c.fin_queued and OUT_FLAGS[c.state] & FIN
+    while avail > 0:
+        n = limit - off
+        if n <= 0:
+            break
+        if n > avail:
+            n = avail
+        if n > maxseg:
+            n = maxseg
+        if n < avail and n > mss:
+            n -= n % mss                            # TSO: whole segments except the tail
+        if n < mss and not may_send_small(c, n, avail):
+            c.counters["tx_held_nagle_sws"] += 1
+            break
+        seq = c.snd_nxt
+        flags = ACK
+        if n == avail:
+            flags = ACK | PSH | FIN if fin_ok else ACK | PSH
+        out.append(build(c, seq, flags, segment_payload(c, off, n), now))
+        if flags & FIN:
+            c.fin_seq = (seq + n) & MASK
+            c.counters["tx_fin"] += 1
+            n_seq = n + 1
+        else:
+            n_seq = n
+        sent_data(c, seq, n_seq, now)
+        off += n
+        avail -= n
+
+
+def may_send_small(c, n: int, avail: int) -> bool:
+    """Nagle (RFC 896) and sender SWS avoidance (RFC 9293 3.8.6.2.1)."""
+    if n == avail and (c.nodelay or c.snd_max == c.snd_una or c.fin_queued):
+        return True
+    return c.max_snd_wnd > 0 and n >= c.max_snd_wnd >> 1
+
+
+def sent_data(c, seq: int, seglen: int, now: float) -> None:
+    """Advance SND.NXT (and SND.MAX) past a segment; time it; arm the RTO."""
+    end = (seq + seglen) & MASK
+    c.snd_nxt = end
+    if seq_gt(end, c.snd_max):
+        if seq_lt(seq, c.snd_max):
+            c.counters["tx_retransmit"] += 1
+        elif c.rtt_seq is None and not c.ts_enabled:
+            c.rtt_seq, c.rtt_time = seq, now
+        c.snd_max = end
+        c.counters["tx_data"] += 1
+    else:
+        c.counters["tx_retransmit"] += 1
+    if c.t_rexmit is None:
+        c.t_rexmit = now + c.rtt.rto()
+
+
+def recovery_retransmit(c, out: list, now: float) -> None:
+    """Fast retransmit / NewReno partial ACK, or RFC 6675 hole retransmission."""
+    board = c.scoreboard
+    if c.sack_enabled and board.blocks:
+        c.rexmit_una_pending = False
+        limit = data_limit(c)
+        budget = limit - seq_diff(c.snd_nxt, c.snd_una)
+        while budget > 0:
+            hole = board.next_hole(c.rexmit_next, c.snd_una)
+            if hole is None:
+                break
+            n = min(seq_diff(hole[1], hole[0]), c.eff_mss)
+            retransmit(c, out, hole[0], n, now)
+            c.rexmit_next = (hole[0] + n) & MASK
+            budget -= n
+        return
+    if c.rexmit_una_pending:
+        c.rexmit_una_pending = False
+        n = min(c.eff_mss, len(c.send_buffer))
+        if n > 0:
+            retransmit(c, out, c.snd_una, n, now)
+
+
+def retransmit(c, out: list, seq: int, n: int, now: float) -> None:
+    """Resend [seq, seq+n) without moving SND.NXT."""
+    off = seq_diff(seq, c.snd_una)
+    out.append(build(c, seq, ACK, segment_payload(c, off, n), now))
+    c.counters["tx_fast_retransmit"] += 1
+    if c.t_rexmit is None:
+        c.t_rexmit = now + c.rtt.rto()
+
+
+def send_fin(c, out: list, now: float) -> None:
+    """A FIN alone, once every queued byte has been sent (FIN needs no window)."""
+    data_end = (c.snd_una + len(c.send_buffer)) & MASK
+    if c.snd_nxt != data_end:
+        return
+    c.fin_seq = data_end
+    out.append(build(c, data_end, ACK | FIN, b"", now))
+    sent_data(c, data_end, 1, now)
+    c.counters["tx_fin"] += 1
+
+
+def window_probe(c, out: list, now: float) -> None:
+    """The persist timer fired: one byte past a closed window (or what the small
+    window allows: the SWS override), which the RTO then retransmits."""
+    c.force_probe = False
+    off = seq_diff(c.snd_nxt, c.snd_una)
+    avail = len(c.send_buffer) - off
+    if avail <= 0:
+        return
+    n = max(1, min(avail, c.snd_wnd - off, c.eff_mss))
+    seq = c.snd_nxt
+    out.append(build(c, seq, ACK, segment_payload(c, off, n), now))
+    sent_data(c, seq, n, now)
+    c.counters["tx_window_probe"] += 1
+
+
+def arm_persist(c, now: float) -> None:
+    """Nothing in flight, data waiting, window too small: start the persist timer."""
+    if c.t_rexmit is not None or c.t_persist is not None or c.snd_max != c.snd_una:
+        return
+    if len(c.send_buffer) == 0 or c.state is State.CLOSED:
+        return
+    rto = c.rtt.rto() * (1 << c.persist_shift)
+    c.t_persist = now + min(max(rto, 0.005), c.rtt.rto_max)
