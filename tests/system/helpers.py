@@ -1,0 +1,26 @@
+"""Running ``toad`` as a user would, in a subprocess with a bounded time."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+SHORT = ["--set", "workload.duration_s=0.4", "--set", "workload.warmup_s=0.1"]
+
+
+def toad(*args: str, timeout: float = 120.0) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "toad", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def run_json(tmp_path: Path, *args: str) -> dict:
+    out = tmp_path / "out.json"
+    done = toad(*args, "--json", str(out))
+    assert done.returncode == 0, done.stderr
+    return json.loads(out.read_text())
+
+
+def module_exists(dotted: str) -> bool:
+    return (REPO / (dotted.replace(".", "/") + ".py")).exists()

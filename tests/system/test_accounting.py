@@ -1,0 +1,84 @@
+"""The accounting arithmetic and the integrity rule, on fabricated worker results."""
+from __future__ import annotations
+
+import pytest
+
+from toad.config import from_dict
+from toad.experiment import accounting, figures
+from toad.experiment.launcher import RunFailed
+
+
+def test_percent_per_gbps_is_cpu_seconds_per_gigabit():
+    # 1 s of CPU for 1 Gb (125 MB) moved: 100% of one CPU per Gb/s
+    assert accounting.pct_per_gbps(1.0, 125_000_000) == pytest.approx(100.0)
+    assert accounting.pct_per_gbps(0.5, 250_000_000) == pytest.approx(25.0)
+
+
+def test_copy_plus_driver_is_total_and_copy_is_capped():
+    f = accounting.side_figures(0.1, 125_000_000, 125_000_000, 0.02 / 125_000_000)
+    assert f.copy_pct_per_gbps == pytest.approx(2.0)
+    assert f.copy_pct_per_gbps + f.driver_pct_per_gbps == pytest.approx(f.cpu_pct_per_gbps)
+    capped = accounting.side_figures(0.01, 125_000_000, 125_000_000, 1e-9)
+    assert capped.driver_pct_per_gbps == 0.0
+    assert capped.copy_pct_per_gbps == pytest.approx(capped.cpu_pct_per_gbps)
+
+
+def test_interpolate_cumulative_samples():
+    samples = [(0.0, 0.0), (1.0, 10.0), (2.0, 30.0)]
+    assert accounting.interpolate(samples, 0.5) == pytest.approx(5.0)
+    assert accounting.interpolate(samples, 1.5) == pytest.approx(20.0)
+    assert accounting.interpolate(samples, -1.0) == 0.0
+    assert accounting.interpolate(samples, 9.0) == 30.0
+    assert accounting.interpolate([], 1.0) is None
+
+
+def test_read_cpu_busy_parses_proc_stat(tmp_path):
+    stat = tmp_path / "stat"
+    stat.write_text("cpu  10 0 10 100 5 0 0 0 0 0\n"
+                    "cpu0 100 2 50 1000 7 3 4 1 0 0\n"
+                    "cpu1 1 1 1 1 1 1 1 1 0 0\nintr 5\n")
+    busy = accounting.read_cpu_busy([0], path=str(stat))
+    assert list(busy) == [0]
+    assert busy[0] == pytest.approx((100 + 2 + 50 + 3 + 4 + 1) / accounting.CLOCK_TICKS)
+
+
+def test_calibrated_copy_cost_is_positive_and_plausible():
+    cost = accounting.calibrate_copy(8192, min_bytes=8 << 20)
+    assert 0 < cost < 1e-8  # faster than 100 MB/s on any machine that runs these tests
+
+
+def worker(role, crc_sent=None, crc_recv=None, nbytes=1_000_000, cpu=0.01):
+    return {"role": role, "pid": 1, "affinity": [0], "crc_sent": crc_sent, "crc_recv": crc_recv,
+            "total_bytes": nbytes, "bytes_copied": nbytes, "copy_s_per_byte": 1e-10,
+            "copy_s_per_byte_range": [1e-10, 1e-10],
+            "measured": {"t0": 1.0, "t1": 2.0, "wall_s": 1.0, "cpu_s": cpu, "integrity_s": 0.001,
+                         "bytes": nbytes, "host_busy_s": 0.03}}
+
+
+def test_a_checksum_mismatch_is_a_failure_not_a_figure():
+    config = from_dict({"mode": "kernel"})
+    with pytest.raises(RunFailed, match="integrity"):
+        figures.build_run(config, worker("send", crc_sent=1), worker("recv", crc_recv=2))
+    with pytest.raises(RunFailed, match="bytes sent"):
+        figures.build_run(config, worker("send", crc_sent=1, nbytes=5),
+                          worker("recv", crc_recv=1, nbytes=4))
+
+
+def test_build_run_has_the_stable_keys_and_excludes_the_checksum():
+    config = from_dict({"mode": "kernel"})
+    run, details = figures.build_run(config, worker("send", crc_sent=7), worker("recv", crc_recv=7))
+    assert set(run) == {"mode", "workload", "chunk_bytes", "mtu", "duration_s", "bytes",
+                        "goodput_gbps", "integrity_ok", "send", "recv",
+                        "host_cpus_busy_pct_per_gbps", "engine", "total_cpu_pct_per_gbps"}
+    # 0.01 s of CPU minus 0.001 s of checksum, for 8 Mb: 100 * 0.009 / 0.008
+    assert run["send"]["cpu_s"] == pytest.approx(0.009)
+    assert run["send"]["cpu_pct_per_gbps"] == pytest.approx(112.5)
+    assert details["send"]["integrity_s"] == pytest.approx(0.001)
+
+
+def test_engine_figures_interpolate_cpu_and_busy():
+    cpu = [(0.0, 0.0), (2.0, 1.0)]
+    busy = [(0.0, {"busy_ns": 0}), (2.0, {"busy_ns": 5e8})]
+    engine, pct = figures.engine_figures((0.5, 1.5), cpu, busy, 125_000_000)
+    assert engine == {"cpu_pct": 50.0, "busy_pct": 25.0}
+    assert pct == pytest.approx(50.0)

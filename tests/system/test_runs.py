@@ -1,0 +1,71 @@
+"""Whole runs through ``toad run`` / ``toad compare``: each mode and workload that
+exists runs, integrity holds and the accounting is consistent."""
+from __future__ import annotations
+
+import pytest
+
+from .helpers import SHORT, module_exists, run_json, toad
+
+SIDE_KEYS = {"cpu_s", "cpu_pct_per_gbps", "copy_pct_per_gbps", "driver_pct_per_gbps"}
+RUN_KEYS = {"mode", "workload", "chunk_bytes", "mtu", "duration_s", "bytes", "goodput_gbps",
+            "integrity_ok", "send", "recv", "host_cpus_busy_pct_per_gbps", "engine",
+            "total_cpu_pct_per_gbps"}
+
+
+def check_run(run: dict, mode: str, kind: str) -> None:
+    expected = RUN_KEYS | ({"latency_us"} if kind != "bulk" else set())
+    assert set(run) == expected
+    assert run["mode"] == mode and run["workload"] == kind
+    assert run["integrity_ok"] is True
+    assert run["bytes"] > 0 and run["goodput_gbps"] > 0 and run["duration_s"] > 0
+    for side in ("send", "recv"):
+        figures = run[side]
+        assert set(figures) == SIDE_KEYS
+        assert figures["cpu_s"] > 0
+        assert figures["copy_pct_per_gbps"] > 0
+        assert figures["driver_pct_per_gbps"] >= 0
+        total = figures["copy_pct_per_gbps"] + figures["driver_pct_per_gbps"]
+        assert total == pytest.approx(figures["cpu_pct_per_gbps"], abs=2e-4)
+    assert set(run["engine"]) == {"cpu_pct", "busy_pct"}
+    if kind != "bulk":
+        assert 0 < run["latency_us"]["p50"] <= run["latency_us"]["p99"]
+
+
+def test_kernel_bulk_two_chunks(tmp_path):
+    doc = run_json(tmp_path, "run", "configs/default.yaml", "--set", "mode=kernel", *SHORT)
+    assert set(doc) == {"toad_version", "config", "machine", "runs", "details"}
+    assert set(doc["machine"]) == {"cpus", "engine_cpus", "host_cpus"}
+    assert [r["chunk_bytes"] for r in doc["runs"]] == [131072, 8192]
+    for run in doc["runs"]:
+        check_run(run, "kernel", "bulk")
+    assert doc["details"][0]["pinning"]["send"] == [0]
+
+
+@pytest.mark.parametrize("kind", ["rr", "crr"])
+def test_kernel_request_response(tmp_path, kind):
+    doc = run_json(tmp_path, "run", "configs/default.yaml", "--set", "mode=kernel",
+                   "--set", f"workload.kind={kind}", "--set", "workload.sizes=[64]", *SHORT)
+    (run,) = doc["runs"]
+    check_run(run, "kernel", kind)
+    assert run["chunk_bytes"] == 64
+
+
+@pytest.mark.skipif(not module_exists("host.inhost"), reason="host/inhost.py not built yet")
+def test_inhost_bulk(tmp_path):
+    doc = run_json(tmp_path, "run", "configs/default.yaml", "--set", "mode=inhost",
+                   "--set", "workload.chunk_bytes=[65536]", *SHORT)
+    check_run(doc["runs"][0], "inhost", "bulk")
+
+
+def test_offload_runs_or_says_it_is_not_built(tmp_path):
+    if module_exists("host.sockets"):
+        doc = run_json(tmp_path, "run", "configs/default.yaml", "--set", "mode=offload",
+                       "--set", "workload.chunk_bytes=[65536]", *SHORT)
+        run = doc["runs"][0]
+        check_run(run, "offload", "bulk")
+        assert run["engine"]["cpu_pct"] is not None
+    else:
+        done = toad("run", "configs/default.yaml", "--set", "mode=offload", *SHORT)
+        assert done.returncode != 0
+        assert done.stderr.strip().splitlines() == [
+            "toad: error: offload mode needs host.sockets, not built yet"]

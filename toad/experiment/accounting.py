@@ -1,0 +1,173 @@
+"""CPU accounting: where the host's (and the engine's) CPU time goes, per Gb/s.
+
+The figures follow ARCHITECTURE.md "Measurement" and TOAD section IV:
+
+- Process CPU time of each worker (user + system, all threads, ``getrusage``) over its
+  own measured interval, minus the time the worker spent on the integrity checksum
+  (measured with ``thread_time`` around each checksum call): the checksum is the
+  experiment's cost, not the network's.
+- Busy time of the host CPUs from ``/proc/stat`` (every state but idle and iowait).
+- Engine CPU time from ``/proc/<pid>/stat`` (utime + stime).
+- "memory copies": bytes copied at the socket boundary times the per-byte cost of a
+  chunk-sized copy, calibrated on the worker's own (pinned) CPU right before the run;
+  the rest of the side's CPU is "driver" (offload) or "stack" (inhost, kernel).
+
+Percent of one CPU per Gb/s = 100 * (cpu_s / wall_s) / (Gb/s) = 100 * cpu_s / gigabits,
+so each side's figure only needs CPU seconds and bytes over the same interval.
+"""
+from __future__ import annotations
+
+import mmap
+import os
+import resource
+import time
+from dataclasses import dataclass
+from typing import Iterable, Optional
+
+import numpy as np
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+POPULATE = getattr(mmap, "MAP_POPULATE", 0x8000)
+
+
+def process_cpu_seconds() -> float:
+    """User + system CPU seconds of this process (all threads)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def read_cpu_busy(cpus: Iterable[int], path: str = "/proc/stat") -> dict[int, float]:
+    """Busy seconds (all states but idle and iowait) of each CPU in ``cpus`` since boot."""
+    wanted = set(cpus)
+    busy: dict[int, float] = {}
+    with open(path) as f:
+        for line in f:
+            if not line.startswith("cpu") or line.startswith("cpu "):
+                continue
+            name, *values = line.split()
+            cpu = int(name[3:])
+            if cpu not in wanted:
+                continue
+            ticks = [int(v) for v in values]
+            idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)
+            # guest time is already included in user time; count the first 8 fields only
+            busy[cpu] = (sum(ticks[:8]) - idle) / CLOCK_TICKS
+    return busy
+
+
+def busy_seconds_between(before: dict, after: dict) -> float:
+    """Sum over CPUs of the busy seconds between two :func:`read_cpu_busy` snapshots."""
+    return sum(after[c] - before[c] for c in after if c in before)
+
+
+def read_pid_cpu_seconds(pid: int) -> Optional[float]:
+    """utime + stime of process ``pid`` (all threads) from /proc, None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            text = f.read()
+    except OSError:
+        return None
+    fields = text.rsplit(")", 1)[1].split()
+    # after the ")" field 0 is state (stat field 3); utime, stime are stat fields 14, 15
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def calibrate_copy(chunk_bytes: int, region_bytes: int = 4 << 20,
+                   min_bytes: int = 64 << 20, clock=time.thread_time) -> float:
+    """Seconds per byte of copying one chunk into a rotating region, on this CPU now.
+
+    The socket-boundary copy moves an application buffer (hot in the cache, reused by
+    the workload) into a send buffer or out of a receive buffer that rotates over a
+    larger area; the calibration does the same: ``chunk_bytes`` from one buffer into
+    successive slots of a ``region_bytes`` area (at least two chunks), repeated until
+    ``min_bytes`` have moved. The first pass (page faults) is not timed. The cost
+    includes the per-call overhead of a chunk-sized copy, as the real copy pays it.
+    """
+    chunk = max(1, int(chunk_bytes))
+    region = max(region_bytes, 2 * chunk)
+    slots = region // chunk
+    src = np.frombuffer(os.urandom(chunk), dtype=np.uint8)
+    # MAP_POPULATE: the pages exist before timing. On this VM a region obtained with
+    # np.empty after freeing another one was measured up to 10x slower for minutes
+    # (the guest's memory reclaim), which would charge the copy with a paging cost.
+    area = mmap.mmap(-1, slots * chunk, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | POPULATE)
+    try:
+        dst = np.frombuffer(area, dtype=np.uint8)
+        dst[:] = 1
+        reps = max(slots, min_bytes // chunk)
+        start = clock()
+        for i in range(reps):
+            slot = (i % slots) * chunk
+            dst[slot:slot + chunk] = src
+        elapsed = clock() - start
+        del dst
+    finally:
+        area.close()
+    return elapsed / (reps * chunk)
+
+
+def calibrate_copy_median(chunk_bytes: int, trials: int = 5) -> tuple[float, float, float]:
+    """(median, lowest, highest) seconds per byte over ``trials`` fresh regions.
+
+    One trial can be disturbed (a page of the region reclaimed, another process on
+    the CPU's cache); the median of several is charged and the spread is reported.
+    """
+    costs = sorted(calibrate_copy(chunk_bytes) for _ in range(max(1, trials)))
+    return costs[len(costs) // 2], costs[0], costs[-1]
+
+
+@dataclass(frozen=True)
+class SideFigures:
+    """One side (send or receive) of a run, in percent of one CPU per Gb/s."""
+    cpu_s: float
+    cpu_pct_per_gbps: float
+    copy_pct_per_gbps: float
+    driver_pct_per_gbps: float
+
+    def as_json(self) -> dict:
+        return {"cpu_s": round(self.cpu_s, 6),
+                "cpu_pct_per_gbps": round(self.cpu_pct_per_gbps, 4),
+                "copy_pct_per_gbps": round(self.copy_pct_per_gbps, 4),
+                "driver_pct_per_gbps": round(self.driver_pct_per_gbps, 4)}
+
+
+def gigabits(nbytes: float) -> float:
+    return nbytes * 8 / 1e9
+
+
+def pct_per_gbps(cpu_s: float, nbytes: float) -> float:
+    """100 * cpu_s / gigabits moved: percent of one CPU needed for 1 Gb/s."""
+    gb = gigabits(nbytes)
+    return 100.0 * cpu_s / gb if gb > 0 else float("nan")
+
+
+def side_figures(cpu_s: float, nbytes: int, bytes_copied: int,
+                 copy_s_per_byte: float) -> SideFigures:
+    """Split a side's CPU into the boundary copy and the rest (copy + driver = total).
+
+    The copy share is capped at the side's total: a calibration that says the copies
+    alone took longer than the whole side would be a measurement artefact, and the
+    driver share is never reported negative.
+    """
+    total = pct_per_gbps(cpu_s, nbytes)
+    copy = min(pct_per_gbps(bytes_copied * copy_s_per_byte, nbytes), total)
+    return SideFigures(cpu_s, total, copy, total - copy)
+
+
+def interpolate(samples: list[tuple[float, float]], when: float) -> Optional[float]:
+    """Linear interpolation of a cumulative counter sampled as (time, value) pairs."""
+    if not samples:
+        return None
+    if when <= samples[0][0]:
+        return samples[0][1]
+    for (t_a, v_a), (t_b, v_b) in zip(samples, samples[1:]):
+        if t_a <= when <= t_b:
+            if t_b == t_a:
+                return v_b
+            return v_a + (v_b - v_a) * (when - t_a) / (t_b - t_a)
+    return samples[-1][1]
+
+
+def overlap(a: tuple[float, float], b: tuple[float, float]) -> float:
+    """Length of the intersection of two time intervals."""
+    return max(0.0, min(a[1], b[1]) - max(a[0], b[0]))

@@ -1,0 +1,159 @@
+"""``toad run``, ``toad compare`` and ``toad sweep``: argument parsing and the run loop.
+
+    toad run CONFIG [--set key=value]... [--json FILE] [--plot FILE]
+    toad compare [CONFIG] [--modes kernel,inhost,offload] [--set ...] [--json FILE] [--plot FILE]
+    toad sweep CONFIG --param NAME=V1,V2,... [--modes ...] [--set ...] [--json FILE] [--plot FILE]
+
+Each run is one (mode, chunk or size) pair; the first failing run stops the command
+with one line and a non-zero exit (a run with wrong bytes is never a figure).
+"""
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+import yaml
+
+from toad.config import Config, ConfigError, load
+
+from . import report
+from .progress import Progress
+from .runner import run_once
+
+MODES = ("kernel", "inhost", "offload")
+
+
+def default_config() -> str:
+    """configs/default.yaml of the source tree (or of the current directory)."""
+    here = Path(__file__).resolve().parents[2] / "configs" / "default.yaml"
+    return str(here if here.exists() else Path("configs") / "default.yaml")
+
+
+def parser(prog: str, config_optional: bool = False) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog)
+    if config_optional:
+        p.add_argument("config", nargs="?", default=None,
+                       help="YAML experiment file (default: configs/default.yaml)")
+    else:
+        p.add_argument("config", help="YAML experiment file")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one config key (YAML value), e.g. --set workload.duration_s=2")
+    p.add_argument("--json", metavar="FILE", help="write the results as JSON")
+    p.add_argument("--plot", metavar="FILE", help="write a PNG plot")
+    return p
+
+
+def parse_modes(text: Optional[str], config: Config) -> list[str]:
+    if not text:
+        return list(config.modes)
+    modes = [m.strip() for m in text.split(",") if m.strip()]
+    for m in modes:
+        if m not in MODES:
+            raise ConfigError(f"--modes: {m!r} is not one of {', '.join(MODES)}")
+    return modes
+
+
+def units(config: Config) -> tuple[int, ...]:
+    w = config.workload
+    return w.chunk_bytes if w.kind == "bulk" else w.sizes
+
+
+def stop_on_sigterm() -> None:
+    """SIGTERM tears down like Ctrl-C (the launcher's cleanup runs on the way out)."""
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, handler)
+
+
+def run_all(config: Config, modes: list[str], label: str = "") -> tuple[list[dict], list[dict]]:
+    """Every (mode, unit) run of ``config``, in order, with a progress line."""
+    plan = [(m, u) for m in modes for u in units(config)]
+    w = config.workload
+    progress = Progress(len(plan))
+    runs, details = [], []
+    try:
+        for mode, unit in plan:
+            progress.begin(f"{label}{mode} {w.kind} {report.size_label(unit)}",
+                           w.warmup_s + w.duration_s)
+            run, detail = run_once(config, mode, unit, tick=progress.tick)
+            runs.append(run)
+            details.append(detail)
+    finally:
+        progress.done()
+    return runs, details
+
+
+def finish(config: Config, args, runs: list[dict], details: list[dict], plot) -> int:
+    print(report.render(runs, details))
+    if args.json:
+        report.write_json(args.json, report.document(config, runs, details))
+    if args.plot:
+        plot(runs, args.plot)
+        print(f"plot: {args.plot}")
+    return 0
+
+
+def run_main(argv: Sequence[str]) -> int:
+    args = parser("toad run").parse_args(argv)
+    stop_on_sigterm()
+    config = load(args.config, args.overrides)
+    runs, details = run_all(config, [config.mode])
+    from . import plots
+    return finish(config, args, runs, details, plots.compare_plot)
+
+
+def compare_main(argv: Sequence[str]) -> int:
+    p = parser("toad compare", config_optional=True)
+    p.add_argument("--modes", help="comma-separated modes (default: the config's `modes`)")
+    args = p.parse_args(argv)
+    stop_on_sigterm()
+    config = load(args.config or default_config(), args.overrides)
+    runs, details = run_all(config, parse_modes(args.modes, config))
+    from . import plots
+    return finish(config, args, runs, details, plots.compare_plot)
+
+
+def sweep_main(argv: Sequence[str]) -> int:
+    p = parser("toad sweep")
+    p.add_argument("--param", required=True, metavar="NAME=V1,V2,...",
+                   help="the config key to vary and its values, e.g. nic.mtu=1500,9000,65535")
+    p.add_argument("--modes", help="comma-separated modes (default: the config's `mode`)")
+    args = p.parse_args(argv)
+    stop_on_sigterm()
+    name, values = parse_param(args.param)
+    base = load(args.config, args.overrides)
+    modes = parse_modes(args.modes, base) if args.modes else [base.mode]
+    runs, details = [], []
+    for value in values:
+        config = load(args.config, [*args.overrides, f"{name}={value}"])
+        more_runs, more_details = run_all(config, modes, label=f"{name}={value} ")
+        for run, detail in zip(more_runs, more_details):
+            detail["sweep"] = {"param": name, "value": yaml.safe_load(value)}
+        runs += more_runs
+        details += more_details
+    print(report.sweep_table(name, runs, details))
+    if args.json:
+        report.write_json(args.json, report.document(base, runs, details))
+    if args.plot:
+        from . import plots
+        plots.sweep_plot(name, runs, details, args.plot)
+        print(f"plot: {args.plot}")
+    return 0
+
+
+def parse_param(text: str) -> tuple[str, list[str]]:
+    if "=" not in text:
+        raise ConfigError(f"--param {text!r}: expected NAME=V1,V2,...")
+    name, raw = text.split("=", 1)
+    values = [v.strip() for v in raw.split(",") if v.strip()]
+    if not name.strip() or not values:
+        raise ConfigError(f"--param {text!r}: expected NAME=V1,V2,...")
+    return name.strip(), values
+
+
+if __name__ == "__main__":
+    from toad.errors import run_main as boundary
+    sys.exit(boundary(run_main))

@@ -1,0 +1,143 @@
+"""Turn the workers' raw results (and the engine samples) into one run's figures.
+
+The run object has exactly the keys README/ARCHITECTURE document (stable JSON);
+everything else a reader may want (pinning obtained, checksum cost, copy
+calibration, raw CPU seconds) goes into a separate "details" object.
+
+Which interval is the run's: bulk uses the receiver's measured interval (bytes that
+arrived), rr/crr the client's ("send" side). Each side's percent per Gb/s uses its own
+CPU seconds and bytes over its own interval (see accounting.py): the ratio does not
+depend on the two intervals coinciding.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+from toad.config import Config
+
+from .accounting import gigabits, interpolate, overlap, pct_per_gbps, side_figures
+from .launcher import RunFailed
+
+
+def check_integrity(kind: str, send: dict, recv: dict) -> None:
+    """Raise RunFailed unless every byte stream arrived as it was sent."""
+    problems = []
+    if send.get("crc_sent") != recv.get("crc_recv"):
+        problems.append(f"sender CRC {send.get('crc_sent'):#010x} != receiver CRC "
+                        f"{recv.get('crc_recv'):#010x}")
+    if kind == "bulk" and send.get("total_bytes") != recv.get("total_bytes"):
+        problems.append(f"{send.get('total_bytes')} bytes sent, {recv.get('total_bytes')} received")
+    if kind != "bulk" and recv.get("crc_sent") != send.get("crc_recv"):
+        problems.append("the responses the client got differ from those the server sent")
+    if problems:
+        raise RunFailed("integrity check failed (the run is not a figure): " + "; ".join(problems))
+
+
+def side(result: dict) -> tuple[dict, object]:
+    """The JSON of one side and its figures (CPU excludes the integrity checksum)."""
+    m = result["measured"]
+    cpu_s = max(0.0, m["cpu_s"] - m["integrity_s"])
+    figures = side_figures(cpu_s, m["bytes"], result["bytes_copied"], result["copy_s_per_byte"])
+    return figures.as_json(), figures
+
+
+def host_busy(reference: dict, other: dict) -> Optional[float]:
+    """Host-CPU busy % per Gb/s over the reference side's interval, checksums excluded.
+
+    /proc/stat sees both workers (and anything else on those CPUs); the checksum time
+    of the reference side is subtracted as measured, the other side's in proportion
+    to how much of its interval overlaps the reference one.
+    """
+    ref, oth = reference["measured"], other["measured"]
+    if ref["bytes"] <= 0:
+        return None
+    span = (ref["t0"], ref["t1"])
+    other_wall = oth["t1"] - oth["t0"]
+    share = overlap(span, (oth["t0"], oth["t1"])) / other_wall if other_wall > 0 else 0.0
+    busy = ref["host_busy_s"] - ref["integrity_s"] - share * oth["integrity_s"]
+    return pct_per_gbps(max(0.0, busy), ref["bytes"])
+
+
+def engine_figures(span: tuple[float, float], cpu_samples, busy_samples,
+                   nbytes: int) -> tuple[dict, Optional[float]]:
+    """{"cpu_pct", "busy_pct"} of the engine over ``span`` and its % per Gb/s."""
+    start, end = (interpolate(cpu_samples, t) for t in span)
+    wall = span[1] - span[0]
+    if start is None or end is None or wall <= 0:
+        return {"cpu_pct": None, "busy_pct": None}, None
+    cpu_s = end - start
+    busy_pct = None
+    if busy_samples:
+        busy_pct = engine_busy_pct(span, busy_samples)
+    return ({"cpu_pct": round(100.0 * cpu_s / wall, 2),
+             "busy_pct": None if busy_pct is None else round(busy_pct, 2)},
+            pct_per_gbps(cpu_s, nbytes))
+
+
+def engine_busy_pct(span: tuple[float, float], samples) -> Optional[float]:
+    """Useful-work % from the engine's stats block: delta busy_ns over the span's wall.
+
+    The block (toad.engine_stats.read_engine_stats) is sampled as (time, dict); its
+    ``busy_ns`` counts time in loop iterations that did work, refreshed about every
+    millisecond, so it is interpolated at the span's ends like the CPU time.
+    """
+    series = [(t, float(block["busy_ns"])) for t, block in samples if "busy_ns" in block]
+    wall_ns = (span[1] - span[0]) * 1e9
+    if len(series) < 2 or wall_ns <= 0:
+        return None
+    busy = interpolate(series, span[1]) - interpolate(series, span[0])
+    return min(100.0, max(0.0, 100.0 * busy / wall_ns))
+
+
+def build_run(config: Config, send: dict, recv: dict, engine=None) -> tuple[dict, dict]:
+    """(run JSON, details JSON) of one finished run; raises RunFailed on bad data."""
+    kind = config.workload.kind
+    check_integrity(kind, send, recv)
+    reference, other = (recv, send) if kind == "bulk" else (send, recv)
+    m = reference["measured"]
+    if m["bytes"] <= 0 or m["wall_s"] <= 0:
+        raise RunFailed("no data was measured: the run was shorter than its warm-up; "
+                        "raise workload.duration_s")
+    send_json, send_fig = side(send)
+    recv_json, recv_fig = side(recv)
+    run = {
+        "mode": config.mode, "workload": kind,
+        "chunk_bytes": config.workload.chunk_bytes[0] if kind == "bulk" else config.workload.sizes[0],
+        "mtu": config.nic.tap.mtu if config.nic.kind == "tap" else config.nic.mtu,
+        "duration_s": round(m["wall_s"], 4), "bytes": m["bytes"],
+        "goodput_gbps": round(gigabits(m["bytes"]) / m["wall_s"], 4),
+        "integrity_ok": True, "send": send_json, "recv": recv_json,
+        "host_cpus_busy_pct_per_gbps": round4(host_busy(reference, other)),
+        "engine": {"cpu_pct": None, "busy_pct": None}, "total_cpu_pct_per_gbps": None,
+    }
+    total = send_fig.cpu_pct_per_gbps + recv_fig.cpu_pct_per_gbps
+    if engine is not None:
+        run["engine"], engine_pct = engine_figures((m["t0"], m["t1"]), engine["cpu"],
+                                                   engine["busy"], m["bytes"])
+        total = None if engine_pct is None else total + engine_pct
+    run["total_cpu_pct_per_gbps"] = round4(total)
+    if kind != "bulk":
+        lat = send["latency_us"]
+        run["latency_us"] = {"p50": lat["p50"], "p99": lat["p99"]}
+    return run, details(send, recv)
+
+
+def details(send: dict, recv: dict) -> dict:
+    out = {}
+    for name, r in (("send", send), ("recv", recv)):
+        m = r["measured"]
+        out[name] = {"pid": r["pid"], "affinity": r["affinity"],
+                     "cpu_s_with_integrity": round(m["cpu_s"], 6),
+                     "integrity_s": round(m["integrity_s"], 6),
+                     "bytes": m["bytes"], "bytes_copied": r["bytes_copied"],
+                     "wall_s": round(m["wall_s"], 4),
+                     "copy_ns_per_kb": round(r["copy_s_per_byte"] * 1e9 * 1024, 2),
+                     "copy_ns_per_kb_range": [round(x * 1e9 * 1024, 2)
+                                              for x in r["copy_s_per_byte_range"]]}
+        if "latency_us" in r:
+            out[name]["latency_samples"] = r["latency_us"]["count"]
+    return out
+
+
+def round4(value: Optional[float]) -> Optional[float]:
+    return None if value is None else round(value, 4)

@@ -1,0 +1,208 @@
+"""One run end to end: effective config, engine (offload), workers, figures.
+
+    run, details = run_once(config, progress)
+
+The effective config of the run (the user's config with this run's mode, chunk or
+size, and a unique instance name) is written as YAML into the launcher's temporary
+directory; the engine and both workers load that file, so every process sees the
+same validated settings.
+"""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import os
+from pathlib import Path
+from typing import Callable, Optional
+
+import yaml
+
+from toad.config import Config, ConfigError, from_dict
+
+from .figures import build_run
+from .launcher import Child, Launcher, RunFailed, read_json
+
+START_TIMEOUT_S = 60.0   # engine start (numba compiles on first use) and worker start
+FINISH_MARGIN_S = 60.0   # beyond warmup + duration
+_counter = itertools.count()
+
+
+def instance_name(config: Config) -> str:
+    """A name no other run (or test) on this machine uses at the same time."""
+    suffix = f"-{os.getpid()}-{next(_counter)}"
+    return config.name[:40 - len(suffix)] + suffix
+
+
+def as_plain(value):
+    """Dataclass -> YAML-ready dicts and lists."""
+    if dataclasses.is_dataclass(value):
+        return {f.name: as_plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, (list, tuple)):
+        return [as_plain(v) for v in value]
+    return value
+
+
+def effective(config: Config, mode: str, unit: int, name: str) -> Config:
+    """This run's config: one mode, one chunk (bulk) or size (rr/crr), its own name."""
+    data = as_plain(config)
+    data.update(mode=mode, name=name)
+    if config.workload.kind == "bulk":
+        data["workload"]["chunk_bytes"] = [unit]
+        # the anonymous receive buffer is the chunk (TOAD); the pool keeps its bytes
+        data["qp"]["recv_buffer_bytes"] = max(512, unit)
+    else:
+        data["workload"]["sizes"] = [unit]
+    return from_dict(data)
+
+
+def engine_stats_reader(name: str) -> Callable[[], Optional[dict]]:
+    """A sampler of the engine's stats block (toad.engine_stats), None when unreadable."""
+    from toad.engine_stats import read_engine_stats
+
+    def read() -> Optional[dict]:
+        try:
+            return read_engine_stats(name)
+        except Exception:  # the engine may be gone (or not yet up) between two samples
+            return None
+    return read
+
+
+def worker_cpus(config: Config) -> tuple[int, int]:
+    """(send CPU, receive CPU): the first two host CPUs, or both on the only one."""
+    cpus = config.host.cpus
+    return cpus[0], cpus[min(1, len(cpus) - 1)]
+
+
+def tap_allowed() -> Optional[str]:
+    """None when this process may create a TAP device, else what is missing."""
+    if not os.path.exists("/dev/net/tun"):
+        return "/dev/net/tun is missing (load the tun module: modprobe tun)"
+    if not os.access("/dev/net/tun", os.R_OK | os.W_OK):
+        return "/dev/net/tun is not readable and writable by this user"
+    if not has_net_admin():  # root without CAP_NET_ADMIN cannot create a TAP either
+        return "this process lacks CAP_NET_ADMIN"
+    return None
+
+
+def has_net_admin() -> bool:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("CapEff:"):
+                    return bool(int(line.split()[1], 16) & (1 << 12))
+    except OSError:
+        pass
+    return False
+
+
+def check_topology(config: Config, mode: str) -> None:
+    """Refuse what cannot run here before starting anything."""
+    if config.nic.kind != "tap":
+        return
+    missing = tap_allowed()
+    if missing:
+        raise ConfigError(f"nic.kind: tap needs root or CAP_NET_ADMIN and a usable "
+                          f"/dev/net/tun: {missing} (run as root, or use nic.kind: loopback)")
+    if mode == "kernel":
+        raise ConfigError("nic.kind: tap runs toad's stack against Linux; use mode inhost "
+                          "or offload (kernel mode is Linux against itself: nic.kind loopback)")
+
+
+def run_once(config: Config, mode: str, unit: int,
+             tick: Callable[[], None] = None) -> tuple[dict, dict]:
+    """Run ``config``'s workload once in ``mode``; (run JSON, details JSON)."""
+    check_topology(config, mode)
+    if config.nic.kind == "tap":
+        from .tap import run_tap
+        return run_tap(config, mode, unit, tick)
+    run_config = effective(config, mode, unit, instance_name(config))
+    with Launcher(run_config.name) as launcher:
+        path = launcher.workdir / "run.yaml"
+        path.write_text(yaml.safe_dump(as_plain(run_config), sort_keys=False))
+        if mode != "kernel":
+            check_mode(launcher, path)
+        engine = start_engine(launcher, run_config, path) if mode == "offload" else None
+        send_cpu, recv_cpu = worker_cpus(run_config)
+        recv = start_worker(launcher, path, "recv", recv_cpu)
+        ready = launcher.workdir / "recv.ready"
+        launcher.wait_until(ready.exists, START_TIMEOUT_S, "the receiving worker to listen")
+        send = start_worker(launcher, path, "send", send_cpu)
+        w = run_config.workload
+        launcher.wait_exit([recv, send], w.warmup_s + w.duration_s + FINISH_MARGIN_S, tick)
+        samples = None
+        if engine is not None:
+            sampler = launcher.samplers[0]
+            sampler.stop()
+            samples = {"cpu": sampler.cpu, "busy": sampler.busy}
+        results = {c.name: read_json(c.out_path) for c in (send, recv)}
+        run, details = build_run(run_config, results["send"], results["recv"], samples)
+        details["pinning"] = pinning(run_config, results, engine)
+        details["warnings"] = warnings(run_config, details["pinning"], engine is not None)
+        details["engine_busy_source"] = ("read_engine_stats" if samples and samples["busy"]
+                                         else "missing (no engine stats reader)"
+                                         if engine is not None else None)
+    if launcher.leftovers:
+        details["warnings"].append("removed shared memory a child left behind: "
+                                   + ", ".join(launcher.leftovers))
+    return run, details
+
+
+def check_mode(launcher: Launcher, path: Path) -> None:
+    """Fail with the worker's one line when the mode's host modules do not exist."""
+    child = launcher.start("check", ["-m", "host.worker", "--config", str(path), "--check"])
+    launcher.wait_exit([child], START_TIMEOUT_S)
+
+
+def start_engine(launcher: Launcher, config: Config, path: Path) -> Child:
+    """``python -m engine RUN.yaml``, pinned; returns once its OE memory exists."""
+    engine = launcher.start("engine", ["-m", "engine", str(path)])
+    launcher.wait_until(lambda: engine_running(config.name), START_TIMEOUT_S,
+                        "the engine's OE memory to be up")
+    try:
+        os.sched_setaffinity(engine.pid, {config.engine.cpu})
+    except OSError as exc:
+        raise RunFailed(f"engine.cpu: cannot pin the engine to CPU {config.engine.cpu}: "
+                        f"{exc.strerror}") from None
+    launcher.sample(engine, stats=engine_stats_reader(config.name))
+    return engine
+
+
+def engine_running(name: str) -> bool:
+    """True once the engine's OE memory exists and says "running"."""
+    from toad.engine_stats import EngineNotRunning, read_engine_stats
+    try:
+        return read_engine_stats(name)["state"] == "running"
+    except EngineNotRunning:
+        return False
+
+
+def start_worker(launcher: Launcher, path: Path, role: str, cpu: int) -> Child:
+    out = launcher.workdir / f"{role}.json"
+    argv = ["-m", "host.worker", "--config", str(path), "--role", role,
+            "--cpu", str(cpu), "--out", str(out)]
+    if role == "recv":
+        argv += ["--ready", str(launcher.workdir / "recv.ready")]
+    return launcher.start(role, argv, out_path=out)
+
+
+def pinning(config: Config, results: dict, engine: Optional[Child]) -> dict:
+    """The CPUs each process actually ran on (as the processes reported them)."""
+    out = {role: results[role]["affinity"] for role in ("send", "recv")}
+    if engine is not None:
+        out["engine"] = engine.affinity()
+    return out
+
+
+def warnings(config: Config, obtained: dict, offload: bool) -> list[str]:
+    out = []
+    if offload:
+        engine_cpus = set(obtained.get("engine") or [config.engine.cpu])
+        for role in ("send", "recv"):
+            shared = engine_cpus & set(obtained[role])
+            if shared:
+                out.append(f"the engine shares CPU {sorted(shared)} with the {role} worker: "
+                           f"host and engine figures disturb each other")
+    if obtained["send"] == obtained["recv"]:
+        out.append(f"send and receive workers share CPU {obtained['send']} "
+                   f"(host.cpus has one CPU); per-Gb/s figures stay valid")
+    return out
