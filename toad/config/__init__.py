@@ -39,6 +39,9 @@ class Config:
     nic: NicConfig = doc("the NIC backend", default_factory=NicConfig)
     tcp: TcpConfig = doc("the TCP/IP stack", default_factory=TcpConfig)
     workload: WorkloadConfig = doc("what the host workers do", default_factory=WorkloadConfig)
+    sweep: Optional[str] = doc(
+        "toad sweep: the parameter to vary when --param is not given, NAME=V1,V2,... "
+        "(e.g. nic.mtu=1500,9000,65535)", default=None)
     source: Optional[str] = doc("path of the YAML file (set by the loader)", default=None)
 
     def validate(self, path: str) -> None:

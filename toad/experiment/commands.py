@@ -118,13 +118,16 @@ def compare_main(argv: Sequence[str]) -> int:
 
 def sweep_main(argv: Sequence[str]) -> int:
     p = parser("toad sweep")
-    p.add_argument("--param", required=True, metavar="NAME=V1,V2,...",
-                   help="the config key to vary and its values, e.g. nic.mtu=1500,9000,65535")
+    p.add_argument("--param", metavar="NAME=V1,V2,...",
+                   help="the config key to vary and its values, e.g. nic.mtu=1500,9000,65535 "
+                        "(default: the config's `sweep`)")
     p.add_argument("--modes", help="comma-separated modes (default: the config's `mode`)")
     args = p.parse_args(argv)
     stop_on_sigterm()
-    name, values = parse_param(args.param)
     base = load(args.config, args.overrides)
+    if not (args.param or base.sweep):
+        raise ConfigError("toad sweep: give --param NAME=V1,V2,... (or `sweep:` in the config)")
+    name, values = parse_param(args.param or base.sweep)
     modes = parse_modes(args.modes, base) if args.modes else [base.mode]
     runs, details = [], []
     for value in values:

@@ -121,6 +121,7 @@ class Launcher:
         self.children: list[Child] = []
         self.samplers: list[Sampler] = []
         self.leftovers: list[str] = []
+        self.finished: set[int] = set()  # pids that exited cleanly where expected
 
     def __enter__(self) -> "Launcher":
         return self
@@ -143,7 +144,7 @@ class Launcher:
         """Raise RunFailed naming the first child that died (or ended too early)."""
         for child in self.children:
             code = child.proc.poll()
-            if code is None:
+            if code is None or child.pid in self.finished:
                 continue
             if code != 0 or child not in allowed_done:
                 prefix = "" if child.name == "check" else f"{child.name}: "
@@ -168,6 +169,7 @@ class Launcher:
                         timeout_s, " and ".join(c.name for c in children) + " to finish",
                         allowed_done=done, tick=tick)
         self.check_alive(done)
+        self.finished.update(c.pid for c in children)
 
     def sample(self, child: Child, stats=None) -> Sampler:
         sampler = Sampler(child.pid, stats=stats)

@@ -1,0 +1,51 @@
+"""toad sweep (table + PNG), toad compare's plot, toad doctor and toad perturb."""
+from __future__ import annotations
+
+import json
+
+from .helpers import SHORT, run_json, toad
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def test_sweep_writes_table_json_and_png(tmp_path):
+    plot = tmp_path / "sweep.png"
+    doc = run_json(tmp_path, "sweep", "configs/default.yaml", "--set", "mode=kernel",
+                   "--param", "workload.chunk_bytes=8192,32768", "--plot", str(plot), *SHORT)
+    assert [r["chunk_bytes"] for r in doc["runs"]] == [8192, 32768]
+    assert [d["sweep"]["value"] for d in doc["details"]] == [8192, 32768]
+    assert plot.read_bytes().startswith(PNG_MAGIC)
+
+
+def test_sweep_without_a_parameter_is_one_clear_line():
+    done = toad("sweep", "configs/default.yaml")
+    assert done.returncode != 0
+    assert done.stderr.strip().splitlines() == [
+        "toad: error: toad sweep: give --param NAME=V1,V2,... (or `sweep:` in the config)"]
+
+
+def test_compare_kernel_only_prints_the_toad_table_and_plots(tmp_path):
+    plot = tmp_path / "compare.png"
+    done = toad("compare", "--modes", "kernel", "--set", "workload.chunk_bytes=[16384]",
+                "--plot", str(plot), *SHORT)
+    assert done.returncode == 0, done.stderr
+    for row in ("memory copies", "TCP/IP stack", "total", "sending 16 KB", "receiving 16 KB"):
+        assert row in done.stdout
+    assert plot.read_bytes().startswith(PNG_MAGIC)
+
+
+def test_doctor_reports_each_check():
+    done = toad("doctor")
+    assert done.returncode in (0, 1)
+    for word in ("CPUs", "pinning", "/dev/shm", "TAP", "netns", "iperf"):
+        assert word in done.stdout
+
+
+def test_perturb_reports_both_bandwidths(tmp_path):
+    out = tmp_path / "perturb.json"
+    done = toad("perturb", "--seconds", "0.3", "--rounds", "1", "--size", str(16 << 20),
+                "--json", str(out))
+    assert done.returncode == 0, done.stderr
+    result = json.loads(out.read_text())
+    assert result["idle_mb_per_s"] > 0 and result["loaded_mb_per_s"] > 0
+    assert "slowdown" in done.stdout

@@ -1,0 +1,128 @@
+"""``toad doctor``: what this machine allows, each problem with its fix.
+
+    toad doctor [CONFIG]
+
+Checks the CPUs and pinning (an engine CPU of its own), room in /dev/shm, TAP and
+network-namespace permission, and iperf 2. Exit status 0 when everything a loopback
+run needs is there (TAP, netns and iperf only matter for tap-linux.yaml), 1 otherwise.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from typing import Optional, Sequence
+
+from toad.config import Config, load
+
+OK, WARN, FAIL = "ok", "warn", "FAIL"
+CAP_NET_ADMIN, CAP_SYS_ADMIN = 12, 21
+
+
+def capability(bit: int) -> bool:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("CapEff:"):
+                    return bool(int(line.split()[1], 16) & (1 << bit))
+    except OSError:
+        pass
+    return False
+
+
+def check_cpus(config: Config) -> tuple[str, str, str]:
+    cpus = sorted(os.sched_getaffinity(0))
+    host = [c for c in config.host.cpus if c != config.engine.cpu]
+    text = f"CPUs available {cpus}; engine on {config.engine.cpu}, host workers on {list(config.host.cpus)}"
+    if len(cpus) < 2:
+        return WARN, text, "one CPU: the engine shares it with the host (figures are warned); use a machine with 2+ CPUs"
+    if config.engine.cpu in config.host.cpus or not host:
+        return WARN, text, "set host.cpus to CPUs other than engine.cpu"
+    return OK, text, ""
+
+
+def check_pinning() -> tuple[str, str, str]:
+    mine = os.sched_getaffinity(0)
+    try:
+        for cpu in sorted(mine):
+            os.sched_setaffinity(0, {cpu})
+        return OK, "pinning: a process can be pinned to each available CPU", ""
+    except OSError as exc:
+        return FAIL, f"pinning refused: {exc.strerror}", "run outside a cpuset that forbids sched_setaffinity"
+    finally:
+        os.sched_setaffinity(0, mine)
+
+
+def check_shm(config: Config) -> tuple[str, str, str]:
+    if not os.path.isdir("/dev/shm"):
+        return FAIL, "/dev/shm is missing", "mount -t tmpfs tmpfs /dev/shm"
+    free = shutil.disk_usage("/dev/shm").free
+    qp = config.qp
+    need = 2 * (qp.send_buffer_bytes + qp.recv_buffers * max(qp.recv_buffer_bytes, 131072)) + (8 << 20)
+    text = f"/dev/shm: {free >> 20} MB free, a loopback run needs about {need >> 20} MB"
+    if free < need:
+        return FAIL, text, "mount -o remount,size=1G /dev/shm (or lower qp.recv_buffers)"
+    if not os.access("/dev/shm", os.W_OK):
+        return FAIL, "/dev/shm is not writable", "run as a user who may write /dev/shm"
+    return OK, text, ""
+
+
+def check_tap() -> tuple[str, str, str]:
+    if not os.path.exists("/dev/net/tun"):
+        return WARN, "TAP: /dev/net/tun is missing", "modprobe tun (tap-linux.yaml only)"
+    if not os.access("/dev/net/tun", os.R_OK | os.W_OK):
+        return WARN, "TAP: /dev/net/tun is not accessible", "run as root (tap-linux.yaml only)"
+    if not capability(CAP_NET_ADMIN):
+        return WARN, "TAP: no CAP_NET_ADMIN", "run as root or grant CAP_NET_ADMIN (tap-linux.yaml only)"
+    return OK, "TAP: /dev/net/tun usable with CAP_NET_ADMIN", ""
+
+
+def check_netns() -> tuple[str, str, str]:
+    if shutil.which("ip") is None:
+        return WARN, "netns: the ip command is missing", "apt-get install iproute2"
+    if not capability(CAP_SYS_ADMIN):
+        return WARN, "netns: no CAP_SYS_ADMIN to create namespaces", "run as root (tap-linux.yaml only)"
+    try:
+        done = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return WARN, f"netns: ip netns list failed: {exc}", "check iproute2"
+    if done.returncode:
+        return WARN, f"netns: {done.stderr.strip()}", "run as root (tap-linux.yaml only)"
+    return OK, "netns: namespaces can be created (ip netns)", ""
+
+
+def iperf_version() -> Optional[str]:
+    path = shutil.which("iperf")
+    if path is None:
+        return None
+    try:
+        done = subprocess.run([path, "-v"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return (done.stdout + done.stderr).strip().splitlines()[0] if (done.stdout + done.stderr).strip() else "iperf"
+
+
+def check_iperf() -> tuple[str, str, str]:
+    version = iperf_version()
+    if version is None:
+        return WARN, "iperf 2: not installed (tap runs use a Python peer)", "apt-get install iperf"
+    if "version 2" not in version:
+        return WARN, f"iperf: {version} is not iperf 2", "apt-get install iperf (version 2)"
+    return OK, f"iperf 2: {version}", ""
+
+
+def checks(config: Config) -> list[tuple[str, str, str]]:
+    return [check_cpus(config), check_pinning(), check_shm(config), check_tap(),
+            check_netns(), check_iperf()]
+
+
+def main(argv: Sequence[str]) -> int:
+    config = load(argv[0] if argv else None)
+    failed = False
+    for status, text, fix in checks(config):
+        line = f"{status:<4}  {text}"
+        if fix:
+            line += f"\n      fix: {fix}"
+        print(line)
+        failed |= status == FAIL
+    return 1 if failed else 0
