@@ -297,6 +297,8 @@ COUNTER_ROW = _dtype([
 ], 32)
 
 EVENT_PHASE_OFFSET = 60
+# A connection id is ``slot << CONN_ROW_BITS | row``; row = its counter-table row.
+CONN_ROW_BITS = 20
 ENGINE_SLEEPING_FLAG = 0x1
 
 QP_HEADER = _dtype([

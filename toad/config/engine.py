@@ -35,6 +35,11 @@ class EngineConfig:
     max_qps: int = doc("queue-pair slots in the register file", default=16)
     heartbeat_timeout_ms: int = doc(
         "a host declares the engine dead when the heartbeat stalls this long", default=1000)
+    sleep_slice_ms: int = doc(
+        "adaptive polling: longest single sleep; the heartbeat advances at least this "
+        "often while the engine sleeps", default=10)
+    host_check_ms: int = doc(
+        "how often the engine checks that each QP's host process is alive", default=5)
 
     def validate(self, path: str) -> None:
         check_cpu(f"{path}.cpu", self.cpu)
@@ -44,6 +49,11 @@ class EngineConfig:
             raise ConfigError(f"{path}.idle_us: {self.idle_us} must be >= 0")
         if self.heartbeat_timeout_ms < 50:
             raise ConfigError(f"{path}.heartbeat_timeout_ms: {self.heartbeat_timeout_ms} must be >= 50")
+        if not 1 <= self.sleep_slice_ms <= self.heartbeat_timeout_ms // 2:
+            raise ConfigError(f"{path}.sleep_slice_ms: {self.sleep_slice_ms} must be between 1 "
+                              f"and heartbeat_timeout_ms / 2 ({self.heartbeat_timeout_ms // 2})")
+        if not 1 <= self.host_check_ms <= 1000:
+            raise ConfigError(f"{path}.host_check_ms: {self.host_check_ms} must be 1..1000")
 
 
 @dataclass(frozen=True)
@@ -61,6 +71,9 @@ class QueuePairConfig:
     send_space_threshold: int = doc(
         "a sleeping writer asks to be woken when this many bytes are freed", default=131072)
     max_connections: int = doc("rows in the per-QP cumulative counter table", default=1024)
+    busy_poll_us: int = doc(
+        "host driver: spin this long waiting for an event before sleeping on the "
+        "QP's interrupt semaphore", default=50)
 
     def validate(self, path: str) -> None:
         check_power_of_two(f"{path}.request_entries", self.request_entries, 8, 1 << 20)
@@ -80,20 +93,28 @@ class QueuePairConfig:
                               f"between 1 and send_share_bytes ({self.send_share_bytes})")
         if not 1 <= self.max_connections <= 1 << 20:
             raise ConfigError(f"{path}.max_connections: {self.max_connections} must be 1..1048576")
+        if self.busy_poll_us < 0:
+            raise ConfigError(f"{path}.busy_poll_us: {self.busy_poll_us} must be >= 0")
 
 
 @dataclass(frozen=True)
 class InterruptConfig:
     moderation_events: int = doc(
-        "raise at most one interrupt per this many events (1 = no moderation)", default=1)
+        "raise at most one interrupt per this many events (1 = no moderation); an "
+        "armed interrupt fires when this many events are pending...", default=1)
     moderation_us: int = doc(
-        "and at most one interrupt per this many microseconds (0 = no time limit)", default=0)
+        "...or when the oldest pending event has waited this many microseconds "
+        "(0 = no time limit; required > 0 when moderation_events > 1)", default=0)
 
     def validate(self, path: str) -> None:
         if self.moderation_events < 1:
             raise ConfigError(f"{path}.moderation_events: {self.moderation_events} must be >= 1")
         if self.moderation_us < 0:
             raise ConfigError(f"{path}.moderation_us: {self.moderation_us} must be >= 0")
+        if self.moderation_events > 1 and self.moderation_us == 0:
+            raise ConfigError(f"{path}.moderation_us: 0 with moderation_events "
+                              f"{self.moderation_events} could hold a lone event's interrupt "
+                              f"forever; set moderation_us > 0 to bound the delay")
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,154 @@
+"""Emulated DMA: the only way the engine touches a QP's host memory.
+
+One :class:`Dma` object per attached QP wraps the engine's persistent mapping of the
+host segment. Every access names an offset and a length; both are checked against
+the segment (the IOMMU: a host can never make the engine read or write outside its
+own memory) before any byte moves, and every access counts one transaction and its
+bytes. An optional :class:`BusModel` (bandwidth cap, latency per transaction) charges
+the time a real bus would take by holding the engine CPU, as a DMA engine the OE
+processor waits on would; it is off by default.
+"""
+from __future__ import annotations
+
+import struct
+import time
+from typing import Optional
+
+import numpy as np
+
+
+class DmaError(Exception):
+    """An access outside the QP's segment (the IOMMU refused it)."""
+
+    def __init__(self, offset: int, length: int, limit: int):
+        super().__init__(f"DMA [{offset}, {offset + length}) outside segment of {limit} bytes")
+        self.offset, self.length, self.limit = offset, length, limit
+
+
+class BusModel:
+    """Bandwidth cap (Gb/s) and fixed latency per transaction, charged by spinning."""
+
+    def __init__(self, gbps: Optional[float], latency_us: float,
+                 clock=time.perf_counter_ns):
+        self.ns_per_byte = 8.0 / gbps if gbps else 0.0
+        self.latency_ns = latency_us * 1000.0
+        self.clock = clock
+        self.busy_until = 0
+        self.charged_ns = 0
+
+    @classmethod
+    def from_config(cls, dma_config) -> Optional["BusModel"]:
+        if dma_config.bus_gbps is None and dma_config.latency_us == 0:
+            return None
+        return cls(dma_config.bus_gbps, dma_config.latency_us)
+
+    def charge(self, nbytes: int) -> None:
+        """Wait until the bus has carried ``nbytes`` after the previous transfer."""
+        now = self.clock()
+        cost = int(self.latency_ns + nbytes * self.ns_per_byte)
+        self.busy_until = max(now, self.busy_until) + cost
+        self.charged_ns += cost
+        while self.clock() < self.busy_until:
+            pass
+
+
+class Dma:
+    """Bounds-checked, counted access to one host segment."""
+
+    def __init__(self, buffer, size: int, bus: Optional[BusModel] = None):
+        self.view = memoryview(buffer)
+        self.u32 = self.view[:size - size % 8].cast("I")   # aligned word access
+        self.u64 = self.view[:size - size % 8].cast("Q")
+        self.size = size
+        self.bus = bus
+        self.bytes = 0
+        self.transactions = 0
+        self.refused = 0
+
+    def check(self, offset: int, length: int) -> None:
+        """Raise DmaError unless [offset, offset+length) lies inside the segment."""
+        if offset < 0 or length < 0 or offset + length > self.size:
+            self.refused += 1
+            raise DmaError(offset, length, self.size)
+
+    def _count(self, length: int) -> None:
+        self.transactions += 1
+        self.bytes += length
+        if self.bus is not None:
+            self.bus.charge(length)
+
+    def read(self, offset: int, length: int) -> memoryview:
+        """A view of host bytes (a gather read: valid as long as the host keeps them)."""
+        self.check(offset, length)
+        self._count(length)
+        return self.view[offset:offset + length]
+
+    def read_bytes(self, offset: int, length: int) -> bytes:
+        return bytes(self.read(offset, length))
+
+    def write(self, offset: int, data) -> None:
+        length = len(data) if not isinstance(data, memoryview) else data.nbytes
+        self.check(offset, length)
+        self._count(length)
+        self.view[offset:offset + length] = data
+
+    # Word accessors: aligned offsets only (every ring index and counter is aligned).
+    def read_u32(self, offset: int) -> int:
+        if offset & 3 or not 0 <= offset <= self.size - 4:
+            self.check(offset if offset & 3 == 0 else -1, 4)
+        self.transactions += 1
+        self.bytes += 4
+        if self.bus is not None:
+            self.bus.charge(4)
+        return self.u32[offset >> 2]
+
+    def write_u32(self, offset: int, value: int) -> None:
+        if offset & 3 or not 0 <= offset <= self.size - 4:
+            self.check(offset if offset & 3 == 0 else -1, 4)
+        self.transactions += 1
+        self.bytes += 4
+        if self.bus is not None:
+            self.bus.charge(4)
+        self.u32[offset >> 2] = value
+
+    def read_u64(self, offset: int) -> int:
+        if offset & 7 or not 0 <= offset <= self.size - 8:
+            self.check(offset if offset & 7 == 0 else -1, 8)
+        self.transactions += 1
+        self.bytes += 8
+        if self.bus is not None:
+            self.bus.charge(8)
+        return self.u64[offset >> 3]
+
+    def write_u64(self, offset: int, value: int) -> None:
+        if offset & 7 or not 0 <= offset <= self.size - 8:
+            self.check(offset if offset & 7 == 0 else -1, 8)
+        self.transactions += 1
+        self.bytes += 8
+        if self.bus is not None:
+            self.bus.charge(8)
+        self.u64[offset >> 3] = value
+
+    def unpack(self, record: struct.Struct, offset: int) -> tuple:
+        """Read one fixed-size record (ring entry) as a tuple."""
+        self.check(offset, record.size)
+        self._count(record.size)
+        return record.unpack_from(self.view, offset)
+
+    def pack(self, record: struct.Struct, offset: int, *values) -> None:
+        """Write one fixed-size record."""
+        self.check(offset, record.size)
+        self._count(record.size)
+        record.pack_into(self.view, offset, *values)
+
+    def array(self, offset: int, count: int, dtype: np.dtype) -> np.ndarray:
+        """A typed view of ``count`` records (one transaction), e.g. a batch of a ring."""
+        length = count * dtype.itemsize
+        self.check(offset, length)
+        self._count(length)
+        return np.frombuffer(self.view, dtype=dtype, count=count, offset=offset)
+
+    def close(self) -> None:
+        self.u32.release()
+        self.u64.release()
+        self.view.release()

@@ -1,0 +1,207 @@
+"""The engine's single-threaded event loop (TOAD section III-B: one pinned CPU, polling).
+
+Each iteration: service every attached QP (flush queued events, read the request
+ring up to its doorbell, dispatch, publish the consumer index, raise the interrupt
+if the host armed one), call every poller (``poll(now) -> did_work``), advance the
+heartbeat. About every millisecond it also does housekeeping: slot commands
+(enable / disable), host-death checks (pidfd), the stats block.
+
+Pollers are how later layers plug in without touching this loop: the interrupt
+moderation timer is one; the NIC + TCP stack will be another. A poller has
+``poll(now: float) -> bool`` and ``next_deadline() -> float | None`` (seconds).
+
+Adaptive polling (io_uring SQPOLL style): after ``idle_us`` without work the engine
+sets "sleeping" (in OE memory and mirrored in each QP header), fences, re-checks
+every doorbell and command, and only then sleeps on the wake semaphore, at most
+``sleep_slice_ms`` so the heartbeat keeps moving. A host that rings a doorbell
+fences and reads the flag; one of the two always sees the other (no lost wake-up).
+"""
+from __future__ import annotations
+
+import time
+from typing import Optional
+
+import posix_ipc
+
+from engine.dma import BusModel
+from engine.handlers import Dispatcher
+from engine.interrupts import InterruptPoller
+from engine.qp import QueuePair
+from engine.registers import RegisterFile
+from engine.slots import SlotManager
+from toad import layout
+from toad.rings import full_fence
+from toad.shm import close_semaphore, create_semaphore, unlink_semaphore
+
+HOUSEKEEPING_NS = 1_000_000
+STATS_FLUSH_NS = 10_000_000
+
+
+class Engine:
+    """OE memory, attached QPs, pollers and the loop that serves them."""
+
+    def __init__(self, config, clock=time.perf_counter_ns):
+        self.config = config
+        self.name = config.name
+        self.clock = clock
+        self.registers = RegisterFile(config.name, config)
+        unlink_semaphore(layout.wake_name(config.name))  # a crashed engine's, if any
+        self.wake = create_semaphore(layout.wake_name(config.name))
+        self.dispatcher = Dispatcher()
+        self.interrupts = InterruptPoller()
+        self.pollers: list = [self.interrupts]
+        self.active: list[QueuePair] = []
+        self.slots = SlotManager(self, BusModel.from_config(config.dma))
+        self.iterations = 0
+        self.busy_ns = 0
+        self.sleep_ns = 0
+        self.sleeps = 0
+        self.idle_wakeups = 0
+        self.started_ns = time.monotonic_ns()
+        self.last_flush = 0
+        self.adaptive = config.engine.polling == "adaptive"
+        self.idle_ns = config.engine.idle_us * 1000
+        self.slice_s = config.engine.sleep_slice_ms / 1000.0
+
+    def add_poller(self, poller) -> None:
+        """Call ``poller.poll(now)`` every iteration (the NIC + TCP stack, timers...)."""
+        self.pollers.append(poller)
+
+    # ---- the loop ------------------------------------------------------------------
+    def run(self, stop) -> None:
+        """Serve until ``stop.stopped`` becomes true (set by a signal handler)."""
+        clock, u64, heartbeat = self.clock, self.registers.u64, self.registers.heartbeat_word
+        self.registers.set_state(layout.ENGINE_RUNNING)
+        last_work = next_housekeeping = clock()
+        while not stop.stopped:
+            start = clock()
+            work = 0
+            for qp in self.active:
+                work += self.service(qp, start)
+            now = start / 1e9
+            for poller in self.pollers:
+                if poller.poll(now):
+                    work += 1
+            self.iterations += 1
+            u64[heartbeat] = self.iterations
+            if start >= next_housekeeping:
+                work += self.housekeeping(start)
+                next_housekeeping = start + HOUSEKEEPING_NS
+            if work:
+                last_work = clock()
+                self.busy_ns += last_work - start
+            elif self.adaptive and start - last_work >= self.idle_ns:
+                self.sleep(start)
+        self.registers.set_state(layout.ENGINE_STOPPING)
+
+    def service(self, qp: QueuePair, now_ns: int) -> int:
+        """One pass over a QP's rings; returns the number of records handled."""
+        work = qp.flush_backlog() if qp.backlog else 0
+        count = qp.pending_requests()
+        if count < 0:
+            self._bad_doorbell(qp)
+        elif count:
+            count = min(count, qp.event_space())  # each request may answer one event
+            if count:
+                for offset, records in qp.request_spans(count):
+                    raw = qp.dma.read(offset, records * layout.REQUEST.itemsize)
+                    self.dispatcher.handle_span(qp, raw, records)
+                    raw.release()
+                qp.consume_requests(count)
+                work += count
+        if qp.event_producer != qp.interrupt.checked_index:
+            qp.interrupt.after_post(qp.event_producer, now_ns)
+        return work
+
+    def _bad_doorbell(self, qp: QueuePair) -> None:
+        producer = qp.u32[qp.request_producer_word]
+        if qp.bad_doorbell_seen != producer:  # report each bad value once
+            qp.bad_doorbell_seen = producer
+            qp.bad_records += 1
+            qp.post_event(layout.EV_ERROR, status=22, reason=layout.ERR_BAD_DOORBELL,
+                          value=producer)
+
+    def housekeeping(self, now_ns: int) -> int:
+        work = self.slots.scan_commands()
+        work += self.slots.check_hosts(now_ns)
+        if now_ns - self.last_flush >= STATS_FLUSH_NS:
+            self.flush_stats(now_ns)
+        return work
+
+    # ---- adaptive polling -------------------------------------------------------------
+    def work_pending(self) -> bool:
+        """Anything to do right now (checked after setting "sleeping")."""
+        for qp in self.active:
+            if qp.pending_requests() or (qp.backlog and qp.event_space()):
+                return True
+        return self.slots.commands_pending()
+
+    def _sleep_timeout(self, now_ns: int) -> float:
+        timeout = self.slice_s
+        for poller in self.pollers:
+            deadline = poller.next_deadline()
+            if deadline is not None:
+                timeout = min(timeout, deadline - now_ns / 1e9)
+        return timeout
+
+    def _set_sleeping(self, flag: int) -> None:
+        self.registers.u32[self.registers.sleeping_word] = flag
+        for qp in self.active:
+            qp.set_engine_flags(layout.ENGINE_SLEEPING_FLAG if flag else 0)
+
+    def sleep(self, now_ns: int) -> None:
+        timeout = self._sleep_timeout(now_ns)
+        if timeout <= 0:
+            return
+        self._set_sleeping(1)
+        full_fence()  # "sleeping" is visible before we look at the doorbells again
+        if self.work_pending():
+            self._set_sleeping(0)
+            return
+        self.flush_stats(now_ns)
+        start = self.clock()
+        try:
+            self.wake.acquire(timeout)
+        except posix_ipc.BusyError:
+            self.idle_wakeups += 1
+        except posix_ipc.SignalError:
+            pass
+        self._set_sleeping(0)
+        self._drain_wake()
+        self.sleeps += 1
+        self.sleep_ns += self.clock() - start
+
+    def _drain_wake(self) -> None:
+        """Forget extra posts (several hosts may have rung while we slept)."""
+        while True:
+            try:
+                self.wake.acquire(0)
+            except posix_ipc.BusyError:
+                return
+
+    # ---- statistics / shutdown ----------------------------------------------------------
+    def flush_stats(self, now_ns: Optional[int] = None) -> None:
+        """Publish loop and per-QP counters in the OE stats block."""
+        self.last_flush = now_ns if now_ns is not None else self.clock()
+        stats = self.registers.stats
+        stats["iterations"] = self.iterations
+        stats["busy_ns"] = self.busy_ns
+        stats["sleep_ns"] = self.sleep_ns
+        stats["sleeps"] = self.sleeps
+        stats["wakeups_idle"] = self.idle_wakeups
+        stats["started_ns"] = self.started_ns
+        stats["updated_ns"] = time.monotonic_ns()
+        stats["qps_reclaimed"] = self.slots.reclaimed
+        for qp in self.active:
+            self.slots.flush_qp_stats(qp)
+
+    def close(self) -> None:
+        """Detach every QP, publish "stopped", remove OE memory and the wake semaphore."""
+        try:
+            self.slots.detach_all()
+            self.flush_stats()
+            self.registers.set_state(layout.ENGINE_STOPPED)
+        finally:
+            close_semaphore(self.wake)
+            unlink_semaphore(layout.wake_name(self.name))
+            self.registers.close()

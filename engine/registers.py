@@ -1,0 +1,139 @@
+"""The engine's side of OE memory: creates it, publishes the layout, serves registers.
+
+The engine creates ``/toad-<name>-oe`` (mode 0600), writes the config block and the
+layout header, and publishes the magic LAST, so a host that sees the magic sees a
+complete layout. Hot-path register reads go through memoryview casts (one indexed
+load per register); the word indices are computed once here.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from toad import layout
+from toad.errors import ToadError
+from toad.shm import Segment, ShmError, unlink_segment
+
+SLOT_FIELDS = ("command", "command_seq", "host_pid", "request_producer", "event_consumer",
+               "rxbuf_producer", "irq_enabled", "irq_event_index", "moderation_events",
+               "moderation_us", "state", "ack_seq", "error")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+def remove_stale_oe(name: str) -> None:
+    """Remove a previous engine's OE memory if that engine is dead; error if alive."""
+    try:
+        old = Segment(layout.oe_name(name), read_only=True)
+    except ShmError:
+        return
+    try:
+        regs_pid = 0
+        if old.size >= layout.OE_HEADER.itemsize:
+            header = np.frombuffer(old.map, layout.OE_HEADER, 1)[0]
+            if int(header["magic"]) == layout.OE_MAGIC:
+                off = int(header["registers_offset"]) + layout.ENGINE_REGISTERS.fields["pid"][1]
+                regs_pid = int.from_bytes(old.map[off:off + 4], "little")
+            del header
+    finally:
+        old.close()
+    if regs_pid and regs_pid != os.getpid() and _pid_alive(regs_pid):
+        raise ToadError(f"an engine named {name!r} is already running (pid {regs_pid}); "
+                        f"stop it or choose another name with --set name=...")
+    unlink_segment(layout.oe_name(name))
+
+
+class RegisterFile:
+    """OE memory as created and owned by the engine."""
+
+    def __init__(self, name: str, config):
+        self.name = name
+        self.layout = layout.oe_layout(config.engine.max_qps)
+        remove_stale_oe(name)
+        self.segment = Segment(layout.oe_name(name), self.layout.total_bytes, create=True)
+        buf = self.segment.map
+        self.u32 = memoryview(buf).cast("I")
+        self.u64 = memoryview(buf).cast("Q")
+        lay = self.layout
+        self.stats = np.frombuffer(buf, layout.ENGINE_STATS, 1, lay.stats_offset)[0]
+        self.qp_stats = np.frombuffer(buf, layout.QP_STATS, lay.max_qps, lay.qp_stats_offset)
+        self.slots = np.frombuffer(buf, layout.QP_SLOT, lay.max_qps, lay.slots_offset)
+        regs = lay.registers_offset
+        self.state_word = (regs + layout.ENGINE_REGISTERS.fields["state"][1]) // 4
+        self.sleeping_word = (regs + layout.ENGINE_REGISTERS.fields["sleeping"][1]) // 4
+        self.heartbeat_word = (regs + layout.ENGINE_REGISTERS.fields["heartbeat"][1]) // 8
+        self.slot_words = [{f: (lay.slot_offset(s) + layout.QP_SLOT.fields[f][1]) // 4
+                            for f in SLOT_FIELDS} for s in range(lay.max_qps)]
+        self._write_config(config)
+        self._write_registers()
+        self._publish_header()
+
+    def _write_config(self, config) -> None:
+        block = np.frombuffer(self.segment.map, layout.CONFIG_BLOCK, 1, self.layout.config_offset)
+        e, irq, dma = config.engine, config.interrupts, config.dma
+        block["polling"] = layout.POLLING_ADAPTIVE if e.polling == "adaptive" else layout.POLLING_BUSY
+        block["idle_us"] = e.idle_us
+        block["cpu"] = e.cpu
+        block["heartbeat_timeout_ms"] = e.heartbeat_timeout_ms
+        block["moderation_events"] = irq.moderation_events
+        block["moderation_us"] = irq.moderation_us
+        block["max_qps"] = e.max_qps
+        block["bus_gbps"] = dma.bus_gbps or 0.0
+        block["bus_latency_us"] = dma.latency_us
+        block["sleep_slice_ms"] = e.sleep_slice_ms
+        del block
+
+    def _write_registers(self) -> None:
+        regs = np.frombuffer(self.segment.map, layout.ENGINE_REGISTERS, 1, self.layout.registers_offset)
+        regs["state"] = layout.ENGINE_STARTING
+        regs["pid"] = os.getpid()
+        regs["cpu"] = -1
+        del regs
+
+    def _publish_header(self) -> None:
+        header = np.frombuffer(self.segment.map, layout.OE_HEADER, 1)
+        lay = self.layout
+        header["version"] = layout.LAYOUT_VERSION
+        header["features"] = layout.FEATURES
+        header["header_bytes"] = layout.OE_HEADER.itemsize
+        header["max_qps"] = lay.max_qps
+        header["config_offset"] = lay.config_offset
+        header["registers_offset"] = lay.registers_offset
+        header["stats_offset"] = lay.stats_offset
+        header["qp_stats_offset"] = lay.qp_stats_offset
+        header["slots_offset"] = lay.slots_offset
+        header["slot_bytes"] = layout.QP_SLOT.itemsize
+        header["total_bytes"] = lay.total_bytes
+        header["magic"] = layout.OE_MAGIC  # publish: everything above is in place
+        del header
+
+    def set_state(self, state: int) -> None:
+        self.u32[self.state_word] = state
+
+    def set_cpu(self, cpu: int) -> None:
+        regs = np.frombuffer(self.segment.map, layout.ENGINE_REGISTERS, 1, self.layout.registers_offset)
+        regs["cpu"] = cpu
+        del regs
+
+    def slot_name(self, slot: int) -> str:
+        return bytes(self.slots[slot]["segment_name"]).rstrip(b"\0").decode(errors="replace")
+
+    def slot_bytes(self, slot: int) -> int:
+        return int(self.slots[slot]["segment_bytes"])
+
+    def close(self) -> None:
+        """Unmap and remove OE memory (the engine is the owner)."""
+        self.u32.release()
+        self.u64.release()
+        self.stats = self.qp_stats = self.slots = None
+        self.segment.close()
+        self.segment.unlink()

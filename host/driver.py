@@ -1,0 +1,453 @@
+"""The host's OE driver: one queue pair, its rings, counters and interrupt.
+
+    with Driver(config) as drv:                 # claim a slot, create + enable the QP
+        ev = drv.call(layout.OP_ECHO, value=7)  # post, ring the doorbell, wait by cookie
+        drv.post(layout.OP_NOP, flags=layout.REQ_SILENT)
+
+What a host does, as TOAD's driver (section III-C): write request records into the
+request ring in its own memory and the producer index into the QP's doorbell
+register (a PIO write); find events by the phase bit at the event-ring head (no
+register read); spin briefly, then arm the QP's interrupt and sleep on its
+semaphore; read the cumulative counters the engine writes; refill the anonymous
+receive-buffer ring. Registers are read only on slow paths: enabling, and checking
+the engine's heartbeat while waiting, so a dead engine is a clear error within
+``engine.heartbeat_timeout_ms``, never a hang.
+
+Threads: posting takes ``_post_lock``; events are consumed by whichever waiting
+thread holds ``_consumer`` and dispatched (completions by cookie, the rest to
+``on_event``); other waiters sleep on a condition the consumer notifies.
+"""
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+import time
+from collections import deque
+from typing import Callable, NamedTuple, Optional
+
+import numpy as np
+import posix_ipc
+
+from toad import layout
+from toad.engine_stats import OeMemory
+from toad.errors import ToadError
+from toad.rings import MASK32, RecordRing, full_fence, ring_free
+from toad.shm import (Segment, ShmError, close_semaphore, create_semaphore, open_semaphore,
+                      unlink_segment, unlink_semaphore)
+
+SLEEP_SLICE_S = 0.05
+ROW_MASK = (1 << layout.CONN_ROW_BITS) - 1
+
+
+class EngineDead(ToadError):
+    """The engine stopped or stopped advancing its heartbeat."""
+
+
+class Event(NamedTuple):
+    """One event record (EVENT_BODY_STRUCT field order)."""
+    type: int
+    flags: int
+    conn: int
+    cookie: int
+    status: int
+    reason: int
+    port: int
+    buffer: int
+    addr: int
+    offset: int
+    length: int
+    value: int
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+class Driver:
+    """One QP of engine ``config.name`` for this process."""
+
+    def __init__(self, config, on_event: Optional[Callable[[Event], None]] = None):
+        self.name = config.name
+        self.on_event = on_event
+        self.events: deque = deque()      # events nobody claimed (when on_event is None)
+        self.busy_poll_s = config.qp.busy_poll_us / 1e6
+        self.layout = lay = layout.qp_layout(config.qp)
+        self.oe = OeMemory(self.name)
+        self.segment = self.irq = self.wake = None
+        self.closed = False
+        self.engine_dead = False
+        self.heartbeat_timeout = int(self.oe.config["heartbeat_timeout_ms"]) / 1000.0
+        self.engine_pid = self.oe.pid()
+        self._last_heartbeat, self._heartbeat_seen = -1, time.monotonic()
+        self.check_engine()
+        self._post_lock = threading.Lock()
+        self._consumer = threading.Lock()
+        self._cond = threading.Condition()
+        self._waiters = 0
+        self._awaited: set[int] = set()
+        self._done: dict[int, Event] = {}
+        self._cookies = itertools.count(1)
+        self.sleeps = 0              # times a waiter slept on the interrupt semaphore
+        self.irq_timeouts = 0        # ... and woke up by timeout instead of an interrupt
+        self.sleep_slice = SLEEP_SLICE_S  # longest single sleep (heartbeat checked between)
+        self.request_producer = self.event_consumer = self.rxbuf_producer = 0
+        try:
+            self.slot, self.irq = self._claim_slot()
+            self.wake = open_semaphore(layout.wake_name(self.name))
+            self._create_segment(lay)
+            self._enable()
+        except BaseException:
+            self._release()
+            raise
+
+    # ---- setup -------------------------------------------------------------------------
+    def _claim_slot(self):
+        for slot in range(self.oe.layout.max_qps):
+            try:
+                return slot, create_semaphore(layout.irq_name(self.name, slot))
+            except ShmError:
+                continue
+        raise ToadError(f"all {self.oe.layout.max_qps} QP slots of engine {self.name!r} are "
+                        f"in use (raise engine.max_qps)")
+
+    def _create_segment(self, lay: layout.QpLayout) -> None:
+        name = layout.qp_segment_name(self.name, self.slot, os.getpid())
+        self.segment = Segment(name, lay.total_bytes, create=True)
+        buf = self.segment.map
+        header = np.frombuffer(buf, layout.QP_HEADER, 1)
+        for field in layout.QpLayout.__dataclass_fields__:
+            header[field] = getattr(lay, field)
+        header["version"], header["features"] = layout.LAYOUT_VERSION, layout.FEATURES
+        header["header_bytes"], header["slot"] = layout.QP_HEADER.itemsize, self.slot
+        header["owner_pid"] = os.getpid()
+        header["magic"] = layout.QP_MAGIC   # publish: the header above is complete
+        del header
+        self.mv = memoryview(buf)
+        self.u32 = self.mv.cast("I")
+        self.u64 = self.mv.cast("Q")
+        self.requests = RecordRing(buf, lay.request_offset, lay.request_entries, layout.REQUEST)
+        self.request_consumer_word = layout.QP_HEADER_FIELDS["request_consumer"] // 4
+        self.rxbuf_consumer_word = layout.QP_HEADER_FIELDS["rxbuf_consumer"] // 4
+        self.engine_flags_word = layout.QP_HEADER_FIELDS["engine_flags"] // 4
+        self.event_shift = lay.event_entries.bit_length() - 1
+        self.event_phase_word = (lay.event_offset + layout.EVENT_PHASE_OFFSET) // 4
+
+    def _slot_word(self, field: str) -> int:
+        return self.oe.slot_word(self.slot, field)
+
+    def _enable(self) -> None:
+        u32, slot = self.oe.u32, self.oe.slots[self.slot]
+        for field in ("request_producer", "event_consumer", "rxbuf_producer", "irq_enabled",
+                      "irq_event_index", "moderation_events", "moderation_us"):
+            u32[self._slot_word(field)] = 0
+        slot["host_pid"] = os.getpid()
+        slot["segment_bytes"] = self.segment.size
+        slot["segment_name"] = layout.segment_name(self.segment.name)
+        del slot
+        self.req_doorbell = self._slot_word("request_producer")
+        self.event_doorbell = self._slot_word("event_consumer")
+        self.rxbuf_doorbell = self._slot_word("rxbuf_producer")
+        self.irq_enabled_word = self._slot_word("irq_enabled")
+        self.irq_index_word = self._slot_word("irq_event_index")
+        if self._command(layout.CMD_ENABLE) != layout.SLOT_ACTIVE:
+            code = u32[self._slot_word("error")]
+            raise ToadError(f"engine {self.name!r} refused QP slot {self.slot}: "
+                            f"{os.strerror(code) if code else 'unknown reason'}")
+
+    def _command(self, command: int) -> int:
+        """Write a slot command, wake the engine, wait for its acknowledgement."""
+        u32 = self.oe.u32
+        seq = (u32[self._slot_word("command_seq")] + 1) & MASK32
+        u32[self._slot_word("command")] = command
+        u32[self._slot_word("command_seq")] = seq   # publish: the command is written
+        self.wake.release()
+        while u32[self._slot_word("ack_seq")] != seq:
+            self.check_engine()
+            time.sleep(0.0005)
+        return u32[self._slot_word("state")]
+
+    def set_moderation(self, events: int = 0, micros: int = 0) -> None:
+        """Per-QP interrupt moderation (0 = the engine's configured default)."""
+        self.oe.u32[self._slot_word("moderation_events")] = events
+        self.oe.u32[self._slot_word("moderation_us")] = micros
+
+    # ---- engine liveness ---------------------------------------------------------------
+    def check_engine(self) -> None:
+        """Raise EngineDead if the engine stopped or its heartbeat stalled too long."""
+        if self.engine_dead:
+            raise EngineDead(f"engine {self.name!r} is gone")
+        now = time.monotonic()
+        beat = self.oe.heartbeat()
+        if beat != self._last_heartbeat:
+            self._last_heartbeat, self._heartbeat_seen = beat, now
+        state = self.oe.state()
+        stalled = now - self._heartbeat_seen
+        if state in (layout.ENGINE_STOPPING, layout.ENGINE_STOPPED):
+            why = "has stopped"
+        elif stalled > self.heartbeat_timeout:
+            why = f"is not responding (heartbeat unchanged for {stalled:.1f} s)"
+        elif stalled > 0.05 and not _pid_alive(self.engine_pid):
+            why = f"process {self.engine_pid} has died"
+        else:
+            return
+        self.engine_dead = True
+        raise EngineDead(f"engine {self.name!r} {why}; is `toad engine` running?")
+
+    # ---- requests --------------------------------------------------------------------------
+    def new_cookie(self) -> int:
+        return next(self._cookies)  # itertools.count: atomic under the GIL
+
+    def post(self, opcode: int, flags: int = 0, conn: int = 0, cookie: int = 0,
+             addr: int = 0, port: int = 0, option: int = 0, offset: int = 0,
+             length: int = 0, value: int = 0) -> None:
+        """Post one request and ring the doorbell."""
+        with self._post_lock:
+            if self.request_space() < 1:
+                self._wait_request_space(1)
+            layout.REQUEST_STRUCT.pack_into(
+                self.mv, self.requests.byte_offset(self.request_producer), opcode, flags,
+                conn, cookie, addr, port, option, offset, length, value)
+            self._ring_request_doorbell((self.request_producer + 1) & MASK32)
+
+    def post_many(self, records: list[tuple]) -> None:
+        """Post request tuples (REQUEST_STRUCT order) with one doorbell write."""
+        pack, mv, ring = layout.REQUEST_STRUCT.pack_into, self.mv, self.requests
+        with self._post_lock:
+            self._wait_request_space(len(records))
+            index = self.request_producer
+            for values in records:
+                pack(mv, ring.byte_offset(index), *values)
+                index = (index + 1) & MASK32
+            self._ring_request_doorbell(index)
+
+    def post_array(self, records: np.ndarray) -> None:
+        """Post a numpy array of REQUEST records (batches) with one doorbell write."""
+        with self._post_lock:
+            self._wait_request_space(len(records))
+            self.requests.write(self.request_producer, records)
+            self._ring_request_doorbell((self.request_producer + len(records)) & MASK32)
+
+    def _ring_request_doorbell(self, producer: int) -> None:
+        self.request_producer = producer
+        self.oe.u32[self.req_doorbell] = producer  # publish: the records are written
+        full_fence()  # the doorbell is visible before we read "engine sleeping"
+        if self.u32[self.engine_flags_word] & layout.ENGINE_SLEEPING_FLAG:
+            self.wake.release()
+
+    def request_space(self) -> int:
+        return ring_free(self.layout.request_entries, self.request_producer,
+                         self.u32[self.request_consumer_word])
+
+    def _wait_request_space(self, count: int) -> None:
+        if count > self.layout.request_entries:
+            raise ValueError(f"{count} records exceed the request ring ({self.layout.request_entries})")
+        spins = 0
+        while self.request_space() < count:
+            # the engine stops reading requests while the event ring is full: consume
+            if self._consumer.acquire(blocking=False):
+                try:
+                    self.poll()
+                finally:
+                    self._consumer.release()
+            spins += 1
+            if spins & 255 == 0:
+                self.check_engine()
+                time.sleep(0.0001)
+
+    def call(self, opcode: int, timeout: Optional[float] = None, **fields) -> Event:
+        """Post a request and wait for its COMPLETION or ERROR event."""
+        cookie = self.new_cookie()
+        self._awaited.add(cookie)
+        try:
+            self.post(opcode, cookie=cookie, **fields)
+            if not self.wait_for(lambda: cookie in self._done, timeout):
+                raise TimeoutError(f"no answer to {layout.OPCODE_NAMES.get(opcode, opcode)} "
+                                   f"within {timeout} s")
+            return self._done.pop(cookie)
+        finally:
+            self._awaited.discard(cookie)
+            self._done.pop(cookie, None)
+
+    # ---- events ------------------------------------------------------------------------
+    def event_ready(self) -> bool:
+        index = self.event_consumer
+        slot = index & (self.layout.event_entries - 1)
+        return self.u32[self.event_phase_word + slot * 16] == ((index >> self.event_shift) & 1) ^ 1
+
+    def poll(self, limit: int = 256) -> int:
+        """Consume and dispatch ready events (caller holds the consumer role)."""
+        unpack, mv = layout.EVENT_BODY_STRUCT.unpack_from, self.mv
+        mask, shift = self.layout.event_entries - 1, self.event_shift
+        base, phase_word, u32 = self.layout.event_offset, self.event_phase_word, self.u32
+        index, count = self.event_consumer, 0
+        while count < limit:
+            slot = index & mask
+            if u32[phase_word + slot * 16] != ((index >> shift) & 1) ^ 1:
+                break
+            event = Event._make(unpack(mv, base + slot * 64))  # phase seen, then the body
+            index = (index + 1) & MASK32
+            count += 1
+            self._dispatch(event)
+        if count:
+            self.event_consumer = index
+            self.oe.u32[self.event_doorbell] = index  # the engine may reuse those slots
+            if self._waiters:
+                with self._cond:
+                    self._cond.notify_all()
+        return count
+
+    def _dispatch(self, event: Event) -> None:
+        if event.cookie in self._awaited and event.type in (layout.EV_COMPLETION, layout.EV_ERROR):
+            self._done[event.cookie] = event
+        elif self.on_event is not None:
+            self.on_event(event)
+        else:
+            self.events.append(event)
+
+    def wait_for(self, ready: Callable[[], bool], timeout: Optional[float] = None) -> bool:
+        """Consume events (spin, then sleep on the interrupt) until ``ready()``."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not ready():
+            if self._consumer.acquire(blocking=False):
+                try:
+                    self._consume_until(ready, deadline)
+                finally:
+                    self._consumer.release()
+                    with self._cond:
+                        self._cond.notify_all()
+            else:
+                with self._cond:
+                    self._waiters += 1
+                    try:
+                        self._cond.wait(0.005)
+                    finally:
+                        self._waiters -= 1
+            if deadline is not None and time.monotonic() >= deadline:
+                return ready()
+        return True
+
+    def _consume_until(self, ready, deadline: Optional[float]) -> None:
+        spin_end = time.perf_counter() + self.busy_poll_s
+        spins = 0
+        while not ready():
+            if self.poll():
+                continue
+            spins += 1
+            if spins & 1023 == 0:
+                self.check_engine()
+                if deadline is not None and time.monotonic() >= deadline:
+                    return
+            if time.perf_counter() < spin_end:
+                continue
+            slice_s = self.sleep_slice
+            if deadline is not None:
+                slice_s = max(0.0, min(slice_s, deadline - time.monotonic()))
+                if slice_s == 0.0:
+                    return
+            self.sleep_on_interrupt(slice_s)
+
+    def sleep_on_interrupt(self, timeout: float) -> None:
+        """Arm the interrupt for the next event, re-check, then sleep on it."""
+        u32 = self.oe.u32
+        u32[self.irq_index_word] = self.event_consumer
+        u32[self.irq_enabled_word] = 1
+        full_fence()  # the arm is visible before we look at the ring head again
+        if not self.event_ready():
+            self.sleeps += 1
+            try:
+                self.irq.acquire(timeout)
+            except posix_ipc.BusyError:
+                self.irq_timeouts += 1
+        u32[self.irq_enabled_word] = 0
+        self.check_engine()
+
+    # ---- receive buffers and counters --------------------------------------------------
+    def recv_buffer_offset(self, index: int) -> int:
+        """Offset of anonymous buffer ``index`` inside this QP's receive area."""
+        return self.layout.recv_offset + index * self.layout.recv_buffer_bytes
+
+    def post_rx_buffers(self, buffers: list[tuple[int, int, int]]) -> None:
+        """Give (offset, length, id) free anonymous buffers to the engine."""
+        lay = self.layout
+        with self._post_lock:
+            while ring_free(lay.rxbuf_entries, self.rxbuf_producer,
+                            self.u32[self.rxbuf_consumer_word]) < len(buffers):
+                self.check_engine()
+                time.sleep(0.0001)
+            index = self.rxbuf_producer
+            for offset, length, buf_id in buffers:
+                off = lay.rxbuf_offset + (index & (lay.rxbuf_entries - 1)) * layout.RXBUF.itemsize
+                layout.RXBUF_STRUCT.pack_into(self.mv, off, offset, length, buf_id)
+                index = (index + 1) & MASK32
+            self.rxbuf_producer = index
+            self.oe.u32[self.rxbuf_doorbell] = index  # publish: entries are written
+            full_fence()
+            if self.u32[self.engine_flags_word] & layout.ENGINE_SLEEPING_FLAG:
+                self.wake.release()
+
+    def rxbuf_taken(self) -> int:
+        """How far the engine has taken receive buffers (its consumer index)."""
+        return self.u32[self.rxbuf_consumer_word]
+
+    def _counter_word(self, conn: int, field_offset: int) -> int:
+        row = conn & ROW_MASK
+        return (self.layout.counters_offset + row * layout.COUNTER_ROW.itemsize + field_offset) // 8
+
+    def bytes_acked(self, conn: int) -> int:
+        """Cumulative bytes sent and acknowledged on ``conn`` (written by the engine)."""
+        return self.u64[self._counter_word(conn, 0)]
+
+    def set_bytes_consumed(self, conn: int, total: int) -> None:
+        """Tell the engine how many bytes the application has read so far."""
+        self.u64[self._counter_word(conn, 8)] = total
+
+    def area(self, offset: int, length: int) -> memoryview:
+        """A view of this QP's own memory (send or receive area)."""
+        return self.mv[offset:offset + length]
+
+    # ---- shutdown -------------------------------------------------------------------------
+    def close(self) -> None:
+        """Disable the QP (if the engine lives), remove the segment and semaphore."""
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            if not self.engine_dead and self.segment is not None:
+                try:
+                    self._command(layout.CMD_DISABLE)
+                except EngineDead:
+                    pass
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        for view in ("u32", "u64", "mv"):
+            if getattr(self, view, None) is not None:
+                getattr(self, view).release()
+                setattr(self, view, None)
+        self.requests = None
+        if self.segment is not None:
+            self.segment.close()
+            self.segment.unlink()
+        if self.irq is not None:
+            close_semaphore(self.irq)
+            unlink_semaphore(layout.irq_name(self.name, self.slot))
+        close_semaphore(self.wake)
+        engine_gone = self.engine_dead and not _pid_alive(self.engine_pid)
+        self.oe.close()
+        if engine_gone:  # the engine cannot clean up after itself any more
+            unlink_segment(layout.oe_name(self.name))
+            unlink_semaphore(layout.wake_name(self.name))
+
+    def __enter__(self) -> "Driver":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
