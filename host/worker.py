@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import sys
+import time
 import traceback
 
 from toad.config import Config, load
@@ -30,12 +31,16 @@ NOT_BUILT = {
 }
 
 
-def open_network(config: Config, role: str):
-    """The network object of ``config.mode`` for one side (recv = side "a")."""
+def open_network(config: Config, role: str, kernel_address: str | None = None):
+    """The network object of ``config.mode`` for one side (recv = side "a").
+
+    ``kernel_address``: this worker is the Linux peer of a TAP run (it runs inside the
+    namespace): Linux sockets on that address, whatever the config's mode.
+    """
     side = "a" if role == "recv" else "b"
-    if config.mode == "kernel":
+    if config.mode == "kernel" or kernel_address:
         from host.kernelnet import KernelNetwork
-        return KernelNetwork(config, side)
+        return KernelNetwork(config, side, address=kernel_address or "127.0.0.1")
     try:
         if config.mode == "inhost":
             from host.inhost import InhostNetwork
@@ -48,8 +53,10 @@ def open_network(config: Config, role: str):
         raise
 
 
-def server_address(config: Config, network) -> str:
+def server_address(config: Config, network, connect_to: str | None = None) -> str:
     """Where the receiving side listens (and the sending side connects)."""
+    if connect_to:
+        return connect_to
     address = getattr(network, "listen_address", None)
     if address:
         return address
@@ -62,14 +69,26 @@ def plan_of(config: Config) -> workloads.Plan:
                           duration_s=w.duration_s, host_cpus=config.host.cpus)
 
 
-def run_role(config: Config, role: str, ready_path: str | None) -> dict:
+def wait_for(path: str, timeout_s: float = 60.0) -> None:
+    """Wait (bounded) for the launcher's go-ahead file: the peer is listening."""
+    deadline = time.monotonic() + timeout_s
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise ToadError(f"the peer did not start listening within {timeout_s:.0f} s")
+        time.sleep(0.01)
+
+
+def run_role(config: Config, role: str, ready_path: str | None, args=None) -> dict:
     plan = plan_of(config)
     kind = config.workload.kind
     unit = plan.chunk if kind == "bulk" else plan.size
     copy_cost, copy_low, copy_high = calibrate_copy_median(unit)
-    network = open_network(config, role)
+    network = open_network(config, role, getattr(args, "kernel_address", None))
     try:
-        address = (server_address(config, network), config.workload.port)
+        if getattr(args, "wait_for", None):
+            wait_for(args.wait_for)
+        address = (server_address(config, network, getattr(args, "connect_to", None)),
+                   config.workload.port)
         if role == "recv":
             listener = workloads.listen(network, address[0], address[1])
             try:
@@ -116,6 +135,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--out")
     parser.add_argument("--ready")
     parser.add_argument("--cpu", type=int, help="pin this worker to one CPU")
+    parser.add_argument("--kernel-address", help="TAP peer: Linux sockets on this address")
+    parser.add_argument("--connect-to", help="address of the receiving side (TAP runs)")
+    parser.add_argument("--wait-for", help="connect only once this file exists")
     parser.add_argument("--check", action="store_true",
                         help="only check that the config's mode can run here")
     args = parser.parse_args(argv)
@@ -128,7 +150,7 @@ def main(argv: list[str]) -> int:
             raise ToadError("host.worker: --role and --out are required")
         if args.cpu is not None:
             pin(args.cpu)
-        write_json(args.out, run_role(config, args.role, args.ready))
+        write_json(args.out, run_role(config, args.role, args.ready, args))
         return 0
     except ToadError as exc:
         return fail(args.out, str(exc))

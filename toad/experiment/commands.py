@@ -21,7 +21,7 @@ from toad.config import Config, ConfigError, load
 
 from . import report
 from .progress import Progress
-from .runner import run_once
+from .runner import ModeNotBuilt, run_once
 
 MODES = ("kernel", "inhost", "offload")
 
@@ -68,21 +68,39 @@ def stop_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
-def run_all(config: Config, modes: list[str], label: str = "") -> tuple[list[dict], list[dict]]:
-    """Every (mode, unit) run of ``config``, in order, with a progress line."""
+def run_all(config: Config, modes: list[str], label: str = "",
+            skip_unbuilt: bool = False) -> tuple[list[dict], list[dict]]:
+    """Every (mode, unit) run of ``config``, in order, with a progress line.
+
+    With ``skip_unbuilt`` (compare over the config's default modes) a mode whose host
+    modules do not exist yet is left out with a note on stderr instead of stopping
+    the comparison; asked for explicitly, it is an error.
+    """
     plan = [(m, u) for m in modes for u in units(config)]
     w = config.workload
     progress = Progress(len(plan))
-    runs, details = [], []
+    runs, details, skipped = [], [], set()
     try:
         for mode, unit in plan:
+            if mode in skipped:
+                continue
             progress.begin(f"{label}{mode} {w.kind} {report.size_label(unit)}",
                            w.warmup_s + w.duration_s)
-            run, detail = run_once(config, mode, unit, tick=progress.tick)
-            runs.append(run)
-            details.append(detail)
+            try:
+                pairs = run_once(config, mode, unit, tick=progress.tick)
+            except ModeNotBuilt as exc:
+                if not skip_unbuilt:
+                    raise
+                skipped.add(mode)
+                progress.done()
+                print(f"toad: {mode} left out: {exc}", file=sys.stderr)
+                continue
+            runs += [run for run, _ in pairs]
+            details += [detail for _, detail in pairs]
     finally:
         progress.done()
+    if not runs:
+        raise ConfigError("no mode could run (see above)")
     return runs, details
 
 
@@ -111,7 +129,8 @@ def compare_main(argv: Sequence[str]) -> int:
     args = p.parse_args(argv)
     stop_on_sigterm()
     config = load(args.config or default_config(), args.overrides)
-    runs, details = run_all(config, parse_modes(args.modes, config))
+    runs, details = run_all(config, parse_modes(args.modes, config),
+                            skip_unbuilt=not args.modes)
     from . import plots
     return finish(config, args, runs, details, plots.compare_plot)
 

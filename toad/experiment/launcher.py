@@ -129,11 +129,12 @@ class Launcher:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def start(self, name: str, argv: list[str], out_path: Optional[Path] = None) -> Child:
-        """Start ``python argv...`` in its own session, stderr to a file."""
+    def start(self, name: str, argv: list[str], out_path: Optional[Path] = None,
+              prefix: tuple[str, ...] = ()) -> Child:
+        """Start ``[prefix...] python argv...`` in its own session, stderr to a file."""
         stderr_path = self.workdir / f"{name}.stderr"
         with open(stderr_path, "wb") as err:
-            proc = subprocess.Popen([sys.executable, *argv], stdin=subprocess.DEVNULL,
+            proc = subprocess.Popen([*prefix, sys.executable, *argv], stdin=subprocess.DEVNULL,
                                     stdout=err, stderr=err, start_new_session=True,
                                     cwd=os.getcwd())
         child = Child(name, proc, stderr_path, out_path)

@@ -109,48 +109,78 @@ def check_topology(config: Config, mode: str) -> None:
 
 
 def run_once(config: Config, mode: str, unit: int,
-             tick: Callable[[], None] = None) -> tuple[dict, dict]:
-    """Run ``config``'s workload once in ``mode``; (run JSON, details JSON)."""
+             tick: Callable[[], None] = None) -> list[tuple[dict, dict]]:
+    """Run ``config``'s workload in ``mode``: a list of (run JSON, details JSON).
+
+    Loopback gives one run (both sides are toad's); TAP gives two (toad sending to
+    Linux, toad receiving from Linux: toad.experiment.tap).
+    """
     check_topology(config, mode)
     if config.nic.kind == "tap":
         from .tap import run_tap
         return run_tap(config, mode, unit, tick)
     run_config = effective(config, mode, unit, instance_name(config))
     with Launcher(run_config.name) as launcher:
-        path = launcher.workdir / "run.yaml"
-        path.write_text(yaml.safe_dump(as_plain(run_config), sort_keys=False))
-        if mode != "kernel":
-            check_mode(launcher, path)
+        path = prepare(launcher, run_config)
         engine = start_engine(launcher, run_config, path) if mode == "offload" else None
         send_cpu, recv_cpu = worker_cpus(run_config)
         recv = start_worker(launcher, path, "recv", recv_cpu)
         ready = launcher.workdir / "recv.ready"
         launcher.wait_until(ready.exists, START_TIMEOUT_S, "the receiving worker to listen")
         send = start_worker(launcher, path, "send", send_cpu)
-        w = run_config.workload
-        launcher.wait_exit([recv, send], w.warmup_s + w.duration_s + FINISH_MARGIN_S, tick)
-        samples = None
-        if engine is not None:
-            sampler = launcher.samplers[0]
-            sampler.stop()
-            samples = {"cpu": sampler.cpu, "busy": sampler.busy}
-        results = {c.name: read_json(c.out_path) for c in (send, recv)}
-        run, details = build_run(run_config, results["send"], results["recv"], samples)
-        details["pinning"] = pinning(run_config, results, engine)
-        details["warnings"] = warnings(run_config, details["pinning"], engine is not None)
-        details["engine_busy_source"] = ("read_engine_stats" if samples and samples["busy"]
-                                         else "missing (no engine stats reader)"
-                                         if engine is not None else None)
+        run, details = collect(launcher, run_config, send, recv, engine, tick)
+    note_leftovers(launcher, details)
+    return [(run, details)]
+
+
+def prepare(launcher: Launcher, run_config: Config) -> Path:
+    """Write the run's effective config; check the mode's modules exist."""
+    path = launcher.workdir / "run.yaml"
+    path.write_text(yaml.safe_dump(as_plain(run_config), sort_keys=False))
+    if run_config.mode != "kernel":
+        check_mode(launcher, path)
+    return path
+
+
+def collect(launcher: Launcher, run_config: Config, send: Child, recv: Child,
+            engine: Optional[Child], tick) -> tuple[dict, dict]:
+    """Wait for both workers, then turn their results into the run's figures."""
+    w = run_config.workload
+    launcher.wait_exit([recv, send], w.warmup_s + w.duration_s + FINISH_MARGIN_S, tick)
+    samples = None
+    if engine is not None:
+        sampler = launcher.samplers[0]
+        sampler.stop()
+        samples = {"cpu": sampler.cpu, "busy": sampler.busy}
+    results = {"send": read_json(send.out_path), "recv": read_json(recv.out_path)}
+    run, details = build_run(run_config, results["send"], results["recv"], samples)
+    details["pinning"] = pinning(run_config, results, engine)
+    details["warnings"] = warnings(run_config, details["pinning"], engine is not None)
+    details["engine_busy_source"] = ("read_engine_stats" if samples and samples["busy"]
+                                     else "missing (the engine's stats block was unreadable)"
+                                     if engine is not None else None)
+    return run, details
+
+
+def note_leftovers(launcher: Launcher, details: dict) -> None:
     if launcher.leftovers:
         details["warnings"].append("removed shared memory a child left behind: "
                                    + ", ".join(launcher.leftovers))
-    return run, details
+
+
+class ModeNotBuilt(RunFailed):
+    """The mode's host modules do not exist yet (a compare can go on without it)."""
 
 
 def check_mode(launcher: Launcher, path: Path) -> None:
     """Fail with the worker's one line when the mode's host modules do not exist."""
     child = launcher.start("check", ["-m", "host.worker", "--config", str(path), "--check"])
-    launcher.wait_exit([child], START_TIMEOUT_S)
+    try:
+        launcher.wait_exit([child], START_TIMEOUT_S)
+    except RunFailed as exc:
+        if "not built yet" in str(exc):
+            raise ModeNotBuilt(str(exc)) from None
+        raise
 
 
 def start_engine(launcher: Launcher, config: Config, path: Path) -> Child:
@@ -176,13 +206,16 @@ def engine_running(name: str) -> bool:
         return False
 
 
-def start_worker(launcher: Launcher, path: Path, role: str, cpu: int) -> Child:
-    out = launcher.workdir / f"{role}.json"
+def start_worker(launcher: Launcher, path: Path, role: str, cpu: int,
+                 extra: tuple[str, ...] = (), prefix: tuple[str, ...] = (),
+                 name: Optional[str] = None) -> Child:
+    name = name or role
+    out = launcher.workdir / f"{name}.json"
     argv = ["-m", "host.worker", "--config", str(path), "--role", role,
-            "--cpu", str(cpu), "--out", str(out)]
-    if role == "recv":
+            "--cpu", str(cpu), "--out", str(out), *extra]
+    if role == "recv" and "--ready" not in extra:
         argv += ["--ready", str(launcher.workdir / "recv.ready")]
-    return launcher.start(role, argv, out_path=out)
+    return launcher.start(name, argv, out_path=out, prefix=prefix)
 
 
 def pinning(config: Config, results: dict, engine: Optional[Child]) -> dict:

@@ -1,12 +1,95 @@
 """Runs against Linux over a TAP device (nic.kind: tap).
 
-Not built yet: the launcher does not start the Linux-side peer in the namespace.
+toad's stack (the engine in offload mode, the worker itself in inhost mode) owns the
+TAP device; the TAP NIC moves the device into the namespace ``nic.tap.netns``
+(toad.netns), where the Linux kernel's TCP is the peer. Per chunk size two runs are
+made, as TOAD measured its machine's two sides:
+
+- toad sends: toad's worker connects to the peer, which receives;
+- toad receives: the peer connects to toad's worker and sends.
+
+The peer is the kernel-mode worker (``python -m host.worker --kernel-address``) run
+inside the namespace with ``ip netns exec``: it keeps the CRC-32 of every byte like
+toad's own worker, so integrity is checked on every run. iperf 2 cannot check the
+bytes it receives or say what it sent, so it is not used as a measured peer (it is
+the peer of the interop tests and of ``toad nc`` sessions); ``details.tap.peer``
+says which program the run used.
+
+In the run JSON "send" and "recv" are the sending and receiving processes; the
+details name the side that was toad's ("toad_side"). A namespace this run created
+and a child did not remove is removed on the way out.
 """
 from __future__ import annotations
 
-from toad.errors import ToadError
+import subprocess
+from typing import Callable
+
+from toad.config import Config, ConfigError
+
+from .launcher import Launcher, RunFailed
+from .runner import (START_TIMEOUT_S, collect, effective, instance_name, note_leftovers,
+                     prepare, start_engine, start_worker, worker_cpus)
 
 
-def run_tap(config, mode, unit, tick):
-    raise ToadError("nic.kind: tap runs are not built yet in toad run/compare "
-                    "(use toad nc against a peer in the namespace meanwhile)")
+def ip(*args: str) -> str:
+    try:
+        done = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise RunFailed(f"ip {' '.join(args)}: {exc}") from None
+    return done.stdout if done.returncode == 0 else ""
+
+
+def namespaces() -> set[str]:
+    return {line.split()[0] for line in ip("netns", "list").splitlines() if line.strip()}
+
+
+def peer_ready(config: Config) -> bool:
+    """The namespace exists and the peer's address is configured in it."""
+    tap = config.nic.tap
+    return tap.netns in namespaces() and f"inet {tap.peer_address}/" in ip(
+        "-n", tap.netns, "-4", "addr", "show")
+
+
+def run_tap(config: Config, mode: str, unit: int,
+            tick: Callable[[], None] = None) -> list[tuple[dict, dict]]:
+    if config.workload.peer == "iperf":
+        raise ConfigError("workload.peer: iperf 2 cannot check the bytes it receives and "
+                          "every run checks integrity; use peer: auto (the Python peer)")
+    return [tap_once(config, mode, unit, side, tick) for side in ("send", "recv")]
+
+
+def tap_once(config: Config, mode: str, unit: int, toad_side: str, tick) -> tuple[dict, dict]:
+    run_config = effective(config, mode, unit, instance_name(config))
+    tap = run_config.nic.tap
+    before = namespaces()
+    peer = ("ip", "netns", "exec", tap.netns)
+    try:
+        with Launcher(run_config.name) as launcher:
+            path = prepare(launcher, run_config)
+            engine = start_engine(launcher, run_config, path) if mode == "offload" else None
+            send_cpu, recv_cpu = worker_cpus(run_config)
+            go = launcher.workdir / "peer.ready"
+            if toad_side == "send":
+                send = start_worker(launcher, path, "send", send_cpu, extra=(
+                    "--connect-to", tap.peer_address, "--wait-for", str(go)))
+                launcher.wait_until(lambda: peer_ready(run_config), START_TIMEOUT_S,
+                                    f"the TAP device in namespace {tap.netns}")
+                recv = start_worker(launcher, path, "recv", recv_cpu, prefix=peer, extra=(
+                    "--kernel-address", tap.peer_address, "--ready", str(go)))
+            else:
+                recv = start_worker(launcher, path, "recv", recv_cpu)
+                launcher.wait_until((launcher.workdir / "recv.ready").exists, START_TIMEOUT_S,
+                                    "toad's receiving worker to listen")
+                launcher.wait_until(lambda: peer_ready(run_config), START_TIMEOUT_S,
+                                    f"the TAP device in namespace {tap.netns}")
+                send = start_worker(launcher, path, "send", send_cpu, prefix=peer, extra=(
+                    "--kernel-address", tap.peer_address,
+                    "--connect-to", tap.address.split("/")[0]))
+            run, details = collect(launcher, run_config, send, recv, engine, tick)
+        note_leftovers(launcher, details)
+    finally:
+        for name in namespaces() - before:
+            ip("netns", "delete", name)  # a namespace this run created and nobody removed
+    details["tap"] = {"toad_side": toad_side, "peer": "python (kernel-mode worker in netns)",
+                      "netns": tap.netns, "device": tap.device, "mtu": tap.mtu}
+    return run, details
