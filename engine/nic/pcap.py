@@ -3,7 +3,9 @@
 Writes the classic libpcap format (magic a1b2c3d4, microsecond stamps,
 LINKTYPE_ETHERNET) that tshark and Wireshark read. A frame whose TCP checksum is left
 to the NIC is written with the checksum completed (a copy is summed; the NIC's frame is
-untouched), so Wireshark's checksum validation passes. TSO super-frames are written as
+untouched), so Wireshark's checksum validation passes; a received frame the NIC vouched
+for (csum_ok, whose field may hold only a partial sum) is recorded with its TCP
+checksum recomputed, for the same reason. TSO super-frames are written as
 they are handed to the NIC, one record of up to 64 KB (tshark decodes them as one large
 TCP segment, as it does with captures taken on Linux hosts with TSO).
 """
@@ -14,13 +16,31 @@ import time
 from typing import Callable
 
 from engine.nic.base import Nic, TxFrame
-from engine.tcp.checksum import fill_partial
+from engine.tcp.checksum import checksum, fill_partial, pseudo_sum
 
 MAGIC = 0xA1B2C3D4
 LINKTYPE_ETHERNET = 1
 SNAPLEN = 262144
 _FILE_HEADER = struct.Struct("<IHHiIII")
 _RECORD_HEADER = struct.Struct("<IIII")
+
+
+def with_tcp_checksum(frame) -> bytes | bytearray:
+    """A copy of an Ethernet/IPv4/TCP frame with its TCP checksum recomputed (the
+    frame itself if it is anything else or too short to tell)."""
+    if len(frame) < 54 or frame[12] != 0x08 or frame[13] != 0x00 or frame[23] != 6:
+        return frame
+    start = 14 + (frame[14] & 0x0F) * 4
+    end = 14 + ((frame[16] << 8) | frame[17])
+    if end > len(frame) or start + 20 > end:
+        return frame
+    data = bytearray(frame)
+    data[start + 16:start + 18] = b"\0\0"
+    src = int.from_bytes(data[26:30], "big")
+    dst = int.from_bytes(data[30:34], "big")
+    value = checksum(memoryview(data)[start:end], pseudo_sum(src, dst, 6, end - start))
+    data[start + 16:start + 18] = value.to_bytes(2, "big")
+    return data
 
 
 class PcapWriter:
@@ -72,8 +92,8 @@ class PcapNic:
         frames = self.inner.receive(now, max_frames)
         if frames:
             stamp = self.clock()
-            for frame, _ in frames:
-                self.writer.write(frame, stamp)
+            for frame, csum_ok in frames:
+                self.writer.write(with_tcp_checksum(frame) if csum_ok else frame, stamp)
         return frames
 
     def fileno(self) -> int | None:

@@ -57,20 +57,24 @@ def sum_kernel(buf):
 
 
 @numba.njit(cache=True, nogil=True)
-def copy_sum_kernel(dst, src):
-    """Copy ``src`` into ``dst[:src.size]`` and return the sum of ``src`` in one pass."""
+def copy_sum_kernel(dst, head, src):
+    """Sum ``dst[:head]`` (headers already written; ``head`` even), then copy ``src``
+    into ``dst[head:]`` summing it in the same pass; returns the sum of both."""
     n = src.size
     n8 = n // 8
     words = src[:n8 * 8].view(np.uint64)
-    out = dst[:n8 * 8].view(np.uint64)
+    out = dst[head:head + n8 * 8].view(np.uint64)
     acc = np.uint64(0)
     for i in range(n8):
         x = words[i]
         out[i] = x
         acc += (x & _LOW32) + (x >> _SHIFT32)
     for i in range(n8 * 8, n):
-        dst[i] = src[i]
-    return _fold_swap(acc, _tail(src, n8 * 8))
+        dst[head + i] = src[i]
+    tail = _tail(src, n8 * 8)
+    for i in range(0, head - 1, 2):
+        tail += np.uint64(dst[i]) | (np.uint64(dst[i + 1]) << np.uint64(8))
+    return _fold_swap(acc, tail)
 
 
 def as_array(buf) -> np.ndarray:
@@ -97,11 +101,14 @@ def ones_sum(buf) -> int:
     return int(sum_kernel(as_array(buf)))
 
 
-def copy_sum(dst, src) -> int:
-    """Copy ``src`` into the start of ``dst`` (both bytes-like) and return its sum."""
-    if len(src) == 0:
+def copy_sum(dst, src, head: int = 0) -> int:
+    """Copy ``src`` into ``dst`` (bytes-like) at offset ``head`` and return the sum of
+    ``dst[:head]`` plus ``src``, in one pass over the payload. ``head`` must be even."""
+    if head & 1:
+        raise ValueError("copy_sum: head must be even")
+    if len(src) == 0 and head == 0:
         return 0
-    return int(copy_sum_kernel(as_array(dst), as_array(src)))
+    return int(copy_sum_kernel(as_array(dst), head, as_array(src)))
 
 
 def shift_sum(partial: int, odd: bool) -> int:

@@ -55,6 +55,20 @@ def test_copy_sum_copies_and_sums_in_one_pass(offset, length):
     assert frame[:offset] == bytes(offset) and frame[offset + length:] == bytes(5)
 
 
+@pytest.mark.parametrize("head", [0, 2, 20, 32, 60])
+def test_copy_sum_includes_the_header_already_in_place(head):
+    src = os.urandom(1001)
+    segment = bytearray(os.urandom(head)) + bytearray(len(src))
+    got = ck.copy_sum(segment, src, head)
+    assert segment[head:] == src
+    assert got == reference_sum(bytes(segment))
+
+
+def test_copy_sum_refuses_an_odd_head():
+    with pytest.raises(ValueError, match="even"):
+        ck.copy_sum(bytearray(10), b"ab", 3)
+
+
 def test_pieces_combine_with_odd_offsets():
     data = os.urandom(999)
     pieces = [data[:333], data[333:700], data[700:]]

@@ -90,3 +90,23 @@ def test_tshark_reads_it_with_no_malformed_frame(tmp_path):
     assert run("-Y", "_ws.malformed").stdout.strip() == ""
     checked = run("-o", "tcp.check_checksum:TRUE", "-Y", "tcp.checksum.status == 0")
     assert checked.stdout.strip() == ""           # no bad TCP checksum either
+
+
+@needs_tshark
+def test_capture_of_a_whole_connection_is_clean(tmp_path):
+    from toad.config import TcpConfig
+    from tests.tcp.test_stack_support import PEER_IP, Transfer, make_pair, run
+    a, b, wire, clock = make_pair(TcpConfig(time_wait_s=1.0), mtu=1500)
+    path = tmp_path / "conn.pcap"
+    a.nic = PcapNic(a.nic, str(path), clock=clock)
+    transfer = Transfer(a, b, PEER_IP, bytes(range(256)) * 400, clock)
+    run([a, b], clock, transfer.done, transfer.tick)
+    a.nic.close()
+    run_shark = lambda *args: subprocess.run(["tshark", "-n", "-r", str(path), *args],
+                                             capture_output=True, text=True, timeout=60)
+    assert run_shark("-Y", "_ws.malformed").stdout.strip() == ""
+    bad = run_shark("-o", "tcp.check_checksum:TRUE", "-Y", "tcp.checksum.status == 0")
+    sent = run_shark("-Y", "ip.src == 10.0.0.1 && tcp.len > 0")
+    assert bad.stdout.strip() == "" and len(sent.stdout.splitlines()) >= 100000 // 1460
+    handshake = run_shark("-Y", "tcp.flags.syn == 1").stdout.splitlines()
+    assert len(handshake) == 2                       # SYN and SYN-ACK

@@ -1,0 +1,91 @@
+"""The ARP cache (RFC 826 with RFC 1122 2.3.2.1 timing): neighbour MACs with a
+timeout, and frames waiting for a resolution.
+
+An entry older than ``timeout`` is still used (Linux's STALE) but asks the stack to
+re-ask once per ``retry``; with no answer for ``retries`` more intervals it is dropped.
+An unknown address queues frames (at most ``queue_limit``) and is asked for
+``retries`` times, ``retry`` apart; then its frames are dropped and counted.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(slots=True)
+class Entry:
+    mac: bytes
+    expires: float
+    next_ask: float = 0.0
+
+
+@dataclass(slots=True)
+class Pending:
+    next_ask: float
+    asked: int = 1
+    frames: list = field(default_factory=list)
+
+
+class ArpCache:
+    def __init__(self, timeout: float = 60.0, retry: float = 1.0, retries: int = 3,
+                 queue_limit: int = 64):
+        self.timeout = timeout
+        self.retry = retry
+        self.retries = retries
+        self.queue_limit = queue_limit
+        self.entries: dict[int, Entry] = {}
+        self.pending: dict[int, Pending] = {}
+
+    def lookup(self, ip: int, now: float) -> bytes | None:
+        entry = self.entries.get(ip)
+        if entry is None:
+            return None
+        if now >= entry.expires + self.retry * self.retries:
+            del self.entries[ip]                   # stale and never re-confirmed
+            return None
+        return entry.mac
+
+    def learn(self, ip: int, mac: bytes, now: float) -> list:
+        """Record ip -> mac; return the frames that were waiting for it."""
+        self.entries[ip] = Entry(bytes(mac), now + self.timeout)
+        waiting = self.pending.pop(ip, None)
+        return waiting.frames if waiting else []
+
+    def known(self, ip: int) -> bool:
+        return ip in self.entries
+
+    def enqueue(self, ip: int, frame, now: float) -> tuple[bool, bool]:
+        """Queue a frame for an unresolved ip. Returns (queued, ask_now)."""
+        waiting = self.pending.get(ip)
+        if waiting is None:
+            self.pending[ip] = Pending(now + self.retry, frames=[frame])
+            return True, True
+        if len(waiting.frames) >= self.queue_limit:
+            return False, False
+        waiting.frames.append(frame)
+        return True, False
+
+    def due(self, now: float) -> tuple[list[int], int]:
+        """Addresses to ask (again) now, and how many queued frames were given up."""
+        ask, dropped = [], 0
+        for ip, waiting in list(self.pending.items()):
+            if waiting.next_ask > now:
+                continue
+            if waiting.asked > self.retries:
+                dropped += len(waiting.frames)
+                del self.pending[ip]
+                continue
+            waiting.asked += 1
+            waiting.next_ask = now + self.retry
+            ask.append(ip)
+        for ip, entry in list(self.entries.items()):
+            if now >= entry.expires + self.retry * self.retries:
+                del self.entries[ip]                       # never re-confirmed
+            elif now >= entry.expires and entry.next_ask <= now:
+                entry.next_ask = now + self.retry          # refresh a stale entry
+                ask.append(ip)
+        return ask, dropped
+
+    def next_deadline(self) -> float | None:
+        times = [w.next_ask for w in self.pending.values()]
+        times += [max(e.expires, e.next_ask) for e in self.entries.values()]
+        return min(times) if times else None

@@ -1,0 +1,105 @@
+"""Building outgoing frames: the only place Ethernet/IPv4/TCP bytes are laid out.
+
+One frame = one bytearray allocation, the headers emitted in place, and one payload
+copy. How the TCP checksum is made depends on TcpConfig.checksum:
+
+- software:   copy the payload, then one RFC 1071 pass over the TCP segment;
+- integrated: copy and sum the payload in the same pass (checksum.copy_sum), sum the
+              small header separately and combine;
+- offloaded:  copy the payload and pre-fill the checksum field with the pseudo-header
+              sum, as Linux's CHECKSUM_PARTIAL; the NIC completes it (TxFrame.csum_start/
+              csum_offset). Falls back to software when the NIC cannot;
+- off:        no checksum at all (field 0; experiments between toad stacks only).
+
+A TSO super-frame (payload > gso_size) always goes out partial: a NIC that segments
+also sums each segment. Frames looped inside the stack also stay partial: they never
+leave memory, like Linux's lo.
+"""
+from __future__ import annotations
+
+import struct
+
+from engine.nic.base import NicFeatures, TxFrame
+
+from .checksum import copy_sum, finish, ones_sum, pseudo_sum
+from .wire import ipv4, tcp
+from .wire.ethernet import ETHERTYPE_IPV4
+
+ETH_LEN = 14
+TCP_AT = ETH_LEN + ipv4.HEADER_LEN            # TCP header offset (no IP options sent)
+DATA_AT = TCP_AT + tcp.HEADER_LEN             # payload offset when there are no options
+CHECKSUM_AT = TCP_AT + tcp.CHECKSUM_AT
+# Ethernet prefix | IPv4 header (no options) | TCP header without options: one pack.
+_HEADERS = struct.Struct("!14sBBHHHBBHII" "HHIIBBHHH")
+# the IPv4 header words that never change: version/IHL, DF, TTL/protocol
+_IP_CONSTANT = 0x4500 + ipv4.FLAG_DF + ((ipv4.DEFAULT_TTL << 8) | ipv4.PROTO_TCP)
+
+
+def ip_header_checksum(total: int, ident: int, src: int, dst: int) -> int:
+    """IPv4 header checksum for the fixed header the stack sends (DF, TTL 64, TCP)."""
+    words = (_IP_CONSTANT + total + ident
+             + (src >> 16) + (src & 0xFFFF) + (dst >> 16) + (dst & 0xFFFF))
+    words = (words & 0xFFFF) + (words >> 16)
+    return ~((words & 0xFFFF) + (words >> 16)) & 0xFFFF
+
+
+class FrameBuilder:
+    """Lays out TCP frames for one stack (its checksum mode and NIC features)."""
+
+    def __init__(self, mode: str, nic: NicFeatures):
+        self.mode = mode
+        self.nic = nic
+        self.partial = mode == "offloaded" and nic.tx_csum
+        self.ident = 0
+
+    def next_ident(self) -> int:
+        self.ident = (self.ident + 1) & 0xFFFF
+        return self.ident
+
+    def tcp_frame(self, eth_prefix: bytes, src: int, dst: int, seg: tcp.TcpRepr,
+                  gso_size: int = 0, local: bool = False) -> TxFrame:
+        """One frame for ``seg`` from ``src`` to ``dst``; ``eth_prefix`` is the 14-byte
+        Ethernet header. ``gso_size`` > 0 marks a TSO super-frame when the payload is
+        longer than it; ``local`` frames are looped inside the stack."""
+        options = tcp.options_bytes(seg)
+        header_len = tcp.HEADER_LEN + len(options)
+        payload = seg.payload
+        tcp_len = header_len + len(payload)
+        total = ipv4.HEADER_LEN + tcp_len
+        ident = self.ident = (self.ident + 1) & 0xFFFF
+        mode = self.mode
+        gso = gso_size if gso_size and len(payload) > gso_size else 0
+        partial = (self.partial or gso or local) and mode != "off"
+        field = pseudo_sum(src, dst, ipv4.PROTO_TCP, tcp_len) if partial else 0
+        data = bytearray(ETH_LEN + total)
+        _HEADERS.pack_into(data, 0, eth_prefix, 0x45, 0, total, ident, ipv4.FLAG_DF,
+                           ipv4.DEFAULT_TTL, ipv4.PROTO_TCP,
+                           ip_header_checksum(total, ident, src, dst), src, dst,
+                           seg.src_port, seg.dst_port, seg.seq, seg.ack,
+                           header_len << 2, seg.flags, seg.window, field, seg.urgent)
+        data_at = TCP_AT + header_len
+        if options:
+            data[DATA_AT:data_at] = options
+        frame = TxFrame(data, gso_size=gso)
+        if partial:                       # CHECKSUM_PARTIAL: the NIC (or nobody) sums
+            data[data_at:] = payload
+            frame.csum_start, frame.csum_offset = TCP_AT, tcp.CHECKSUM_AT
+            return frame
+        if mode == "off":
+            data[data_at:] = payload
+            return frame
+        view = memoryview(data)
+        pseudo = pseudo_sum(src, dst, ipv4.PROTO_TCP, tcp_len)
+        if mode == "integrated":          # one pass copies and sums the payload
+            total_sum = pseudo + copy_sum(view[TCP_AT:], payload, header_len)
+        else:                             # software: copy, then sum the whole segment
+            data[data_at:] = payload
+            total_sum = pseudo + ones_sum(view[TCP_AT:])
+        value = finish(total_sum)         # header_len is a multiple of 4: sums align
+        data[CHECKSUM_AT] = value >> 8
+        data[CHECKSUM_AT + 1] = value & 0xFF
+        return frame
+
+
+def ethernet_prefix(dst_mac: bytes, src_mac: bytes) -> bytes:
+    return bytes(dst_mac) + bytes(src_mac) + ETHERTYPE_IPV4.to_bytes(2, "big")

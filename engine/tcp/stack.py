@@ -1,0 +1,446 @@
+"""The Stack: one IPv4 host on one NIC, sans-IO (docs/stack-api.md).
+
+Frames and the time come in (``receive_frame``, ``on_timer``); frames for the NIC
+(``poll_transmit``), events for the socket layer (``events``) and the next deadline
+(``next_deadline``) go out. The Stack does Ethernet, ARP (cache, timeout, frames
+queued while resolving), IPv4 (options ignored, fragments dropped), ICMP echo, and
+for TCP: demultiplexing by a dict on the 4-tuple, listeners with a backlog, RSTs for
+segments to closed ports (RFC 9293 3.10.7.1) and connection setup/teardown. Everything
+inside a connection is the Connection's (engine/tcp/connection.py).
+
+Traffic to 127.0.0.0/8 loops inside the stack, and so does traffic to our own address
+unless the NIC hears itself (the loopback wire), in which case it crosses the wire like
+any other frame (bandwidth, faults, pcap). Looped frames are handed back to the receive
+path within ``poll_transmit``, a bounded number of rounds per call.
+
+Every drop and decision increments ``stack.counters[name]``; malformed headers count
+under the parser's counter name (e.g. ``tcp.bad_checksum``) and are dropped.
+"""
+from __future__ import annotations
+
+import errno
+import ipaddress
+import random
+from collections import Counter
+
+from engine.nic.base import NicFeatures, TxFrame
+from toad.config import TcpConfig
+
+from .arp_cache import ArpCache
+from .checksum import pseudo_sum
+from .connection import Connection
+from .demux import ConnectionTable
+from .events import Closed, Established
+from .framing import ethernet_prefix, FrameBuilder
+from .listener import Listener
+from .seq import seq_add
+from .wire import MalformedPacket, arp, ethernet, icmp, ipv4, tcp
+from .wire.tcp import ACK, RST, SYN, TcpRepr
+
+LOOPBACK_IP = ipv4.aton("127.0.0.1")
+LOOP_MSS = 65535 - 40            # MSS on the in-stack loop (no NIC, no MTU below 64 KB)
+MAX_LOOP_ROUNDS = 16             # looped-frame rounds per poll_transmit call
+NO_MAC = bytes(6)
+
+
+class Stack:
+    def __init__(self, config: TcpConfig, address: str, mac: bytes, nic: NicFeatures,
+                 seed: int = 1, arp_timeout: float = 60.0):
+        try:
+            interface = ipaddress.IPv4Interface(address)
+        except ValueError:
+            raise ValueError(f"stack address {address!r} is not like 10.0.0.1/24") from None
+        if len(mac) != 6:
+            raise ValueError(f"stack mac must be 6 bytes, got {len(mac)}")
+        self.config = config
+        self.ip = int(interface.ip)
+        self.network = int(interface.network.network_address)
+        self.prefix_len = interface.network.prefixlen
+        self.broadcast = int(interface.network.broadcast_address)
+        self.mac = bytes(mac)
+        self.nic = nic
+        self.rng = random.Random(seed)
+        self.secret = self.rng.getrandbits(64)
+        self.counters: Counter = Counter()
+        self.arp = ArpCache(timeout=arp_timeout)
+        self.table = ConnectionTable(self.rng)
+        self.listeners: dict[int, Listener] = {}
+        self.builder = FrameBuilder(config.checksum, nic)
+        self.mss = nic.mtu - 40
+        self.tso_max = nic.tso_max if nic.tso else 0
+        self._own_prefix = ethernet_prefix(self.mac, self.mac)
+        self._prefixes: dict[bytes, bytes] = {}
+        self._keys: dict = {}            # connection -> its 4-tuple key
+        self._owner: dict = {}           # child connection -> listener, until accepted
+        self._parked: dict = {}          # child connection -> its events, until accepted
+        self._events: list = []
+        self._tx: list[TxFrame] = []     # frames ready for the NIC
+        self._loop: list = []            # frames looped inside the stack
+        self._retired: Counter = Counter()
+        self._now = 0.0
+
+    # ---- the socket layer's calls ------------------------------------------------
+
+    def connect(self, remote_ip: int, remote_port: int, now: float, local_port: int = 0,
+                send_buffer=None, recv_buffer=None):
+        """Open a connection (SYN-SENT); its events come through ``events()``."""
+        self._now = now
+        local_ip = LOOPBACK_IP if ipv4.is_loopback(remote_ip) else self.ip
+        if local_ip == self.ip and remote_ip != self.ip and (
+                not ipv4.in_network(remote_ip, self.network, self.prefix_len)
+                or remote_ip in (self.network, self.broadcast)):
+            raise OSError(errno.ENETUNREACH, f"no route to {ipv4.ntoa(remote_ip)}: not in "
+                          f"{ipv4.ntoa(self.network)}/{self.prefix_len}")
+        if not 1 <= remote_port <= 65535 or not 0 <= local_port <= 65535:
+            raise OSError(errno.EINVAL, f"port out of range: {local_port} -> {remote_port}")
+        port = local_port or self.table.ephemeral_port(local_ip, remote_ip, remote_port,
+                                                       self.listeners)
+        key = (local_ip, port, remote_ip, remote_port)
+        if self.table.get(key) is not None:
+            raise OSError(errno.EADDRINUSE, f"connection {self._key_text(key)} exists")
+        conn = Connection(
+            self.config, (local_ip, port), (remote_ip, remote_port), iss=self._iss(key, now),
+            now=now, send_buffer=send_buffer, recv_buffer=recv_buffer,
+            mss=self._mss_for(remote_ip), tso_max=self._tso_for(remote_ip))
+        self._add(key, conn)
+        conn.open_active(now)
+        self.counters["tcp.active_opens"] += 1
+        self._collect(conn)
+        return conn
+
+    def listen(self, port: int, backlog: int | None = None, buffers=None) -> Listener:
+        """Listen on ``port`` at every local address. ``buffers``: optional
+        callable(remote) -> (send_buffer, recv_buffer) for accepted connections."""
+        if not 1 <= port <= 65535:
+            raise OSError(errno.EINVAL, f"listen port {port} must be 1..65535")
+        if port in self.listeners:
+            raise OSError(errno.EADDRINUSE, f"port {port} is already listening")
+        backlog = self.config.listen_backlog if backlog is None else backlog
+        if backlog < 1:
+            raise OSError(errno.EINVAL, f"listen backlog {backlog} must be >= 1")
+        listener = Listener(port, backlog, self._on_accept, buffers)
+        self.listeners[port] = listener
+        return listener
+
+    def close_listener(self, listener: Listener) -> None:
+        """Stop listening; children not yet accepted are reset."""
+        if self.listeners.get(listener.port) is listener:
+            del self.listeners[listener.port]
+        listener.closed = True
+        for conn in list(listener.half_open) + list(listener.ready):
+            conn.abort(self._now)
+            self._collect(conn)
+
+    def events(self) -> list:
+        """(Connection | Listener, TcpEvent) pairs since the last call."""
+        out, self._events = self._events, []
+        return out
+
+    def connections(self) -> list:
+        return self.table.connections()
+
+    def connection_counters(self) -> Counter:
+        """Per-connection counters summed over live and freed connections."""
+        total = Counter(self._retired)
+        for conn in self.table.connections():
+            total.update(conn.counters)
+        return total
+
+    # ---- time and output ---------------------------------------------------------
+
+    def on_timer(self, now: float) -> None:
+        self._now = now
+        for conn in self.table.connections():
+            deadline = conn.next_deadline()
+            if deadline is not None and deadline <= now:
+                conn.on_timer(now)
+                self._collect(conn)
+        ask, dropped = self.arp.due(now)
+        if dropped:
+            self.counters["arp.unresolved_drops"] += dropped
+        for address in ask:
+            self._arp_request(address)
+
+    def next_deadline(self) -> float | None:
+        if self._tx or self._loop:
+            return self._now
+        times = [d for d in (c.next_deadline() for c in self.table.connections())
+                 if d is not None]
+        arp_deadline = self.arp.next_deadline()
+        if arp_deadline is not None:
+            times.append(arp_deadline)
+        return min(times) if times else None
+
+    def poll_transmit(self, now: float) -> list[TxFrame]:
+        """Frames for the NIC. Looped frames are received here, round after round."""
+        self._now = now
+        out: list[TxFrame] = []
+        for _ in range(MAX_LOOP_ROUNDS):
+            for conn in self.table.connections():
+                if conn not in self._keys:              # freed earlier in this round
+                    continue
+                segments = conn.poll_transmit(now)
+                if segments:
+                    self._emit_connection(conn, segments, now)
+                self._collect(conn)
+            if self._tx:
+                out += self._tx
+                self._tx = []
+            if not self._loop:
+                break
+            looped, self._loop = self._loop, []
+            for data in looped:
+                self._receive(memoryview(data), now, True, True)
+        out += self._tx
+        self._tx = []
+        return out
+
+    # ---- input -------------------------------------------------------------------
+
+    def receive_frame(self, frame: memoryview, now: float, csum_ok: bool = False) -> None:
+        """One Ethernet frame from the NIC; malformed frames are counted and dropped."""
+        self._now = now
+        self._receive(frame, now, csum_ok, False)
+
+    def _receive(self, frame, now: float, csum_ok: bool, looped: bool) -> None:
+        counters = self.counters
+        try:
+            eth = ethernet.parse(frame)
+            if eth.dst != self.mac and eth.dst != ethernet.BROADCAST:
+                counters["eth.not_for_us"] += 1
+            elif eth.ethertype == ethernet.ETHERTYPE_IPV4:
+                self._receive_ipv4(eth, now, csum_ok, looped)
+            elif eth.ethertype == ethernet.ETHERTYPE_ARP:
+                self._receive_arp(eth.payload, now)
+            else:
+                counters["eth.unknown_type"] += 1
+        except MalformedPacket as bad:
+            counters[bad.counter] += 1
+
+    def _receive_ipv4(self, eth, now: float, csum_ok: bool, looped: bool) -> None:
+        packet = ipv4.parse(eth.payload)
+        counters = self.counters
+        counters["ip.rx"] += 1
+        dst = packet.dst
+        if dst != self.ip and not (looped and ipv4.is_loopback(dst)):
+            counters["ip.broadcast_ignored" if dst in (self.broadcast, 0xFFFFFFFF)
+                     else "ip.not_for_us"] += 1
+            return
+        if packet.is_fragment:
+            counters["ip.fragment_dropped"] += 1
+            return
+        if packet.protocol == ipv4.PROTO_TCP:
+            self._receive_tcp(packet, now, csum_ok or looped)
+        elif packet.protocol == ipv4.PROTO_ICMP:
+            self._receive_icmp(packet, eth.src, looped)
+        else:
+            counters["ip.unknown_protocol"] += 1
+
+    def _receive_tcp(self, packet, now: float, csum_ok: bool) -> None:
+        pseudo = None
+        if not csum_ok and self.config.checksum != "off":
+            pseudo = pseudo_sum(packet.src, packet.dst, ipv4.PROTO_TCP, packet.payload_len)
+        seg = tcp.parse(packet.payload, pseudo)
+        self.counters["tcp.rx"] += 1
+        key = (packet.dst, seg.dst_port, packet.src, seg.src_port)
+        conn = self.table.get(key)
+        if conn is not None:
+            conn.on_segment(seg, now)
+            self._collect(conn)
+            return
+        listener = self.listeners.get(seg.dst_port)
+        if listener is not None:
+            self._to_listener(listener, key, seg, now)
+        else:
+            self._reset_closed(key, seg, now, "tcp.rst_closed_port")
+
+    def _to_listener(self, listener: Listener, key, seg: TcpRepr, now: float) -> None:
+        """RFC 9293 3.10.7.2: LISTEN ignores RST, answers ACK with RST, takes SYN."""
+        counters = self.counters
+        if seg.flags & RST:
+            counters["tcp.listen_rst_ignored"] += 1
+        elif seg.flags & ACK:
+            self._reset_closed(key, seg, now, "tcp.listen_ack_reset")
+        elif not seg.flags & SYN:
+            counters["tcp.listen_no_syn_dropped"] += 1
+        elif listener.full():
+            counters["tcp.listen_overflow"] += 1
+        else:
+            local_ip, local_port, remote_ip, remote_port = key
+            send_buffer = recv_buffer = None
+            if listener.buffers is not None:
+                send_buffer, recv_buffer = listener.buffers((remote_ip, remote_port))
+            conn = Connection.from_syn(
+                self.config, (local_ip, local_port), (remote_ip, remote_port), seg,
+                iss=self._iss(key, now), now=now, send_buffer=send_buffer,
+                recv_buffer=recv_buffer, mss=self._mss_for(remote_ip),
+                tso_max=self._tso_for(remote_ip))
+            self._add(key, conn)
+            listener.half_open.add(conn)
+            self._owner[conn] = listener
+            self._parked[conn] = []
+            counters["tcp.passive_opens"] += 1
+            self._collect(conn)
+
+    def _reset_closed(self, key, seg: TcpRepr, now: float, counter: str) -> None:
+        """RFC 9293 3.10.7.1: answer a segment for no connection with a RST."""
+        if seg.flags & RST:
+            self.counters["tcp.rst_for_nothing_dropped"] += 1
+            return
+        local_ip, local_port, remote_ip, remote_port = key
+        if seg.flags & ACK:
+            reply = TcpRepr(local_port, remote_port, seg.ack, 0, RST, 0)
+        else:
+            reply = TcpRepr(local_port, remote_port, 0, seq_add(seg.seq, seg.seg_len),
+                            RST | ACK, 0)
+        self.counters[counter] += 1
+        self._emit(local_ip, remote_ip, [reply], now, 0)
+
+    def _receive_icmp(self, packet, src_mac: bytes, looped: bool) -> None:
+        message = icmp.parse(packet.payload)
+        if message.type != icmp.ECHO_REQUEST or message.code != 0:
+            self.counters["icmp.rx_other"] += 1
+            return
+        reply = icmp.IcmpRepr(icmp.ECHO_REPLY, 0, message.ident, message.seq_no,
+                              message.payload)
+        body_len = icmp.buffer_len(reply)
+        data = bytearray(14 + ipv4.HEADER_LEN + body_len)
+        view = memoryview(data)
+        data[:14] = ethernet.header(src_mac, self.mac, ethernet.ETHERTYPE_IPV4)
+        ipv4.emit(ipv4.Ipv4Repr(packet.dst, packet.src, ipv4.PROTO_ICMP, body_len,
+                                ident=self.builder.next_ident()), view[14:])
+        icmp.emit(reply, view[14 + ipv4.HEADER_LEN:])
+        self.counters["icmp.echo_replied"] += 1
+        if looped:
+            self._loop.append(data)
+        else:
+            self._tx.append(TxFrame(data))
+
+    def _receive_arp(self, payload, now: float) -> None:
+        message = arp.parse(payload)
+        counters = self.counters
+        counters["arp.rx"] += 1
+        for_us = message.target_ip == self.ip
+        if message.sender_ip and (for_us or self.arp.known(message.sender_ip)):
+            for frame in self.arp.learn(message.sender_ip, message.sender_mac, now):
+                frame.data[:6] = message.sender_mac
+                self._tx.append(frame)
+                counters["arp.released"] += 1
+        if for_us and message.op == arp.OP_REQUEST:
+            self._arp_send(arp.OP_REPLY, message.sender_mac, message.sender_ip)
+            counters["arp.tx_reply"] += 1
+        elif not for_us:
+            counters["arp.not_for_us"] += 1
+
+    # ---- output helpers ----------------------------------------------------------
+
+    def _arp_request(self, address: int) -> None:
+        self.counters["arp.tx_request"] += 1
+        self._arp_send(arp.OP_REQUEST, ethernet.BROADCAST, address)
+
+    def _arp_send(self, op: int, dst_mac: bytes, target_ip: int) -> None:
+        data = bytearray(14 + arp.PACKET_LEN)
+        data[:14] = ethernet.header(dst_mac, self.mac, ethernet.ETHERTYPE_ARP)
+        target_mac = NO_MAC if op == arp.OP_REQUEST else dst_mac
+        arp.emit(arp.ArpRepr(op, self.mac, self.ip, target_mac, target_ip),
+                 memoryview(data)[14:])
+        self._tx.append(TxFrame(data))
+
+    def _route(self, dst: int, now: float) -> tuple[bytes | None, bool]:
+        """(Ethernet header prefix or None while unresolved, looped inside the stack)."""
+        if dst == self.ip:
+            return self._own_prefix, not self.nic.hears_itself
+        if ipv4.is_loopback(dst):
+            return self._own_prefix, True
+        mac = self.arp.lookup(dst, now)
+        if mac is None:
+            return None, False
+        prefix = self._prefixes.get(mac)
+        if prefix is None:
+            prefix = self._prefixes[mac] = ethernet_prefix(mac, self.mac)
+        return prefix, False
+
+    def _emit(self, src: int, dst: int, segments, now: float, gso_size: int) -> None:
+        """Frames for segments of one flow: to the NIC, the loop, or the ARP queue."""
+        prefix, looped = self._route(dst, now)
+        build = self.builder.tcp_frame
+        if prefix is not None and not looped:
+            for seg in segments:
+                self._tx.append(build(prefix, src, dst, seg, gso_size))
+        elif looped:
+            for seg in segments:
+                self._loop.append(build(prefix, src, dst, seg, 0, True).data)
+        else:
+            for seg in segments:
+                queued, ask = self.arp.enqueue(dst, build(self._own_prefix, src, dst, seg,
+                                                          gso_size), now)
+                if not queued:
+                    self.counters["arp.queue_overflow"] += 1
+                if ask:
+                    self._arp_request(dst)
+        self.counters["tcp.tx"] += len(segments)
+
+    def _emit_connection(self, conn, segments: list, now: float) -> None:
+        local_ip, _, remote_ip, _ = self._keys[conn]
+        gso_size = conn.gso_size if self._tso_for(remote_ip) else 0
+        self._emit(local_ip, remote_ip, segments, now, gso_size)
+
+    # ---- connection lifecycle ----------------------------------------------------
+
+    def _add(self, key, conn) -> None:
+        self.table.add(key, conn)
+        self._keys[conn] = key
+
+    def _collect(self, conn) -> None:
+        """Drain a connection's events: route them, park them or free the TCB."""
+        event = conn.next_event()
+        while event is not None:
+            owner = self._owner.get(conn)
+            if owner is not None:                      # a child not accepted yet
+                if isinstance(event, Closed):
+                    owner.forget(conn)
+                    del self._owner[conn], self._parked[conn]
+                    self._free(conn)
+                    self.counters["tcp.children_lost_before_accept"] += 1
+                else:
+                    self._parked[conn].append(event)
+                    if isinstance(event, Established) and owner.established(conn):
+                        self._events.append((owner, event))
+            else:
+                if isinstance(event, Closed):
+                    self._free(conn)
+                self._events.append((conn, event))
+            event = conn.next_event()
+
+    def _on_accept(self, conn) -> None:
+        self._owner.pop(conn, None)
+        self._events.extend((conn, event) for event in self._parked.pop(conn, []))
+        self.counters["tcp.accepted"] += 1
+
+    def _free(self, conn) -> None:
+        """Drop a closed TCB; its last segments (an RST after abort) still go out."""
+        if conn in self._keys:
+            segments = conn.poll_transmit(self._now)
+            if segments:
+                self._emit_connection(conn, segments, self._now)
+        key = self._keys.pop(conn, None)
+        if key is not None and self.table.remove(key, conn):
+            self._retired.update(conn.counters)
+            self.counters["tcp.freed"] += 1
+
+    def _iss(self, key, now: float) -> int:
+        """RFC 6528: a 4-microsecond clock plus a keyed hash of the 4-tuple."""
+        return (int(now * 250_000) + hash((self.secret,) + key)) & 0xFFFFFFFF
+
+    def _mss_for(self, remote_ip: int) -> int:
+        looped = ipv4.is_loopback(remote_ip) or (remote_ip == self.ip
+                                                 and not self.nic.hears_itself)
+        return LOOP_MSS if looped else self.mss
+
+    def _tso_for(self, remote_ip: int) -> int:
+        return 0 if remote_ip == self.ip or ipv4.is_loopback(remote_ip) else self.tso_max
+
+    @staticmethod
+    def _key_text(key) -> str:
+        local_ip, local_port, remote_ip, remote_port = key
+        return f"{ipv4.ntoa(local_ip)}:{local_port} -> {ipv4.ntoa(remote_ip)}:{remote_port}"
