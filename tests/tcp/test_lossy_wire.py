@@ -163,7 +163,7 @@ import os  # noqa: E402
 
 from toad.config import TcpConfig  # noqa: E402
 
-from tests.tcp.test_stack_support import PEER_IP, Transfer, make_pair, run  # noqa: E402
+from .test_stack_support import PEER_IP, Transfer, make_pair, run  # noqa: E402
 
 SWEEP = [  # loss, duplicate, reorder, corrupt
     (0.01, 0.0, 0.0, 0.0),

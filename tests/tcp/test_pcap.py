@@ -95,7 +95,7 @@ def test_tshark_reads_it_with_no_malformed_frame(tmp_path):
 @needs_tshark
 def test_capture_of_a_whole_connection_is_clean(tmp_path):
     from toad.config import TcpConfig
-    from tests.tcp.test_stack_support import PEER_IP, Transfer, make_pair, run
+    from .test_stack_support import PEER_IP, Transfer, make_pair, run
     a, b, wire, clock = make_pair(TcpConfig(time_wait_s=1.0), mtu=1500)
     path = tmp_path / "conn.pcap"
     a.nic = PcapNic(a.nic, str(path), clock=clock)

@@ -11,7 +11,7 @@ from engine.tcp.wire import arp, ethernet, icmp, ipv4
 from engine.tcp.wire.tcp import ACK, FIN, PSH, RST, SYN, TcpRepr
 from toad.config import TcpConfig
 
-from tests.tcp.test_stack_support import (PEER_IP, PEER_MAC, STACK_IP, STACK_MAC, arp_frame, echo_request,
+from .test_stack_support import (PEER_IP, PEER_MAC, STACK_IP, STACK_MAC, arp_frame, echo_request,
                             features, ip_frame, learn_peer, parse_out, tcp_frame)
 
 

@@ -15,7 +15,7 @@ from engine.tcp.stack import Stack
 from engine.tcp.wire import ipv4
 from toad.config import TcpConfig
 
-from tests.tcp.test_stack_support import (PEER_IP, STACK_IP, STACK_MAC, Clock, Host, Transfer,
+from .test_stack_support import (PEER_IP, STACK_IP, STACK_MAC, Clock, Host, Transfer,
                                           features, make_pair, run)
 
 FAST = TcpConfig(time_wait_s=1.0)
