@@ -1,9 +1,9 @@
 """The engine's single-threaded event loop (TOAD section III-B: one pinned CPU, polling).
 
 Each iteration: service every attached QP (flush queued events, read the request
-ring up to its doorbell, dispatch, publish the consumer index, raise the interrupt
-if the host armed one), call every poller (``poll(now) -> did_work``), advance the
-heartbeat. About every millisecond it also does housekeeping: slot commands
+ring up to its doorbell, dispatch, publish the consumer index), call every poller
+(``poll(now) -> did_work``), raise the interrupt of each QP that got events if its
+host armed one, advance the heartbeat. About every millisecond it also does housekeeping: slot commands
 (enable / disable), host-death checks (pidfd), the stats block.
 
 Pollers are how later layers plug in without touching this loop: the interrupt
@@ -82,6 +82,9 @@ class Engine:
             for poller in self.pollers:
                 if poller.poll(now):
                     work += 1
+            for qp in self.active:   # events posted by requests or pollers: interrupt?
+                if qp.event_producer != qp.interrupt.checked_index:
+                    qp.interrupt.after_post(qp.event_producer, start)
             self.iterations += 1
             u64[heartbeat] = self.iterations
             if start >= next_housekeeping:
@@ -96,6 +99,8 @@ class Engine:
 
     def service(self, qp: QueuePair, now_ns: int) -> int:
         """One pass over a QP's rings; returns the number of records handled."""
+        if qp.u32[qp.request_producer_word] == qp.request_consumer and not qp.backlog:
+            return 0   # idle QP: the common case, kept cheap
         work = qp.flush_backlog() if qp.backlog else 0
         count = qp.pending_requests()
         if count < 0:
@@ -109,8 +114,6 @@ class Engine:
                     raw.release()
                 qp.consume_requests(count)
                 work += count
-        if qp.event_producer != qp.interrupt.checked_index:
-            qp.interrupt.after_post(qp.event_producer, now_ns)
         return work
 
     def _bad_doorbell(self, qp: QueuePair) -> None:

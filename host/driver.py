@@ -320,8 +320,9 @@ class Driver:
                     self._consume_until(ready, deadline)
                 finally:
                     self._consumer.release()
-                    with self._cond:
-                        self._cond.notify_all()
+                    if self._waiters:      # let a waiting thread take over consuming
+                        with self._cond:
+                            self._cond.notify_all()
             else:
                 with self._cond:
                     self._waiters += 1

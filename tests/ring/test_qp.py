@@ -1,0 +1,100 @@
+"""Engine-side QP state (engine/qp.py) over a plain buffer: rings and resources."""
+from __future__ import annotations
+
+import numpy as np
+
+from engine.dma import Dma
+from engine.handlers import Dispatcher, Request
+from engine.qp import QueuePair
+from toad import layout
+from toad.config import load
+from toad.rings import PhaseReader, RecordRing
+
+WORD_NAMES = ["request_producer", "event_consumer", "rxbuf_producer", "irq_enabled",
+              "irq_event_index", "moderation_events", "moderation_us"]
+
+
+class Closable:
+    def close(self):
+        pass
+
+
+def make_qp(*overrides):
+    lay = layout.qp_layout(load(None, ["qp.recv_buffers=4", "qp.recv_buffer_bytes=4096",
+                                       "qp.event_entries=8", "qp.max_connections=4",
+                                       *overrides]).qp)
+    buf = bytearray(lay.total_bytes)
+    regs = [0] * len(WORD_NAMES)
+    words = {name: i for i, name in enumerate(WORD_NAMES)}
+    qp = QueuePair(3, 1, Closable(), Dma(buf, len(buf)), lay, regs, words, Closable(), -1)
+    return qp, buf, regs, lay
+
+
+def events_of(buf, lay):
+    return PhaseReader(RecordRing(buf, lay.event_offset, lay.event_entries, layout.EVENT))
+
+
+def test_event_ring_never_overwrites_unconsumed_events():
+    qp, buf, regs, lay = make_qp()
+    for i in range(20):
+        qp.post_event(layout.EV_COMPLETION, cookie=i)
+    assert len(qp.backlog) == 12                     # 8 in the ring, 12 waiting
+    reader = events_of(buf, lay)
+    got = list(reader.poll()["cookie"])
+    assert got == list(range(8))
+    regs[1] = reader.consumer                        # host: consumer index register
+    assert qp.flush_backlog() == 8
+    got += list(reader.poll()["cookie"])
+    regs[1] = reader.consumer
+    qp.flush_backlog()
+    got += list(reader.poll()["cookie"])
+    assert got == list(range(20))
+
+
+def test_receive_buffers_outside_the_receive_area_are_refused():
+    qp, buf, regs, lay = make_qp()
+    entries = [(lay.recv_offset, 4096, 1), (lay.total_bytes - 100, 4096, 2),
+               (lay.send_offset, 100, 3), (lay.recv_offset + 4096, 8192, 4),
+               (lay.recv_offset + 4096, 4096, 5)]
+    ring = np.frombuffer(buf, layout.RXBUF, lay.rxbuf_entries, lay.rxbuf_offset)
+    for i, (off, length, buf_id) in enumerate(entries):
+        ring[i] = (off, length, buf_id)
+    regs[2] = len(entries)                           # rxbuf doorbell
+    assert qp.take_rx_buffer() == (lay.recv_offset, 4096, 1)
+    assert qp.take_rx_buffer() == (lay.recv_offset + 4096, 4096, 5)
+    assert qp.take_rx_buffer() is None
+    assert qp.bad_records == 3
+    errors = events_of(buf, lay).poll()
+    assert list(errors["reason"]) == [layout.ERR_BAD_RXBUF] * 3
+    assert list(errors["buffer"]) == [2, 3, 4]
+    assert int.from_bytes(buf[layout.QP_HEADER_FIELDS["rxbuf_consumer"]:][:4], "little") == 5
+
+
+def test_connection_table_and_counters():
+    qp, buf, regs, lay = make_qp()
+    conns = [qp.allocate_connection(object()) for _ in range(3)]
+    assert None not in conns and len(set(conns)) == 3
+    assert all(c >> layout.CONN_ROW_BITS == 3 for c in conns)   # slot in the id
+    assert qp.allocate_connection(None) is None                 # 4 rows, row 0 unused
+    qp.set_bytes_acked(conns[0], 12345)
+    row = np.frombuffer(buf, layout.COUNTER_ROW, lay.counter_rows, lay.counters_offset)
+    assert int(row[conns[0] & 0xFFFFF]["bytes_acked"]) == 12345
+    row[conns[1] & 0xFFFFF]["bytes_consumed"] = 777
+    assert qp.bytes_consumed(conns[1]) == 777
+    qp.release_connection(conns[2])
+    qp.release_connection(conns[2])                             # twice: harmless
+    assert qp.allocate_connection(None) == conns[2]
+
+
+def test_dispatcher_table_is_extensible():
+    qp, buf, regs, lay = make_qp()
+    seen = []
+    dispatcher = Dispatcher()
+    dispatcher.register(layout.OP_LISTEN, lambda q, r: seen.append(r.value))
+    conn = qp.allocate_connection(None)
+    dispatcher.handle(qp, Request(layout.OP_LISTEN, 0, conn, 9, 0, 0, 0, 0, 0, 5))
+    dispatcher.handle(qp, Request(layout.OP_LISTEN, 0, conn + 1, 10, 0, 0, 0, 0, 0, 6))
+    assert seen == [5]
+    errors = events_of(buf, lay).poll()
+    assert list(errors["cookie"]) == [10]
+    assert list(errors["reason"]) == [layout.ERR_WRONG_CONNECTION]
