@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from toad.errors import ToadError
-from toad.experiment.accounting import process_cpu_seconds, read_cpu_busy
+from toad.experiment.accounting import process_cpu_seconds, read_cpu_times
 
 MAX_LATENCY_SAMPLES = 1 << 20
 
@@ -64,7 +64,7 @@ class Meter:
     busy1: dict = field(default_factory=dict)
 
     def start(self, nbytes: int, *checks: "Integrity") -> None:
-        self.busy0 = read_cpu_busy(self.host_cpus)
+        self.busy0 = read_cpu_times(self.host_cpus)
         self.integrity0, self.bytes0 = sum(c.cpu_s for c in checks), nbytes
         self.cpu0, self.t0 = process_cpu_seconds(), time.monotonic()
         self.started = True
@@ -72,14 +72,16 @@ class Meter:
     def stop(self, nbytes: int, *checks: "Integrity") -> None:
         self.t1, self.cpu1 = time.monotonic(), process_cpu_seconds()
         self.integrity1, self.bytes1 = sum(c.cpu_s for c in checks), nbytes
-        self.busy1 = read_cpu_busy(self.host_cpus)
+        self.busy1 = read_cpu_times(self.host_cpus)
 
     def as_json(self) -> dict:
-        busy = sum(self.busy1[c] - self.busy0[c] for c in self.busy1 if c in self.busy0)
+        cpus = [c for c in self.busy1 if c in self.busy0]
+        busy = sum(self.busy1[c][0] - self.busy0[c][0] for c in cpus)
+        irq = sum(self.busy1[c][1] - self.busy0[c][1] for c in cpus)
         return {"t0": self.t0, "t1": self.t1, "wall_s": self.t1 - self.t0,
                 "cpu_s": self.cpu1 - self.cpu0,
                 "integrity_s": self.integrity1 - self.integrity0,
-                "bytes": self.bytes1 - self.bytes0, "host_busy_s": busy}
+                "bytes": self.bytes1 - self.bytes0, "host_busy_s": busy, "host_irq_s": irq}
 
 
 def pattern(nbytes: int, seed: int) -> memoryview:

@@ -131,6 +131,8 @@ def details(send: dict, recv: dict) -> dict:
                      "integrity_s": round(m["integrity_s"], 6),
                      "bytes": m["bytes"], "bytes_copied": r["bytes_copied"],
                      "wall_s": round(m["wall_s"], 4),
+                     "host_busy_s": round(m["host_busy_s"], 4),
+                     "host_irq_softirq_s": round(m.get("host_irq_s", 0.0), 4),
                      "copy_ns_per_kb": round(r["copy_s_per_byte"] * 1e9 * 1024, 2),
                      "copy_ns_per_kb_range": [round(x * 1e9 * 1024, 2)
                                               for x in r["copy_s_per_byte_range"]]}

@@ -61,8 +61,18 @@ def table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def bulk_table(mode: str, runs: list[dict]) -> str:
+def irq_pct(detail: Optional[dict]) -> Optional[float]:
+    """irq + softirq % per Gb/s of the host CPUs over the receiver's interval."""
+    if not detail or "recv" not in detail or not detail["recv"].get("bytes"):
+        return None
+    side = detail["recv"]
+    return 100.0 * side.get("host_irq_softirq_s", 0.0) / (side["bytes"] * 8 / 1e9)
+
+
+def bulk_table(mode: str, runs: list[dict], details: Optional[list[dict]] = None) -> str:
     """TOAD Tables I/II: rows copies / driver or stack / total; columns side x chunk."""
+    details = details or [{} for _ in runs]
+    irq = {id(r): irq_pct(d) for r, d in zip(runs, details)}
     runs = sorted(runs, key=lambda r: -r["chunk_bytes"])
     header = ["% of one CPU per Gb/s"]
     columns = [(s, r) for s in ("send", "recv") for r in runs]
@@ -73,7 +83,8 @@ def bulk_table(mode: str, runs: list[dict]) -> str:
             ["total"] + [fmt(r[s]["cpu_pct_per_gbps"]) for s, r in columns],
             ["goodput Gb/s"] + [fmt(r["goodput_gbps"]) for s, r in columns],
             ["host CPUs busy (both sides)"] + [fmt(r["host_cpus_busy_pct_per_gbps"])
-                                               for s, r in columns]]
+                                               for s, r in columns],
+            ["  of which irq + softirq"] + [fmt(irq[id(r)]) for s, r in columns]]
     if mode == "offload":
         rows.append(["engine CPU % / busy %"] + [
             f"{fmt(r['engine']['cpu_pct'], 0)} / {fmt(r['engine']['busy_pct'], 0)}"
@@ -116,9 +127,10 @@ def render(runs: list[dict], details: list[dict]) -> str:
     out = []
     modes = list(dict.fromkeys(r["mode"] for r in runs))
     for mode in modes:
-        bulk = [r for r in runs if r["mode"] == mode and r["workload"] == "bulk"]
-        if bulk:
-            out.append(bulk_table(mode, bulk))
+        pairs = [(r, d) for r, d in zip(runs, details)
+                 if r["mode"] == mode and r["workload"] == "bulk"]
+        if pairs:
+            out.append(bulk_table(mode, [r for r, _ in pairs], [d for _, d in pairs]))
     rr = [r for r in runs if r["workload"] != "bulk"]
     if rr:
         out.append(rr_table(rr))
@@ -133,7 +145,9 @@ def notes(details: Iterable[dict]) -> str:
     lines = ["integrity: every run's CRC-32 matched; the checksum's own CPU time is "
              "measured and excluded from the figures",
              "memory copies = bytes copied at the socket boundary x the cost of a "
-             "chunk-sized copy calibrated on the worker's CPU just before the run"]
+             "chunk-sized copy calibrated on the worker's CPU just before the run",
+             "host CPUs busy: /proc/stat over the host CPUs (both workers, interrupts, "
+             "softirqs and any other process there), checksum time excluded"]
     seen = set()
     for d in details:
         for w in d.get("warnings", []):
