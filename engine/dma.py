@@ -141,6 +141,24 @@ class Dma:
         self._count(record.size)
         record.pack_into(self.view, offset, *values)
 
+    def write_record(self, record: struct.Struct, offset: int, values: tuple,
+                     flag_offset: int, flag: int) -> None:
+        """One transaction writing a record body, THEN its flag word (phase bit).
+
+        ``flag_offset`` is inside the record; the body store comes first so the flag
+        publishes a complete record (ordering rule 1 of toad/layout.py).
+        """
+        end = flag_offset + 4
+        size = max(offset + record.size, end) - offset
+        if offset < 0 or offset + size > self.size or flag_offset & 3:
+            self.check(-1 if flag_offset & 3 else offset, size)
+        self.transactions += 1
+        self.bytes += size
+        if self.bus is not None:
+            self.bus.charge(size)
+        record.pack_into(self.view, offset, *values)
+        self.u32[flag_offset >> 2] = flag
+
     def array(self, offset: int, count: int, dtype: np.dtype) -> np.ndarray:
         """A typed view of ``count`` records (one transaction), e.g. a batch of a ring."""
         length = count * dtype.itemsize

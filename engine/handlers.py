@@ -61,12 +61,15 @@ def complete(qp, request: Request, status: int = 0, value: int = 0, **fields) ->
 
 
 def handle_nop(qp, request: Request) -> None:
-    complete(qp, request)
+    if not request.flags & layout.REQ_SILENT:
+        qp.post_event(layout.EV_COMPLETION, 0, request.conn, request.cookie)
 
 
 def handle_echo(qp, request: Request) -> None:
-    complete(qp, request, value=request.value, length=request.length,
-             addr=request.addr, port=request.port)
+    # positional: type, flags, conn, cookie, status, reason, port, buffer, addr,
+    # offset, length, value (the interface's own latency probe, kept lean)
+    qp.post_event(layout.EV_COMPLETION, 0, request.conn, request.cookie, 0, 0, request.port,
+                  0, request.addr, 0, request.length, request.value)
 
 
 def handle_socket(qp, request: Request) -> None:

@@ -24,16 +24,19 @@ from typing import Optional
 import posix_ipc
 
 from engine.dma import BusModel
-from engine.handlers import Dispatcher
+from engine.handlers import Dispatcher, Request
 from engine.interrupts import InterruptPoller
 from engine.qp import QueuePair
 from engine.registers import RegisterFile
 from engine.slots import SlotManager
 from toad import layout
-from toad.rings import full_fence
+from toad.rings import MASK32, full_fence
 from toad.shm import close_semaphore, create_semaphore, unlink_semaphore
 
 HOUSEKEEPING_NS = 1_000_000
+_REQUEST = layout.REQUEST_STRUCT
+_make_request = Request._make
+assert layout.REQUEST.itemsize == 64
 STATS_FLUSH_NS = 10_000_000
 
 
@@ -99,19 +102,30 @@ class Engine:
 
     def service(self, qp: QueuePair, now_ns: int) -> int:
         """One pass over a QP's rings; returns the number of records handled."""
-        if qp.u32[qp.request_producer_word] == qp.request_consumer and not qp.backlog:
+        producer = qp.u32[qp.request_producer_word]
+        if producer == qp.request_consumer and not qp.backlog:
             return 0   # idle QP: the common case, kept cheap
         work = qp.flush_backlog() if qp.backlog else 0
-        count = qp.pending_requests()
-        if count < 0:
+        count = (producer - qp.request_consumer) & MASK32
+        if count > qp.request_entries:
             self._bad_doorbell(qp)
         elif count:
-            count = min(count, qp.event_space())  # each request may answer one event
-            if count:
+            # each request may answer one event: take no more than the ring has room for
+            room = qp.event_room if qp.event_room >= count else qp.event_space()
+            count = min(count, room)
+            if count >= 8:
+                handle_span = self.dispatcher.handle_span
                 for offset, records in qp.request_spans(count):
-                    raw = qp.dma.read(offset, records * layout.REQUEST.itemsize)
-                    self.dispatcher.handle_span(qp, raw, records)
+                    raw = qp.dma.read(offset, records * 64)
+                    handle_span(qp, raw, records)
                     raw.release()
+            elif count:   # a few records: unpack them one by one (one DMA read each)
+                handle, unpack, dma = self.dispatcher.handle, qp.dma.unpack, qp.dma
+                base, mask, index = qp.request_base, qp.request_mask, qp.request_consumer
+                for i in range(count):
+                    values = unpack(_REQUEST, base + ((index + i) & mask) * 64)
+                    handle(qp, _make_request(values))
+            if count:
                 qp.consume_requests(count)
                 work += count
         return work

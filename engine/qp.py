@@ -16,11 +16,14 @@ from collections import deque
 from typing import Any, Callable, Optional
 
 from toad import layout
-from toad.rings import MASK32, phase_for, ring_count
+from toad.rings import MASK32, ring_count
 
 CONN_SHIFT = layout.CONN_ROW_BITS
 
 _H = layout.QP_HEADER_FIELDS
+_EVENT_BODY = layout.EVENT_BODY_STRUCT
+_PHASE_OFFSET = layout.EVENT_PHASE_OFFSET
+assert layout.EVENT.itemsize == 64
 
 
 class QueuePair:
@@ -44,7 +47,12 @@ class QueuePair:
         self.event_producer = 0
         self.rxbuf_consumer = 0
         self.event_mask = lay.event_entries - 1
+        self.event_shift = lay.event_entries.bit_length() - 1
+        self.event_base = lay.event_offset
+        self.event_room = lay.event_entries   # cached free slots (refreshed when 0)
         self.request_mask = lay.request_entries - 1
+        self.request_entries = lay.request_entries
+        self.request_base = lay.request_offset
         self.connections: dict[int, Any] = {}
         self._free_rows = list(range(lay.counter_rows - 1, 0, -1))  # row 0 is never used
         self.backlog: deque = deque()   # events waiting for room in the event ring
@@ -116,8 +124,11 @@ class QueuePair:
 
     # ---- event ring ----------------------------------------------------------------
     def event_space(self) -> int:
+        """Free event slots, from the host's consumer register (also refreshes the cache)."""
         used = ring_count(self.event_producer, self.u32[self.event_consumer_word])
-        return max(0, self.layout.event_entries - used) if used <= self.layout.event_entries else 0
+        room = max(0, self.layout.event_entries - used) if used <= self.layout.event_entries else 0
+        self.event_room = room
+        return room
 
     def post_event(self, kind: int, flags: int = 0, conn: int = 0, cookie: int = 0,
                    status: int = 0, reason: int = 0, port: int = 0, buffer: int = 0,
@@ -125,19 +136,19 @@ class QueuePair:
         """Post one event, or queue it when the ring has no room (never overwrite)."""
         body = (kind, flags, conn, cookie & 0xFFFFFFFFFFFFFFFF, status, reason, port, buffer,
                 addr, offset, length, value)
-        if self.backlog or not self.event_space():
+        if self.backlog or (self.event_room <= 0 and not self.event_space()):
             self.backlog.append(body)
             return
         self._write_event(body)
 
     def _write_event(self, body: tuple) -> None:
         index = self.event_producer
-        off = self.layout.event_offset + (index & self.event_mask) * layout.EVENT.itemsize
-        self.dma.pack(layout.EVENT_BODY_STRUCT, off, *body)
-        # publish: the body is written; the phase word makes the event visible
-        self.dma.write_u32(off + layout.EVENT_PHASE_OFFSET,
-                           phase_for(index, self.layout.event_entries))
+        off = self.event_base + (index & self.event_mask) * 64
+        # one DMA transaction: the body, then the phase word that publishes it
+        self.dma.write_record(_EVENT_BODY, off, body, off + _PHASE_OFFSET,
+                              ((index >> self.event_shift) & 1) ^ 1)
         self.event_producer = (index + 1) & MASK32
+        self.event_room -= 1
         self.events += 1
 
     def flush_backlog(self) -> int:

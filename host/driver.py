@@ -37,6 +37,7 @@ from toad.shm import (Segment, ShmError, close_semaphore, create_semaphore, open
                       unlink_segment, unlink_semaphore)
 
 SLEEP_SLICE_S = 0.05
+_REQUEST = layout.REQUEST_STRUCT
 ROW_MASK = (1 << layout.CONN_ROW_BITS) - 1
 
 
@@ -84,6 +85,8 @@ class Driver:
         self.closed = False
         self.engine_dead = False
         self.heartbeat_timeout = int(self.oe.config["heartbeat_timeout_ms"]) / 1000.0
+        # a busy-polling engine never sleeps: doorbells need no "sleeping" check
+        self.engine_may_sleep = int(self.oe.config["polling"]) != layout.POLLING_BUSY
         self.engine_pid = self.oe.pid()
         self._last_heartbeat, self._heartbeat_seen = -1, time.monotonic()
         self.check_engine()
@@ -133,6 +136,9 @@ class Driver:
         self.u32 = self.mv.cast("I")
         self.u64 = self.mv.cast("Q")
         self.requests = RecordRing(buf, lay.request_offset, lay.request_entries, layout.REQUEST)
+        self.request_base = lay.request_offset
+        self.request_mask = lay.request_entries - 1
+        self.request_entries = lay.request_entries
         self.request_consumer_word = layout.QP_HEADER_FIELDS["request_consumer"] // 4
         self.rxbuf_consumer_word = layout.QP_HEADER_FIELDS["rxbuf_consumer"] // 4
         self.engine_flags_word = layout.QP_HEADER_FIELDS["engine_flags"] // 4
@@ -209,12 +215,13 @@ class Driver:
              length: int = 0, value: int = 0) -> None:
         """Post one request and ring the doorbell."""
         with self._post_lock:
-            if self.request_space() < 1:
+            index = self.request_producer
+            if ((index - self.u32[self.request_consumer_word]) & MASK32) >= self.request_entries:
                 self._wait_request_space(1)
-            layout.REQUEST_STRUCT.pack_into(
-                self.mv, self.requests.byte_offset(self.request_producer), opcode, flags,
-                conn, cookie, addr, port, option, offset, length, value)
-            self._ring_request_doorbell((self.request_producer + 1) & MASK32)
+            _REQUEST.pack_into(self.mv, self.request_base + (index & self.request_mask) * 64,
+                               opcode, flags, conn, cookie, addr, port, option, offset,
+                               length, value)
+            self._ring_request_doorbell((index + 1) & MASK32)
 
     def post_many(self, records: list[tuple]) -> None:
         """Post request tuples (REQUEST_STRUCT order) with one doorbell write."""
@@ -237,9 +244,10 @@ class Driver:
     def _ring_request_doorbell(self, producer: int) -> None:
         self.request_producer = producer
         self.oe.u32[self.req_doorbell] = producer  # publish: the records are written
-        full_fence()  # the doorbell is visible before we read "engine sleeping"
-        if self.u32[self.engine_flags_word] & layout.ENGINE_SLEEPING_FLAG:
-            self.wake.release()
+        if self.engine_may_sleep:
+            full_fence()  # the doorbell is visible before we read "engine sleeping"
+            if self.u32[self.engine_flags_word] & layout.ENGINE_SLEEPING_FLAG:
+                self.wake.release()
 
     def request_space(self) -> int:
         return ring_free(self.layout.request_entries, self.request_producer,
@@ -389,9 +397,10 @@ class Driver:
                 index = (index + 1) & MASK32
             self.rxbuf_producer = index
             self.oe.u32[self.rxbuf_doorbell] = index  # publish: entries are written
-            full_fence()
-            if self.u32[self.engine_flags_word] & layout.ENGINE_SLEEPING_FLAG:
-                self.wake.release()
+            if self.engine_may_sleep:
+                full_fence()
+                if self.u32[self.engine_flags_word] & layout.ENGINE_SLEEPING_FLAG:
+                    self.wake.release()
 
     def rxbuf_taken(self) -> int:
         """How far the engine has taken receive buffers (its consumer index)."""
