@@ -1,0 +1,187 @@
+"""The shared-memory wire: frames, ordering, drops, wake-ups, two processes, stale segments."""
+from __future__ import annotations
+
+import mmap
+import os
+import select
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import posix_ipc
+import pytest
+
+from engine.nic.base import TxFrame
+from engine.nic.shm import SLOT_HEADER, ShmWire, ShmWireError, ring_geometry
+
+MAC_A, MAC_B = bytes.fromhex("02746f000001"), bytes.fromhex("02746f000002")
+
+
+def wire_name(tag: str) -> str:
+    return f"toad-test{tag}{os.getpid()}-wire"
+
+
+def frame(i: int, size: int = 100) -> bytearray:
+    body = (i.to_bytes(4, "big") * (size // 4 + 1))[:size - 14]
+    return bytearray(MAC_B + MAC_A + b"\x08\x00" + body)
+
+
+@pytest.fixture
+def pair():
+    name = wire_name("p")
+    a = ShmWire(name, "a", 1500, MAC_A)
+    b = ShmWire(name, "b", 1500, MAC_B)
+    yield a, b
+    a.close()
+    b.close()
+
+
+def readable(wire, timeout=0.0) -> bool:
+    return bool(select.select([wire.fileno()], [], [], timeout)[0])
+
+
+def test_geometry_holds_a_whole_frame():
+    for mtu in (576, 1500, 9000, 65535):
+        size, slots = ring_geometry(mtu)
+        assert size >= SLOT_HEADER + 14 + mtu and size % 64 == 0
+        assert slots & (slots - 1) == 0 and slots >= 64
+
+
+def test_frames_cross_in_order_with_checksum_flag(pair):
+    a, b = pair
+    a.send([TxFrame(frame(i), csum_start=34 if i % 2 else 0, csum_offset=16) for i in range(10)])
+    got = b.receive(0.0)
+    assert [bytes(f) for f, _ in got] == [bytes(frame(i)) for i in range(10)]
+    assert [ok for _, ok in got] == [bool(i % 2) for i in range(10)]
+    assert a.receive(0.0) == []            # nothing went the other way
+    b.send([TxFrame(frame(99, 1514))])
+    assert bytes(a.receive(0.0)[0][0]) == bytes(frame(99, 1514))
+
+
+def test_receive_is_bounded_and_views_live_until_next_receive(pair):
+    a, b = pair
+    a.send([TxFrame(frame(i)) for i in range(100)])
+    first = b.receive(0.0, max_frames=64)
+    assert len(first) == 64
+    kept = first[0][0]
+    a.send([TxFrame(frame(1000 + i)) for i in range(a.slots - 100)])   # fill what is free
+    assert bytes(kept) == bytes(frame(0))     # not overwritten: not yet released
+    assert a.counters["tx_dropped_full"] == 0
+    a.send([TxFrame(frame(5))])
+    assert a.counters["tx_dropped_full"] == 1
+    rest = []
+    while chunk := b.receive(0.0):
+        rest.extend(bytes(f) for f, _ in chunk)
+    assert len(rest) == a.slots - 64
+    assert rest[:36] == [bytes(frame(i)) for i in range(64, 100)]
+
+
+def test_oversize_frame_dropped(pair):
+    a, b = pair
+    a.send([TxFrame(frame(1, 1515))])
+    assert a.counters["tx_dropped_oversize"] == 1 and b.receive(0.0) == []
+
+
+def test_wakeup_only_when_the_consumer_waits(pair):
+    a, b = pair
+    a.send([TxFrame(frame(1))])
+    assert not readable(b)                 # b never declared itself waiting
+    assert len(b.receive(0.0)) == 1
+    assert b.receive(0.0) == []            # empty: b now waits
+    a.send([TxFrame(frame(2))])
+    assert readable(b, 1.0) and a.counters["wakeups_sent"] == 1
+    assert len(b.receive(0.0)) == 1        # receiving lowers the flag...
+    a.send([TxFrame(frame(3))])
+    assert a.counters["wakeups_sent"] == 1  # ...so no more wake-ups while busy
+    b.receive(0.0)
+    assert b.receive(0.0) == []            # drains the old byte before sleeping again
+    assert not readable(b)
+
+
+def test_malformed_record_is_counted_and_dropped(pair):
+    a, b = pair
+    a.send([TxFrame(frame(1)), TxFrame(frame(2))])
+    shm = posix_ipc.SharedMemory("/" + a.name)
+    view = mmap.mmap(shm.fd, shm.size)
+    shm.close_fd()
+    # slot 0 of ring a->b: 4096 header + 256 control; length field at the slot start
+    np.ndarray((1,), np.uint32, view, 4096 + 256)[0] = 3
+    got = b.receive(0.0)
+    assert [bytes(f) for f, _ in got] == [bytes(frame(2))]
+    assert b.counters["rx_dropped_bad_length"] == 1
+    del got
+    view.close()
+
+
+def test_side_in_use_and_mtu_mismatch_refused(pair):
+    a, _b = pair
+    with pytest.raises(ShmWireError, match="in use by pid"):
+        ShmWire(a.name, "a", 1500, MAC_A)
+    with pytest.raises(ShmWireError, match="nic.mtu"):
+        ShmWire(a.name, "b", 9000, MAC_B)
+
+
+ECHO = """
+import select, sys, time
+from engine.nic.base import TxFrame
+from engine.nic.shm import ShmWire
+wire = ShmWire(sys.argv[1], "b", 1500, bytes(6))
+print("up", flush=True)
+left, deadline = int(sys.argv[2]), time.monotonic() + 30
+while left and time.monotonic() < deadline:
+    frames = wire.receive(time.monotonic())
+    if not frames:
+        select.select([wire.fileno()], [], [], 1.0)
+        continue
+    wire.send([TxFrame(bytearray(f)) for f, _ in frames])
+    left -= len(frames)
+wire.close()
+"""
+
+
+def test_two_processes_echo_with_sleeping_peer():
+    name, count = wire_name("e"), 3000
+    a = ShmWire(name, "a", 1500, MAC_A)
+    child = subprocess.Popen([sys.executable, "-c", ECHO, name, str(count)],
+                             stdout=subprocess.PIPE, text=True, cwd=os.getcwd())
+    try:
+        assert child.stdout.readline().strip() == "up"
+        echoed, sent = [], 0
+        while len(echoed) < count:
+            if sent < count and sent - len(echoed) < 200:
+                burst = [TxFrame(frame(i, 60 + i % 1400)) for i in range(sent, min(count, sent + 50))]
+                a.send(burst)
+                sent += len(burst)
+            got = a.receive(0.0)
+            echoed.extend(bytes(f) for f, _ in got)
+            if not got:
+                assert select.select([a.fileno()], [], [], 10.0)[0], "echo stalled"
+        assert echoed == [bytes(frame(i, 60 + i % 1400)) for i in range(count)]
+        assert child.wait(timeout=20) == 0
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        child.stdout.close()
+        a.close()
+
+
+def test_segment_of_a_dead_process_is_reset():
+    name = wire_name("s")
+    code = ("import os, sys\nfrom engine.nic.base import TxFrame\nfrom engine.nic.shm import ShmWire\n"
+            f"w = ShmWire({name!r}, 'a', 1500, bytes(6))\n"
+            "w.send([TxFrame(bytearray(60))])\nprint('up', flush=True)\nos.kill(os.getpid(), 9)\n")
+    child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert child.returncode == -signal.SIGKILL and "up" in child.stdout
+    b = ShmWire(name, "b", 1500, MAC_B)      # finds a dead side a: starts from scratch
+    try:
+        assert b.receive(0.0) == []
+        a = ShmWire(name, "a", 1500, MAC_A)
+        a.send([TxFrame(frame(7))])
+        assert bytes(b.receive(0.0)[0][0]) == bytes(frame(7))
+        a.close()
+    finally:
+        b.close()
+        if os.path.exists(f"/dev/shm/{name}-a.fifo"):
+            os.unlink(f"/dev/shm/{name}-a.fifo")
