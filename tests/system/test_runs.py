@@ -69,3 +69,15 @@ def test_offload_runs_or_says_it_is_not_built(tmp_path):
         assert done.returncode != 0
         assert done.stderr.strip().splitlines() == [
             "toad: error: offload mode needs host.sockets, not built yet"]
+
+
+@pytest.mark.skipif(not module_exists("host.inhost"), reason="host/inhost.py not built yet")
+def test_corrupted_bytes_fail_the_run_instead_of_giving_a_figure(tmp_path):
+    """TCP checksum off and a wire that flips bytes: the CRC-32 check must catch it."""
+    out = tmp_path / "out.json"
+    done = toad("run", "configs/default.yaml", "--set", "mode=inhost", "--set", "tcp.checksum=off",
+                "--set", "nic.wire.corrupt=0.05", "--set", "workload.chunk_bytes=[65536]",
+                "--json", str(out), *SHORT)
+    assert done.returncode != 0
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert not out.exists()
