@@ -198,3 +198,45 @@ def test_lost_wakeup_freedom_under_adaptive_polling(start_engine):
         assert drv.sleeps > 0 and drv.irq_timeouts == 0
     assert after["sleeps"] > before["sleeps"]
     assert after["wakeups_idle"] == before["wakeups_idle"]
+
+
+def test_several_threads_share_one_driver(start_engine):
+    """Posting under a lock, consuming in whichever thread holds the consumer role."""
+    import threading
+    engine = start_engine()
+    errors = []
+    with Driver(engine.config("qp.busy_poll_us=20")) as drv:
+        def worker(base: int) -> None:
+            try:
+                for i in range(150):
+                    value = base + i
+                    if drv.call(layout.OP_ECHO, value=value, timeout=30).value != value:
+                        errors.append(value)
+            except Exception as exc:   # surfaced below
+                errors.append(exc)
+        threads = [threading.Thread(target=worker, args=(k * 1000,)) for k in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+        assert not any(t.is_alive() for t in threads)
+    assert errors == []
+
+
+def test_engine_cli_bad_input_is_one_clear_line():
+    result = subprocess.run([sys.executable, "-m", "engine", "--set", "name=badcpu",
+                             "--set", "engine.cpu=7"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "toad: error: engine.cpu: 7 is not an available CPU (available: "
+        + ", ".join(map(str, sorted(os.sched_getaffinity(0)))) + ")"]
+    assert not [p for p in Path("/dev/shm").iterdir() if "badcpu" in p.name]
+
+
+def test_second_engine_with_the_same_name_is_refused(start_engine):
+    engine = start_engine()
+    result = subprocess.run([sys.executable, "-m", "engine", *sum(
+        (["--set", o] for o in engine.overrides), [])], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "already running" in result.stderr
+    with Driver(engine.config()) as drv:            # the first one is untouched
+        assert drv.call(layout.OP_ECHO, value=4).value == 4

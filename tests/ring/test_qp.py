@@ -98,3 +98,14 @@ def test_dispatcher_table_is_extensible():
     errors = events_of(buf, lay).poll()
     assert list(errors["cookie"]) == [10]
     assert list(errors["reason"]) == [layout.ERR_WRONG_CONNECTION]
+
+
+def test_detach_runs_reclaim_hooks_then_drops_state():
+    qp, buf, regs, lay = make_qp()
+    conn = qp.allocate_connection("socket state")
+    seen = []
+    qp.reclaim_hooks.append(lambda q: seen.append(dict(q.connections)))
+    qp.post_event(layout.EV_COMPLETION)
+    qp.detach()
+    assert seen == [{conn: "socket state"}]
+    assert qp.connections == {} and not qp.backlog
