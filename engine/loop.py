@@ -141,6 +141,7 @@ class Engine:
     def housekeeping(self, now_ns: int) -> int:
         work = self.slots.scan_commands()
         work += self.slots.check_hosts(now_ns)
+        work += self.slots.check_stale_claims(now_ns)
         if now_ns - self.last_flush >= STATS_FLUSH_NS:
             self.flush_stats(now_ns)
         return work

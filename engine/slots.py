@@ -24,6 +24,25 @@ from toad import layout
 from toad.shm import Segment, ShmError, open_semaphore, unlink_segment, unlink_semaphore
 
 
+CLAIM_CHECK_NS = 1_000_000_000
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == 0:
+        return False
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+def _semaphore_exists(name: str, slot: int) -> bool:
+    return os.path.exists(f"/dev/shm/sem.{layout.irq_name(name, slot)[1:]}")
+
+
 class EnableError(Exception):
     def __init__(self, code: int, why: str):
         super().__init__(why)
@@ -47,6 +66,8 @@ class SlotManager:
         self.host_check_ns = engine.config.engine.host_check_ms * 1_000_000
         self.next_host_check = 0
         self.failures: list[str] = []     # last enable failures (for logs and tests)
+        self.next_claim_check = 0
+        self.suspect_claims: dict[int, int] = {}   # slot -> dead pid seen last check
 
     def words(self, slot: int) -> dict:
         return self.registers.slot_words[slot]
@@ -165,14 +186,38 @@ class SlotManager:
             self.detach(qp, host_dead=True)
         return len(dead)
 
+    def check_stale_claims(self, now_ns: int) -> int:
+        """Free slots claimed by a host that died before enabling them.
+
+        A host claims a slot by creating its interrupt semaphore, then writes its pid
+        within microseconds. A free slot whose semaphore exists while the recorded
+        pid is dead, on two checks a second apart, was abandoned: remove the
+        semaphore (and a segment the host may have created) so the slot is usable.
+        """
+        if now_ns < self.next_claim_check:
+            return 0
+        self.next_claim_check = now_ns + CLAIM_CHECK_NS
+        freed = 0
+        for slot in range(self.max_qps):
+            if self.qps[slot] is not None or not _semaphore_exists(self.engine.name, slot):
+                self.suspect_claims.pop(slot, None)
+                continue
+            pid = self.u32[self.words(slot)["host_pid"]]
+            if _pid_alive(pid):
+                self.suspect_claims.pop(slot, None)
+            elif self.suspect_claims.get(slot) == pid:
+                unlink_semaphore(layout.irq_name(self.engine.name, slot))
+                unlink_segment(layout.qp_segment_name(self.engine.name, slot, pid))
+                del self.suspect_claims[slot]
+                self.reclaimed += 1
+                freed += 1
+            else:
+                self.suspect_claims[slot] = pid
+        return freed
+
     def detach_all(self) -> None:
         for qp in list(self.engine.active):
-            alive = True
-            try:
-                os.kill(qp.host_pid, 0)
-            except ProcessLookupError:
-                alive = False
-            self.detach(qp, host_dead=not alive)
+            self.detach(qp, host_dead=not _pid_alive(qp.host_pid))
 
     def flush_qp_stats(self, qp: QueuePair) -> None:
         row = self.registers.qp_stats[qp.slot]

@@ -240,3 +240,21 @@ def test_second_engine_with_the_same_name_is_refused(start_engine):
     assert result.returncode == 2 and "already running" in result.stderr
     with Driver(engine.config()) as drv:            # the first one is untouched
         assert drv.call(layout.OP_ECHO, value=4).value == 4
+
+
+def test_slot_claimed_by_a_host_that_died_before_enabling_is_freed(start_engine):
+    from toad.engine_stats import OeMemory
+    from toad.shm import create_semaphore
+    engine = start_engine()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    sem = create_semaphore(layout.irq_name(engine.name, 0))   # the claim...
+    sem.close()
+    oe = OeMemory(engine.name)
+    oe.u32[oe.slot_word(0, "host_pid")] = dead.pid           # ...and the pid, then death
+    oe.close()
+    irq = Path("/dev/shm") / f"sem.toad-{engine.name}-qp0-irq"
+    assert wait_until(lambda: not irq.exists(), timeout=15)
+    with Driver(engine.config()) as drv:
+        assert drv.slot == 0
+        assert drv.call(layout.OP_ECHO, value=5).value == 5
