@@ -206,13 +206,16 @@ class Latencies:
 
 
 def _transact(sock, request: memoryview, reply: memoryview, sent: Integrity,
-              got: Integrity) -> bool:
-    """One request/response on ``sock``; False if the server closed early."""
+              got: Integrity) -> int:
+    """One request/response on ``sock``; the perf_counter_ns when the reply was in
+    (the checksums are computed after it, outside the latency), or 0 if the server
+    closed early."""
     sock.sendall(request)
-    sent.update(request)
     n = recv_exact(sock, reply, len(request))
+    done = time.perf_counter_ns()
+    sent.update(request)
     got.update(reply[:n])
-    return n == len(request)
+    return done if n == len(request) else 0
 
 
 def rr_client(network, address: tuple[str, int], plan: Plan, new_connection: bool) -> dict:
@@ -237,13 +240,13 @@ def rr_client(network, address: tuple[str, int], plan: Plan, new_connection: boo
         offset = (i * 7919) % span
         t = time.perf_counter_ns()
         if new_connection:
-            ok = _one_connection(network, address, data[offset:offset + size], reply, sent, got)
+            done = _one_connection(network, address, data[offset:offset + size], reply, sent, got)
         else:
-            ok = _transact(sock, data[offset:offset + size], reply, sent, got)
-        if not ok:
+            done = _transact(sock, data[offset:offset + size], reply, sent, got)
+        if not done:
             raise ToadError("the rr server closed the connection before answering")
         if meter.started:
-            lat.add(time.perf_counter_ns() - t)
+            lat.add(done - t)
         moved += 2 * size
         i += 1
     meter.stop(moved, sent, got)
@@ -253,15 +256,17 @@ def rr_client(network, address: tuple[str, int], plan: Plan, new_connection: boo
             "latency_us": lat.as_json(), "transactions": i}
 
 
-def _one_connection(network, address, request, reply, sent, got) -> bool:
+def _one_connection(network, address, request, reply, sent, got) -> int:
+    """crr: connect, one request/response, wait for the server's close; the time the
+    whole exchange was over (the connection closed), or 0 if the server closed early."""
     sock = network.create_connection(address, timeout=30)
     try:
         set_nodelay(sock)
-        ok = _transact(sock, request, reply, sent, got)
+        done = _transact(sock, request, reply, sent, got)
         drain = bytearray(16)
-        while ok and sock.recv_into(drain) > 0:  # the server closes first
+        while done and sock.recv_into(drain) > 0:  # the server closes first
             pass
-        return ok
+        return time.perf_counter_ns() if done else 0
     finally:
         sock.close()
 
