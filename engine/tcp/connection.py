@@ -317,6 +317,8 @@ class Connection:
         self.state = State.TIME_WAIT
         self.t_rexmit = self.t_persist = None
         if self.config.time_wait_s <= 0:
+            if self.ack_now:                        # the ACK of the peer's FIN still goes out
+                self.ctl_out.append(tcp_output.build(self, self.snd_max, ACK, b"", now))
             self.enter_closed()
         else:
             self.t_timewait = now + self.config.time_wait_s

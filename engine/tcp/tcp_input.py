@@ -273,10 +273,12 @@ def duplicate_ack(c, seg) -> None:
     """RFC 5681 duplicate ACK: count it, enter fast retransmit at the third."""
     if c.sack_enabled and seg.sack_blocks:
         c.scoreboard.update(seg.sack_blocks, c.snd_una, c.snd_max)
+    if c.snd_wnd == 0 or seg.window == 0:
+        if c.snd_max != c.snd_una:
+            c.retries = 0                          # the peer answers our window probes
+        return
     if (seg.payload or seg.flags & (SYN | FIN) or c.snd_max == c.snd_una
             or seg.ack != c.snd_una or (seg.window << c.snd_scale) != c.snd_wnd):
-        if c.snd_wnd == 0 and c.snd_max != c.snd_una:
-            c.retries = 0                          # the peer answers our window probes
         return
     c.dupacks += 1
     c.counters["rx_dupack"] += 1

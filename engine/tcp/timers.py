@@ -77,13 +77,16 @@ def retransmit_timeout(c, now: float) -> None:
     if not c.syn_acked:
         c.snd_nxt = c.iss
         return
+    c.snd_nxt = c.snd_una
+    if probing:
+        c.force_probe = True                        # resend the probe byte, not congestion
+        return
     c.cc.on_timeout(seq_diff(c.snd_max, c.snd_una))
     c.in_recovery = False
     c.rexmit_una_pending = False
     c.dupacks = 0
     c.recover = c.snd_max
     c.scoreboard.clear()
-    c.snd_nxt = c.snd_una
 
 
 def keepalive_timeout(c, now: float) -> None:

@@ -98,17 +98,17 @@ def syn_received(cfg=None, t: float = 0.0, syn_fields=None, **kw) -> Connection:
     conn = Connection.from_syn(cfg or config(), LOCAL, REMOTE, syn, LOCAL_ISS, t,
                                mss=kw.pop("mss", MSS), **kw)
     synack = recv_one(conn, t)
-    assert synack.flags == SYN | ACK and synack.ack == REMOTE_ISS + 1
+    assert synack.flags == SYN | ACK and synack.ack == theirs()
     return conn
 
 
 def established(cfg=None, t: float = 0.0, syn_fields=None, **kw) -> Connection:
     """Active open completed; nothing sent yet beyond the handshake."""
     conn, syn = syn_sent(cfg, t, **kw)
-    send(conn, seg(seq=REMOTE_ISS, ack=LOCAL_ISS + 1, flags=SYN | ACK, mss=MSS,
+    send(conn, seg(seq=REMOTE_ISS, ack=mine(conn), flags=SYN | ACK, mss=MSS,
                    **(syn_fields or {})), t)
     ack = recv_one(conn, t)
-    assert ack.flags == ACK and ack.seq == LOCAL_ISS + 1 and ack.ack == REMOTE_ISS + 1
+    assert ack.flags == ACK and ack.seq == mine(conn) and ack.ack == theirs()
     assert conn.state is State.ESTABLISHED
     events(conn)
     return conn
@@ -120,7 +120,7 @@ def mine(conn: Connection, n: int = 0) -> int:
 
 
 def theirs(n: int = 0) -> int:
-    return (REMOTE_ISS + 1 + n) & 0xFFFFFFFF
+    return (REMOTE_ISS + 1 + n) & 0xFFFFFFFF      # REMOTE_ISS looked up at call time
 
 
 def fin_wait_1(cfg=None, t: float = 0.0, **kw) -> Connection:

@@ -1,0 +1,96 @@
+"""Fast retransmit and loss recovery (RFC 5681 reno, RFC 6582 newreno), congestion
+window growth, and the choice of algorithm by name."""
+import pytest
+
+from engine.tcp import cc
+
+from .harness import ACK, config, established, mine, recv, recv_nothing, send, seg, theirs
+
+
+def loaded(name="newreno", segments=10):
+    conn = established(config(cc=name, send_buffer_bytes=1 << 20))
+    conn.cc.cwnd = 100 * 1460
+    conn.send(bytes(1460 * segments))
+    out = recv(conn)
+    assert len(out) == segments
+    return conn
+
+
+def dupacks(conn, n, acked=0):
+    for _ in range(n):
+        send(conn, seg(seq=theirs(), ack=mine(conn, acked)))
+
+
+def test_third_duplicate_ack_triggers_fast_retransmit():
+    conn = loaded()
+    dupacks(conn, 2)
+    recv_nothing(conn)
+    dupacks(conn, 1)
+    out = recv(conn)
+    assert [s.seq for s in out] == [mine(conn)]
+    assert conn.in_recovery and conn.cc.ssthresh == 5 * 1460
+    assert conn.cc.cwnd == 8 * 1460                 # ssthresh + 3 MSS
+
+
+def test_newreno_partial_ack_retransmits_next_hole_and_stays():
+    conn = loaded("newreno")
+    dupacks(conn, 3)
+    recv(conn)
+    send(conn, seg(seq=theirs(), ack=mine(conn, 2 * 1460)))    # partial: up to the 2nd loss
+    out = recv(conn)
+    assert out[0].seq == mine(conn, 2 * 1460)
+    assert conn.in_recovery and conn.counters["rx_partial_ack"] == 1
+    send(conn, seg(seq=theirs(), ack=mine(conn, 10 * 1460)))   # full ACK ends recovery
+    assert not conn.in_recovery and conn.counters["recovery_done"] == 1
+    assert conn.cc.cwnd <= conn.cc.ssthresh
+
+
+def test_reno_leaves_recovery_at_the_first_new_ack():
+    conn = loaded("reno")
+    dupacks(conn, 3)
+    recv(conn)
+    send(conn, seg(seq=theirs(), ack=mine(conn, 2 * 1460)))
+    assert not conn.in_recovery and conn.cc.cwnd == conn.cc.ssthresh
+
+
+def test_dupacks_inflate_the_window_in_recovery():
+    conn = loaded()
+    dupacks(conn, 3)
+    recv(conn)
+    before = conn.cc.cwnd
+    dupacks(conn, 2)
+    assert conn.cc.cwnd == before + 2 * 1460
+
+
+def test_no_second_fast_retransmit_below_recover():
+    conn = loaded()
+    dupacks(conn, 3)
+    recv(conn)
+    send(conn, seg(seq=theirs(), ack=mine(conn, 10 * 1460)))
+    conn.send(bytes(1460 * 4))
+    recv(conn)
+    assert conn.counters["fast_retransmit"] == 1
+
+
+def test_slow_start_then_congestion_avoidance():
+    algo = cc.create("newreno", 1000)
+    assert algo.cwnd == 4000                          # RFC 5681 initial window for MSS 1000
+    algo.ssthresh = 6000
+    algo.on_ack(1000)
+    algo.on_ack(1000)
+    assert algo.cwnd == 6000
+    for _ in range(6):
+        algo.on_ack(1000)
+    assert algo.cwnd == 7000                          # one MSS per window's worth of ACKs
+
+
+def test_timeout_collapses_cwnd():
+    algo = cc.create("reno", 1000)
+    algo.cwnd = 50_000
+    algo.on_timeout(40_000)
+    assert algo.cwnd == 1000 and algo.ssthresh == 20_000
+
+
+def test_unknown_algorithm_is_named():
+    with pytest.raises(ValueError, match="cubic.*newreno, reno"):
+        cc.create("cubic", 1460)

@@ -1,0 +1,129 @@
+"""Timers with an injected clock: RTO (RFC 6298, Karn, backoff, give-up), zero-window
+persist, keepalive, and next_deadline()."""
+import errno
+
+import pytest
+
+from .harness import (ACK, State, config, established, event_names, mine, recv, recv_nothing,
+                      recv_one, send, seg, theirs)
+
+
+def test_rto_retransmits_with_exponential_backoff():
+    conn = established(config(nagle=False, rto_min_ms=200.0))
+    conn.rtt.base_rto = 1.0
+    conn.send(b"abc")
+    recv_one(conn, 0.0)
+    times = []
+    for _ in range(4):
+        t = conn.next_deadline()
+        conn.on_timer(t)
+        out = recv_one(conn, t)
+        assert out.payload == b"abc" and out.seq == mine(conn)
+        times.append(t)
+    assert times == pytest.approx([1.0, 3.0, 7.0, 15.0])
+    assert conn.cc.cwnd == conn.effective_mss and conn.counters["rto"] == 4
+
+
+def test_rto_is_capped_by_rto_max():
+    conn = established(config(nagle=False, rto_max_ms=2000.0))
+    conn.rtt.base_rto = 1.5
+    conn.send(b"a")
+    recv(conn)
+    conn.on_timer(conn.next_deadline())
+    recv(conn, 1.5)
+    assert conn.next_deadline() == pytest.approx(1.5 + 2.0)
+
+
+def test_rto_gives_up_after_max_retries():
+    conn = established(config(nagle=False, max_retries=2))
+    conn.send(b"a")
+    recv(conn)
+    for _ in range(2):
+        t = conn.next_deadline()
+        conn.on_timer(t)
+        recv_one(conn, t)
+    conn.on_timer(conn.next_deadline())
+    assert conn.state is State.CLOSED and conn.error == errno.ETIMEDOUT
+    assert event_names(conn) == ["TimedOut", "Closed"]
+
+
+def test_rtt_sample_sets_rto():
+    conn = established(config(nagle=False, rto_min_ms=10.0))
+    conn.send(b"a")
+    recv(conn, 1.0)
+    send(conn, seg(seq=theirs(), ack=mine(conn, 1)), t=1.1)
+    # Handshake gave a 0 s sample; now 0.1 s: srtt 0.0125, rttvar ...
+    assert conn.rtt.srtt == pytest.approx(0.0125)
+    assert conn.rtt.rto() >= 0.01
+
+
+def test_karn_no_sample_from_a_retransmitted_segment():
+    conn = established(config(nagle=False, rto_min_ms=10.0))
+    conn.rtt.base_rto = 1.0
+    srtt = conn.rtt.srtt
+    conn.send(b"a")
+    recv(conn, 0.0)
+    conn.on_timer(1.0)
+    recv_one(conn, 1.0)
+    send(conn, seg(seq=theirs(), ack=mine(conn, 1)), t=1.05)
+    assert conn.rtt.srtt == srtt                   # ambiguous: not sampled
+    assert conn.rtt.backoff == 1                   # and the backoff is kept (RFC 6298 5.7)
+
+
+def test_zero_window_probe_then_window_opens():
+    conn = established(config(nagle=False))
+    send(conn, seg(seq=theirs(), ack=mine(conn), window=0))
+    conn.send(b"hello")
+    recv_nothing(conn, 0.0)
+    t = conn.next_deadline()
+    assert t is not None
+    conn.on_timer(t)
+    probe = recv_one(conn, t)
+    assert probe.payload == b"h" and probe.seq == mine(conn)
+    # The peer still has no room: it ACKs without taking the byte; probing continues.
+    send(conn, seg(seq=theirs(), ack=mine(conn), window=0), t=t + 0.01)
+    t2 = conn.next_deadline()
+    conn.on_timer(t2)
+    assert recv_one(conn, t2).payload == b"h"
+    assert conn.state is State.ESTABLISHED
+    send(conn, seg(seq=theirs(), ack=mine(conn, 1), window=1000), t=t2 + 0.01)
+    assert recv_one(conn, t2 + 0.01).payload == b"ello"
+    assert conn.counters["tx_window_probe"] == 2      # the first, and its resend by the RTO
+
+
+def test_zero_window_probing_does_not_time_out():
+    conn = established(config(nagle=False, max_retries=2))
+    send(conn, seg(seq=theirs(), ack=mine(conn), window=0))
+    conn.send(b"x")
+    recv_nothing(conn, 0.0)                        # output arms the persist timer
+    t = 0.0
+    for _ in range(6):
+        t = conn.next_deadline()
+        conn.on_timer(t)
+        recv(conn, t)
+        send(conn, seg(seq=theirs(), ack=mine(conn), window=0), t=t)
+    assert conn.state is State.ESTABLISHED
+
+
+def test_keepalive_probes_then_timeout():
+    conn = established(config(keepalive_s=100.0, keepalive_interval_s=10.0, keepalive_probes=2))
+    assert conn.next_deadline() == pytest.approx(100.0)
+    conn.on_timer(100.0)
+    probe = recv_one(conn, 100.0)
+    assert probe.flags == ACK and probe.seq == mine(conn, -1) and probe.payload == b""
+    conn.on_timer(110.0)
+    recv_one(conn, 110.0)
+    conn.on_timer(120.0)
+    assert conn.state is State.CLOSED and conn.error == errno.ETIMEDOUT
+
+
+def test_keepalive_answer_resets_the_probes():
+    conn = established(config(keepalive_s=100.0, keepalive_interval_s=10.0, keepalive_probes=2))
+    conn.on_timer(100.0)
+    recv(conn, 100.0)
+    send(conn, seg(seq=theirs(), ack=mine(conn)), t=101.0)
+    assert conn.next_deadline() == pytest.approx(201.0)
+
+
+def test_no_deadline_when_idle_without_keepalive():
+    assert established().next_deadline() is None
