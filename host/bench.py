@@ -2,6 +2,8 @@
 
     toad bench rings [--json FILE]   host<->engine rings: round trip and records/s
     toad bench tcp [--json FILE]     one stack on one CPU against Linux over TAP
+    toad bench stack [--json FILE]   checksum kernels, frame building, bulk TCP through
+                                     stacks on the in-process loopback wire
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from toad.errors import run_main
 BENCHES = {
     "rings": "host.bench_rings",
     "tcp": "host.bench_tcp",
+    "stack": "host.bench_stack",
 }
 
 

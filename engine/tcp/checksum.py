@@ -108,7 +108,8 @@ def copy_sum(dst, src, head: int = 0) -> int:
         raise ValueError("copy_sum: head must be even")
     if len(src) == 0 and head == 0:
         return 0
-    return int(copy_sum_kernel(as_array(dst), head, as_array(src)))
+    target = dst if isinstance(dst, np.ndarray) else as_array(dst)
+    return int(copy_sum_kernel(target, head, as_array(src)))
 
 
 def shift_sum(partial: int, odd: bool) -> int:

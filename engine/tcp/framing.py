@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import struct
 
+import numpy as np
+
 from engine.nic.base import NicFeatures, TxFrame
 
 from .checksum import copy_sum, finish, ones_sum, pseudo_sum
@@ -71,34 +73,44 @@ class FrameBuilder:
         gso = gso_size if gso_size and len(payload) > gso_size else 0
         partial = (self.partial or gso or local) and mode != "off"
         field = pseudo_sum(src, dst, ipv4.PROTO_TCP, tcp_len) if partial else 0
-        data = bytearray(ETH_LEN + total)
-        _HEADERS.pack_into(data, 0, eth_prefix, 0x45, 0, total, ident, ipv4.FLAG_DF,
-                           ipv4.DEFAULT_TTL, ipv4.PROTO_TCP,
-                           ip_header_checksum(total, ident, src, dst), src, dst,
-                           seg.src_port, seg.dst_port, seg.seq, seg.ack,
-                           header_len << 2, seg.flags, seg.window, field, seg.urgent)
-        data_at = TCP_AT + header_len
+        headers = _HEADERS.pack(eth_prefix, 0x45, 0, total, ident, ipv4.FLAG_DF,
+                                ipv4.DEFAULT_TTL, ipv4.PROTO_TCP,
+                                ip_header_checksum(total, ident, src, dst), src, dst,
+                                seg.src_port, seg.dst_port, seg.seq, seg.ack,
+                                header_len << 2, seg.flags, seg.window, field, seg.urgent)
+        if mode == "integrated" and not partial:
+            return self._integrated(headers, options, payload, src, dst, tcp_len)
+        # One allocation: appending to a bytearray grows it in place (no zero fill,
+        # unlike bytearray(n)), then the payload is copied once.
+        data = bytearray(headers)
         if options:
-            data[DATA_AT:data_at] = options
+            data += options
+        data += payload
         frame = TxFrame(data, gso_size=gso)
         if partial:                       # CHECKSUM_PARTIAL: the NIC (or nobody) sums
-            data[data_at:] = payload
             frame.csum_start, frame.csum_offset = TCP_AT, tcp.CHECKSUM_AT
-            return frame
-        if mode == "off":
-            data[data_at:] = payload
-            return frame
-        view = memoryview(data)
-        pseudo = pseudo_sum(src, dst, ipv4.PROTO_TCP, tcp_len)
-        if mode == "integrated":          # one pass copies and sums the payload
-            total_sum = pseudo + copy_sum(view[TCP_AT:], payload, header_len)
-        else:                             # software: copy, then sum the whole segment
-            data[data_at:] = payload
-            total_sum = pseudo + ones_sum(view[TCP_AT:])
-        value = finish(total_sum)         # header_len is a multiple of 4: sums align
-        data[CHECKSUM_AT] = value >> 8
-        data[CHECKSUM_AT + 1] = value & 0xFF
+        elif mode != "off":               # software: one pass over the whole segment
+            value = finish(pseudo_sum(src, dst, ipv4.PROTO_TCP, tcp_len)
+                           + ones_sum(memoryview(data)[TCP_AT:]))
+            data[CHECKSUM_AT] = value >> 8
+            data[CHECKSUM_AT + 1] = value & 0xFF
         return frame
+
+    @staticmethod
+    def _integrated(headers: bytes, options: bytes, payload, src: int, dst: int,
+                    tcp_len: int) -> TxFrame:
+        """Integrated copy+checksum: the payload is copied into uninitialised frame
+        memory by the same loop that sums it (and the header words)."""
+        data_at = DATA_AT + len(options)
+        frame = np.empty(data_at + len(payload), dtype=np.uint8)
+        view = memoryview(frame)
+        view[:DATA_AT] = headers
+        view[DATA_AT:data_at] = options
+        segment_sum = copy_sum(frame[TCP_AT:], payload, data_at - TCP_AT)
+        value = finish(pseudo_sum(src, dst, ipv4.PROTO_TCP, tcp_len) + segment_sum)
+        frame[CHECKSUM_AT] = value >> 8
+        frame[CHECKSUM_AT + 1] = value & 0xFF
+        return TxFrame(view)
 
 
 def ethernet_prefix(dst_mac: bytes, src_mac: bytes) -> bytes:

@@ -45,9 +45,13 @@ def ntoa(address: int) -> str:
     return ".".join(str(b) for b in address.to_bytes(4, "big"))
 
 
+_WORDS_20 = struct.Struct("!10H")
+
+
 def header_sum(view, length: int) -> int:
     """Folded one's-complement sum of the first ``length`` bytes (a header: small)."""
-    total = sum(struct.unpack_from(f"!{length // 2}H", view))
+    words = _WORDS_20 if length == HEADER_LEN else struct.Struct(f"!{length // 2}H")
+    total = sum(words.unpack_from(view))
     while total >> 16:
         total = (total & 0xFFFF) + (total >> 16)
     return total

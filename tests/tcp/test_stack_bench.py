@@ -1,0 +1,33 @@
+"""`toad bench stack` runs end to end on a small size and reports intact data (no
+figures are asserted: performance belongs to the benchmark's JSON)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from host.bench_stack import bulk
+
+
+def test_bulk_rows_are_intact_in_both_topologies():
+    for topology in ("self", "pair"):
+        row = bulk(topology, 1500, "integrated", 300_000, write_size=50_000)
+        assert row["intact"] and row["bytes"] == 300_000 and row["seconds"] > 0
+
+
+def test_cli_writes_json(tmp_path):
+    out = tmp_path / "bench.json"
+    run = subprocess.run([sys.executable, "-m", "host.bench", "stack", "--mb", "1",
+                          "--modes", "off", "--json", str(out)],
+                         capture_output=True, text=True, timeout=240)
+    assert run.returncode == 0, run.stderr
+    result = json.loads(out.read_text())
+    assert set(result["checksum_us"]) == {"sum", "copy_sum", "memcpy"}
+    assert [row["topology"] for row in result["bulk"]] == ["self", "pair", "pair"]
+    assert all(row["intact"] for row in result["bulk"])
+
+
+def test_cli_rejects_an_unknown_mode():
+    run = subprocess.run([sys.executable, "-m", "host.bench", "stack", "--modes", "fast"],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode != 0 and "--modes: 'fast'" in run.stderr
