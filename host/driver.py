@@ -16,6 +16,8 @@ the engine's heartbeat while waiting, so a dead engine is a clear error within
 Threads: posting takes ``_post_lock``; events are consumed by whichever waiting
 thread holds ``_consumer`` and dispatched (completions by cookie, the rest to
 ``on_event``); other waiters sleep on a condition the consumer notifies.
+``on_event`` runs in the consuming thread: it may post requests, but must not wait
+(``call``/``wait_for``) itself.
 """
 from __future__ import annotations
 
@@ -90,7 +92,7 @@ class Driver:
         self.engine_pid = self.oe.pid()
         self._last_heartbeat, self._heartbeat_seen = -1, time.monotonic()
         self.check_engine()
-        self._post_lock = threading.Lock()
+        self._post_lock = threading.RLock()   # re-entrant: on_event may post
         self._consumer = threading.Lock()
         self._cond = threading.Condition()
         self._waiters = 0
@@ -215,9 +217,10 @@ class Driver:
              length: int = 0, value: int = 0) -> None:
         """Post one request and ring the doorbell."""
         with self._post_lock:
+            if ((self.request_producer - self.u32[self.request_consumer_word]) & MASK32) \
+                    >= self.request_entries:
+                self._wait_request_space(1)   # may dispatch events whose handlers post
             index = self.request_producer
-            if ((index - self.u32[self.request_consumer_word]) & MASK32) >= self.request_entries:
-                self._wait_request_space(1)
             _REQUEST.pack_into(self.mv, self.request_base + (index & self.request_mask) * 64,
                                opcode, flags, conn, cookie, addr, port, option, offset,
                                length, value)
@@ -295,20 +298,22 @@ class Driver:
         mask, shift = self.layout.event_entries - 1, self.event_shift
         base, phase_word, u32 = self.layout.event_offset, self.event_phase_word, self.u32
         index, count = self.event_consumer, 0
-        while count < limit:
-            slot = index & mask
-            if u32[phase_word + slot * 16] != ((index >> shift) & 1) ^ 1:
-                break
-            event = Event._make(unpack(mv, base + slot * 64))  # phase seen, then the body
-            index = (index + 1) & MASK32
-            count += 1
-            self._dispatch(event)
-        if count:
-            self.event_consumer = index
-            self.oe.u32[self.event_doorbell] = index  # the engine may reuse those slots
-            if self._waiters:
-                with self._cond:
-                    self._cond.notify_all()
+        try:
+            while count < limit:
+                slot = index & mask
+                if u32[phase_word + slot * 16] != ((index >> shift) & 1) ^ 1:
+                    break
+                event = Event._make(unpack(mv, base + slot * 64))  # phase seen, then body
+                index = (index + 1) & MASK32
+                count += 1
+                self._dispatch(event)
+        finally:   # even if a handler raised: the events taken are consumed
+            if count:
+                self.event_consumer = index
+                self.oe.u32[self.event_doorbell] = index  # the engine may reuse the slots
+                if self._waiters:
+                    with self._cond:
+                        self._cond.notify_all()
         return count
 
     def _dispatch(self, event: Event) -> None:
