@@ -32,12 +32,13 @@ NOT_BUILT = {
 
 
 def open_network(config: Config, role: str, kernel_address: str | None = None):
-    """The network object of ``config.mode`` for one side (recv = side "a").
+    """The network object of ``config.mode`` for one side (recv = side "a"; on a TAP
+    toad's only process is side "a", Linux being the other side).
 
     ``kernel_address``: this worker is the Linux peer of a TAP run (it runs inside the
     namespace): Linux sockets on that address, whatever the config's mode.
     """
-    side = "a" if role == "recv" else "b"
+    side = "a" if role == "recv" or config.nic.kind == "tap" else "b"
     if config.mode == "kernel" or kernel_address:
         from host.kernelnet import KernelNetwork
         return KernelNetwork(config, side, address=kernel_address or "127.0.0.1")
@@ -66,7 +67,8 @@ def server_address(config: Config, network, connect_to: str | None = None) -> st
 def plan_of(config: Config) -> workloads.Plan:
     w = config.workload
     return workloads.Plan(chunk=w.chunk_bytes[0], size=w.sizes[0], warmup_s=w.warmup_s,
-                          duration_s=w.duration_s, host_cpus=config.host.cpus)
+                          duration_s=w.duration_s, host_cpus=config.host.cpus,
+                          flip_at=int(os.environ.get("TOAD_TEST_FLIP_AT", "-1")))
 
 
 def wait_for(path: str, timeout_s: float = 60.0) -> None:

@@ -131,6 +131,7 @@ class Plan:
     duration_s: float
     host_cpus: tuple[int, ...]
     seed: int = 1
+    flip_at: int = -1
 
 
 def bulk_send(sock, plan: Plan, progress=None) -> dict:
@@ -165,7 +166,11 @@ def bulk_send(sock, plan: Plan, progress=None) -> dict:
 
 
 def bulk_recv(sock, plan: Plan) -> dict:
-    """Read ``chunk`` bytes per call until EOF; measuring starts warmup_s after byte 1."""
+    """Read ``chunk`` bytes per call until EOF; measuring starts warmup_s after byte 1.
+
+    ``plan.flip_at`` (tests only, from TOAD_TEST_FLIP_AT): flip the byte at that
+    stream offset after it arrived, to prove a damaged stream fails the run.
+    """
     buf = memoryview(bytearray(plan.chunk))
     integrity, meter = Integrity(), Meter(plan.host_cpus)
     got, measure_at = 0, None
@@ -175,6 +180,8 @@ def bulk_recv(sock, plan: Plan) -> dict:
             break
         if measure_at is None:
             measure_at = time.monotonic() + plan.warmup_s
+        if got <= plan.flip_at < got + n:
+            buf[plan.flip_at - got] ^= 0xFF
         integrity.update(buf[:n])
         got += n
         if not meter.started and time.monotonic() >= measure_at:

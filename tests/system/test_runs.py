@@ -2,9 +2,13 @@
 exists runs, integrity holds and the accounting is consistent."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 
-from .helpers import SHORT, module_exists, run_json, toad
+from .helpers import REPO, SHORT, module_exists, run_json, toad
 
 SIDE_KEYS = {"cpu_s", "cpu_pct_per_gbps", "copy_pct_per_gbps", "driver_pct_per_gbps"}
 RUN_KEYS = {"mode", "workload", "chunk_bytes", "mtu", "duration_s", "bytes", "goodput_gbps",
@@ -71,13 +75,15 @@ def test_offload_runs_or_says_it_is_not_built(tmp_path):
             "toad: error: offload mode needs host.sockets, not built yet"]
 
 
-@pytest.mark.skipif(not module_exists("host.inhost"), reason="host/inhost.py not built yet")
-def test_corrupted_bytes_fail_the_run_instead_of_giving_a_figure(tmp_path):
-    """TCP checksum off and a wire that flips bytes: the CRC-32 check must catch it."""
+def test_a_damaged_stream_fails_the_run_instead_of_giving_a_figure(tmp_path):
+    """The receiver flips one byte it got (TOAD_TEST_FLIP_AT): CRC-32 must catch it."""
     out = tmp_path / "out.json"
-    done = toad("run", "configs/default.yaml", "--set", "mode=inhost", "--set", "tcp.checksum=off",
-                "--set", "nic.wire.corrupt=0.05", "--set", "workload.chunk_bytes=[65536]",
-                "--json", str(out), *SHORT)
+    env = dict(os.environ, TOAD_TEST_FLIP_AT="100000")
+    done = subprocess.run([sys.executable, "-m", "toad", "run", "configs/default.yaml",
+                           "--set", "mode=kernel", "--set", "workload.chunk_bytes=[65536]",
+                           "--json", str(out), *SHORT], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=120)
     assert done.returncode != 0
-    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "integrity check failed" in lines[0], done.stderr
     assert not out.exists()
