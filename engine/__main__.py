@@ -7,6 +7,7 @@ SIGINT/SIGTERM/SIGHUP, then detaches every QP and removes what it created.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 from toad.config import load
@@ -16,7 +17,8 @@ from toad.shm import StopSignals
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(prog="toad engine", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="toad engine", description="Run the engine in the foreground (pinned, polling).")
     parser.add_argument("config", nargs="?", help="YAML config (default: built-in defaults)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config key, e.g. --set engine.cpu=1")
@@ -28,10 +30,16 @@ def main(argv) -> int:
     args = parse_args(argv)
     config = load(args.config, args.set)
     from engine.loop import Engine  # after the config is known to be valid
+    from engine.offload import close as close_offload, install as install_offload, stop_watcher
 
     with StopSignals() as stop:
         obtained = pin([config.engine.cpu], what="engine.cpu")
         engine = Engine(config)
+        try:
+            offload = install_offload(engine)   # sockets: NIC + Stack poller, handlers
+        except BaseException:
+            engine.close()
+            raise
         try:
             engine.registers.set_cpu(obtained[0] if len(obtained) == 1 else -1)
             if not args.quiet:
@@ -41,12 +49,17 @@ def main(argv) -> int:
                       flush=True)
             engine.run(stop)
         finally:
-            engine.close()
+            stop_watcher(offload)
+            try:
+                engine.close()               # resets the QPs' connections on the NIC
+            finally:
+                close_offload(offload)
     if not args.quiet:
         busy = engine.busy_ns / 1e9
         print(f"toad engine {config.name!r}: stopped after {engine.iterations} iterations, "
               f"{busy:.3f} s of useful work, {engine.sleep_ns / 1e9:.3f} s asleep, "
               f"{engine.slots.reclaimed} QP(s) reclaimed", flush=True)
+        print(f"toad engine {config.name!r}: offload {json.dumps(offload.summary())}", flush=True)
     return 0
 
 

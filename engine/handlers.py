@@ -50,6 +50,7 @@ NEEDS_CONNECTION = frozenset({layout.OP_BIND, layout.OP_LISTEN, layout.OP_CONNEC
                               layout.OP_ACCEPT, layout.OP_SEND, layout.OP_SHUTDOWN,
                               layout.OP_CLOSE, layout.OP_SETOPT, layout.OP_SEND_SPACE})
 NEEDS_SEND_RANGE = frozenset({layout.OP_SEND})
+KNOWN_OPCODES = frozenset(layout.OPCODE_NAMES)
 
 
 def complete(qp, request: Request, status: int = 0, value: int = 0, **fields) -> None:
@@ -101,7 +102,7 @@ class Dispatcher:
 
     def handle(self, qp, request: Request) -> None:
         opcode = request.opcode
-        if opcode not in layout.OPCODE_NAMES:
+        if opcode not in KNOWN_OPCODES:
             qp.post_error(request, errno.EINVAL, layout.ERR_UNKNOWN_OPCODE)
             return
         if opcode in NEEDS_CONNECTION and not qp.owns(request.conn):
@@ -114,6 +115,7 @@ class Dispatcher:
         if handler is None:
             qp.post_error(request, errno.EOPNOTSUPP, layout.ERR_UNSUPPORTED)
             return
+        # handled errors become ERROR events; anything else is a bug and stops the engine
         try:
             handler(qp, request)
         except RequestError as exc:
