@@ -47,18 +47,27 @@ class _Ring:
 
     def _put(self, data) -> int:
         """Copy as much of ``data`` as fits at the tail; return the count copied."""
-        src = memoryview(data).cast("B") if not isinstance(data, (bytes, bytearray)) else data
-        n = min(len(src), self.capacity - self.size)
-        if n == 0:
-            return 0
+        if type(data) is memoryview and data.itemsize != 1:
+            data = data.cast("B")
+        n = len(data)
+        room = self.capacity - self.size
+        if n > room:
+            if room <= 0:
+                return 0
+            data = memoryview(data)[:room]
+            n = room
         cap = self.capacity
         tail = self.head + self.size
         if tail >= cap:
             tail -= cap
-        first = min(n, cap - tail)
-        self.view[tail:tail + first] = src[:first]
-        if first < n:                                  # wrapped: the rest goes at 0
-            self.view[0:n - first] = src[first:n]
+        end = tail + n
+        if end <= cap:
+            self.view[tail:end] = data
+        else:                                          # wraps: the rest goes at 0
+            data = memoryview(data)
+            first = cap - tail
+            self.view[tail:cap] = data[:first]
+            self.view[0:n - first] = data[first:]
         self.size += n
         return n
 

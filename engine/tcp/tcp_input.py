@@ -11,7 +11,7 @@ and ``tcp_output`` builds segments at the next ``poll_transmit``.
 from __future__ import annotations
 
 from .events import ESTABLISHED, PEER_CLOSED, REFUSED, RESET
-from .seq import MASK, seq_add, seq_diff, seq_ge, seq_gt, seq_le, seq_lt
+from .seq import HALF, MASK, seq_add, seq_diff, seq_ge, seq_gt, seq_le, seq_lt
 from .states import (CAN_RECEIVE_DATA, ON_FIN_ACKED, ON_FIN_RECEIVED, RESET_OUTCOME,
                      State)
 from .wire.tcp import ACK, FIN, PSH, RST, SYN, URG
@@ -39,33 +39,40 @@ def segment_arrives(c, seg, now: float) -> None:
 # -- header prediction ------------------------------------------------------------------
 
 def fast_path(c, seg, now: float) -> bool:
-    """BSD header prediction; returns False to fall back to the full path."""
-    if seg.flags & HP_MASK != ACK or seg.seq != c.rcv_nxt or c.snd_nxt != c.snd_max:
+    """BSD header prediction; returns False to fall back to the full path.
+
+    Sequence comparisons are written out here (``(a - b) & MASK`` against HALF,
+    exactly what seq.py does) because this runs once per segment.
+    """
+    seq = seg.seq
+    if seg.flags & HP_MASK != ACK or seq != c.rcv_nxt or c.snd_nxt != c.snd_max:
         return False
     ts = seg.timestamp
     if c.ts_enabled:
-        if ts is None or seq_lt(ts[0], c.ts_recent):
+        # PAWS passes and the timestamp is at least TS.Recent.
+        if ts is None or (ts[0] - c.ts_recent) & MASK >= HALF:
             return False
     if (seg.window << c.snd_scale) != c.snd_wnd:
         return False
     payload = seg.payload
-    n = len(payload)
-    ack = seg.ack
-    if n == 0:
-        # Pure ACK of new data, outside loss recovery, no SACK information.
-        if (c.in_recovery or c.dupacks or seg.sack_blocks or c.scoreboard.blocks
-                or not seq_gt(ack, c.snd_una) or not seq_le(ack, c.snd_max)):
+    if not payload:
+        # A pure ACK of new data (SND.UNA < ack <= SND.MAX), outside loss recovery.
+        ack = seg.ack
+        advance = (ack - c.snd_una) & MASK
+        if (advance == 0 or advance > ((c.snd_max - c.snd_una) & MASK) or c.in_recovery
+                or c.dupacks or seg.sack_blocks or c.scoreboard.blocks):
             return False
-        if ts is not None and seq_le(seg.seq, c.last_ack_sent):
+        if ts is not None and (c.last_ack_sent - seq) & MASK < HALF:
             c.ts_recent = ts[0]
             c.ts_recent_time = now
         c.counters["rx_hp_ack"] += 1
         ack_new_data(c, seg, now)
         return True
     # In-order data that acknowledges nothing new and fits the advertised window.
-    if ack != c.snd_una or c.reasm or c.user_closed or seq_gt(seq_add(seg.seq, n), c.rcv_adv):
+    if (seg.ack != c.snd_una or c.reasm.blocks or c.reasm.fin_seq is not None
+            or c.user_closed or (c.rcv_adv - seq) & MASK < len(payload)):
         return False
-    if ts is not None and seq_le(seg.seq, c.last_ack_sent):
+    if ts is not None and (c.last_ack_sent - seq) & MASK < HALF:
         c.ts_recent = ts[0]
         c.ts_recent_time = now
     c.counters["rx_hp_data"] += 1

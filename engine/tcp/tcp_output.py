@@ -80,8 +80,7 @@ def build(c, seq: int, flags: int, payload, now: float) -> TcpRepr:
     if c.ts_enabled:
         seg.timestamp = ((int(now * 1000) + c.ts_offset) & MASK, c.ts_recent)
     if c.sack_enabled and c.reasm.blocks:
-        seg.sack_blocks = c.rx_blocks.blocks(
-            c.reasm.ranges(), SACK_LIMIT_TS if c.ts_enabled else SACK_LIMIT)
+        seg.sack_blocks = sack_option(c)
     c.last_ack_sent = c.rcv_nxt
     c.ack_now = False
     c.delack_bytes = 0
@@ -145,14 +144,32 @@ def segment_payload(c, offset: int, length: int):
 
 
 def send_data(c, out: list, now: float, limit: int) -> None:
-    buf_len = len(c.send_buffer)
+    """New data (and data after an RTO rewind) from SND.NXT up to ``limit``.
+
+    The hot path of a sender: header fields common to the burst (ACK, window,
+    options) are computed once, then each segment costs one TcpRepr.
+    """
+    buf = c.send_buffer
+    buf_len = len(buf)
     off = seq_diff(c.snd_nxt, c.snd_una)
     avail = buf_len - off
-    if avail <= 0:
+    if avail <= 0 or limit <= off:
         return
+    sack = sack_option(c)
     mss = c.eff_mss
-    maxseg = c.tso_max - c.tso_max % mss if c.tso_max > mss else mss
+    if sack:
+        mss -= 4 + 8 * len(sack)                   # SACK option room; no TSO for this burst
+        maxseg = mss
+    else:
+        maxseg = c.tso_max - c.tso_max % mss if c.tso_max > mss else mss
     fin_ok = c.fin_queued and OUT_FLAGS[c.state] & FIN
+    sport, dport, ack = c.local[1], c.remote[1], c.rcv_nxt
+    window = advertise(c)
+    ts = ((int(now * 1000) + c.ts_offset) & MASK, c.ts_recent) if c.ts_enabled else None
+    peek = buf.peek
+    seq = c.snd_nxt
+    snd_max = c.snd_max
+    sent = retransmitted = 0
     while avail > 0:
         n = limit - off
         if n <= 0:
@@ -163,28 +180,55 @@ def send_data(c, out: list, now: float, limit: int) -> None:
             n = maxseg
         if n < avail and n > mss:
             n -= n % mss                            # TSO: whole segments except the tail
-        if n < mss and not may_send_small(c, n, avail):
+        if n < mss and not may_send_small(c, n, avail, snd_max != c.snd_una):
             c.counters["tx_held_nagle_sws"] += 1
             break
-        seq = c.snd_nxt
-        flags = ACK
+        views = peek(off, n)
+        payload = views[0] if len(views) == 1 else b"".join(views)
         if n == avail:
             flags = ACK | PSH | FIN if fin_ok else ACK | PSH
-        out.append(build(c, seq, flags, segment_payload(c, off, n), now))
-        if flags & FIN:
-            c.fin_seq = (seq + n) & MASK
-            c.counters["tx_fin"] += 1
-            n_seq = n + 1
         else:
-            n_seq = n
-        sent_data(c, seq, n_seq, now)
+            flags = ACK
+        out.append(TcpRepr(sport, dport, seq, ack, flags, window, None, None, False, sack, ts,
+                           0, payload))
+        end = (seq + n + 1) & MASK if flags & FIN else (seq + n) & MASK
+        if seq != snd_max and seq_lt(seq, snd_max):
+            retransmitted += 1
+        elif c.rtt_seq is None and not c.ts_enabled:
+            c.rtt_seq, c.rtt_time = seq, now        # time one new segment (Karn-safe)
+        if seq_gt(end, snd_max):
+            snd_max = end
+        if flags & FIN:
+            c.fin_seq = (end - 1) & MASK
+            c.counters["tx_fin"] += 1
+        seq = end
         off += n
         avail -= n
+        sent += 1
+    if not sent:
+        return
+    c.snd_nxt = seq
+    c.snd_max = snd_max
+    c.counters["tx_data"] += sent - retransmitted
+    if retransmitted:
+        c.counters["tx_retransmit"] += retransmitted
+    if c.t_rexmit is None:
+        c.t_rexmit = now + c.rtt.rto()
+    c.last_ack_sent = ack
+    c.ack_now = False
+    c.delack_bytes = 0
+    c.t_delack = None
 
 
-def may_send_small(c, n: int, avail: int) -> bool:
+def sack_option(c) -> tuple:
+    if c.sack_enabled and c.reasm.blocks:
+        return c.rx_blocks.blocks(c.reasm.ranges(), SACK_LIMIT_TS if c.ts_enabled else SACK_LIMIT)
+    return ()
+
+
+def may_send_small(c, n: int, avail: int, in_flight: bool) -> bool:
     """Nagle (RFC 896) and sender SWS avoidance (RFC 9293 3.8.6.2.1)."""
-    if n == avail and (c.nodelay or c.snd_max == c.snd_una or c.fin_queued):
+    if n == avail and (c.nodelay or not in_flight or c.fin_queued):
         return True
     return c.max_snd_wnd > 0 and n >= c.max_snd_wnd >> 1
 
@@ -217,8 +261,7 @@ def recovery_retransmit(c, out: list, now: float) -> None:
             hole = board.next_hole(c.rexmit_next, c.snd_una)
             if hole is None:
                 break
-            n = min(seq_diff(hole[1], hole[0]), c.eff_mss)
-            retransmit(c, out, hole[0], n, now)
+            n = retransmit(c, out, hole[0], seq_diff(hole[1], hole[0]), now)
             c.rexmit_next = (hole[0] + n) & MASK
             budget -= n
         return
@@ -229,13 +272,24 @@ def recovery_retransmit(c, out: list, now: float) -> None:
             retransmit(c, out, c.snd_una, n, now)
 
 
-def retransmit(c, out: list, seq: int, n: int, now: float) -> None:
-    """Resend [seq, seq+n) without moving SND.NXT."""
+def payload_room(c) -> int:
+    """Largest payload of one non-TSO segment: the MSS less any SACK option."""
+    if c.sack_enabled and c.reasm.blocks:
+        blocks = min(len(c.reasm.blocks), SACK_LIMIT_TS if c.ts_enabled else SACK_LIMIT)
+        return c.eff_mss - 4 - 8 * blocks
+    return c.eff_mss
+
+
+def retransmit(c, out: list, seq: int, n: int, now: float) -> int:
+    """Resend [seq, seq+n) (cut to one segment) without moving SND.NXT; returns
+    the bytes sent."""
+    n = min(n, payload_room(c))
     off = seq_diff(seq, c.snd_una)
     out.append(build(c, seq, ACK, segment_payload(c, off, n), now))
     c.counters["tx_fast_retransmit"] += 1
     if c.t_rexmit is None:
         c.t_rexmit = now + c.rtt.rto()
+    return n
 
 
 def send_fin(c, out: list, now: float) -> None:
@@ -257,7 +311,7 @@ def window_probe(c, out: list, now: float) -> None:
     avail = len(c.send_buffer) - off
     if avail <= 0:
         return
-    n = max(1, min(avail, c.snd_wnd - off, c.eff_mss))
+    n = max(1, min(avail, c.snd_wnd - off, payload_room(c)))
     seq = c.snd_nxt
     out.append(build(c, seq, ACK, segment_payload(c, off, n), now))
     sent_data(c, seq, n, now)
