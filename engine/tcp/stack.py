@@ -35,6 +35,7 @@ from .events import Closed, Established
 from .framing import ethernet_prefix, FrameBuilder
 from .listener import Listener
 from .seq import seq_add
+from .states import State
 from .wire import MalformedPacket, arp, ethernet, icmp, ipv4, tcp
 from .wire.tcp import ACK, RST, SYN, TcpRepr
 
@@ -157,11 +158,14 @@ class Stack:
 
     def on_timer(self, now: float) -> None:
         self._now = now
-        for conn in self.table.connections():
+        for conn in self.table.polled():
             deadline = conn.next_deadline()
             if deadline is not None and deadline <= now:
                 conn.on_timer(now)
                 self._collect(conn)
+        for conn in self.table.due(now):              # TIME-WAIT connections
+            conn.on_timer(now)
+            self._wake_waiting(conn, now)
         ask, dropped = self.arp.due(now)
         if dropped:
             self.counters["arp.unresolved_drops"] += dropped
@@ -171,8 +175,11 @@ class Stack:
     def next_deadline(self) -> float | None:
         if self._tx or self._loop:
             return self._now
-        times = [d for d in (c.next_deadline() for c in self.table.connections())
+        times = [d for d in (c.next_deadline() for c in self.table.polled())
                  if d is not None]
+        waiting = self.table.next_waiting_deadline()
+        if waiting is not None:
+            times.append(waiting)
         arp_deadline = self.arp.next_deadline()
         if arp_deadline is not None:
             times.append(arp_deadline)
@@ -183,7 +190,7 @@ class Stack:
         self._now = now
         out: list[TxFrame] = []
         for _ in range(MAX_LOOP_ROUNDS):
-            for conn in self.table.connections():
+            for conn in self.table.polled():
                 if conn not in self._keys:              # freed earlier in this round
                     continue
                 segments = conn.poll_transmit(now)
@@ -273,7 +280,10 @@ class Stack:
         conn = self.table.get(key)
         if conn is not None:
             conn.on_segment(seg, now)
-            self._collect(conn)
+            if self.table.is_waiting(conn):
+                self._wake_waiting(conn, now)
+            else:
+                self._collect(conn)
             return
         listener = self.listeners.get(seg.dst_port)
         if listener is not None:
@@ -438,6 +448,27 @@ class Stack:
                     self._free(conn)
                 self._events.append((conn, event))
             event = conn.next_event()
+        if (conn.state is State.TIME_WAIT and conn in self._keys
+                and not self.table.is_waiting(conn)):
+            # Entering TIME-WAIT: send what is due (the ACK of the peer's FIN) now,
+            # since a parked connection is no longer polled.
+            segments = conn.poll_transmit(self._now)
+            if segments:
+                self._emit_connection(conn, segments, self._now)
+            self.table.park(conn, conn.next_deadline())
+
+    def _wake_waiting(self, conn, now: float) -> None:
+        """A TIME-WAIT connection got a segment or its timer: send what it has (an
+        ACK), then park it again with its (maybe restarted) deadline."""
+        segments = conn.poll_transmit(now)
+        if segments:
+            self._emit_connection(conn, segments, now)
+        self._collect(conn)
+        if conn in self._keys:
+            if conn.state is State.TIME_WAIT:
+                self.table.park(conn, conn.next_deadline())
+            else:
+                self.table.unpark(conn, self._keys[conn])
 
     def _on_accept(self, conn) -> None:
         self._owner.pop(conn, None)
