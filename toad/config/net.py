@@ -84,10 +84,14 @@ class NicConfig:
     wire: WireConfig = doc("loopback wire: bandwidth, delay, faults", default_factory=WireConfig)
     tap: TapConfig = doc("TAP device settings", default_factory=TapConfig)
     pcap: Optional[str] = doc("file path to capture every frame (pcap), null = off", default=None)
+    arp_timeout_s: float = doc("seconds an ARP entry is trusted before it is re-asked "
+                               "(Stack(arp_timeout=...))", default=60.0)
 
     def validate(self, path: str) -> None:
         if not 576 <= self.mtu <= 65535:
             raise ConfigError(f"{path}.mtu: {self.mtu} must be 576..65535")
+        if self.arp_timeout_s <= 0:
+            raise ConfigError(f"{path}.arp_timeout_s: {self.arp_timeout_s} must be > 0")
         check_interface(f"{path}.address", self.address)
         check_address(f"{path}.peer_address", self.peer_address)
 
