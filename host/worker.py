@@ -61,6 +61,8 @@ def server_address(config: Config, network, connect_to: str | None = None) -> st
     address = getattr(network, "listen_address", None)
     if address:
         return address
+    if config.nic.kind == "tap":
+        return config.nic.tap.address.split("/")[0]
     return config.nic.address.split("/")[0]
 
 

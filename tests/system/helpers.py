@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 SHORT = ["--set", "workload.duration_s=0.4", "--set", "workload.warmup_s=0.1"]
@@ -24,3 +27,7 @@ def run_json(tmp_path: Path, *args: str) -> dict:
 
 def module_exists(dotted: str) -> bool:
     return (REPO / (dotted.replace(".", "/") + ".py")).exists()
+
+
+requires_tap = pytest.mark.skipif(
+    not (os.geteuid() == 0 and Path("/dev/net/tun").exists()), reason="needs root and /dev/net/tun")

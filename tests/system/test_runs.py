@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from .helpers import REPO, SHORT, module_exists, run_json, toad
+from .helpers import REPO, SHORT, module_exists, requires_tap, run_json, toad
 
 SIDE_KEYS = {"cpu_s", "cpu_pct_per_gbps", "copy_pct_per_gbps", "driver_pct_per_gbps"}
 RUN_KEYS = {"mode", "workload", "chunk_bytes", "mtu", "duration_s", "bytes", "goodput_gbps",
@@ -87,3 +87,17 @@ def test_a_damaged_stream_fails_the_run_instead_of_giving_a_figure(tmp_path):
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "integrity check failed" in lines[0], done.stderr
     assert not out.exists()
+
+
+@requires_tap
+@pytest.mark.skipif(not module_exists("host.inhost"), reason="host/inhost.py not built yet")
+def test_inhost_against_linux_over_tap(tmp_path):
+    """tap-linux.yaml: toad sends to and receives from Linux in a namespace."""
+    tag = os.getpid() % 100000
+    doc = run_json(tmp_path, "run", "configs/tap-linux.yaml", "--set", "mode=inhost",
+                   "--set", f"nic.tap.netns=toad-e{tag}", "--set", f"nic.tap.device=toade{tag}",
+                   "--set", "workload.chunk_bytes=[65536]", *SHORT)
+    assert [d["tap"]["toad_side"] for d in doc["details"]] == ["send", "recv"]
+    for run in doc["runs"]:
+        check_run(run, "inhost", "bulk")
+        assert run["mtu"] == 1500

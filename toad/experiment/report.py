@@ -69,15 +69,35 @@ def irq_pct(detail: Optional[dict]) -> Optional[float]:
     return 100.0 * side.get("host_irq_softirq_s", 0.0) / (side["bytes"] * 8 / 1e9)
 
 
+def table_columns(runs: list[dict], details: list[dict]) -> list[tuple[str, dict, str]]:
+    """(side, run, label) per column: sending then receiving, largest chunk first.
+
+    On a TAP (details "tap") each run has one toad side and one Linux side: toad's
+    columns come first ("toad sending 128 KB"), then the Linux peer's.
+    """
+    order = sorted(zip(runs, details), key=lambda rd: -rd[0]["chunk_bytes"])
+    verb = {"send": "sending", "recv": "receiving"}
+    if not any("tap" in d for _r, d in order):
+        return [(s, r, f"{verb[s]} {size_label(r['chunk_bytes'])}")
+                for s in ("send", "recv") for r, _d in order]
+    toad, linux = [], []
+    for s in ("send", "recv"):
+        for r, d in order:
+            size = size_label(r["chunk_bytes"])
+            if d.get("tap", {}).get("toad_side") == s:
+                toad.append((s, r, f"toad {verb[s]} {size}"))
+            else:
+                linux.append((s, r, f"Linux {verb[s]} {size}"))
+    return toad + linux
+
+
 def bulk_table(mode: str, runs: list[dict], details: Optional[list[dict]] = None) -> str:
     """TOAD Tables I/II: rows copies / driver or stack / total; columns side x chunk."""
     details = details or [{} for _ in runs]
     irq = {id(r): irq_pct(d) for r, d in zip(runs, details)}
-    runs = sorted(runs, key=lambda r: -r["chunk_bytes"])
-    header = ["% of one CPU per Gb/s"]
-    columns = [(s, r) for s in ("send", "recv") for r in runs]
-    header += [f"{'sending' if s == 'send' else 'receiving'} {size_label(r['chunk_bytes'])}"
-               for s, r in columns]
+    labelled = table_columns(runs, details)
+    columns = [(s, r) for s, r, _label in labelled]
+    header = ["% of one CPU per Gb/s"] + [label for _s, _r, label in labelled]
     rows = [["memory copies"] + [fmt(r[s]["copy_pct_per_gbps"]) for s, r in columns],
             [STACK_LABEL[mode]] + [fmt(r[s]["driver_pct_per_gbps"]) for s, r in columns],
             ["total"] + [fmt(r[s]["cpu_pct_per_gbps"]) for s, r in columns],
