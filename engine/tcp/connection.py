@@ -90,7 +90,10 @@ class Connection:
         self.recv_buffer = recv_buffer if recv_buffer is not None else ByteRecvBuffer(
             config.recv_buffer_bytes)
         self.rcv_cap = max(self.recv_buffer.free_space(), 1)
-        self.rcv_scale = choose_window_shift(self.rcv_cap) if config.window_scale else 0
+        # The shift is fixed at the SYN: size it for the configured buffer even when an
+        # engine's buffer pool is short at this moment.
+        self.rcv_scale = (choose_window_shift(max(self.rcv_cap, config.recv_buffer_bytes))
+                          if config.window_scale else 0)
         self.reasm = Reassembly()
         self.rx_blocks = ReceiverBlocks()
         self.scoreboard = Scoreboard()
@@ -154,6 +157,8 @@ class Connection:
         conn.state = State.SYN_RECEIVED
         conn.accept_syn(syn, now)
         conn.counters["passive_opens"] += 1
+        if syn.payload:
+            conn.counters["rx_syn_data_ignored"] += 1   # not acknowledged: the peer resends
         return conn
 
     def accept_syn(self, syn: TcpRepr, now: float) -> None:

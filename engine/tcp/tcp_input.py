@@ -277,15 +277,17 @@ def update_window(c, seg) -> None:
 
 
 def duplicate_ack(c, seg) -> None:
-    """RFC 5681 duplicate ACK: count it, enter fast retransmit at the third."""
-    if c.sack_enabled and seg.sack_blocks:
-        c.scoreboard.update(seg.sack_blocks, c.snd_una, c.snd_max)
+    """RFC 5681 duplicate ACK: count it, enter fast retransmit at the third. An ACK
+    that brings new SACK information counts even if its window moved (RFC 6675)."""
+    new_sack = bool(c.sack_enabled and seg.sack_blocks
+                    and c.scoreboard.update(seg.sack_blocks, c.snd_una, c.snd_max))
     if c.snd_wnd == 0 or seg.window == 0:
         if c.snd_max != c.snd_una:
             c.retries = 0                          # the peer answers our window probes
         return
-    if (seg.payload or seg.flags & (SYN | FIN) or c.snd_max == c.snd_una
-            or seg.ack != c.snd_una or (seg.window << c.snd_scale) != c.snd_wnd):
+    if seg.flags & (SYN | FIN) or c.snd_max == c.snd_una or seg.ack != c.snd_una:
+        return
+    if not new_sack and (seg.payload or (seg.window << c.snd_scale) != c.snd_wnd):
         return
     c.dupacks += 1
     c.counters["rx_dupack"] += 1
@@ -415,7 +417,8 @@ def text_and_fin(c, seg, now: float) -> None:
     if fin and seq_add(seq, len(payload)) == c.rcv_nxt:
         fin_arrives(c, now)
     elif fin:
-        c.reasm.fin_seq = seq_add(seq, len(payload))
+        c.reasm.fin_seq = seq_add(seq, len(payload))   # a FIN ahead of missing data
+        c.ack_now = True
 
 
 def out_of_order(c, seq: int, payload, fin) -> None:
