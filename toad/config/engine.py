@@ -74,6 +74,16 @@ class QueuePairConfig:
     busy_poll_us: int = doc(
         "host driver: spin this long waiting for an event before sleeping on the "
         "QP's interrupt semaphore", default=50)
+    recv_post_push: bool = doc(
+        "offload receive: post a partly filled anonymous buffer to the host when the "
+        "peer's segment carries PSH (a full buffer is always posted)", default=True)
+    recv_post_delay_us: int = doc(
+        "offload receive: post a partly filled anonymous buffer once its first byte "
+        "has waited this long (0 = never; push false and delay 0 is TOAD's "
+        "'only when full')", default=200)
+    close_linger_s: float = doc(
+        "offload host: at exit, how long the host waits for closed connections to "
+        "get their sent data acknowledged before resetting them", default=10.0)
 
     def validate(self, path: str) -> None:
         check_power_of_two(f"{path}.request_entries", self.request_entries, 8, 1 << 20)
@@ -95,6 +105,11 @@ class QueuePairConfig:
             raise ConfigError(f"{path}.max_connections: {self.max_connections} must be 1..1048576")
         if self.busy_poll_us < 0:
             raise ConfigError(f"{path}.busy_poll_us: {self.busy_poll_us} must be >= 0")
+        if not 0 <= self.recv_post_delay_us <= 10_000_000:
+            raise ConfigError(f"{path}.recv_post_delay_us: {self.recv_post_delay_us} must be "
+                              f"0..10000000")
+        if self.close_linger_s < 0:
+            raise ConfigError(f"{path}.close_linger_s: {self.close_linger_s} must be >= 0")
 
 
 @dataclass(frozen=True)

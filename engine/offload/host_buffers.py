@@ -1,0 +1,219 @@
+"""Stream buffers backed by host memory: what the Stack reads and writes in offload mode.
+
+:class:`HostSendBuffer` is the Connection's SendBuffer (docs/stack-api.md). It holds
+no payload: only a queue of descriptors, ranges of the host's send area that the host
+posted with OP_SEND. ``peek`` returns DMA views of host memory (gather), so the frame
+builder's copy into the frame is the only copy before the wire, and a retransmission
+reads host memory again. ``consume`` drops acknowledged bytes from the head and
+DMA-writes the cumulative acked counter into the connection's counter row: the host
+frees its send buffers lazily from it, with no event and no interrupt (TOAD III-C).
+
+:class:`HostRecvBuffer` is the Connection's RecvBuffer. In-order payload is DMA-written
+into anonymous buffers taken from the QP's receive-buffer ring; a buffer is posted to
+the host (EV_RECV_DATA) when full, when PSH is seen (if enabled) or when its first byte
+has waited ``delay`` (if enabled; the poller checks). The receive window is
+``limit - (delivered - consumed)``, ``consumed`` being the host's cumulative counter,
+so a slow reader closes the window instead of draining the pool. Running out of
+anonymous buffers is counted (``rx_out_of_buffers``) and recoverable: the bytes are
+refused, hence never acknowledged, and the peer sends them again.
+"""
+from __future__ import annotations
+
+from collections import deque
+
+from toad import layout
+
+ROW_MASK = (1 << layout.CONN_ROW_BITS) - 1
+UNLIMITED = 1 << 62
+
+
+class HostSendBuffer:
+    """Descriptors (host offset, length) of unacknowledged and unsent host bytes."""
+
+    __slots__ = ("dma", "ranges", "size", "acked", "counter_offset")
+
+    def __init__(self, dma, counter_offset: int | None):
+        self.dma = dma
+        self.ranges: deque = deque()     # [offset, length] lists, stream order
+        self.size = 0
+        self.acked = 0                   # cumulative bytes acknowledged
+        self.counter_offset = counter_offset
+
+    def __len__(self) -> int:
+        return self.size
+
+    def free_space(self) -> int:
+        return UNLIMITED                 # the host enforces its own share
+
+    def append(self, data) -> int:
+        raise TypeError("offload send buffers take host descriptors (add), not bytes")
+
+    def add(self, offset: int, length: int) -> None:
+        """Queue ``length`` host bytes at ``offset``; adjacent ranges merge, so a
+        segment usually maps to one view (no gather copy in the frame builder)."""
+        if length <= 0:
+            return
+        ranges = self.ranges
+        if ranges:
+            last = ranges[-1]
+            if last[0] + last[1] == offset:
+                last[1] += length
+                self.size += length
+                return
+        ranges.append([offset, length])
+        self.size += length
+
+    def peek(self, offset: int, length: int) -> list[memoryview]:
+        """DMA views of stream bytes [offset, offset+length) from the first unacked."""
+        views = []
+        read = self.dma.read
+        for start, size in self.ranges:
+            if offset >= size:
+                offset -= size
+                continue
+            take = size - offset
+            if take > length:
+                take = length
+            views.append(read(start + offset, take))
+            length -= take
+            if length <= 0:
+                break
+            offset = 0
+        return views
+
+    def consume(self, n: int) -> None:
+        """``n`` more bytes acknowledged: release them, mirror the counter to the host."""
+        if n < 0 or n > self.size:
+            raise ValueError(f"cannot release {n} bytes of {self.size} held")
+        self.size -= n
+        self.acked += n
+        ranges = self.ranges
+        while n:
+            head = ranges[0]
+            if head[1] > n:
+                head[0] += n
+                head[1] -= n
+                break
+            n -= head[1]
+            ranges.popleft()
+        if self.counter_offset is not None:
+            self.dma.write_u64(self.counter_offset, self.acked)
+
+    def detach(self) -> None:
+        """The host id is gone: keep sending nothing new, write no counter."""
+        self.counter_offset = None
+
+
+class HostRecvBuffer:
+    """Places in-order payload into anonymous host buffers and posts them."""
+
+    __slots__ = ("qp", "conn", "limit", "policy", "delivered", "current", "filled",
+                 "first_at", "held", "counters", "clock", "detached", "counter_offset",
+                 "push_seen")
+
+    def __init__(self, qp, limit: int, policy, counters, clock):
+        self.qp = qp
+        self.conn = None                 # host connection id (None until accepted)
+        self.counter_offset = None
+        self.limit = limit               # bytes the window may cover
+        self.policy = policy             # RecvPolicy (push, delay_s), per socket
+        self.delivered = 0               # cumulative bytes placed into host buffers
+        self.current = None              # (offset, length, id) being filled
+        self.filled = 0
+        self.first_at = None             # time the current buffer got its first byte
+        self.held: list = []             # posted before the host knew the connection
+        self.counters = counters         # the offload layer's Counter
+        self.clock = clock               # () -> now (seconds), the poller's time
+        self.detached = False
+        self.push_seen = False
+
+    def attach(self, conn: int) -> None:
+        """The host knows this connection as ``conn``: release held buffers."""
+        self.conn = conn
+        self.counter_offset = self.qp.counter_offset(conn) + 8
+        for entry in self.held:
+            self._post(*entry)
+        self.held = []
+
+    def consumed(self) -> int:
+        if self.counter_offset is None:
+            return 0
+        return self.qp.dma.read_u64(self.counter_offset)
+
+    def free_space(self) -> int:
+        if self.detached:
+            return self.limit
+        unread = self.delivered - self.consumed()
+        free = self.limit - unread
+        return free if free > 0 else 0
+
+    def write(self, data, push: bool) -> int:
+        if self.detached:                 # the host closed: nobody will read this
+            self.counters["rx_bytes_after_close"] += len(data)
+            return len(data)
+        n = len(data)
+        window = self.limit - (self.delivered - self.consumed())
+        if n > window:
+            self.counters["rx_bytes_beyond_window"] += n - max(window, 0)
+            n = max(window, 0)
+        done = 0
+        write = self.qp.dma.write
+        while done < n:
+            if self.current is None and not self._take():
+                break
+            offset, length, _ = self.current
+            take = min(n - done, length - self.filled)
+            write(offset + self.filled, data[done:done + take])
+            if self.filled == 0:
+                self.first_at = self.clock()
+            self.filled += take
+            done += take
+            if self.filled == length:
+                self.flush(push and done == n)
+        self.delivered += done
+        if push and self.filled and self.policy.push:
+            self.flush(True)
+        return done
+
+    def _take(self) -> bool:
+        entry = self.qp.take_rx_buffer()
+        if entry is None:
+            self.counters["rx_out_of_buffers"] += 1
+            return False
+        self.current = entry
+        self.filled = 0
+        return True
+
+    def flush(self, push: bool = False) -> None:
+        """Post the current buffer (if it holds bytes) to the host."""
+        if self.current is None or self.filled == 0:
+            return
+        offset, _, buf_id = self.current
+        entry = (buf_id, self.filled, layout.EVF_PUSH if push else 0)
+        self.current = None
+        self.filled = 0
+        self.first_at = None
+        if self.conn is None:
+            self.held.append(entry)
+        else:
+            self._post(*entry)
+
+    def _post(self, buf_id: int, length: int, flags: int) -> None:
+        self.counters["rx_buffers_posted"] += 1
+        self.qp.post_event(layout.EV_RECV_DATA, flags, self.conn, 0, 0, 0, 0, buf_id,
+                           0, 0, length)
+
+    def delay_due(self, now: float) -> bool:
+        """A partly filled buffer has waited its delay (the poller posts it)."""
+        first = self.first_at
+        return first is not None and self.policy.delay_s > 0 and now - first >= self.policy.delay_s
+
+    def detach(self) -> list:
+        """The host closed or vanished: return the ids of buffers we still hold."""
+        self.detached = True
+        ids = [entry[0] for entry in self.held]
+        if self.current is not None:
+            ids.append(self.current[2])
+        self.current = None
+        self.held = []
+        return ids

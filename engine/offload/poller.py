@@ -1,0 +1,247 @@
+"""The NIC + Stack poller of the engine loop, and the stack -> QP event translation.
+
+Each call of :meth:`OffloadPoller.poll` (once per engine-loop iteration, after the
+request rings were served) runs rounds of: frames in from the NIC, due timers, frames
+out (``stack.poll_transmit``: where host memory is gathered into frames), stack events
+turned into QP events. It stops when a round did nothing (the loopback wire delivers a
+frame sent in one round to the next one) or after ``MAX_ROUNDS``. Interrupts are not
+raised here: the loop raises each QP's interrupt after its pollers, when the host armed
+it and moderation allows (engine/interrupts.py), so a host sleeping on a CONNECT,
+an ACCEPT_READY, a SEND_SPACE or receive data is woken, and nobody else is.
+
+Event rules (ARCHITECTURE.md): a completed handshake answers the CONNECT; a child
+joining a listener's accept queue posts ACCEPT_READY; a FIN posts the partly filled
+receive buffer, then PEER_CLOSED; RST / refusal / time-out answer a pending CONNECT or
+post RESET with the errno; acknowledged bytes move the counter (host_buffers.py), and
+post SEND_SPACE only for a writer that asked. Acked bytes also finish a lingering CLOSE.
+"""
+from __future__ import annotations
+
+import errno
+import time
+from collections import Counter
+
+from engine.tcp.events import (Closed, DataReceived, Established, PeerClosed, Refused,
+                               Reset, SendAcked, TimedOut)
+from engine.tcp.listener import Listener
+from toad import layout
+
+from .handlers import Handlers, complete_cookie
+from .sockets import CONNECTED, SocketTable, release
+
+MAX_ROUNDS = 16
+MAX_FRAMES = 64
+ERRNO_OF = {Reset: errno.ECONNRESET, Refused: errno.ECONNREFUSED, TimedOut: errno.ETIMEDOUT}
+
+
+class OffloadPoller:
+    """Owns the Stack and the NIC; serves every QP's sockets."""
+
+    def __init__(self, config, stack, nic, clock=time.perf_counter):
+        self.config = config
+        self.stack = stack
+        self.nic = nic
+        self.clock = clock
+        self.counters: Counter = Counter()
+        self.table = SocketTable()
+        self.handlers = Handlers(self)
+        self.kicked = False           # a handler changed a connection: run output
+        self.timer_at = None          # the stack's next deadline (recomputed on work)
+        self.rx_producers: dict = {}  # qp -> last receive-buffer doorbell seen
+        self.window_bytes = config.tcp.recv_buffer_bytes
+
+    # ---- set-up ------------------------------------------------------------------
+    def window_limit(self, qp) -> int:
+        """Receive window of one connection: the stack's setting, capped by the QP's
+        anonymous pool less one buffer (partly filled buffers waste the rest)."""
+        lay = qp.layout
+        pool = (lay.recv_buffers - 1) * lay.recv_buffer_bytes
+        return max(min(self.window_bytes, pool), lay.recv_buffer_bytes)
+
+    def on_attach(self, qp) -> None:
+        qp.reclaim_hooks.append(self.reclaim)
+        self.rx_producers[qp] = 0
+
+    def kick(self) -> None:
+        self.kicked = True
+
+    # ---- the poller interface ---------------------------------------------------
+    def poll(self, now: float) -> bool:
+        stack, nic = self.stack, self.nic
+        worked = self.kicked
+        self.kicked = False
+        for round_no in range(MAX_ROUNDS):
+            if round_no:
+                now = self.clock()
+            frames = nic.receive(now, MAX_FRAMES)
+            for frame, csum_ok in frames:
+                stack.receive_frame(frame, now, csum_ok)
+            if self.timer_at is not None and now >= self.timer_at:
+                stack.on_timer(now)
+                worked = True
+            out = stack.poll_transmit(now)
+            if out:
+                nic.send(out)
+            events = stack.events()
+            if events:
+                self.translate(events)
+            if not (frames or out or events):
+                break
+            worked = True
+        if self.rx_producers:
+            worked |= self.check_rx_doorbells(now)
+        if self.table.delayed:
+            worked |= self.post_delayed(now)
+        if worked:
+            self.timer_at = stack.next_deadline()
+        return worked
+
+    def next_deadline(self):
+        times = [t for t in (self.timer_at, self.nic.next_deadline()) if t is not None]
+        for sock in self.table.delayed:
+            first = sock.recv_buffer.first_at
+            if first is not None:
+                times.append(first + sock.policy.delay_s)
+        return min(times) if times else None
+
+    # ---- receive side ------------------------------------------------------------
+    def check_rx_doorbells(self, now: float) -> bool:
+        """The host returned anonymous buffers (it read data): reopen windows."""
+        changed = False
+        for qp, seen in self.rx_producers.items():
+            producer = qp.u32[qp.rxbuf_producer_word]
+            if producer == seen:
+                continue
+            self.rx_producers[qp] = producer
+            changed = True
+            for sock in qp.connections.values():
+                if sock.conn is not None and sock.state is CONNECTED:
+                    sock.conn.notify_read(now)
+        return changed
+
+    def post_delayed(self, now: float) -> bool:
+        done = [s for s in self.table.delayed if s.recv_buffer.first_at is None
+                or s.recv_buffer.delay_due(now)]
+        for sock in done:
+            self.table.delayed.discard(sock)
+            if sock.recv_buffer.first_at is not None:
+                sock.recv_buffer.flush()
+                self.counters["rx_posted_by_delay"] += 1
+        return bool(done)
+
+    # ---- stack events -> QP events --------------------------------------------------
+    def translate(self, events: list) -> None:
+        by_stack = self.table.by_stack
+        for obj, event in events:
+            sock = by_stack.get(obj)
+            if sock is None:
+                continue                  # the host already forgot this connection
+            kind = type(event)
+            if kind is DataReceived:
+                if sock.policy.delay_s > 0 and sock.recv_buffer.first_at is not None:
+                    self.table.delayed.add(sock)
+            elif kind is SendAcked:
+                self.on_acked(sock)
+            elif kind is Established:
+                self.on_established(obj, sock)
+            elif kind is PeerClosed:
+                sock.recv_buffer.flush(True)
+                sock.qp.post_event(layout.EV_PEER_CLOSED, conn=sock.conn_id)
+            elif kind is Closed:
+                self.on_closed(obj, sock)
+            else:
+                self.on_failed(obj, sock, kind)
+
+    def on_acked(self, sock) -> None:
+        acked = sock.send_buffer.acked
+        target = sock.space_target
+        if target is not None and acked >= target:
+            sock.space_target = None
+            sock.qp.post_event(layout.EV_SEND_SPACE, conn=sock.conn_id, value=acked)
+        if sock.close_cookie is not None and len(sock.send_buffer) == 0:
+            self.finish_close(sock)
+
+    def on_established(self, obj, sock) -> None:
+        if isinstance(obj, Listener):
+            sock.qp.post_event(layout.EV_ACCEPT_READY, conn=sock.conn_id)
+            return
+        sock.state = CONNECTED
+        if sock.connect_cookie is not None:
+            complete_cookie(sock.qp, sock, sock.connect_cookie, value=sock.conn_id)
+            sock.connect_cookie = None
+
+    def on_failed(self, obj, sock, kind) -> None:
+        status = getattr(obj, "error", None) or ERRNO_OF.get(kind, errno.ECONNRESET)
+        sock.error = status
+        if sock.connect_cookie is not None:
+            complete_cookie(sock.qp, sock, sock.connect_cookie, status=status)
+            sock.connect_cookie = None
+            return
+        sock.recv_buffer.flush(True)
+        sock.qp.post_event(layout.EV_RESET, conn=sock.conn_id, status=status)
+        if sock.space_target is not None:
+            sock.space_target = None
+            sock.qp.post_event(layout.EV_SEND_SPACE, conn=sock.conn_id, status=status)
+
+    def on_closed(self, obj, sock) -> None:
+        """The TCB is freed; the id lives on until the host's CLOSE."""
+        self.table.unbind_stack(obj)
+        if sock.connect_cookie is not None:   # closed without a reason: still a failure
+            complete_cookie(sock.qp, sock, sock.connect_cookie, status=errno.ECONNABORTED)
+            sock.connect_cookie = None
+        if sock.close_cookie is not None:
+            self.finish_close(sock)
+        elif sock.space_target is not None:
+            sock.space_target = None
+            sock.qp.post_event(layout.EV_SEND_SPACE, conn=sock.conn_id,
+                               status=sock.error or errno.EPIPE)
+
+    def finish_close(self, sock) -> None:
+        """Answer a CLOSE: the host may now free the connection's send buffers."""
+        cookie, sock.close_cookie = sock.close_cookie, None
+        if sock.conn is not None:
+            self.table.unbind_stack(sock.conn)
+        release(sock.qp, sock, self.table)
+        complete_cookie(sock.qp, sock, cookie)
+
+    # ---- a QP goes away ----------------------------------------------------------
+    def reclaim(self, qp) -> None:
+        """The host detached or died: reset its connections, close its listeners."""
+        now = self.clock()
+        self.rx_producers.pop(qp, None)
+        for sock in list(qp.connections.values()):
+            if sock is None:
+                continue
+            if sock.listener is not None:
+                self.table.unbind_stack(sock.listener)
+                self.stack.close_listener(sock.listener)
+            if sock.conn is not None:
+                self.table.unbind_stack(sock.conn)
+                sock.conn.abort(now)
+                self.counters["reset_on_reclaim"] += 1
+            if sock.recv_buffer is not None:
+                sock.recv_buffer.detach()
+            if sock.send_buffer is not None:
+                sock.send_buffer.detach()
+            self.table.lingering.discard(sock)
+            self.table.delayed.discard(sock)
+            self.handlers._unbind_port(sock)
+        # the RSTs go out now, before the QP's memory is unmapped
+        self.nic.send(self.stack.poll_transmit(now))
+        self.translate(self.stack.events())   # this QP's objects are unbound: skipped
+        self.kick()
+
+    def sizes(self) -> dict:
+        """Table sizes for leak checks (logged by the engine at exit)."""
+        out = self.table.sizes()
+        out["tcbs"] = len(self.stack.table)
+        out["listeners"] = len(self.stack.listeners)
+        out["bound_ports"] = len(self.handlers.bound_ports)
+        return out
+
+    def summary(self) -> dict:
+        """Tables, offload counters and stack counters, for logs and tests."""
+        wire = getattr(self.nic, "wire_counters", None)
+        return {"tables": self.sizes(), "offload": dict(self.counters),
+                "stack": dict(self.stack.counters), "wire": dict(wire or {}),
+                "connections": dict(self.stack.connection_counters())}
