@@ -51,7 +51,6 @@ class FrameBuilder:
     def __init__(self, mode: str, nic: NicFeatures):
         self.mode = mode
         self.nic = nic
-        self.partial = mode == "offloaded" and nic.tx_csum
         self.ident = 0
 
     def next_ident(self) -> int:
@@ -59,19 +58,21 @@ class FrameBuilder:
         return self.ident
 
     def tcp_frame(self, eth_prefix: bytes, src: int, dst: int, seg: tcp.TcpRepr,
-                  gso_size: int = 0, local: bool = False) -> TxFrame:
+                  gso_size: int = 0, local: bool = False, mode: str | None = None) -> TxFrame:
         """One frame for ``seg`` from ``src`` to ``dst``; ``eth_prefix`` is the 14-byte
         Ethernet header. ``gso_size`` > 0 marks a TSO super-frame when the payload is
-        longer than it; ``local`` frames are looped inside the stack."""
+        longer than it; ``local`` frames are looped inside the stack; ``mode`` is the
+        connection's checksum mode (None: the stack's)."""
         options = tcp.options_bytes(seg)
         header_len = tcp.HEADER_LEN + len(options)
         payload = seg.payload
         tcp_len = header_len + len(payload)
         total = ipv4.HEADER_LEN + tcp_len
         ident = self.ident = (self.ident + 1) & 0xFFFF
-        mode = self.mode
+        if mode is None:
+            mode = self.mode
         gso = gso_size if gso_size and len(payload) > gso_size else 0
-        partial = (self.partial or gso or local) and mode != "off"
+        partial = ((mode == "offloaded" and self.nic.tx_csum) or gso or local) and mode != "off"
         field = pseudo_sum(src, dst, ipv4.PROTO_TCP, tcp_len) if partial else 0
         headers = _HEADERS.pack(eth_prefix, 0x45, 0, total, ident, ipv4.FLAG_DF,
                                 ipv4.DEFAULT_TTL, ipv4.PROTO_TCP,

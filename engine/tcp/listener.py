@@ -12,10 +12,12 @@ from typing import Callable
 
 
 class Listener:
-    def __init__(self, port: int, backlog: int, on_accept: Callable, buffers=None):
+    def __init__(self, port: int, backlog: int, on_accept: Callable, buffers=None,
+                 config=None):
         self.port = port
         self.backlog = backlog
         self.buffers = buffers          # None, or callable(remote) -> (send_buf, recv_buf)
+        self.config = config            # TcpConfig of accepted connections (None: stack's)
         self.half_open: set = set()     # children still in SYN-RECEIVED
         self.ready: deque = deque()     # established children not yet accepted
         self.closed = False

@@ -90,8 +90,10 @@ class Stack:
     # ---- the socket layer's calls ------------------------------------------------
 
     def connect(self, remote_ip: int, remote_port: int, now: float, local_port: int = 0,
-                send_buffer=None, recv_buffer=None):
-        """Open a connection (SYN-SENT); its events come through ``events()``."""
+                send_buffer=None, recv_buffer=None, config: TcpConfig | None = None):
+        """Open a connection (SYN-SENT); its events come through ``events()``.
+        ``config`` overrides the stack's TcpConfig for this connection only (e.g. its
+        checksum mode, for the checksum-elimination experiments)."""
         self._now = now
         local_ip = LOOPBACK_IP if ipv4.is_loopback(remote_ip) else self.ip
         if local_ip == self.ip and remote_ip != self.ip and (
@@ -107,7 +109,7 @@ class Stack:
         if self.table.get(key) is not None:
             raise OSError(errno.EADDRINUSE, f"connection {self._key_text(key)} exists")
         conn = Connection(
-            self.config, (local_ip, port), (remote_ip, remote_port), iss=self._iss(key, now),
+            config or self.config, (local_ip, port), (remote_ip, remote_port), iss=self._iss(key, now),
             now=now, send_buffer=send_buffer, recv_buffer=recv_buffer,
             mss=self._mss_for(remote_ip), tso_max=self._tso_for(remote_ip))
         self._add(key, conn)
@@ -116,9 +118,11 @@ class Stack:
         self._collect(conn)
         return conn
 
-    def listen(self, port: int, backlog: int | None = None, buffers=None) -> Listener:
+    def listen(self, port: int, backlog: int | None = None, buffers=None,
+               config: TcpConfig | None = None) -> Listener:
         """Listen on ``port`` at every local address. ``buffers``: optional
-        callable(remote) -> (send_buffer, recv_buffer) for accepted connections."""
+        callable(remote) -> (send_buffer, recv_buffer) for accepted connections;
+        ``config``: their TcpConfig, if not the stack's."""
         if not 1 <= port <= 65535:
             raise OSError(errno.EINVAL, f"listen port {port} must be 1..65535")
         if port in self.listeners:
@@ -126,7 +130,7 @@ class Stack:
         backlog = self.config.listen_backlog if backlog is None else backlog
         if backlog < 1:
             raise OSError(errno.EINVAL, f"listen backlog {backlog} must be >= 1")
-        listener = Listener(port, backlog, self._on_accept, buffers)
+        listener = Listener(port, backlog, self._on_accept, buffers, config)
         self.listeners[port] = listener
         return listener
 
@@ -271,13 +275,16 @@ class Stack:
             counters["ip.unknown_protocol"] += 1
 
     def _receive_tcp(self, src: int, dst: int, payload, now: float, csum_ok: bool) -> None:
+        if len(payload) < tcp.HEADER_LEN:
+            raise MalformedPacket("tcp.truncated", f"{len(payload)} bytes")
+        # Demultiplex on the ports first: the checksum mode is per connection.
+        key = (dst, (payload[2] << 8) | payload[3], src, (payload[0] << 8) | payload[1])
+        conn = self.table.get(key)
         pseudo = None
-        if not csum_ok and self.config.checksum != "off":
+        if not csum_ok and self._checksum_mode(conn, key[1]) != "off":
             pseudo = pseudo_sum(src, dst, ipv4.PROTO_TCP, len(payload))
         seg = tcp.parse(payload, pseudo)
         self.counters["tcp.rx"] += 1
-        key = (dst, seg.dst_port, src, seg.src_port)
-        conn = self.table.get(key)
         if conn is not None:
             conn.on_segment(seg, now)
             if self.table.is_waiting(conn):
@@ -290,6 +297,12 @@ class Stack:
             self._to_listener(listener, key, seg, now)
         else:
             self._reset_closed(key, seg, now, "tcp.rst_closed_port")
+
+    def _checksum_mode(self, conn, local_port: int) -> str:
+        if conn is not None:
+            return conn.config.checksum
+        listener = self.listeners.get(local_port)
+        return (listener.config or self.config).checksum if listener else self.config.checksum
 
     def _to_listener(self, listener: Listener, key, seg: TcpRepr, now: float) -> None:
         """RFC 9293 3.10.7.2: LISTEN ignores RST, answers ACK with RST, takes SYN."""
@@ -308,7 +321,7 @@ class Stack:
             if listener.buffers is not None:
                 send_buffer, recv_buffer = listener.buffers((remote_ip, remote_port))
             conn = Connection.from_syn(
-                self.config, (local_ip, local_port), (remote_ip, remote_port), seg,
+                listener.config or self.config, (local_ip, local_port), (remote_ip, remote_port), seg,
                 iss=self._iss(key, now), now=now, send_buffer=send_buffer,
                 recv_buffer=recv_buffer, mss=self._mss_for(remote_ip),
                 tso_max=self._tso_for(remote_ip))
@@ -397,20 +410,21 @@ class Stack:
             prefix = self._prefixes[mac] = ethernet_prefix(mac, self.mac)
         return prefix, False
 
-    def _emit(self, src: int, dst: int, segments, now: float, gso_size: int) -> None:
+    def _emit(self, src: int, dst: int, segments, now: float, gso_size: int,
+              mode: str | None = None) -> None:
         """Frames for segments of one flow: to the NIC, the loop, or the ARP queue."""
         prefix, looped = self._route(dst, now)
         build = self.builder.tcp_frame
         if prefix is not None and not looped:
             for seg in segments:
-                self._tx.append(build(prefix, src, dst, seg, gso_size))
+                self._tx.append(build(prefix, src, dst, seg, gso_size, False, mode))
         elif looped:
             for seg in segments:
-                self._loop.append(build(prefix, src, dst, seg, 0, True).data)
+                self._loop.append(build(prefix, src, dst, seg, 0, True, mode).data)
         else:
             for seg in segments:
                 queued, ask = self.arp.enqueue(dst, build(self._own_prefix, src, dst, seg,
-                                                          gso_size), now)
+                                                          gso_size, False, mode), now)
                 if not queued:
                     self.counters["arp.queue_overflow"] += 1
                 if ask:
@@ -420,7 +434,7 @@ class Stack:
     def _emit_connection(self, conn, segments: list, now: float) -> None:
         local_ip, _, remote_ip, _ = self._keys[conn]
         gso_size = conn.gso_size if self._tso_for(remote_ip) else 0
-        self._emit(local_ip, remote_ip, segments, now, gso_size)
+        self._emit(local_ip, remote_ip, segments, now, gso_size, conn.config.checksum)
 
     # ---- connection lifecycle ----------------------------------------------------
 

@@ -168,3 +168,38 @@ def test_one_stack_talks_to_itself(target, hears_itself):
     assert host.stack.counters["arp.tx_request"] == 0          # never ARPs for itself
     if not through_wire:
         assert transfer.conn.effective_mss > 60000              # the loop has no 1500 MTU
+
+
+class Recorder:
+    """Wraps a NIC and keeps every frame sent."""
+
+    def __init__(self, inner):
+        self.inner, self.features, self.sent = inner, inner.features, []
+
+    def send(self, frames):
+        self.sent += [bytes(f.data) for f in frames]
+        self.inner.send(frames)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def test_checksum_off_for_one_connection_only():
+    from dataclasses import replace
+    a, b, wire, clock = make_pair(TcpConfig(checksum="software", time_wait_s=1.0),
+                                  csum_offload=False)
+    a.nic = Recorder(a.nic)
+    off = replace(a.stack.config, checksum="off")
+    listeners = {7020: b.stack.listen(7020, config=off), 7021: b.stack.listen(7021)}
+    conns = {7020: a.stack.connect(PEER_IP, 7020, clock.now, config=off),
+             7021: a.stack.connect(PEER_IP, 7021, clock.now)}
+    run([a, b], clock, lambda: all(events_of(a, c, Established) for c in conns.values()))
+    children = {port: listener.accept() for port, listener in listeners.items()}
+    for conn in conns.values():
+        conn.send(b"payload")
+    run([a, b], clock, lambda: all(len(c.recv_buffer) == 7 for c in children.values()))
+    assert children[7020].config.checksum == "off" and children[7021].config.checksum == "software"
+    data_frames = {int.from_bytes(f[36:38], "big"): f for f in a.nic.sent if f.endswith(b"payload")}
+    assert data_frames[7020][50:52] == b"\0\0"            # not computed
+    assert data_frames[7021][50:52] != b"\0\0"            # computed in software
+    assert b.stack.counters["tcp.bad_checksum"] == 0
