@@ -1,0 +1,505 @@
+"""Offloaded sockets, host side: a Python-socket-like API over the OE driver.
+
+    net = OffloadNetwork(config)                 # attaches to `toad engine CONFIG`
+    with net.create_connection(("10.0.0.1", 5001)) as s:
+        s.sendall(data)
+    net.close()
+
+TCP runs in the engine; a host process runs only the driver (host/driver.py), as in
+TOAD section III-C:
+
+- synchronous calls (socket, bind, listen, connect, accept, shutdown, close, options)
+  post one request and sleep until its completion event (spin, then interrupt);
+- ``send`` copies the application's bytes once into the connection's send ring
+  (host/send_buffers.py: the kernel-boundary copy), posts a descriptor and returns.
+  Space is freed lazily from the engine's cumulative acked counter; a writer that has
+  used its share asks for a SEND_SPACE event at ``qp.send_space_threshold`` freed
+  bytes and sleeps;
+- received data arrives in anonymous buffers (RECV_DATA events) that the event
+  handler attaches to their connection; ``recv``/``recv_into`` copy out once, publish
+  the consumed-bytes counter (the engine opens the window from it) and give the
+  buffer back to the pool. Blocked receivers sleep on the QP's interrupt.
+
+Events are handled by whichever thread is consuming the event ring (driver rules), so
+a socket may be used from several threads. Errors are OSError subclasses with Linux's
+errno (ConnectionRefusedError, ConnectionResetError, BrokenPipeError, TimeoutError...).
+"""
+from __future__ import annotations
+
+import errno
+import socket as pysocket
+import threading
+import time
+from collections import deque
+
+from engine.tcp.wire import ipv4
+from host.driver import Driver
+from host.send_buffers import SendArea, SendRing
+from toad import layout
+from toad.errors import ToadError
+
+ABORT = 1                 # CLOSE value: reset (SO_LINGER 0)
+MIN_SHARE = 16384
+
+
+def error(code: int, text: str) -> OSError:
+    """OSError(code, ...) is built as the matching subclass (ConnectionResetError...)."""
+    return OSError(code, f"{text}: {errno.errorcode.get(code, code)}")
+
+
+def parse_address(address, what: str) -> tuple[int, int]:
+    """(ip int, port) from a (host, port) pair; dotted quads and "localhost" only."""
+    if not isinstance(address, tuple) or len(address) != 2:
+        raise TypeError(f"{what} address must be a (host, port) tuple, got {address!r}")
+    host, port = address
+    if not isinstance(port, int) or not 0 <= port <= 65535:
+        raise OverflowError(f"{what}: port must be 0-65535, got {port!r}")
+    if host in ("", "0.0.0.0"):
+        return 0, port
+    if host == "localhost":
+        host = "127.0.0.1"
+    try:
+        return ipv4.aton(host), port
+    except (ValueError, OSError):
+        raise error(errno.EINVAL, f"{what}: {host!r} is not a dotted IPv4 address") from None
+
+
+class OffloadNetwork:
+    """One QP of the engine named ``config.name``, shared by this process's sockets."""
+
+    mode = "offload"
+
+    def __init__(self, config):
+        self.config = config
+        try:
+            self.driver = Driver(config, on_event=self._on_event)
+        except ToadError as exc:
+            raise ToadError(f"offload mode: {exc} (start the engine with "
+                            f"`toad engine CONFIG`)") from None
+        lay = self.driver.layout
+        self.listen_address = self.connect_address = (
+            config.nic.tap.address if config.nic.kind == "tap" else config.nic.address
+        ).split("/")[0]
+        self.area = SendArea(lay.send_offset, lay.send_bytes)
+        self.share = min(config.qp.send_share_bytes, lay.send_bytes)
+        self.threshold = config.qp.send_space_threshold
+        self.buffer_bytes = lay.recv_buffer_bytes
+        self.sockets: dict[int, OffloadSocket] = {}
+        self.orphans: dict[int, list] = {}     # events that beat their ACCEPT answer
+        self.closing: dict[int, OffloadSocket] = {}   # CLOSE cookie -> socket
+        self.closed = False
+        self.driver.post_rx_buffers([(self.driver.recv_buffer_offset(i), lay.recv_buffer_bytes, i)
+                                     for i in range(lay.recv_buffers)])
+
+    # ---- API ----------------------------------------------------------------------
+    def socket(self) -> "OffloadSocket":
+        self.check_open()
+        event = self.driver.call(layout.OP_SOCKET)
+        check(event, "socket")
+        return self.adopt(OffloadSocket(self, event.value))
+
+    def create_connection(self, address, timeout: float | None = None) -> "OffloadSocket":
+        sock = self.socket()
+        try:
+            sock.settimeout(timeout)
+            sock.connect(address)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    def listen(self, port: int, backlog: int = 128) -> "OffloadSocket":
+        """A listening socket on the engine's address; port in use: a clear ToadError."""
+        sock = self.socket()
+        try:
+            sock.bind(("", port))
+        except OSError as exc:
+            sock.close()
+            raise ToadError(f"workload.port: cannot listen on port {port} in the engine "
+                            f"({exc.strerror}); pick another with --set workload.port=N") from None
+        sock.listen(backlog)
+        return sock
+
+    def close(self) -> None:
+        """Close every socket, give closing connections ``qp.close_linger_s`` to get
+        their data acknowledged (the engine resets the rest), detach the QP."""
+        if self.closed:
+            return
+        try:
+            for sock in list(self.sockets.values()):
+                sock.close()
+            if self.closing and not self.driver.engine_dead:
+                self.driver.wait_for(lambda: not self.closing, self.config.qp.close_linger_s)
+        finally:
+            self.closed = True
+            self.driver.close()
+
+    def __enter__(self) -> "OffloadNetwork":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ---- internals -------------------------------------------------------------------
+    def check_open(self) -> None:
+        if self.closed:
+            raise error(errno.EBADF, "the offload network is closed")
+
+    def adopt(self, sock: "OffloadSocket") -> "OffloadSocket":
+        self.sockets[sock.conn] = sock
+        for event in self.orphans.pop(sock.conn, ()):
+            sock.on_event(event)
+        return sock
+
+    def wait(self, ready, timeout: float | None) -> bool:
+        return self.driver.wait_for(ready, timeout)
+
+    def give_back(self, buf_id: int) -> None:
+        """Return an anonymous buffer to the engine's pool."""
+        self.driver.post_rx_buffers([(self.driver.recv_buffer_offset(buf_id),
+                                      self.buffer_bytes, buf_id)])
+
+    def _on_event(self, event) -> None:
+        """Runs in the thread consuming events: attach, mark, wake; never waits."""
+        kind = event.type
+        if kind == layout.EV_COMPLETION or kind == layout.EV_ERROR:
+            sock = self.closing.pop(event.cookie, None)
+            if sock is not None:
+                sock.release()
+                return
+            sock = self.sockets.get(event.conn)
+            if sock is not None and kind == layout.EV_ERROR:
+                sock.error = sock.error or event.status    # a SEND the engine refused
+            return
+        sock = self.sockets.get(event.conn)
+        if sock is None:
+            if kind == layout.EV_RECV_DATA and event.conn == 0:
+                self.give_back(event.buffer)
+            else:
+                self.orphans.setdefault(event.conn, []).append(event)
+            return
+        sock.on_event(event)
+
+
+def check(event, what: str) -> None:
+    if event.type == layout.EV_ERROR or event.status:
+        raise error(event.status or errno.EIO, what)
+
+
+class OffloadSocket:
+    """A TCP socket whose protocol runs in the engine."""
+
+    def __init__(self, network: OffloadNetwork, conn: int, connected: bool = False,
+                 peer: tuple[str, int] | None = None):
+        self.net = network
+        self.driver = network.driver
+        self.conn = conn
+        self.timeout: float | None = None
+        self.connected = connected
+        self.listening = False
+        self.closed = False
+        self.local: tuple[str, int] = ("0.0.0.0", 0)
+        self.peer = peer
+        self.rx: deque = deque()       # [buffer id, start, length] attached buffers
+        self.consumed = 0              # bytes the application has read
+        self.eof = False
+        self.error = 0
+        self.shut_rd = self.shut_wr = False
+        self.accept_ready = 0          # ACCEPT_READY events seen
+        self.space_events = 0          # SEND_SPACE events seen
+        self.ring: SendRing | None = None
+        self.send_lock = threading.Lock()
+        self.recv_lock = threading.Lock()
+
+    # ---- events (consumer thread) ------------------------------------------------------
+    def on_event(self, event) -> None:
+        kind = event.type
+        if kind == layout.EV_RECV_DATA:
+            if self.closed or event.length == 0:
+                self.net.give_back(event.buffer)
+            else:
+                self.rx.append([event.buffer, 0, event.length])
+        elif kind == layout.EV_PEER_CLOSED:
+            self.eof = True
+        elif kind == layout.EV_RESET:
+            self.error = event.status or errno.ECONNRESET
+        elif kind == layout.EV_ACCEPT_READY:
+            self.accept_ready += 1
+        elif kind == layout.EV_SEND_SPACE:
+            if event.status:
+                self.error = self.error or event.status
+            self.space_events += 1
+
+    # ---- options ----------------------------------------------------------------------
+    def settimeout(self, value: float | None) -> None:
+        if value is not None and value < 0:
+            raise ValueError("Timeout value out of range")
+        self.timeout = value
+
+    def gettimeout(self) -> float | None:
+        return self.timeout
+
+    def setblocking(self, flag: bool) -> None:
+        self.timeout = None if flag else 0.0
+
+    def setsockopt(self, level: int, option: int, value) -> None:
+        if level == pysocket.IPPROTO_TCP and option == pysocket.TCP_NODELAY:
+            self._call(layout.OP_SETOPT, "setsockopt", option=layout.OPT_NODELAY,
+                       value=int(bool(value)))
+        elif level == pysocket.SOL_SOCKET and option in (pysocket.SO_REUSEADDR,
+                                                          pysocket.SO_SNDBUF, pysocket.SO_RCVBUF):
+            return   # the engine reuses ports at once; buffer sizes come from the config
+        else:
+            raise error(errno.ENOPROTOOPT, f"option {level}/{option} is not supported")
+
+    def set_receive_policy(self, push: bool | None = None, delay_us: int | None = None) -> None:
+        """When partly filled receive buffers are posted to this socket (engine side)."""
+        if push is not None:
+            self._call(layout.OP_SETOPT, "setsockopt", option=layout.OPT_RECV_PUSH,
+                       value=int(push))
+        if delay_us is not None:
+            self._call(layout.OP_SETOPT, "setsockopt", option=layout.OPT_RECV_DELAY_US,
+                       value=int(delay_us))
+
+    def getsockname(self) -> tuple[str, int]:
+        return self.local
+
+    def getpeername(self) -> tuple[str, int]:
+        if self.peer is None:
+            raise error(errno.ENOTCONN, "getpeername")
+        return self.peer
+
+    def fileno(self) -> int:
+        return -1 if self.closed else self.conn
+
+    # ---- connection set-up --------------------------------------------------------
+    def _call(self, opcode: int, what: str, timeout: float | None = None, **fields):
+        self._check_open()
+        event = self.driver.call(opcode, timeout=timeout, conn=self.conn, **fields)
+        check(event, what)
+        return event
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise error(errno.EBADF, "socket is closed")
+
+    def bind(self, address) -> None:
+        addr, port = parse_address(address, "bind")
+        event = self._call(layout.OP_BIND, "bind", addr=addr, port=port)
+        self.local = (ipv4.ntoa(addr) if addr else "0.0.0.0", event.port or port)
+
+    def listen(self, backlog: int | None = None) -> None:
+        event = self._call(layout.OP_LISTEN, "listen", value=max(backlog or 128, 1))
+        self.listening = True
+        self.local = (self.local[0], event.port or self.local[1])
+
+    def accept(self) -> tuple["OffloadSocket", tuple[str, int]]:
+        if not self.listening:
+            raise error(errno.EINVAL, "accept: socket is not listening")
+        deadline = None if self.timeout is None else time.monotonic() + self.timeout
+        while True:
+            seen = self.accept_ready
+            event = self.driver.call(layout.OP_ACCEPT, conn=self.conn)
+            if event.type == layout.EV_COMPLETION and event.status == 0:
+                peer = (ipv4.ntoa(event.addr), event.port)
+                child = OffloadSocket(self.net, event.value, connected=True, peer=peer)
+                child.local = (self.net.listen_address, self.local[1])
+                return self.net.adopt(child), peer
+            if event.status != errno.EAGAIN:
+                check(event, "accept")
+            if not self._wait(lambda: self.accept_ready != seen or self.closed, deadline):
+                raise self._would_block("accept")
+
+    def connect(self, address) -> None:
+        self._check_open()
+        if self.connected:
+            raise error(errno.EISCONN, "connect")
+        addr, port = parse_address(address, "connect")
+        if addr == 0:
+            addr = ipv4.aton("127.0.0.1")
+        if self.timeout == 0:
+            raise error(errno.EINPROGRESS, "connect on a non-blocking offloaded socket")
+        try:
+            event = self.driver.call(layout.OP_CONNECT, timeout=self.timeout, conn=self.conn,
+                                     addr=addr, port=port)
+        except TimeoutError:
+            self.close(abort=True)
+            raise TimeoutError("timed out") from None
+        check(event, f"connect to {ipv4.ntoa(addr)}:{port}")
+        self.connected = True
+        self.peer = (ipv4.ntoa(addr), port)
+
+    def _wait(self, ready, deadline: float | None) -> bool:
+        """Sleep until ``ready()`` (events are handled meanwhile) or the deadline."""
+        if ready():
+            return True
+        if deadline is None:
+            return self.net.wait(ready, None)
+        return self.net.wait(ready, max(0.0, deadline - time.monotonic()))
+
+    def _deadline(self) -> float | None:
+        return None if self.timeout is None else time.monotonic() + self.timeout
+
+    def _would_block(self, what: str) -> OSError:
+        if self.timeout == 0:
+            return BlockingIOError(errno.EAGAIN, f"{what} would block")
+        return TimeoutError("timed out")
+
+    # ---- sending ---------------------------------------------------------------------
+    def send(self, data) -> int:
+        view = memoryview(data).cast("B") if not isinstance(data, memoryview) or \
+            data.format != "B" or data.ndim != 1 else data
+        if not len(view):
+            return 0
+        with self.send_lock:
+            self._check_send()
+            ring = self.ring or self._open_ring()
+            if ring.space() < min(len(view), self.net.threshold):
+                ring.acked = self.driver.bytes_acked(self.conn)   # lazy free
+                if ring.space() == 0:
+                    self._wait_space(ring)
+            offset, n = ring.next_range(len(view))
+            self.driver.mv[offset:offset + n] = view[:n]   # the one copy at the boundary
+            self.driver.post(layout.OP_SEND, layout.REQ_SILENT, self.conn, 0, 0, 0, 0,
+                             offset, n, 0)
+            ring.posted += n
+            return n
+
+    def sendall(self, data) -> None:
+        view = memoryview(data).cast("B")
+        done, total = 0, len(view)
+        while done < total:
+            done += self.send(view[done:])
+
+    def _check_send(self) -> None:
+        self._check_open()
+        if self.error:
+            raise error(self.error, "send")
+        if self.shut_wr:
+            raise error(errno.EPIPE, "send after shutdown")
+        if not self.connected:
+            raise error(errno.ENOTCONN, "send")
+
+    def _open_ring(self) -> SendRing:
+        """This connection's share of the send area (taken at its first send)."""
+        size = self.net.share
+        while True:
+            offset = self.net.area.allocate(size)
+            if offset is not None:
+                self.ring = SendRing(offset, size)
+                return self.ring
+            if size > MIN_SHARE:
+                size //= 2
+                continue
+            if not self._wait(lambda: self.net.area.free_bytes() >= MIN_SHARE,
+                              self._deadline()):
+                raise error(errno.ENOBUFS, "send: the QP's send area is exhausted "
+                                           "(raise qp.send_buffer_bytes)")
+            size = self.net.share
+
+    def _wait_space(self, ring: SendRing) -> None:
+        """Used our share: ask for an event when ``threshold`` more bytes are acked."""
+        want = min(self.net.threshold, ring.size)
+        seen = self.space_events
+        self.driver.post(layout.OP_SEND_SPACE, 0, self.conn, 0, 0, 0, 0, 0, ring.acked, want)
+
+        def ready() -> bool:
+            if self.space_events != seen or self.error:
+                return True
+            return self.driver.bytes_acked(self.conn) - ring.acked >= want
+
+        if not self._wait(ready, self._deadline()):
+            raise self._would_block("send")
+        ring.acked = self.driver.bytes_acked(self.conn)
+        if self.error:
+            raise error(self.error, "send")
+
+    # ---- receiving -------------------------------------------------------------------
+    def recv(self, bufsize: int, flags: int = 0) -> bytes:
+        buf = bytearray(bufsize)
+        n = self.recv_into(buf, bufsize, flags)
+        return bytes(buf[:n])
+
+    def recv_into(self, target, nbytes: int = 0, flags: int = 0) -> int:
+        if flags:
+            raise error(errno.EOPNOTSUPP, "recv flags")
+        view = memoryview(target).cast("B")
+        want = len(view) if not nbytes else min(nbytes, len(view))
+        if want == 0:
+            return 0
+        with self.recv_lock:
+            self._check_open()
+            if not self.rx and not self.eof and not self.error and not self.shut_rd:
+                if not self.connected:
+                    raise error(errno.ENOTCONN, "recv")
+                if not self._wait(lambda: self.rx or self.eof or self.error,
+                                  self._deadline()):
+                    raise self._would_block("recv")
+            if not self.rx:
+                if self.error and not self.eof:
+                    raise error(self.error, "recv")
+                return 0
+            return self._copy_out(view, want)
+
+    def _copy_out(self, view: memoryview, want: int) -> int:
+        entry = self.rx[0]
+        buf_id, start, length = entry
+        n = min(want, length - start)
+        base = self.driver.recv_buffer_offset(buf_id) + start
+        view[:n] = self.driver.mv[base:base + n]       # the one copy at the boundary
+        self.consumed += n
+        self.driver.set_bytes_consumed(self.conn, self.consumed)   # before the buffer goes back
+        if start + n == length:
+            self.rx.popleft()
+            self.net.give_back(buf_id)
+        else:
+            entry[1] = start + n
+        return n
+
+    # ---- teardown --------------------------------------------------------------------
+    def shutdown(self, how: int) -> None:
+        if how not in (pysocket.SHUT_RD, pysocket.SHUT_WR, pysocket.SHUT_RDWR):
+            raise error(errno.EINVAL, "shutdown")
+        if not self.connected:
+            raise error(errno.ENOTCONN, "shutdown")
+        if how in (pysocket.SHUT_RD, pysocket.SHUT_RDWR):
+            self.shut_rd = True
+        if how in (pysocket.SHUT_WR, pysocket.SHUT_RDWR):
+            with self.send_lock:
+                self._call(layout.OP_SHUTDOWN, "shutdown", value=how)
+                self.shut_wr = True
+
+    def close(self, abort: bool = False) -> None:
+        """Return at once; the engine answers once the data sent is acknowledged, and
+        only then are the send buffers freed and the id forgotten (release())."""
+        if self.closed:
+            return
+        self.closed = True
+        while self.rx:
+            self.net.give_back(self.rx.popleft()[0])
+        if self.net.driver.closed or self.net.driver.engine_dead:
+            self.release()
+            return
+        cookie = self.driver.new_cookie()
+        self.net.closing[cookie] = self
+        self.driver.post(layout.OP_CLOSE, 0, self.conn, cookie, 0, 0, 0, 0, 0,
+                         ABORT if abort else 0)
+
+    def release(self) -> None:
+        """The engine forgot the connection: free the send share and the id."""
+        if self.ring is not None:
+            self.net.area.free(self.ring.offset, self.ring.size)
+            self.ring = None
+        if self.net.sockets.get(self.conn) is self:
+            del self.net.sockets[self.conn]
+
+    def __enter__(self) -> "OffloadSocket":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "listening" if self.listening else \
+            "connected" if self.connected else "new"
+        return f"<OffloadSocket conn={self.conn:#x} {state} local={self.local} peer={self.peer}>"
