@@ -147,8 +147,8 @@ def bulk_send(sock, plan: Plan, progress=None) -> dict:
         now = time.monotonic()
         if not meter.started and now >= measure_at:
             meter.start(sent, integrity)
-        if now >= stop_at:
-            break
+        if now >= stop_at and meter.started and sent > meter.bytes0:
+            break  # at least one write inside the interval, however long a write blocks
         offset = (i * 7919) % span
         view = data[offset:offset + chunk]
         sock.sendall(view)
@@ -242,8 +242,8 @@ def rr_client(network, address: tuple[str, int], plan: Plan, new_connection: boo
         now = time.monotonic()
         if not meter.started and now >= measure_at:
             meter.start(moved, sent, got)
-        if now >= stop_at:
-            break
+        if now >= stop_at and meter.started and moved > meter.bytes0:
+            break  # at least one transaction inside the interval
         offset = (i * 7919) % span
         t = time.perf_counter_ns()
         if new_connection:

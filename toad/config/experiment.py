@@ -33,7 +33,9 @@ class WorkloadConfig:
                                  default=(64,))
     port: int = doc("TCP port of the receiving side", default=5001)
     peer: Literal["auto", "iperf", "python"] = doc(
-        "tap topology: the Linux-side program (auto = iperf 2 when installed)", default="auto")
+        "tap topology: the Linux-side program. auto and python: toad's kernel-mode worker "
+        "in the namespace (it checks every byte); iperf is refused by toad run/compare "
+        "because iperf 2 cannot check the bytes it receives", default="auto")
 
     def validate(self, path: str) -> None:
         if self.duration_s <= 0:

@@ -10,6 +10,7 @@ with one line and a non-zero exit (a run with wrong bytes is never a figure).
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from pathlib import Path
@@ -104,10 +105,19 @@ def run_all(config: Config, modes: list[str], label: str = "",
     return runs, details
 
 
+def emit(text: str) -> None:
+    """Print the report; a closed pipe (``toad compare | head``) is not an error."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # Python's exit-time flush goes nowhere
+
+
 def finish(config: Config, args, runs: list[dict], details: list[dict], plot) -> int:
-    print(report.render(runs, details))
-    if args.json:
+    if args.json:  # the JSON first: it is the stable record, the table is for eyes
         report.write_json(args.json, report.document(config, runs, details))
+    emit(report.render(runs, details))
     if args.plot:
         plot(runs, args.plot)
         print(f"plot: {args.plot}")
@@ -156,7 +166,7 @@ def sweep_main(argv: Sequence[str]) -> int:
             detail["sweep"] = {"param": name, "value": yaml.safe_load(value)}
         runs += more_runs
         details += more_details
-    print(report.sweep_table(name, runs, details))
+    emit(report.sweep_table(name, runs, details))
     if args.json:
         report.write_json(args.json, report.document(base, runs, details))
     if args.plot:

@@ -36,6 +36,9 @@ def check_integrity(kind: str, send: dict, recv: dict) -> None:
 def side(result: dict) -> tuple[dict, object]:
     """The JSON of one side and its figures (CPU excludes the integrity checksum)."""
     m = result["measured"]
+    if m["bytes"] <= 0:
+        raise RunFailed(f"the {result['role']} side measured no data (a call outlasted the "
+                        f"run); raise workload.duration_s")
     cpu_s = max(0.0, m["cpu_s"] - m["integrity_s"])
     figures = side_figures(cpu_s, m["bytes"], result["bytes_copied"], result["copy_s_per_byte"])
     return figures.as_json(), figures

@@ -38,9 +38,10 @@ def document(config: Config, runs: list[dict], details: list[dict]) -> dict:
 
 
 def write_json(path: str, doc: dict) -> None:
+    """Strict JSON: a NaN or infinity would be a bug upstream, not a value to write."""
+    text = json.dumps(doc, indent=2, allow_nan=False)
     with open(path, "w") as f:
-        json.dump(doc, f, indent=2)
-        f.write("\n")
+        f.write(text + "\n")
 
 
 def size_label(nbytes: int) -> str:
