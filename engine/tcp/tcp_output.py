@@ -153,7 +153,10 @@ def send_data(c, out: list, now: float, limit: int) -> None:
     buf_len = len(buf)
     off = seq_diff(c.snd_nxt, c.snd_una)
     avail = buf_len - off
-    if avail <= 0 or limit <= off:
+    if avail <= 0:
+        return
+    if limit <= off:
+        count_limited(c, limit)
         return
     sack = sack_option(c)
     mss = c.eff_mss
@@ -173,6 +176,7 @@ def send_data(c, out: list, now: float, limit: int) -> None:
     while avail > 0:
         n = limit - off
         if n <= 0:
+            count_limited(c, limit)
             break
         if n > avail:
             n = avail
@@ -218,6 +222,11 @@ def send_data(c, out: list, now: float, limit: int) -> None:
     c.ack_now = False
     c.delack_bytes = 0
     c.t_delack = None
+
+
+def count_limited(c, limit: int) -> None:
+    """Data waits: say whether the peer's window or cwnd (or the pipe) holds it."""
+    c.counters["tx_limited_by_peer_window" if limit >= c.snd_wnd else "tx_limited_by_cwnd"] += 1
 
 
 def sack_option(c) -> tuple:
