@@ -137,6 +137,7 @@ def syn_sent(c, seg, now: float) -> None:
         c.ack_now = True
         c.counters["established_active"] += 1
         c.emit(ESTABLISHED)
+        handshake_rto(c)
     else:
         c.state = State.SYN_RECEIVED                   # simultaneous open
         c.snd_nxt = c.iss                              # resend our SYN, now with ACK
@@ -236,7 +237,15 @@ def syn_received_ack(c, seg, now: float) -> bool:
     c.snd_wl2 = seg.ack
     c.counters["established_passive" if c.passive else "established_simultaneous"] += 1
     c.emit(ESTABLISHED)
+    handshake_rto(c)
     return True
+
+
+def handshake_rto(c) -> None:
+    """RFC 6298 5.7: a retransmitted SYN and no RTT sample leave the RTO at 3 s."""
+    if c.rtt.srtt is None and c.counters["tx_syn_retransmit"]:
+        c.rtt.base_rto = min(max(3.0, c.rtt.rto_min), c.rtt.rto_max)
+        c.rtt.backoff = 0
 
 
 # -- ACK processing (fifth step) ---------------------------------------------------------
@@ -381,6 +390,11 @@ def fin_acked(c, now: float) -> None:
         c.enter_time_wait(now)
     elif nxt is not None:
         c.state = nxt
+        if nxt is State.FIN_WAIT_2 and c.user_closed and c.config.time_wait_s > 0:
+            # Orphaned by close(): do not wait for the peer's FIN forever (BSD's
+            # FIN-WAIT-2 timeout); the TIME-WAIT timer doubles as its deadline.
+            c.t_timewait = now + c.config.time_wait_s
+            c.counters["fin_wait_2_timer"] += 1
 
 
 # -- text and FIN (seventh and eighth steps) ---------------------------------------------

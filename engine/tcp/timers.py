@@ -35,7 +35,7 @@ def next_deadline(c) -> float | None:
 def on_timer(c, now: float) -> None:
     if c.t_timewait is not None and now >= c.t_timewait:
         c.t_timewait = None
-        c.counters["time_wait_done"] += 1
+        c.counters["time_wait_done" if c.state is State.TIME_WAIT else "fin_wait_2_timeout"] += 1
         c.enter_closed()
         return
     if c.t_rexmit is not None and now >= c.t_rexmit:

@@ -13,8 +13,8 @@ from .harness import (ACK, FIN, PSH, RST, close_wait, closing, config, establish
 
 
 def test_fin_wait_1_ack_of_fin_goes_to_fin_wait_2():
-    conn = fin_wait_2()
-    assert conn.state is State.FIN_WAIT_2 and conn.next_deadline() is None
+    conn = fin_wait_2()                         # built with close(): orphan timer runs
+    assert conn.state is State.FIN_WAIT_2 and conn.next_deadline() == pytest.approx(10.0)
 
 
 def test_fin_wait_1_fin_and_ack_together_goes_to_time_wait():
@@ -162,3 +162,18 @@ def test_syn_in_each_synchronized_state_gets_challenge_ack(builder):
     send(conn, seg(seq=conn.rcv_nxt, ack=0, flags=harness.SYN))
     assert conn.state is before
     assert recv_one(conn).flags == ACK
+
+
+def test_fin_wait_2_after_close_times_out():
+    conn = fin_wait_2(config(time_wait_s=30.0))
+    assert conn.next_deadline() == pytest.approx(30.0)
+    conn.on_timer(30.0)
+    assert conn.state is State.CLOSED and conn.counters["fin_wait_2_timeout"] == 1
+
+
+def test_fin_wait_2_after_shutdown_waits_for_the_peer():
+    conn = established()
+    conn.shutdown(0.0)
+    recv(conn)
+    send(conn, seg(seq=theirs(), ack=mine(conn, 1)))
+    assert conn.state is State.FIN_WAIT_2 and conn.next_deadline() is None

@@ -127,3 +127,12 @@ def test_keepalive_answer_resets_the_probes():
 
 def test_no_deadline_when_idle_without_keepalive():
     assert established().next_deadline() is None
+
+
+def test_rto_is_3s_after_a_retransmitted_syn_without_sample():
+    from .harness import LOCAL_ISS, REMOTE_ISS, SYN, syn_sent
+    conn, _ = syn_sent(config(rto_initial_ms=1000.0))
+    conn.on_timer(1.0)
+    recv_one(conn, 1.0)
+    send(conn, seg(seq=REMOTE_ISS, ack=LOCAL_ISS + 1, flags=SYN | ACK, mss=1460), t=1.5)
+    assert conn.rtt.rto() == pytest.approx(3.0)
