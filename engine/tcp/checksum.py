@@ -5,7 +5,8 @@ it, as the checksum/copy-cost papers propose).
 The numba kernels sum the buffer as native (little-endian) 64-bit words: RFC 1071's
 sum is byte-order independent, so the folded result only needs one byte swap at the
 end. Unaligned views are fine on x86 (and numba does not check alignment). Only two
-kernels are compiled, both with ``cache=True``, so a test run pays the JIT once.
+kernels are compiled (for writable and read-only buffers), with ``cache=True``, so a
+machine pays the JIT once.
 
 Sums returned here are 16-bit folded and NOT complemented; :func:`finish` turns a sum
 into the value written in a header.
@@ -14,7 +15,12 @@ from __future__ import annotations
 
 import numba
 import numpy as np
+from numba import types
 
+# Explicit signatures: the kernels load from the on-disk cache at import, so the
+# first checksum of a process does not pay numba's type inference (about a second).
+_WRITABLE = types.Array(types.uint8, 1, "C")
+_READONLY = types.Array(types.uint8, 1, "C", readonly=True)
 _LOW32 = np.uint64(0xFFFFFFFF)
 _SHIFT32 = np.uint64(32)
 
@@ -44,7 +50,7 @@ def _tail(buf, start):
     return tail
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit([types.uint64(_WRITABLE), types.uint64(_READONLY)], cache=True, nogil=True)
 def sum_kernel(buf):
     """One's-complement sum of a uint8 array, network order, folded, not complemented."""
     n8 = buf.size // 8
@@ -56,7 +62,8 @@ def sum_kernel(buf):
     return _fold_swap(acc, _tail(buf, n8 * 8))
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit([types.uint64(_WRITABLE, types.int64, _WRITABLE),
+             types.uint64(_WRITABLE, types.int64, _READONLY)], cache=True, nogil=True)
 def copy_sum_kernel(dst, head, src):
     """Sum ``dst[:head]`` (headers already written; ``head`` even), then copy ``src``
     into ``dst[head:]`` summing it in the same pass; returns the sum of both."""
