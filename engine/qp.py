@@ -12,6 +12,7 @@ does not own is refused (the IOMMU rule for connections).
 """
 from __future__ import annotations
 
+import errno
 from collections import deque
 from typing import Any, Callable, Optional
 
@@ -194,7 +195,7 @@ class QueuePair:
             if lay.recv_offset <= offset and offset + length <= end and 0 < length <= lay.recv_buffer_bytes:
                 return offset, length, buf_id
             self.bad_records += 1
-            self.post_event(layout.EV_ERROR, status=14, reason=layout.ERR_BAD_RXBUF,
+            self.post_event(layout.EV_ERROR, status=errno.EFAULT, reason=layout.ERR_BAD_RXBUF,
                             buffer=buf_id, offset=offset, length=length)
 
     # ---- lifetime ---------------------------------------------------------------------
