@@ -244,3 +244,36 @@ def test_tcp_payload_is_a_view_not_a_copy():
     seg = tcp.parse(memoryview(frame))
     frame[20] = ord("j")
     assert bytes(seg.payload) == b"jello"
+
+
+# ---- property: any representable segment survives emit -> parse ------------------
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+u32 = st.integers(0, 2**32 - 1)
+
+
+@settings(max_examples=300, deadline=None)
+@given(src=st.integers(0, 65535), dst=st.integers(0, 65535), seq=u32, ack=u32,
+       flags=st.integers(0, 255), window=st.integers(0, 65535),
+       mss=st.none() | st.integers(0, 65535), scale=st.none() | st.integers(0, 14),
+       sack_permitted=st.booleans(), timestamp=st.none() | st.tuples(u32, u32),
+       blocks=st.lists(st.tuples(u32, u32), max_size=4), payload=st.binary(max_size=64))
+def test_tcp_emit_parse_round_trip(src, dst, seq, ack, flags, window, mss, scale,
+                                   sack_permitted, timestamp, blocks, payload):
+    seg = TcpRepr(src, dst, seq, ack, flags, window, mss=mss, window_scale=scale,
+                  sack_permitted=sack_permitted, sack_blocks=tuple(blocks),
+                  timestamp=timestamp, payload=payload)
+    size = tcp.header_len(seg)
+    assert size % 4 == 0 and 20 <= size <= 60
+    data = bytearray(size + len(payload))
+    assert tcp.emit(seg, memoryview(data)) == size
+    data[size:] = payload
+    data = with_checksum(bytes(data))
+    back = tcp.parse(memoryview(data), pseudo_sum(SRC_IP, DST_IP, 6, len(data)))
+    assert bytes(back.payload) == payload
+    kept = len(back.sack_blocks)
+    assert back.sack_blocks == tuple(blocks[:kept])
+    if kept < len(blocks):                       # dropped only when one more cannot fit
+        assert size + (8 if kept else 12) > 60
+    assert replace(back, payload=b"", sack_blocks=()) == replace(seg, payload=b"", sack_blocks=())
