@@ -74,7 +74,22 @@ class Connection:
         self.passive = False
         self.counters: Counter = Counter()
         self.error: int | None = None
-        iss &= MASK
+        self.events: deque = deque()
+        self.ctl_out: list[TcpRepr] = []
+        self.init_sequence_space(iss & MASK)
+        self.init_buffers(send_buffer, recv_buffer)
+        self.init_segments(mss, tso_max, now)
+        self.init_recovery()
+        self.init_timers(now)
+        self.nodelay = not config.nagle
+        self.user_closed = False
+        self.header_prediction = config.header_prediction
+        self.bytes_acked = 0
+        self.rx_pending = 0
+        self.acked_dirty = False
+        self.closed_reported = False
+
+    def init_sequence_space(self, iss: int) -> None:
         self.iss = iss
         self.snd_una = self.snd_nxt = self.snd_max = iss
         self.snd_wnd = self.max_snd_wnd = 0
@@ -85,6 +100,9 @@ class Connection:
         self.fin_seq: int | None = None
         self.fin_acked = False
         self.irs = self.rcv_nxt = self.rcv_adv = self.last_ack_sent = 0
+
+    def init_buffers(self, send_buffer, recv_buffer) -> None:
+        config = self.config
         self.send_buffer = send_buffer if send_buffer is not None else ByteSendBuffer(
             config.send_buffer_bytes)
         self.recv_buffer = recv_buffer if recv_buffer is not None else ByteRecvBuffer(
@@ -97,8 +115,9 @@ class Connection:
         self.reasm = Reassembly()
         self.rx_blocks = ReceiverBlocks()
         self.scoreboard = Scoreboard()
-        self.ctl_out: list[TcpRepr] = []
-        self.events: deque = deque()
+
+    def init_segments(self, mss: int, tso_max: int, now: float) -> None:
+        """Sizes before the peer's SYN is known, and the options' state."""
         self.our_mss = mss
         self.peer_mss = DEFAULT_PEER_MSS
         self.eff_mss = min(mss, DEFAULT_PEER_MSS)
@@ -107,8 +126,11 @@ class Connection:
         self.ts_enabled = False
         self.ts_recent = 0
         self.ts_recent_time = now
-        self.ts_offset = (iss * 2654435761) & MASK     # per-connection TSval origin
+        self.ts_offset = (self.iss * 2654435761) & MASK     # per-connection TSval origin
         self.sack_enabled = False
+
+    def init_recovery(self) -> None:
+        config = self.config
         self.rtt = RttEstimator(config.rto_initial_ms / 1000, config.rto_min_ms / 1000,
                                 config.rto_max_ms / 1000)
         self.rtt_seq: int | None = None
@@ -116,10 +138,12 @@ class Connection:
         self.cc = cc_mod.create(config.cc, self.eff_mss)
         self.dupacks = 0
         self.in_recovery = False
-        self.recover = iss
-        self.rexmit_next = iss
+        self.recover = self.iss
+        self.rexmit_next = self.iss
         self.rexmit_una_pending = False
         self.retries = 0
+
+    def init_timers(self, now: float) -> None:
         self.t_rexmit = self.t_delack = self.t_persist = self.t_timewait = None
         self.persist_shift = 0
         self.force_probe = False
@@ -127,13 +151,6 @@ class Connection:
         self.keepalive_probes = 0
         self.ack_now = False
         self.delack_bytes = 0
-        self.nodelay = not config.nagle
-        self.user_closed = False
-        self.header_prediction = config.header_prediction
-        self.bytes_acked = 0
-        self.rx_pending = 0
-        self.acked_dirty = False
-        self.closed_reported = False
 
     def __repr__(self) -> str:
         return (f"<Connection {self.local}->{self.remote} {self.state.value} "

@@ -159,12 +159,7 @@ def send_data(c, out: list, now: float, limit: int) -> None:
         count_limited(c, limit)
         return
     sack = sack_option(c)
-    mss = c.eff_mss
-    if sack:
-        mss -= 4 + 8 * len(sack)                   # SACK option room; no TSO for this burst
-        maxseg = mss
-    else:
-        maxseg = c.tso_max - c.tso_max % mss if c.tso_max > mss else mss
+    mss, maxseg = segment_sizes(c, sack)
     fin_ok = c.fin_queued and OUT_FLAGS[c.state] & FIN
     sport, dport, ack = c.local[1], c.remote[1], c.rcv_nxt
     window = advertise(c)
@@ -209,19 +204,33 @@ def send_data(c, out: list, now: float, limit: int) -> None:
         off += n
         avail -= n
         sent += 1
-    if not sent:
-        return
-    c.snd_nxt = seq
+    if sent:
+        burst_sent(c, seq, snd_max, sent, retransmitted, now)
+
+
+def burst_sent(c, snd_nxt: int, snd_max: int, sent: int, retransmitted: int,
+               now: float) -> None:
+    """Bookkeeping once per burst: sequence space, counters, RTO, the ACK carried."""
+    c.snd_nxt = snd_nxt
     c.snd_max = snd_max
     c.counters["tx_data"] += sent - retransmitted
     if retransmitted:
         c.counters["tx_retransmit"] += retransmitted
     if c.t_rexmit is None:
         c.t_rexmit = now + c.rtt.rto()
-    c.last_ack_sent = ack
+    c.last_ack_sent = c.rcv_nxt
     c.ack_now = False
     c.delack_bytes = 0
     c.t_delack = None
+
+
+def segment_sizes(c, sack: tuple) -> tuple[int, int]:
+    """(MSS, largest segment) of a burst: TSO multiples of the MSS, none with SACK."""
+    mss = c.eff_mss
+    if sack:
+        mss -= 4 + 8 * len(sack)                   # the SACK option's room
+        return mss, mss
+    return mss, (c.tso_max - c.tso_max % mss if c.tso_max > mss else mss)
 
 
 def count_limited(c, limit: int) -> None:
