@@ -184,7 +184,7 @@ def main(argv: list[str]) -> int:
                   f"intact={row['intact']})", flush=True)
             if not row["intact"]:
                 raise ToadError(f"bench stack: data corrupted in {topology} mtu {mtu} {mode}")
-    print(f"load average during the run: {result['load_average'][0]:.2f}")
+    print(f"load average (1 min) at the start: {result['load_average'][0]:.2f}")
     if args.json:
         with open(args.json, "w") as out:
             json.dump(result, out, indent=2)
