@@ -58,7 +58,7 @@ class Connection:
         "last_rx", "keepalive_probes", "ack_now", "delack_bytes",
         # user side
         "nodelay", "user_closed", "header_prediction", "bytes_acked", "rx_pending",
-        "acked_dirty", "closed_reported",
+        "acked_dirty", "closed_reported", "challenge_start", "challenge_count",
     )
 
     def __init__(self, config, local, remote, iss, now, send_buffer=None, recv_buffer=None,
@@ -151,6 +151,8 @@ class Connection:
         self.keepalive_probes = 0
         self.ack_now = False
         self.delack_bytes = 0
+        self.challenge_start = now
+        self.challenge_count = 0
 
     def __repr__(self) -> str:
         return (f"<Connection {self.local}->{self.remote} {self.state.value} "

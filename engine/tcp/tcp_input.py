@@ -172,11 +172,10 @@ def synchronized(c, seg, now: float) -> None:
         c.ts_recent = ts[0]
         c.ts_recent_time = now
     if flags & RST:
-        rst_arrives(c, seg)
+        rst_arrives(c, seg, now)
         return
     if flags & SYN:
-        c.counters["tx_challenge_ack_syn"] += 1        # RFC 5961 4.2
-        c.ack_now = True
+        challenge_ack(c, "syn", now)                   # RFC 5961 4.2
         return
     if not flags & ACK:
         c.counters["rx_drop_no_ack"] += 1
@@ -205,11 +204,24 @@ def acceptable(c, seg) -> bool:
     return 0 <= off < wnd or 0 <= end < wnd
 
 
-def rst_arrives(c, seg) -> None:
+def challenge_ack(c, reason: str, now: float) -> None:
+    """An ACK that tells a blind attacker (or a confused peer) where we are, at most
+    ``tcp.challenge_ack_per_s`` a second per connection (RFC 5961 section 7)."""
+    if now - c.challenge_start >= 1.0:
+        c.challenge_start = now
+        c.challenge_count = 0
+    if c.challenge_count >= c.config.challenge_ack_per_s:
+        c.counters["tx_challenge_ack_rate_limited"] += 1
+        return
+    c.challenge_count += 1
+    c.counters["tx_challenge_ack_" + reason] += 1
+    c.ack_now = True
+
+
+def rst_arrives(c, seg, now: float) -> None:
     """RFC 5961 3.2: reset only on an exact match, challenge ACK otherwise."""
     if seg.seq != c.rcv_nxt:
-        c.counters["tx_challenge_ack_rst"] += 1
-        c.ack_now = True
+        challenge_ack(c, "rst", now)
         return
     event, errno_name = RESET_OUTCOME[c.state]
     c.counters["rx_rst_accepted"] += 1
@@ -258,8 +270,8 @@ def process_ack(c, seg, now: float) -> bool:
         c.ack_now = True
         return False
     if seq_lt(ack, seq_add(c.snd_una, -c.max_snd_wnd)):
-        c.counters["rx_drop_ack_too_old"] += 1             # RFC 5961 5.2
-        c.ack_now = True
+        c.counters["rx_drop_ack_too_old"] += 1
+        challenge_ack(c, "old_ack", now)                   # RFC 5961 5.2
         return False
     if seq_gt(ack, c.snd_una):
         ack_new_data(c, seg, now)

@@ -280,3 +280,14 @@ def test_abort_sends_rst_and_closes():
     rst = recv_one(conn)
     assert rst.flags & RST and rst.seq == mine(conn)
     assert conn.state is State.CLOSED and event_names(conn) == ["Closed"]
+
+
+def test_challenge_acks_are_rate_limited():
+    conn = established(config(challenge_ack_per_s=3))
+    for i in range(5):
+        send(conn, seg(seq=theirs(50 + i), ack=0, flags=RST), t=1.0)
+        recv(conn, 1.0)
+    assert conn.counters["tx_challenge_ack_rst"] == 3
+    assert conn.counters["tx_challenge_ack_rate_limited"] == 2
+    send(conn, seg(seq=theirs(50), ack=0, flags=RST), t=2.5)
+    assert recv_one(conn, 2.5).flags == ACK            # a new second: allowed again

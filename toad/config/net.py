@@ -122,6 +122,9 @@ class TcpConfig:
     keepalive_probes: int = doc("unanswered keepalive probes before the connection "
                                 "times out (ETIMEDOUT)", default=9)
     listen_backlog: int = doc("default listen backlog", default=128)
+    challenge_ack_per_s: int = doc("RFC 5961 challenge ACKs a connection sends per second "
+                                   "at most (answers to suspicious RST/SYN/old ACKs)",
+                                   default=1000)
 
     def validate(self, path: str) -> None:
         for name in ("delayed_ack_ms", "rto_initial_ms", "rto_min_ms", "time_wait_s"):
@@ -132,3 +135,12 @@ class TcpConfig:
         for name in ("send_buffer_bytes", "recv_buffer_bytes"):
             if not 4096 <= getattr(self, name) <= 1 << 30:
                 raise ConfigError(f"{path}.{name}: {getattr(self, name)} must be 4096..1073741824")
+        if self.keepalive_s is not None and self.keepalive_s <= 0:
+            raise ConfigError(f"{path}.keepalive_s: {self.keepalive_s} must be > 0 or null (off)")
+        if self.keepalive_interval_s <= 0:
+            raise ConfigError(f"{path}.keepalive_interval_s: {self.keepalive_interval_s} must be > 0")
+        for name in ("keepalive_probes", "syn_retries", "max_retries"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{path}.{name}: {getattr(self, name)} must be >= 0")
+        if self.challenge_ack_per_s < 1:
+            raise ConfigError(f"{path}.challenge_ack_per_s: {self.challenge_ack_per_s} must be >= 1")
