@@ -203,3 +203,17 @@ def test_checksum_off_for_one_connection_only():
     assert data_frames[7020][50:52] == b"\0\0"            # not computed
     assert data_frames[7021][50:52] != b"\0\0"            # computed in software
     assert b.stack.counters["tcp.bad_checksum"] == 0
+
+
+def test_tso_nic_gets_superframes_and_the_peer_reads_them():
+    from dataclasses import replace as dc_replace
+    a, b, wire, clock = make_pair(FAST, mtu=1500)
+    a.nic = Recorder(a.nic)
+    tso_features = dc_replace(a.nic.features, tso=True, tso_max=65000)
+    a.stack = Stack(FAST, "10.0.0.1/24", STACK_MAC, tso_features)
+    transfer = Transfer(a, b, PEER_IP, DATA, clock)
+    run([a, b], clock, transfer.done, transfer.tick)
+    assert transfer.ok()
+    big = [f for f in a.nic.sent if len(f) > 1514]
+    assert big and max(len(f) for f in big) <= 14 + 65535
+    assert transfer.conn.effective_mss <= 1460 and transfer.conn.gso_size <= 1460
