@@ -109,8 +109,8 @@ class Stack:
         if self.table.get(key) is not None:
             raise OSError(errno.EADDRINUSE, f"connection {self._key_text(key)} exists")
         conn = Connection(
-            config or self.config, (local_ip, port), (remote_ip, remote_port), iss=self._iss(key, now),
-            now=now, send_buffer=send_buffer, recv_buffer=recv_buffer,
+            config or self.config, (local_ip, port), (remote_ip, remote_port),
+            iss=self._iss(key, now), now=now, send_buffer=send_buffer, recv_buffer=recv_buffer,
             mss=self._mss_for(remote_ip), tso_max=self._tso_for(remote_ip))
         self._add(key, conn)
         conn.open_active(now)
@@ -321,8 +321,9 @@ class Stack:
             if listener.buffers is not None:
                 send_buffer, recv_buffer = listener.buffers((remote_ip, remote_port))
             conn = Connection.from_syn(
-                listener.config or self.config, (local_ip, local_port), (remote_ip, remote_port), seg,
-                iss=self._iss(key, now), now=now, send_buffer=send_buffer,
+                listener.config or self.config, (local_ip, local_port),
+                (remote_ip, remote_port), seg, iss=self._iss(key, now), now=now,
+                send_buffer=send_buffer,
                 recv_buffer=recv_buffer, mss=self._mss_for(remote_ip),
                 tso_max=self._tso_for(remote_ip))
             self._add(key, conn)
