@@ -78,7 +78,7 @@ class Child:
 class Sampler:
     """Samples a process's CPU seconds (and optionally engine stats) on a thread."""
     pid: int
-    period_s: float = 0.02
+    period_s: float = 0.05
     stats: Optional[Callable[[], Optional[dict]]] = None
     cpu: list = field(default_factory=list)
     busy: list = field(default_factory=list)
@@ -108,13 +108,17 @@ class Sampler:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=2.0)
-        self.sample()
+            self._thread = None
+            self.sample()
+        close = getattr(self.stats, "close", None)
+        if close is not None:
+            close()
 
 
 class Launcher:
     """Owns the children and the temporary directory of one run (a context manager)."""
 
-    def __init__(self, instance: str, poll_s: float = 0.01):
+    def __init__(self, instance: str, poll_s: float = 0.05):
         self.instance = instance
         self.poll_s = poll_s
         self.workdir = Path(tempfile.mkdtemp(prefix="toadrun-"))
