@@ -40,7 +40,9 @@ class Reno:
     def on_ack(self, acked: int) -> None:
         """New data acknowledged outside recovery."""
         if self.cwnd < self.ssthresh:
-            self.cwnd += acked                      # slow start, byte counting
+            # Slow start, byte counting up to ssthresh: one ACK that covers a whole
+            # SACKed window after an RTO must not multiply cwnd.
+            self.cwnd = min(self.cwnd + acked, self.ssthresh)
             return
         self.ca_bytes += acked                      # one MSS per cwnd of data acked
         if self.ca_bytes >= self.cwnd:

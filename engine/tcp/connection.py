@@ -55,7 +55,7 @@ class Connection:
         "rexmit_next", "rexmit_una_pending", "retries",
         # timers (absolute deadlines or None) and output requests
         "t_rexmit", "t_delack", "t_persist", "t_timewait", "persist_shift", "force_probe",
-        "last_rx", "keepalive_probes", "ack_now", "delack_bytes",
+        "last_rx", "keepalive_probes", "ack_now", "acks_owed", "delack_bytes",
         # user side
         "nodelay", "user_closed", "header_prediction", "bytes_acked", "rx_pending",
         "acked_dirty", "closed_reported", "challenge_start", "challenge_count",
@@ -150,6 +150,7 @@ class Connection:
         self.last_rx = now
         self.keepalive_probes = 0
         self.ack_now = False
+        self.acks_owed = 0                         # duplicate ACKs for out-of-order segments
         self.delack_bytes = 0
         self.challenge_start = now
         self.challenge_count = 0

@@ -315,7 +315,8 @@ def duplicate_ack(c, seg) -> None:
     if c.in_recovery:
         c.cc.on_dupack_in_recovery()
         return
-    if c.dupacks < 3:
+    # Third duplicate, or (RFC 6675 IsLost) more than two segments SACKed above UNA.
+    if c.dupacks < 3 and not (c.sack_enabled and c.scoreboard.sacked_bytes > 2 * c.eff_mss):
         return
     if not seq_gt(seg.ack, c.recover) and c.recover != c.iss:
         c.counters["fast_retransmit_suppressed"] += 1      # RFC 6582 step 2
@@ -455,7 +456,9 @@ def out_of_order(c, seq: int, payload, fin) -> None:
         c.counters["rx_duplicate_bytes"] += len(payload) - stored
     if fin:
         c.reasm.fin_seq = seq_add(seq, len(payload))
-    c.ack_now = True                                # duplicate ACK at once (RFC 5681 4.2)
+    # One duplicate ACK per out-of-order segment, at once (RFC 5681 4.2), even when a
+    # batch of segments is processed before the next output: the sender counts them.
+    c.acks_owed += 1
 
 
 def drain_reassembly(c, now: float) -> None:

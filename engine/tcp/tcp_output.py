@@ -36,16 +36,38 @@ def output(c, now: float) -> list:
     sent = len(out)
     if c.in_recovery:
         recovery_retransmit(c, out, now)
+    elif c.scoreboard.blocks and c.snd_nxt != c.snd_max:
+        resend_holes(c, out, now, data_limit(c))
     send_data(c, out, now, data_limit(c))
     if c.fin_queued and not c.fin_acked and OUT_FLAGS[state] & FIN:
         send_fin(c, out, now)
     if c.force_probe:
         window_probe(c, out, now)
+    if c.acks_owed:
+        owed_acks(c, out, len(out) - sent, now)
     if c.ack_now and len(out) == sent:
         out.append(build(c, ack_seq(c), ACK, b"", now))
         c.counters["tx_pure_ack"] += 1
     arm_persist(c, now)
     return out
+
+
+MAX_OWED_ACKS = 64             # bound on duplicate ACKs sent in one poll
+
+
+def owed_acks(c, out: list, carried: int, now: float) -> None:
+    """One ACK per out-of-order segment received since the last output, less those
+    the segments just built already carry."""
+    n = min(c.acks_owed, MAX_OWED_ACKS) - carried
+    c.acks_owed = 0
+    if n <= 0:
+        return
+    seg = build(c, ack_seq(c), ACK, b"", now)
+    out.append(seg)
+    for _ in range(n - 1):
+        out.append(TcpRepr(seg.src_port, seg.dst_port, seg.seq, seg.ack, ACK, seg.window,
+                           sack_blocks=seg.sack_blocks, timestamp=seg.timestamp))
+    c.counters["tx_dupack"] += n
 
 
 def ack_seq(c) -> int:
@@ -125,10 +147,13 @@ def build_syn(c, state, now: float) -> TcpRepr:
 
 
 def data_limit(c) -> int:
-    """How far past SND.UNA data may be sent: the peer's window and cwnd
-    (with SACK recovery: cwnd less the RFC 6675 pipe estimate)."""
+    """How far past SND.UNA data may be sent: the peer's window and cwnd (plus two
+    segments on the first duplicate ACKs; in SACK recovery: cwnd less the RFC 6675
+    pipe estimate)."""
     limit = c.cc.cwnd
-    if c.in_recovery and c.sack_enabled and c.scoreboard.blocks:
+    if c.dupacks and not c.in_recovery:
+        limit += min(c.dupacks, 2) * c.eff_mss     # limited transmit (RFC 3042)
+    elif c.in_recovery and c.sack_enabled and c.scoreboard.blocks:
         board = c.scoreboard
         flight = seq_diff(c.snd_max, c.snd_una)
         pipe = flight - board.sacked_bytes - board.hole_bytes_from(c.rexmit_next, c.snd_una)
@@ -272,9 +297,11 @@ def recovery_retransmit(c, out: list, now: float) -> None:
     """Fast retransmit / NewReno partial ACK, or RFC 6675 hole retransmission."""
     board = c.scoreboard
     if c.sack_enabled and board.blocks:
-        c.rexmit_una_pending = False
         limit = data_limit(c)
         budget = limit - seq_diff(c.snd_nxt, c.snd_una)
+        if c.rexmit_una_pending:                    # RFC 6675 (4.3): the first one always
+            c.rexmit_una_pending = False
+            budget = max(budget, 1)
         while budget > 0:
             hole = board.next_hole(c.rexmit_next, c.snd_una)
             if hole is None:
@@ -298,13 +325,41 @@ def payload_room(c) -> int:
     return c.eff_mss
 
 
-def retransmit(c, out: list, seq: int, n: int, now: float) -> int:
+def resend_holes(c, out: list, now: float, limit: int) -> None:
+    """After an RTO, go back over [SND.NXT, SND.MAX) but skip what the peer SACKed
+    (the timer clears the scoreboard only on its second expiry, against reneging)."""
+    board = c.scoreboard
+    data_end = (c.snd_una + len(c.send_buffer)) & MASK
+    while seq_lt(c.snd_nxt, c.snd_max):
+        hole = board.next_hole(c.snd_nxt, c.snd_una)
+        if hole is None:
+            top = board.highest()
+            start = top if top is not None and seq_gt(top, c.snd_nxt) else c.snd_nxt
+            end = c.snd_max
+        else:
+            start, end = hole
+        if seq_gt(end, data_end):
+            end = data_end
+        if not seq_lt(start, end):                 # only the FIN is left: send_fin's job
+            c.snd_nxt = data_end if seq_lt(start, c.snd_max) else c.snd_max
+            return
+        c.snd_nxt = start
+        room = limit - seq_diff(start, c.snd_una)
+        if room <= 0:
+            count_limited(c, limit)
+            return
+        n = retransmit(c, out, start, min(seq_diff(end, start), room), now, "tx_retransmit")
+        c.snd_nxt = (start + n) & MASK
+
+
+def retransmit(c, out: list, seq: int, n: int, now: float,
+               counter: str = "tx_fast_retransmit") -> int:
     """Resend [seq, seq+n) (cut to one segment) without moving SND.NXT; returns
     the bytes sent."""
     n = min(n, payload_room(c))
     off = seq_diff(seq, c.snd_una)
     out.append(build(c, seq, ACK, segment_payload(c, off, n), now))
-    c.counters["tx_fast_retransmit"] += 1
+    c.counters[counter] += 1
     if c.t_rexmit is None:
         c.t_rexmit = now + c.rtt.rto()
     return n

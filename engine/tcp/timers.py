@@ -86,7 +86,8 @@ def retransmit_timeout(c, now: float) -> None:
     c.rexmit_una_pending = False
     c.dupacks = 0
     c.recover = c.snd_max
-    c.scoreboard.clear()
+    if c.rtt.backoff >= 2:
+        c.scoreboard.clear()                        # a second expiry: the peer may renege
 
 
 def keepalive_timeout(c, now: float) -> None:

@@ -291,3 +291,12 @@ def test_challenge_acks_are_rate_limited():
     assert conn.counters["tx_challenge_ack_rate_limited"] == 2
     send(conn, seg(seq=theirs(50), ack=0, flags=RST), t=2.5)
     assert recv_one(conn, 2.5).flags == ACK            # a new second: allowed again
+
+
+def test_one_duplicate_ack_per_out_of_order_segment():
+    conn = established()
+    for i in range(1, 4):
+        send(conn, seg(seq=theirs(100 * i), ack=mine(conn), payload=bytes(100)))
+    out = recv(conn)
+    assert len(out) == 3 and all(s.ack == theirs() and s.payload == b"" for s in out)
+    assert conn.counters["tx_dupack"] == 3

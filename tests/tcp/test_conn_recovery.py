@@ -94,3 +94,50 @@ def test_timeout_collapses_cwnd():
 def test_unknown_algorithm_is_named():
     with pytest.raises(ValueError, match="cubic.*newreno, reno"):
         cc.create("cubic", 1460)
+
+
+def test_limited_transmit_sends_new_data_on_the_first_dupacks():
+    conn = established(config(send_buffer_bytes=1 << 20))
+    conn.cc.cwnd = 4 * 1460
+    conn.send(bytes(1460 * 10))
+    assert len(recv(conn)) == 4
+    dupacks(conn, 1)
+    assert [s.seq for s in recv(conn)] == [mine(conn, 4 * 1460)]
+    dupacks(conn, 1)
+    assert [s.seq for s in recv(conn)] == [mine(conn, 5 * 1460)]
+
+
+def test_slow_start_stops_at_ssthresh_on_a_huge_ack():
+    algo = cc.create("newreno", 1000)
+    algo.ssthresh = 10_000
+    algo.on_ack(500_000)
+    assert algo.cwnd == 10_000
+
+
+def sack_loaded(segments=10):
+    conn = established(config(sack=True, send_buffer_bytes=1 << 20),
+                       syn_fields=dict(sack_permitted=True))
+    conn.cc.cwnd = 100 * 1460
+    conn.send(bytes(1460 * segments))
+    assert len(recv(conn)) == segments
+    return conn
+
+
+def test_sack_enters_recovery_once_three_segments_are_sacked():
+    conn = sack_loaded()
+    block = ((mine(conn, 1460), mine(conn, 4 * 1460)),)        # segments 2-4 SACKed
+    send(conn, seg(seq=theirs(), ack=mine(conn), sack_blocks=block))
+    assert conn.in_recovery and conn.dupacks == 1              # RFC 6675 IsLost
+    assert recv(conn)[0].seq == mine(conn)
+
+
+def test_rto_resends_only_what_was_not_sacked():
+    conn = sack_loaded()
+    block = ((mine(conn, 2 * 1460), mine(conn, 8 * 1460)),)
+    send(conn, seg(seq=theirs(), ack=mine(conn, 1460), sack_blocks=block))
+    conn.rexmit_una_pending = False
+    recv(conn)
+    conn.on_timer(conn.next_deadline())
+    conn.cc.cwnd = 100 * 1460                                  # look past slow start
+    seqs = [s.seq for s in recv(conn, 5.0)]
+    assert seqs == [mine(conn, 1460), mine(conn, 8 * 1460), mine(conn, 9 * 1460)]
