@@ -156,9 +156,12 @@ def synchronized(c, seg, now: float) -> None:
     ts = seg.timestamp
     if (c.ts_enabled and ts is not None and not flags & RST and seq_lt(ts[0], c.ts_recent)
             and now - c.ts_recent_time < PAWS_IDLE):
-        c.counters["rx_drop_paws"] += 1
-        c.ack_now = True
-        return
+        if disordered_ack(c, seg):
+            c.counters["rx_paws_reordered_ack_kept"] += 1
+        else:
+            c.counters["rx_drop_paws"] += 1
+            c.ack_now = True
+            return
     if not acceptable(c, seg):
         if flags & RST:
             c.counters["rx_drop_rst_out_of_window"] += 1
@@ -187,6 +190,14 @@ def synchronized(c, seg, now: float) -> None:
     if c.state is State.CLOSED:
         return
     text_and_fin(c, seg, now)
+
+
+def disordered_ack(c, seg) -> bool:
+    """A pure duplicate ACK overtaken by a newer one (as Linux's tcp_disordered_ack):
+    PAWS would drop it, but it carries a duplicate-ACK signal and nothing old."""
+    return (not seg.payload and not seg.flags & (SYN | FIN) and seg.seq == c.rcv_nxt
+            and seg.ack == c.snd_una and (seg.window << c.snd_scale) == c.snd_wnd
+            and ((c.ts_recent - seg.timestamp[0]) & MASK) <= 1000 * max(c.rtt.rto(), 1.0))
 
 
 def acceptable(c, seg) -> bool:

@@ -128,3 +128,13 @@ def test_fin_carries_sack_when_queue_holds_data():
     conn.shutdown(0.0)
     fin = recv_one(conn)
     assert fin.flags == FIN | ACK and fin.sack_blocks == ((theirs(10), theirs(15)),)
+
+
+def test_paws_keeps_a_reordered_duplicate_ack():
+    conn = ts_conn(nagle=False)
+    conn.send(bytes(3000))
+    recv(conn)
+    send(conn, seg(seq=theirs(), ack=mine(conn), timestamp=(6000, 0)))
+    send(conn, seg(seq=theirs(), ack=mine(conn), timestamp=(5990, 0)))     # overtaken
+    assert conn.counters["rx_paws_reordered_ack_kept"] == 1
+    assert conn.dupacks == 2 and conn.counters["rx_drop_paws"] == 0
