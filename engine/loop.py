@@ -152,6 +152,10 @@ class Engine:
         for qp in self.active:
             if qp.pending_requests() or (qp.backlog and qp.event_space()):
                 return True
+        for poller in self.pollers:   # e.g. receive-buffer doorbells (engine/offload)
+            pending = getattr(poller, "work_pending", None)
+            if pending is not None and pending():
+                return True
         return self.slots.commands_pending()
 
     def _sleep_timeout(self, now_ns: int) -> float:

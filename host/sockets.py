@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import errno
 import socket as pysocket
+import struct
 import threading
 import time
 from collections import deque
@@ -201,13 +202,14 @@ class OffloadSocket:
         self.local: tuple[str, int] = ("0.0.0.0", 0)
         self.peer = peer
         self.rx: deque = deque()       # [buffer id, start, length] attached buffers
-        self.consumed = 0              # bytes the application has read
+        self.consumed = 0              # buffer bytes released (read + unused tails)
         self.eof = False
         self.error = 0
         self.shut_rd = self.shut_wr = False
         self.accept_ready = 0          # ACCEPT_READY events seen
         self.space_events = 0          # SEND_SPACE events seen
         self.ring: SendRing | None = None
+        self.abort_on_close = False    # SO_LINGER {1, 0}
         self.send_lock = threading.Lock()
         self.recv_lock = threading.Lock()
 
@@ -246,6 +248,9 @@ class OffloadSocket:
         if level == pysocket.IPPROTO_TCP and option == pysocket.TCP_NODELAY:
             self._call(layout.OP_SETOPT, "setsockopt", option=layout.OPT_NODELAY,
                        value=int(bool(value)))
+        elif level == pysocket.SOL_SOCKET and option == pysocket.SO_LINGER:
+            on, seconds = struct.unpack("ii", value)
+            self.abort_on_close = bool(on) and seconds == 0   # close() sends an RST
         elif level == pysocket.SOL_SOCKET and option in (pysocket.SO_REUSEADDR,
                                                           pysocket.SO_SNDBUF, pysocket.SO_RCVBUF):
             return   # the engine reuses ports at once; buffer sizes come from the config
@@ -447,12 +452,16 @@ class OffloadSocket:
         n = min(want, length - start)
         base = self.driver.recv_buffer_offset(buf_id) + start
         view[:n] = self.driver.mv[base:base + n]       # the one copy at the boundary
-        self.consumed += n
-        self.driver.set_bytes_consumed(self.conn, self.consumed)   # before the buffer goes back
         if start + n == length:
+            # the buffer's unused tail counts as consumed (the engine spent it too);
+            # the counter is written before the buffer goes back
+            self.consumed += n + self.net.buffer_bytes - length
+            self.driver.set_bytes_consumed(self.conn, self.consumed)
             self.rx.popleft()
             self.net.give_back(buf_id)
         else:
+            self.consumed += n
+            self.driver.set_bytes_consumed(self.conn, self.consumed)
             entry[1] = start + n
         return n
 
@@ -483,7 +492,7 @@ class OffloadSocket:
         cookie = self.driver.new_cookie()
         self.net.closing[cookie] = self
         self.driver.post(layout.OP_CLOSE, 0, self.conn, cookie, 0, 0, 0, 0, 0,
-                         ABORT if abort else 0)
+                         ABORT if abort or self.abort_on_close else 0)
 
     def release(self) -> None:
         """The engine forgot the connection: free the send share and the id."""

@@ -61,7 +61,7 @@ class Handlers:
     def buffers(self, qp, sock: EngineSocket, conn_id):
         """A new (send, recv) buffer pair in ``qp``'s memory for ``sock``."""
         send = HostSendBuffer(qp.dma, None if conn_id is None else qp.counter_offset(conn_id))
-        recv = HostRecvBuffer(qp, self.layer.window_limit(qp), sock.policy, self.counters,
+        recv = HostRecvBuffer(self.layer.pools[qp], sock.policy, self.counters,
                               self.layer.clock)
         if conn_id is not None:
             recv.attach(conn_id)

@@ -12,8 +12,13 @@ frees its send buffers lazily from it, with no event and no interrupt (TOAD III-
 into anonymous buffers taken from the QP's receive-buffer ring; a buffer is posted to
 the host (EV_RECV_DATA) when full, when PSH is seen (if enabled) or when its first byte
 has waited ``delay`` (if enabled; the poller checks). The receive window is
-``limit - (delivered - consumed)``, ``consumed`` being the host's cumulative counter,
-so a slow reader closes the window instead of draining the pool. Running out of
+``limit - (delivered - consumed)`` in bytes of buffer space: ``delivered`` counts the
+bytes placed plus the unused tail of every buffer posted partly filled, and the host's
+cumulative ``consumed`` counter likewise adds a buffer's unused tail when it returns
+the buffer. So a slow reader closes the window instead of draining the pool, and a
+partly filled buffer costs the window a whole buffer, as it costs the pool. ``limit``
+is the QP's pool less one buffer shared by the QP's receiving connections
+(:class:`RxPool`), and never more than ``tcp.recv_buffer_bytes``. Running out of
 anonymous buffers is counted (``rx_out_of_buffers``) and recoverable: the bytes are
 refused, hence never acknowledged, and the peer sends them again.
 """
@@ -104,20 +109,45 @@ class HostSendBuffer:
         self.counter_offset = None
 
 
+class RxPool:
+    """One QP's anonymous buffers as the receive windows see them."""
+
+    __slots__ = ("qp", "window_bytes", "receivers", "buffer_bytes", "pool_bytes")
+
+    def __init__(self, qp, window_bytes: int):
+        self.qp = qp
+        self.window_bytes = window_bytes
+        self.receivers = 0                        # attached connections of the QP
+        self.buffer_bytes = qp.layout.recv_buffer_bytes
+        self.pool_bytes = (qp.layout.recv_buffers - 1) * self.buffer_bytes
+
+    def limit(self) -> int:
+        share = self.pool_bytes // (self.receivers or 1)
+        if share > self.window_bytes:
+            share = self.window_bytes
+        return share if share > self.buffer_bytes else self.buffer_bytes
+
+    def available(self) -> int:
+        """Bytes of free buffers the host has handed over and the engine not taken."""
+        qp = self.qp
+        return ((qp.u32[qp.rxbuf_producer_word] - qp.rxbuf_consumer) & 0xFFFFFFFF) * \
+            self.buffer_bytes
+
+
 class HostRecvBuffer:
     """Places in-order payload into anonymous host buffers and posts them."""
 
-    __slots__ = ("qp", "conn", "limit", "policy", "delivered", "current", "filled",
+    __slots__ = ("qp", "conn", "pool", "policy", "delivered", "current", "filled",
                  "first_at", "held", "counters", "clock", "detached", "counter_offset",
-                 "push_seen")
+                 "window_closed")
 
-    def __init__(self, qp, limit: int, policy, counters, clock):
-        self.qp = qp
+    def __init__(self, pool: RxPool, policy, counters, clock):
+        self.qp = pool.qp
+        self.pool = pool
         self.conn = None                 # host connection id (None until accepted)
         self.counter_offset = None
-        self.limit = limit               # bytes the window may cover
         self.policy = policy             # RecvPolicy (push, delay_s), per socket
-        self.delivered = 0               # cumulative bytes placed into host buffers
+        self.delivered = 0               # cumulative buffer bytes used (placed + tails)
         self.current = None              # (offset, length, id) being filled
         self.filled = 0
         self.first_at = None             # time the current buffer got its first byte
@@ -125,12 +155,13 @@ class HostRecvBuffer:
         self.counters = counters         # the offload layer's Counter
         self.clock = clock               # () -> now (seconds), the poller's time
         self.detached = False
-        self.push_seen = False
+        self.window_closed = False
 
     def attach(self, conn: int) -> None:
         """The host knows this connection as ``conn``: release held buffers."""
         self.conn = conn
         self.counter_offset = self.qp.counter_offset(conn) + 8
+        self.pool.receivers += 1
         for entry in self.held:
             self._post(*entry)
         self.held = []
@@ -142,20 +173,33 @@ class HostRecvBuffer:
 
     def free_space(self) -> int:
         if self.detached:
-            return self.limit
-        unread = self.delivered - self.consumed()
-        free = self.limit - unread
-        return free if free > 0 else 0
+            return self.pool.limit()
+        free = self.pool.limit() - (self.delivered - self.consumed())
+        # Never offer more than the pool holds right now (shared by the QP's
+        # connections; the advertised edge never moves left, so this only slows the
+        # window's growth).
+        pool = self.pool.available()
+        if self.current is not None:
+            pool += self.current[1] - self.filled
+        if pool < free:
+            free = pool
+        if free <= 0:
+            if not self.window_closed:          # a slow reader closed the window
+                self.window_closed = True
+                self.counters["rx_window_closed"] += 1
+            return 0
+        if self.window_closed:
+            self.window_closed = False
+            self.counters["rx_window_reopened"] += 1
+        return free
 
     def write(self, data, push: bool) -> int:
         if self.detached:                 # the host closed: nobody will read this
             self.counters["rx_bytes_after_close"] += len(data)
             return len(data)
+        # The Stack hands over only bytes inside the window it advertised; they are
+        # all taken while anonymous buffers last (a shrunken limit never drops them).
         n = len(data)
-        window = self.limit - (self.delivered - self.consumed())
-        if n > window:
-            self.counters["rx_bytes_beyond_window"] += n - max(window, 0)
-            n = max(window, 0)
         done = 0
         write = self.qp.dma.write
         while done < n:
@@ -188,7 +232,8 @@ class HostRecvBuffer:
         """Post the current buffer (if it holds bytes) to the host."""
         if self.current is None or self.filled == 0:
             return
-        offset, _, buf_id = self.current
+        offset, length, buf_id = self.current
+        self.delivered += length - self.filled   # the unused tail is spent too
         entry = (buf_id, self.filled, layout.EVF_PUSH if push else 0)
         self.current = None
         self.filled = 0
@@ -210,6 +255,8 @@ class HostRecvBuffer:
 
     def detach(self) -> list:
         """The host closed or vanished: return the ids of buffers we still hold."""
+        if not self.detached and self.conn is not None:
+            self.pool.receivers -= 1
         self.detached = True
         ids = [entry[0] for entry in self.held]
         if self.current is not None:

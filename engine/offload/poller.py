@@ -27,6 +27,7 @@ from engine.tcp.listener import Listener
 from toad import layout
 
 from .handlers import Handlers, complete_cookie
+from .host_buffers import RxPool
 from .sockets import CONNECTED, SocketTable, release
 
 MAX_ROUNDS = 16
@@ -48,19 +49,14 @@ class OffloadPoller:
         self.kicked = False           # a handler changed a connection: run output
         self.timer_at = None          # the stack's next deadline (recomputed on work)
         self.rx_producers: dict = {}  # qp -> last receive-buffer doorbell seen
+        self.pools: dict = {}         # qp -> RxPool (receive windows share the pool)
         self.window_bytes = config.tcp.recv_buffer_bytes
 
     # ---- set-up ------------------------------------------------------------------
-    def window_limit(self, qp) -> int:
-        """Receive window of one connection: the stack's setting, capped by the QP's
-        anonymous pool less one buffer (partly filled buffers waste the rest)."""
-        lay = qp.layout
-        pool = (lay.recv_buffers - 1) * lay.recv_buffer_bytes
-        return max(min(self.window_bytes, pool), lay.recv_buffer_bytes)
-
     def on_attach(self, qp) -> None:
         qp.reclaim_hooks.append(self.reclaim)
         self.rx_producers[qp] = 0
+        self.pools[qp] = RxPool(qp, self.window_bytes)
 
     def kick(self) -> None:
         self.kicked = True
@@ -95,6 +91,12 @@ class OffloadPoller:
         if worked:
             self.timer_at = stack.next_deadline()
         return worked
+
+    def work_pending(self) -> bool:
+        """Checked by the loop after it set "sleeping": a host returned receive
+        buffers (the driver rings the rxbuf doorbell without waking an awake engine)."""
+        return any(qp.u32[qp.rxbuf_producer_word] != seen
+                   for qp, seen in self.rx_producers.items())
 
     def next_deadline(self):
         times = [t for t in (self.timer_at, self.nic.next_deadline()) if t is not None]
@@ -209,6 +211,7 @@ class OffloadPoller:
         """The host detached or died: reset its connections, close its listeners."""
         now = self.clock()
         self.rx_producers.pop(qp, None)
+        self.pools.pop(qp, None)
         for sock in list(qp.connections.values()):
             if sock is None:
                 continue

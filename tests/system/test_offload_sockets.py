@@ -1,0 +1,313 @@
+"""Offloaded sockets through a real engine process: API, errors, bulk integrity, the
+receive policy, a slow reader, a faulty wire.
+
+Every test starts ``python -m engine`` (adaptive polling, so it sleeps when idle) and
+talks to it through host.sockets.OffloadNetwork; the engine's exit summary (tables and
+counters, printed as JSON) is parsed to check what happened inside it.
+"""
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from host.sockets import OffloadNetwork
+from toad.config import load
+from toad.engine_stats import wait_engine_ready
+
+BASE = ["engine.cpu=1", "engine.idle_us=500", "qp.event_entries=1024",
+        "qp.request_entries=512"]
+
+
+class EngineRun:
+    """``python -m engine`` with overrides; ``stop()`` returns its offload summary."""
+
+    def __init__(self, overrides: list[str], tag: str):
+        self.name = f"toff{os.getpid()}{tag}"
+        self.overrides = [f"name={self.name}", *BASE, *overrides]
+        args = [sys.executable, "-m", "engine"]
+        for item in self.overrides:
+            args += ["--set", item]
+        self.process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                        text=True)
+        try:
+            wait_engine_ready(self.name, timeout=30, process=self.process)
+        except BaseException:
+            self.stop()
+            raise
+        self.summary: dict | None = None
+
+    def config(self, *extra: str):
+        return load(None, [*self.overrides, *extra])
+
+    def pid(self) -> int:
+        return self.process.pid
+
+    def stop(self) -> dict:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        out, err = self.process.communicate()
+        for line in out.splitlines():
+            if ": offload {" in line:
+                self.summary = json.loads(line.split(": offload ", 1)[1])
+        assert self.summary is not None, f"no offload summary from the engine: {out} {err}"
+        return self.summary
+
+
+@pytest.fixture
+def engine():
+    started: list[EngineRun] = []
+
+    def start(*overrides: str) -> EngineRun:
+        run = EngineRun(list(overrides), str(len(started)))
+        started.append(run)
+        return run
+
+    yield start
+    for run in started:
+        if run.process.poll() is None:
+            run.stop()
+
+
+def serve_once(listener, handler):
+    """Accept one connection in a thread and run ``handler(sock)``; returns (thread, box)."""
+    box: dict = {}
+
+    def run():
+        try:
+            sock, peer = listener.accept()
+            box["peer"] = peer
+            with sock:
+                box["result"] = handler(sock)
+        except BaseException as exc:   # surfaced by the test
+            box["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, box
+
+
+def drain(sock, chunk: int = 65536) -> tuple[int, str]:
+    digest, total = hashlib.sha256(), 0
+    buf = bytearray(chunk)
+    view = memoryview(buf)
+    while True:
+        n = sock.recv_into(buf)
+        if n == 0:
+            return total, digest.hexdigest()
+        digest.update(view[:n])
+        total += n
+
+
+def pump(sock, total: int, chunk: int, seed: int) -> str:
+    """Send ``total`` bytes in ``chunk``-sized calls from a seeded pattern."""
+    pattern = memoryview(os.urandom(chunk * 4) if seed is None else
+                         bytes((i * 7 + seed) & 0xFF for i in range(256)) * (chunk * 4 // 256))
+    digest, sent = hashlib.sha256(), 0
+    while sent < total:
+        start = (sent // chunk) % 4 * chunk
+        piece = pattern[start:start + min(chunk, total - sent)]
+        sock.sendall(piece)
+        digest.update(piece)
+        sent += len(piece)
+    return digest.hexdigest()
+
+
+def test_socket_api_and_errors(engine):
+    run = engine("tcp.syn_retries=1", "tcp.rto_initial_ms=50")
+    with OffloadNetwork(run.config()) as net:
+        listener = net.socket()
+        listener.bind(("", 7000))
+        listener.listen(8)
+        assert listener.getsockname()[1] == 7000
+        busy = net.socket()
+        with pytest.raises(OSError) as info:
+            busy.bind(("", 7000))
+        assert info.value.errno == errno.EADDRINUSE
+        busy.close()
+
+        thread, box = serve_once(listener, lambda s: (s.recv(100), s.sendall(b"pong")))
+        with net.create_connection((net.listen_address, 7000), timeout=5) as client:
+            client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            client.sendall(b"ping")
+            assert client.recv(100) == b"pong"
+            assert client.getpeername() == (net.listen_address, 7000)
+            thread.join(10)
+            assert box["result"][0] == b"ping" and "error" not in box
+            assert client.recv(100) == b""                 # the server closed: EOF
+
+        # nothing to read: a timeout, then EAGAIN in non-blocking mode
+        thread, box = serve_once(listener, lambda s: s.recv(10))
+        client = net.create_connection(("127.0.0.1", 7000), timeout=5)
+        client.settimeout(0.1)
+        with pytest.raises(TimeoutError):
+            client.recv(10)
+        client.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            client.recv(10)
+        client.setblocking(True)
+        client.sendall(b"x")
+        thread.join(10)
+        assert box["result"] == b"x"
+        client.close()
+
+        with pytest.raises(ConnectionRefusedError) as info:
+            net.create_connection((net.listen_address, 7999), timeout=5)
+        assert info.value.errno == errno.ECONNREFUSED
+        # nobody answers ARP for .99: SYN retries run out
+        with pytest.raises(TimeoutError) as info:
+            net.create_connection(("10.0.0.99", 7000), timeout=10)
+        assert info.value.errno == errno.ETIMEDOUT
+        listener.close()
+    summary = run.stop()
+    assert summary["tables"] == {"stack_objects": 0, "lingering": 0, "delayed": 0,
+                                 "tcbs": summary["tables"]["tcbs"], "listeners": 0,
+                                 "bound_ports": 0}
+
+
+def test_reset_surfaces_as_econnreset_and_epipe(engine):
+    run = engine()
+    with OffloadNetwork(run.config()) as net:
+        listener = net.listen(7001)
+        ready = threading.Event()
+
+        def abort(sock):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            ready.wait(10)
+
+        thread, box = serve_once(listener, abort)
+        client = net.create_connection((net.listen_address, 7001), timeout=5)
+        ready.set()
+        thread.join(10)
+        with pytest.raises(ConnectionResetError) as info:
+            client.recv(10)
+        assert info.value.errno == errno.ECONNRESET
+        with pytest.raises(OSError) as info:
+            client.sendall(b"more")
+        assert info.value.errno in (errno.ECONNRESET, errno.EPIPE)
+        client.close()
+        listener.close()
+    summary = run.stop()
+    assert summary["connections"]["tx_rst_abort"] >= 1
+
+
+@pytest.mark.parametrize("chunk", [8192, 131072])
+def test_256_mb_each_way_over_the_loopback_wire(engine, chunk):
+    """Both directions at once on one connection, sha256 of each stream."""
+    # a 4 MB pool: both receiving ends share this one QP (one process)
+    run = engine(f"qp.recv_buffer_bytes={chunk}", f"qp.recv_buffers={(4 << 20) // chunk}")
+    total = int(os.environ.get('TOAD_TEST_MB', 256)) << 20
+    with OffloadNetwork(run.config()) as net:
+        listener = net.listen(7002)
+
+        def server(sock):
+            out = {}
+            sender = threading.Thread(target=lambda: out.update(sent=pump(sock, total, chunk, 1)))
+            sender.start()
+            out["received"] = drain(sock, chunk)
+            sender.join(120)
+            return out
+
+        thread, box = serve_once(listener, server)
+        client = net.create_connection((net.listen_address, 7002), timeout=10)
+        sent_digest = {}
+        sender = threading.Thread(
+            target=lambda: (sent_digest.update(d=pump(client, total, chunk, 2)),
+                            client.shutdown(socket.SHUT_WR)))
+        sender.start()
+        received = drain(client, chunk)
+        sender.join(120)
+        thread.join(120)
+        client.close()
+        listener.close()
+    assert "error" not in box, box.get("error")
+    assert box["result"]["received"] == (total, sent_digest["d"])
+    assert received == (total, box["result"]["sent"])
+    summary = run.stop()
+    # every byte crossed the engine's wire once per direction (no losses: no resends)
+    assert summary["connections"]["tx_data"] >= 2 * total // 65536
+    assert summary["wire"]["lost"] == 0
+
+
+def test_slow_reader_closes_and_reopens_the_window(engine):
+    run = engine("qp.recv_buffers=8", "qp.recv_buffer_bytes=16384", "nic.mtu=1500")
+    total = 1 << 20
+    with OffloadNetwork(run.config()) as net:
+        listener = net.listen(7003)
+
+        def slow(sock):
+            digest, got, buf = hashlib.sha256(), 0, bytearray(16384)
+            while True:
+                time.sleep(0.01)
+                n = sock.recv_into(buf)
+                if not n:
+                    return got, digest.hexdigest()
+                digest.update(memoryview(buf)[:n])
+                got += n
+
+        thread, box = serve_once(listener, slow)
+        with net.create_connection((net.listen_address, 7003), timeout=10) as client:
+            digest = pump(client, total, 65536, 3)
+            client.shutdown(socket.SHUT_WR)
+            thread.join(60)
+    assert box["result"] == (total, digest)
+    summary = run.stop()
+    assert summary["offload"]["rx_window_closed"] >= 1
+    assert summary["offload"]["rx_window_reopened"] >= 1
+    assert summary["offload"].get("rx_out_of_buffers", 0) == 0
+
+
+def test_receive_policy_full_only_waits_for_a_full_buffer(engine):
+    """TOAD's policy: no PSH or delay posting; a partial buffer waits for the FIN."""
+    run = engine("qp.recv_post_push=false", "qp.recv_post_delay_us=0",
+                 "qp.recv_buffer_bytes=4096", "qp.recv_buffers=16")
+    with OffloadNetwork(run.config()) as net:
+        listener = net.listen(7004)
+        client = net.create_connection((net.listen_address, 7004), timeout=10)
+        server, _ = listener.accept()
+        client.sendall(b"a" * 100)
+        server.settimeout(0.3)
+        with pytest.raises(TimeoutError):
+            server.recv(4096)                   # 100 bytes sit in a partial buffer
+        client.sendall(b"b" * 4000)             # 4100 bytes: one full buffer goes up
+        server.settimeout(5)
+        assert server.recv(8192) == b"a" * 100 + b"b" * 3996
+        server.set_receive_policy(push=True)    # per socket: PSH posts again
+        client.sendall(b"c" * 10)
+        assert server.recv(8192) == b"b" * 4 + b"c" * 10
+        client.close()
+        assert server.recv(10) == b""
+        server.close()
+        listener.close()
+    run.stop()
+
+
+def test_loss_duplication_reordering_keep_the_stream_intact(engine):
+    run = engine("nic.wire.loss=0.01", "nic.wire.duplicate=0.01", "nic.wire.reorder=0.02",
+                 "nic.wire.seed=11", "nic.mtu=9000", "tcp.rto_min_ms=20",
+                 "qp.recv_buffer_bytes=65536")
+    total = 24 << 20
+    with OffloadNetwork(run.config()) as net:
+        listener = net.listen(7005)
+        thread, box = serve_once(listener, drain)
+        with net.create_connection((net.listen_address, 7005), timeout=10) as client:
+            digest = pump(client, total, 65536, 4)
+            client.shutdown(socket.SHUT_WR)
+            thread.join(120)
+    assert box["result"] == (total, digest)
+    wire = run.stop()["wire"]
+    assert wire["lost"] > 0 and wire["duplicated"] > 0 and wire["reordered"] > 0
