@@ -1,11 +1,11 @@
 """Building outgoing frames: the only place Ethernet/IPv4/TCP bytes are laid out.
 
-One frame = one bytearray allocation, the headers emitted in place, and one payload
-copy. How the TCP checksum is made depends on TcpConfig.checksum:
+One frame = one bytearray allocation (the packed headers and the payload joined), and
+one payload copy. How the TCP checksum is made depends on TcpConfig.checksum:
 
 - software:   copy the payload, then one RFC 1071 pass over the TCP segment;
-- integrated: copy and sum the payload in the same pass (checksum.copy_sum), sum the
-              small header separately and combine;
+- integrated: copy the payload into uninitialised frame memory and sum it in the same
+              pass, header words included, in one numba call (checksum.copy_sum);
 - offloaded:  copy the payload and pre-fill the checksum field with the pseudo-header
               sum, as Linux's CHECKSUM_PARTIAL; the NIC completes it (TxFrame.csum_start/
               csum_offset). Falls back to software when the NIC cannot;
@@ -34,6 +34,7 @@ CHECKSUM_AT = TCP_AT + tcp.CHECKSUM_AT
 # Ethernet prefix | IPv4 header (no options) | TCP header without options: one pack.
 _HEADERS = struct.Struct("!14sBBHHHBBHII" "HHIIBBHHH")
 # the IPv4 header words that never change: version/IHL, DF, TTL/protocol
+_JOIN = bytearray().join                        # bytearray result, one allocation
 _IP_CONSTANT = 0x4500 + ipv4.FLAG_DF + ((ipv4.DEFAULT_TTL << 8) | ipv4.PROTO_TCP)
 
 
@@ -81,12 +82,9 @@ class FrameBuilder:
                                 header_len << 2, seg.flags, seg.window, field, seg.urgent)
         if mode == "integrated" and not partial:
             return self._integrated(headers, options, payload, src, dst, tcp_len)
-        # One allocation: appending to a bytearray grows it in place (no zero fill,
-        # unlike bytearray(n)), then the payload is copied once.
-        data = bytearray(headers)
-        if options:
-            data += options
-        data += payload
+        # One allocation of the whole frame, no zero fill (unlike bytearray(n)): join
+        # sizes the result first, then copies the headers and the payload once.
+        data = _JOIN((headers, options, payload))
         frame = TxFrame(data, gso_size=gso)
         if partial:                       # CHECKSUM_PARTIAL: the NIC (or nobody) sums
             frame.csum_start, frame.csum_offset = TCP_AT, tcp.CHECKSUM_AT
