@@ -133,8 +133,7 @@ def build_syn(c, state, now: float) -> TcpRepr:
             seg.timestamp = ((int(now * 1000) + c.ts_offset) & MASK, 0)
     if c.snd_max == c.iss:
         c.snd_max = (c.iss + 1) & MASK
-        if not config.timestamps:
-            c.rtt_seq, c.rtt_time = c.iss, now
+        c.rtt_seq, c.rtt_time = c.iss, now          # timed unless options say otherwise
     else:
         c.counters["tx_syn_retransmit"] += 1
         c.rtt_seq = None
