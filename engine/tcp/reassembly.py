@@ -30,6 +30,9 @@ class Reassembly:
         hi = lo + len(data)
         if hi <= lo:
             return 0
+        grown = self._extend_in_place(lo, hi, data, rcv_nxt)
+        if grown is not None:
+            return grown
         merged_lo, merged = lo, bytearray(data)
         kept = []
         for block in self.blocks:
@@ -51,6 +54,27 @@ class Reassembly:
         self.blocks = kept
         self.nbytes = sum(len(b[1]) for b in kept)
         return self.nbytes - before
+
+    def _extend_in_place(self, lo: int, hi: int, data, rcv_nxt: int) -> int | None:
+        """The common case after a loss: the segment continues a block and stops
+        before the next one. Appending avoids rebuilding (and recopying) the block.
+        Returns the new bytes stored, or None when the general merge is needed."""
+        blocks = self.blocks
+        for i, block in enumerate(blocks):
+            b_lo = seq_diff(block[0], rcv_nxt)
+            b_hi = b_lo + len(block[1])
+            if lo > b_hi:
+                continue
+            if lo < b_lo:
+                return None
+            if hi <= b_hi:
+                return 0                              # a duplicate of held bytes
+            if i + 1 < len(blocks) and hi >= seq_diff(blocks[i + 1][0], rcv_nxt):
+                return None
+            block[1] += memoryview(data)[b_hi - lo:]
+            self.nbytes += hi - b_hi
+            return hi - b_hi
+        return None
 
     def pop_ready(self, rcv_nxt: int) -> memoryview | None:
         """Remove and return the bytes that start at rcv_nxt, if the first block does."""
