@@ -82,6 +82,7 @@ class Stack:
         self._owner: dict = {}           # child connection -> listener, until accepted
         self._parked: dict = {}          # child connection -> its events, until accepted
         self._events: list = []
+        self._touched: dict = {}         # connections given segments since the last drain
         self._tx: list[TxFrame] = []     # frames ready for the NIC
         self._loop: list = []            # frames looped inside the stack
         self._retired: Counter = Counter()
@@ -145,6 +146,7 @@ class Stack:
 
     def events(self) -> list:
         """(Connection | Listener, TcpEvent) pairs since the last call."""
+        self._drain_touched()
         out, self._events = self._events, []
         return out
 
@@ -193,6 +195,7 @@ class Stack:
         """Frames for the NIC. Looped frames are received here, round after round."""
         self._now = now
         out: list[TxFrame] = []
+        self._drain_touched()
         for _ in range(MAX_LOOP_ROUNDS):
             for conn in self.table.polled():
                 if conn not in self._keys:              # freed earlier in this round
@@ -290,7 +293,9 @@ class Stack:
             if self.table.is_waiting(conn):
                 self._wake_waiting(conn, now)
             else:
-                self._collect(conn)
+                # Events are drained once per batch (next poll_transmit or events()),
+                # so a burst of segments makes one DataReceived, not one per segment.
+                self._touched[conn] = None
             return
         listener = self.listeners.get(seg.dst_port)
         if listener is not None:
@@ -471,6 +476,12 @@ class Stack:
             if segments:
                 self._emit_connection(conn, segments, self._now)
             self.table.park(conn, conn.next_deadline())
+
+    def _drain_touched(self) -> None:
+        if self._touched:
+            touched, self._touched = self._touched, {}
+            for conn in touched:
+                self._collect(conn)
 
     def _wake_waiting(self, conn, now: float) -> None:
         """A TIME-WAIT connection got a segment or its timer: send what it has (an
