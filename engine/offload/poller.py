@@ -240,6 +240,7 @@ class OffloadPoller:
         out["tcbs"] = len(self.stack.table)
         out["listeners"] = len(self.stack.listeners)
         out["bound_ports"] = len(self.handlers.bound_ports)
+        out["qp_connections"] = sum(len(qp.connections) for qp in self.pools)
         return out
 
     def summary(self) -> dict:

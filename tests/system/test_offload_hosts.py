@@ -1,0 +1,134 @@
+"""Offloaded sockets across host processes and over time: a host SIGKILLed with open
+connections (the engine resets them and frees what they held; another host keeps
+working) and 10,000 connections through one engine with no leftover state and no
+growth in engine memory."""
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from host.sockets import OffloadNetwork
+from tests.system.test_offload_sockets import EngineRun
+
+CHILD = r"""
+import sys, time
+from toad.config import load
+from host.sockets import OffloadNetwork
+net = OffloadNetwork(load(None, sys.argv[2:]))
+socks = [net.create_connection((net.listen_address, int(sys.argv[1])), timeout=10)
+         for _ in range(3)]
+for s in socks:
+    s.sendall(b"hello" * 1000)
+print("ready", flush=True)
+time.sleep(60)
+"""
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+@pytest.fixture
+def engine():
+    runs: list[EngineRun] = []
+
+    def start(*overrides: str) -> EngineRun:
+        runs.append(EngineRun(list(overrides), f"h{len(runs)}"))
+        return runs[-1]
+
+    yield start
+    for run in runs:
+        if run.process.poll() is None:
+            run.stop()
+
+
+def test_sigkilled_host_is_reset_and_another_host_keeps_working(engine):
+    run = engine()
+    with OffloadNetwork(run.config()) as net:
+        listener = net.listen(7010)
+        child = subprocess.Popen([sys.executable, "-c", CHILD, "7010", *run.overrides],
+                                 stdout=subprocess.PIPE, text=True)
+        try:
+            accepted = [listener.accept()[0] for _ in range(3)]
+            assert child.stdout.readline().strip() == "ready"
+            for sock in accepted:
+                sock.settimeout(10)
+                got = b""
+                while len(got) < 5000:
+                    got += sock.recv(8192)
+                assert got == b"hello" * 1000
+            child.send_signal(signal.SIGKILL)
+            child.wait(10)
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+        for sock in accepted:
+            with pytest.raises(ConnectionResetError) as info:
+                sock.recv(10)
+            assert info.value.errno == errno.ECONNRESET
+            sock.close()
+        # this host's QP is untouched: a new connection works end to end
+        with net.create_connection((net.listen_address, 7010), timeout=10) as client:
+            server, _ = listener.accept()
+            client.sendall(b"still here")
+            assert server.recv(100) == b"still here"
+            server.close()
+        listener.close()
+    leftovers = [p.name for p in Path("/dev/shm").iterdir() if f"-{child.pid}" in p.name]
+    assert leftovers == []          # the engine removed the dead host's segment
+    summary = run.stop()
+    assert summary["offload"]["reset_on_reclaim"] == 3
+    assert summary["tables"]["qp_connections"] == 0
+
+
+def one_connection(net, listener, port: int) -> None:
+    client = net.create_connection((net.listen_address, port), timeout=10)
+    server, _ = listener.accept()
+    client.sendall(b"q" * 200)
+    assert server.recv(1000) == b"q" * 200
+    server.sendall(b"r" * 300)
+    server.close()                   # the server closes first: TIME-WAIT on its side
+    got = b""
+    while len(got) < 300:
+        got += client.recv(1000)
+    assert got == b"r" * 300 and client.recv(10) == b""
+    client.close()
+
+
+def test_ten_thousand_connections_leave_nothing_behind(engine):
+    run = engine("tcp.time_wait_s=0.05", "tcp.delayed_ack_ms=0")
+    total, warmup = 10_000, 1_000
+    with OffloadNetwork(run.config()) as net:
+        listener = net.listen(7011)
+        for _ in range(warmup):
+            one_connection(net, listener, 7011)
+        rss_warm = rss_kib(run.pid())
+        for _ in range(total - warmup):
+            one_connection(net, listener, 7011)
+        time.sleep(0.2)              # the last TIME-WAITs expire
+        rss_end = rss_kib(run.pid())
+        listener.close()
+        assert net.wait(lambda: not net.closing, 10)   # every CLOSE answered
+        assert net.sockets == {}
+        assert net.orphans == {}
+        area_free = net.area.free_bytes()
+        assert area_free == net.area.size
+    summary = run.stop()
+    tables = summary["tables"]
+    assert tables == {"stack_objects": 0, "lingering": 0, "delayed": 0, "tcbs": 0,
+                      "listeners": 0, "bound_ports": 0, "qp_connections": 0}, tables
+    assert summary["offload"]["accepted"] == total
+    assert summary["stack"]["tcp.freed"] == 2 * total
+    # no growth beyond allocator noise: 10,000 connections of state would be megabytes
+    assert rss_end - rss_warm < 2048, (rss_warm, rss_end)
