@@ -147,7 +147,8 @@ def bulk(topology: str, mtu: int, mode: str, total: int, write_size: int = 1 << 
     cpu = time.process_time() - start_cpu - hash_cpu
     return {"topology": topology, "mtu": mtu, "checksum": mode, "bytes": total,
             "seconds": round(seconds, 4), "gbps": round(total * 8 / seconds / 1e9, 3),
-            "cpu_seconds": round(cpu, 4), "gbps_per_cpu": round(total * 8 / max(cpu, 1e-9) / 1e9, 3),
+            "cpu_seconds": round(cpu, 4),
+            "gbps_per_cpu": round(total * 8 / max(cpu, 1e-9) / 1e9, 3),
             "intact": sent_hash.digest() == got_hash.digest()}
 
 
