@@ -126,7 +126,7 @@ class LoopbackWire:
         start = max(now, sender.tx_free_at)
         sender.tx_free_at = start + len(data) * self.seconds_per_byte
         arrival = sender.tx_free_at + self.delay
-        target = self.destination(sender, bytes(data[:6]))
+        target = sender if len(self.ends) == 1 else self.destination(sender, bytes(data[:6]))
         if not self.faulty:
             self.deliver(target, arrival, frame)
             return
