@@ -1,6 +1,6 @@
 """``toad nc``: netcat over toad's stack.
 
-    toad nc [--config FILE] [--set key=value]... [--mode inhost] (--listen PORT | HOST PORT)
+    toad nc [--config FILE] [--set key=value]... [--mode inhost|offload] (--listen PORT | HOST PORT)
 
 stdin goes to the connection, the connection goes to stdout. On stdin EOF the sending
 side is shut down (FIN); the program exits once the peer has closed too. In the
@@ -8,6 +8,9 @@ loopback topology two ``toad nc`` processes talk over the shared-memory wire (th
 listener is side a by default, a client of side a's address side b; ``--side``
 overrides); in the tap topology the peer is any Linux program in ``nic.tap.netns``.
 One thread: a select() on stdin and the NIC fd, with the stack's next timer as timeout.
+``--mode offload`` attaches to the running engine of the config (``toad engine CONFIG``;
+a clear error when none runs): TCP runs there, on its internal wire (127.0.0.1 and the
+engine's own address stay inside it) or on its TAP device.
 """
 from __future__ import annotations
 
@@ -106,6 +109,36 @@ def pump(net, conn, stdin: int, stdout: int) -> None:
                 conn.shutdown(socket.SHUT_WR)
 
 
+def pump_offload(conn, stdin: int, stdout: int) -> None:
+    """Offload mode: a thread copies stdin to the connection (then FIN), this thread
+    copies the connection to stdout until the peer closes; both block in the driver."""
+    import threading
+    failure: list = []
+
+    def send_side() -> None:
+        try:
+            while True:
+                data = os.read(stdin, CHUNK)
+                if not data:
+                    break
+                conn.sendall(data)
+            conn.shutdown(socket.SHUT_WR)
+        except OSError as exc:
+            failure.append(exc)
+
+    sender = threading.Thread(target=send_side, name="nc-stdin", daemon=True)
+    sender.start()
+    buf = bytearray(CHUNK)
+    while True:
+        n = conn.recv_into(buf)
+        if not n:
+            break
+        write_all(stdout, memoryview(buf)[:n])
+    sender.join()
+    if failure:
+        raise failure[0]
+
+
 def write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
@@ -114,21 +147,24 @@ def write_all(fd: int, data: bytes) -> None:
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    if args.mode == "offload":
-        raise ToadError("toad nc --mode offload is not available yet (the offloaded-sockets "
-                        "issue adds it); use --mode inhost")
     config = load(args.config, args.overrides)
     install_signal_cleanup()
-    from host.inhost import InhostNetwork   # after the cheap argument checks
-
-    try:
-        net = InhostNetwork(config, choose_side(args, config))
-    except ValueError as exc:                # e.g. the pcap path
-        raise ToadError(str(exc)) from None
+    if args.mode == "offload":   # TCP in the running engine of this config
+        from host.sockets import OffloadNetwork
+        net = OffloadNetwork(config)
+    else:
+        from host.inhost import InhostNetwork   # after the cheap argument checks
+        try:
+            net = InhostNetwork(config, choose_side(args, config))
+        except ValueError as exc:                # e.g. the pcap path
+            raise ToadError(str(exc)) from None
     try:
         conn = open_connection(net, args)
         with conn:
-            pump(net, conn, sys.stdin.fileno(), sys.stdout.fileno())
+            if args.mode == "offload":
+                pump_offload(conn, sys.stdin.fileno(), sys.stdout.fileno())
+            else:
+                pump(net, conn, sys.stdin.fileno(), sys.stdout.fileno())
     except ConnectionRefusedError:
         raise ToadError(f"connection to {args.address[0]}:{args.port} refused") from None
     except (ConnectionResetError, BrokenPipeError):

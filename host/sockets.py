@@ -75,8 +75,7 @@ class OffloadNetwork:
         try:
             self.driver = Driver(config, on_event=self._on_event)
         except ToadError as exc:
-            raise ToadError(f"offload mode: {exc} (start the engine with "
-                            f"`toad engine CONFIG`)") from None
+            raise ToadError(f"offload mode: {exc}") from None
         lay = self.driver.layout
         self.listen_address = self.connect_address = (
             config.nic.tap.address if config.nic.kind == "tap" else config.nic.address
