@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from .helpers import REPO, SHORT, toad
+from .helpers import REPO, SHORT, module_exists, toad
 
 
 def one_error_line(done: subprocess.CompletedProcess) -> str:
@@ -75,3 +75,48 @@ def test_ctrl_c_tears_everything_down(tmp_path):
     assert proc.returncode == 130, err
     assert "interrupted" in err
     assert not {n for n in set(os.listdir("/tmp")) - before if n.startswith("toadrun-")}
+
+
+def children_of(pid: int, needle: str) -> list[int]:
+    """Children of ``pid`` whose command line contains ``needle``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode()
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError):
+            continue
+        if needle in cmd and ppid == pid:
+            found.append(int(entry))
+    return found
+
+
+@pytest.mark.skipif(not module_exists("host.sockets"), reason="host/sockets.py not built yet")
+@pytest.mark.parametrize("how", ["ctrl-c", "engine killed"])
+def test_offload_run_stopped_midway_leaves_nothing(how):
+    """Ctrl-C on the launcher, or the engine dying (SIGKILL: it cannot clean up itself):
+    one line, non-zero exit, and no process or /dev/shm entry left (fixture checks)."""
+    proc = subprocess.Popen([sys.executable, "-m", "toad", "run", "configs/default.yaml",
+                             "--set", "mode=offload", "--set", "workload.chunk_bytes=[65536]",
+                             "--set", "workload.duration_s=30"],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not children_of(proc.pid, "host.worker --config") or len(
+            children_of(proc.pid, "--role")) < 2:
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.05)
+    time.sleep(1.0)  # transferring
+    if how == "ctrl-c":
+        proc.send_signal(signal.SIGINT)
+    else:
+        (engine,) = children_of(proc.pid, "-m engine")
+        os.kill(engine, signal.SIGKILL)
+    _out, err = proc.communicate(timeout=60)
+    lines = err.strip().splitlines()
+    assert proc.returncode != 0 and len(lines) == 1, err
+    assert lines[0] == ("toad: interrupted" if how == "ctrl-c"
+                        else "toad: error: engine: killed by SIGKILL")

@@ -68,10 +68,14 @@ class Child:
             lines = [ln.strip() for ln in self.stderr_path.read_text().splitlines() if ln.strip()]
         except OSError:
             lines = []
-        if lines:
-            last = lines[-1]
-            return last[len("toad: error: "):] if last.startswith("toad: error: ") else last
-        return f"exited with status {self.proc.returncode}"
+        for line in reversed(lines):
+            if line.startswith("toad: error: "):
+                return line[len("toad: error: "):]
+        code = self.proc.returncode
+        if code is not None and code < 0:
+            return f"killed by {signal.Signals(-code).name}"
+        last = f": {lines[-1]}" if lines else ""
+        return f"exited with status {code}{last}"
 
 
 @dataclass
