@@ -298,12 +298,20 @@ def update_window(c, seg) -> None:
         wnd = seg.window << c.snd_scale
         if wnd != c.snd_wnd:
             c.counters["rx_window_update"] += 1
+        reopened = wnd and c.snd_wnd == 0
         c.snd_wnd = wnd
         c.snd_wl1 = seq
         c.snd_wl2 = ack
         if wnd > c.max_snd_wnd:
             c.max_snd_wnd = wnd
         if wnd:
+            if reopened and c.snd_nxt != c.snd_una:
+                # The window reopens with a probe outstanding: it was past a closed
+                # window, so the peer dropped it. Resend from SND.UNA now rather than
+                # leave a hole for fast retransmit to find.
+                c.snd_nxt = c.snd_una
+                c.rtt_seq = None
+                c.counters["window_reopened_resend_probe"] += 1
             c.t_persist = None
             c.persist_shift = 0
 

@@ -136,3 +136,17 @@ def test_rto_is_3s_after_a_retransmitted_syn_without_sample():
     recv_one(conn, 1.0)
     send(conn, seg(seq=REMOTE_ISS, ack=LOCAL_ISS + 1, flags=SYN | ACK, mss=1460), t=1.5)
     assert conn.rtt.rto() == pytest.approx(3.0)
+
+
+def test_window_reopening_resends_a_dropped_probe_at_once():
+    conn = established(config(nagle=False))
+    send(conn, seg(seq=theirs(), ack=mine(conn), window=0))
+    conn.send(b"abcdef")
+    recv_nothing(conn, 0.0)
+    t = conn.next_deadline()
+    conn.on_timer(t)
+    assert recv_one(conn, t).payload == b"a"                 # the probe, dropped by the peer
+    send(conn, seg(seq=theirs(), ack=mine(conn), window=1000), t=t + 0.01)
+    out = recv_one(conn, t + 0.01)
+    assert out.seq == mine(conn) and out.payload == b"abcdef"
+    assert conn.counters["window_reopened_resend_probe"] == 1
