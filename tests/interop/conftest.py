@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -36,19 +38,34 @@ def tap_network(*args, **kwargs):
 def linux(net, argv: list[str], wait_line: bool = False):
     """A program inside the namespace, killed on exit; optionally wait for its first line."""
     nic = getattr(net.nic, "inner", net.nic)
+    # its own process group: killing the group also stops what `timeout` started
     proc = subprocess.Popen(nic.netns.command(["timeout", "120", *argv]), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         if wait_line:
             first = proc.stdout.readline().strip()
             assert first == "up", f"peer did not start: {first!r} {proc.stderr.read()}"
         yield proc
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
         proc.wait()
         proc.stdout.close()
         proc.stderr.close()
+        assert not namespace_pids(nic.netns.name), "a Linux program outlived its test"
+
+
+def namespace_pids(name: str) -> list[str]:
+    """Processes still inside the namespace (a bounded wait for them to go)."""
+    deadline = time.monotonic() + 5
+    while True:
+        pids = subprocess.run(["ip", "netns", "pids", name], capture_output=True,
+                              text=True, timeout=10).stdout.split()
+        if not pids or time.monotonic() > deadline:
+            return pids
+        time.sleep(0.05)
 
 
 def python_peer(*args) -> list[str]:

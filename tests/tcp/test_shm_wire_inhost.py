@@ -201,8 +201,9 @@ def test_nc_over_the_shm_wire(tmp_path):
     assert (tmp_path / "out").read_bytes() == payload
 
 
-def test_nc_offload_mode_is_a_clear_error():
-    done = subprocess.run([sys.executable, "-m", "host.nc", "--mode", "offload", "-l", "5"],
+def test_nc_offload_mode_without_engine_is_a_clear_error():
+    done = subprocess.run([sys.executable, "-m", "host.nc", "--mode", "offload",
+                           "--set", f"name=tnoeng{os.getpid()}", "-l", "5"],
                           cwd=ROOT, capture_output=True, text=True, timeout=30)
-    assert done.returncode == 2
-    assert "--mode offload is not available yet" in done.stderr
+    assert done.returncode != 0
+    assert done.stderr.startswith("toad: error:") and "engine" in done.stderr

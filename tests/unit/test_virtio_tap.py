@@ -1,0 +1,68 @@
+"""The TAP NIC's framing without a device: what a read turns into, what a write carries."""
+from __future__ import annotations
+
+import struct
+
+from engine.nic import virtio
+from engine.nic.base import TxFrame
+from engine.nic.tap import TapDevice
+from tests.unit.test_virtio import reference_sum, tcp_frame
+
+
+def read(device: TapDevice, header: bytes, frame: bytes):
+    buf = bytearray(header + frame)
+    return device.accept(memoryview(buf), len(buf))
+
+
+def valid(frame) -> bool:
+    data = bytes(frame)
+    pseudo = data[26:34] + struct.pack("!BBH", 0, 6, len(data) - 34)
+    return reference_sum(pseudo + data[34:]) == 0xFFFF
+
+
+def test_runts_and_bad_headers_are_counted_and_dropped():
+    device = TapDevice(-1, rx_csum=True, max_frames=1)
+    assert read(device, bytes(10), bytes(13)) is None
+    assert read(device, bytes([0x10]) + bytes(9), bytes(60)) is None
+    assert read(device, bytes([0, 0x01]) + bytes(8), bytes(60)) is None   # GSO, size 0
+    assert read(device, virtio.HEADER.pack(1, 0, 0, 0, 50, 16), bytes(60)) is None
+    assert device.counters["rx_dropped_runt"] == 1
+    assert device.counters["rx_dropped_bad_header"] == 3
+    assert device.counters["rx_frames"] == 0
+
+
+def test_partial_checksum_trusted_with_offload_completed_without():
+    frame = bytes(tcp_frame(b"payload" * 100))
+    header = virtio.HEADER.pack(virtio.F_NEEDS_CSUM, 0, 0, 0, 34, 16)
+    offloaded = TapDevice(-1, rx_csum=True, max_frames=1)
+    got, ok = read(offloaded, header, frame)
+    assert ok and bytes(got) == frame and not valid(got)
+    software = TapDevice(-1, rx_csum=False, max_frames=1)
+    got, ok = read(software, header, frame)
+    assert not ok and valid(got)           # completed in place: the stack verifies it
+    assert software.counters["rx_partial_csum"] == 1
+
+
+def test_data_valid_gso_and_plain_frames():
+    frame = bytes(tcp_frame(b"x" * 3000))
+    device = TapDevice(-1, rx_csum=True, max_frames=1)
+    assert read(device, bytes([virtio.F_DATA_VALID]) + bytes(9), frame)[1] is True
+    gso = virtio.HEADER.pack(virtio.F_NEEDS_CSUM, virtio.GSO_TCPV4, 54, 1448, 34, 16)
+    assert read(device, gso, frame)[1] is True
+    assert read(device, bytes(10), frame)[1] is False
+    assert device.counters["rx_gso_frames"] == 1 and device.counters["rx_frames"] == 3
+
+
+def test_transmit_headers():
+    device = TapDevice(-1, rx_csum=True, max_frames=1)
+    frame = tcp_frame(b"y" * 5000)
+    header = virtio.parse(device.tx_header(TxFrame(frame, 34, 16, 1448), True, True))
+    assert (header.gso, header.gso_size, header.hdr_len) == (virtio.GSO_TCPV4, 1448, 54)
+    assert header.needs_csum and (header.csum_start, header.csum_offset) == (34, 16)
+    assert device.tx_header(TxFrame(frame, 34, 16, 1448), True, False) is None
+    partial = virtio.parse(device.tx_header(TxFrame(frame, 34, 16), True, True))
+    assert partial.needs_csum and partial.gso == virtio.GSO_NONE
+    copy = tcp_frame(b"y" * 5000)
+    assert device.tx_header(TxFrame(copy, 34, 16), False, False) == bytes(10)
+    assert valid(copy)                     # no offload: completed before the write
+    assert device.tx_header(TxFrame(frame), True, True) == bytes(10)
