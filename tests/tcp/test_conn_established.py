@@ -300,3 +300,58 @@ def test_one_duplicate_ack_per_out_of_order_segment():
     out = recv(conn)
     assert len(out) == 3 and all(s.ack == theirs() and s.payload == b"" for s in out)
     assert conn.counters["tx_dupack"] == 3
+
+
+class GatherBuffer:
+    """A SendBuffer whose peek returns one view per 100-byte page (like host memory)."""
+
+    def __init__(self):
+        self.data = b""                           # immutable: views handed out stay valid
+        self.peeks = []
+
+    def __len__(self):
+        return len(self.data)
+
+    def free_space(self):
+        return 1 << 20
+
+    def append(self, data):
+        self.data += bytes(data)
+        return len(data)
+
+    def peek(self, offset, length):
+        end = min(offset + length, len(self.data))
+        self.peeks.append((offset, end - offset))
+        view = memoryview(self.data)
+        cuts = list(range(offset, end, 100)) + [end]
+        return [view[a:b] for a, b in zip(cuts, cuts[1:]) if b > a]
+
+    def consume(self, n):
+        self.data = self.data[n:]
+
+
+def test_gather_list_payloads_and_engine_appends():
+    buf = GatherBuffer()
+    conn = established(config(nagle=False), send_buffer=buf)
+    buf.append(bytes(range(250)))                 # the engine's buffer grew by itself
+    conn.notify_appended(0.0)
+    out = recv_one(conn)
+    assert out.payload == bytes(range(250)) and buf.peeks == [(0, 250)]
+    buf.append(b"z" * 50)
+    conn.notify_appended(0.0)
+    one = conn.poll_transmit(0.0)[0]
+    assert isinstance(one.payload, memoryview)     # a single view is passed as is
+    send(conn, seg(seq=theirs(), ack=mine(conn, 300)))
+    assert len(buf) == 0 and conn.bytes_acked == 300
+
+
+def test_events_are_coalesced_per_drain():
+    conn = established(config(nagle=False))
+    for i in range(3):
+        send(conn, seg(seq=theirs(10 * i), ack=mine(conn), payload=bytes(10)))
+    conn.send(b"abc")
+    recv(conn)
+    send(conn, seg(seq=theirs(30), ack=mine(conn, 1)))
+    send(conn, seg(seq=theirs(30), ack=mine(conn, 3)))
+    assert events(conn) == [DataReceived(30), SendAcked(3)]
+    assert conn.next_event() is None
