@@ -20,9 +20,9 @@ from .events import CLOSED, TcpEvent, DataReceived, SendAcked
 from .reassembly import Reassembly
 from .rtt import RttEstimator
 from .sack import ReceiverBlocks, Scoreboard
-from .seq import MASK, seq_add, seq_diff
+from .seq import MASK, seq_add, seq_diff, seq_gt
 from .states import ABORT_SENDS_RST, CAN_QUEUE_DATA, ON_SHUTDOWN, State
-from .wire.tcp import ACK, RST, TcpRepr
+from .wire.tcp import ACK, RST, SYN, TcpRepr
 
 MIN_MSS = 64                   # floor for a peer's MSS option (RFC 9293 allows any)
 DEFAULT_PEER_MSS = 536         # RFC 9293 3.7.1: MSS assumed when the option is absent
@@ -299,6 +299,17 @@ class Connection:
             self.enter_closed()
 
     # -- read-only views -------------------------------------------------------------
+
+    def syn_reopens_time_wait(self, syn: TcpRepr) -> bool:
+        """Whether a new SYN may take over this TIME-WAIT 4-tuple (RFC 6191 with
+        timestamps, else RFC 1122 4.2.2.13: its sequence number is above RCV.NXT).
+        The Stack asks before ``on_segment``; if True it frees this TCB and hands the
+        SYN to the listener. Otherwise ``on_segment`` answers with a challenge ACK."""
+        if self.state is not State.TIME_WAIT or syn.flags & (SYN | ACK | RST) != SYN:
+            return False
+        if self.ts_enabled and syn.timestamp is not None:
+            return seq_gt(syn.timestamp[0], self.ts_recent)
+        return seq_gt(syn.seq, self.rcv_nxt)
 
     @property
     def effective_mss(self) -> int:

@@ -177,3 +177,24 @@ def test_fin_wait_2_after_shutdown_waits_for_the_peer():
     recv(conn)
     send(conn, seg(seq=theirs(), ack=mine(conn, 1)))
     assert conn.state is State.FIN_WAIT_2 and conn.next_deadline() is None
+
+
+def test_time_wait_reuse_by_a_newer_syn():
+    conn = time_wait()
+    assert conn.syn_reopens_time_wait(seg(seq=theirs(1000), ack=0, flags=harness.SYN))
+    assert not conn.syn_reopens_time_wait(seg(seq=theirs(-5), ack=0, flags=harness.SYN))
+    assert not conn.syn_reopens_time_wait(seg(seq=theirs(1000), ack=0, flags=ACK))
+    assert not established().syn_reopens_time_wait(seg(seq=theirs(1000), ack=0,
+                                                       flags=harness.SYN))
+
+
+def test_time_wait_reuse_decided_by_timestamps_when_in_use():
+    conn = harness.established(config(timestamps=True), syn_fields=dict(timestamp=(500, 0)))
+    conn.close(0.0)
+    recv(conn)
+    send(conn, seg(seq=theirs(), ack=mine(conn, 1), flags=FIN | ACK, timestamp=(600, 0)))
+    assert conn.state is State.TIME_WAIT
+    old = seg(seq=theirs(5000), ack=0, flags=harness.SYN, timestamp=(550, 0))
+    assert not conn.syn_reopens_time_wait(old)
+    assert conn.syn_reopens_time_wait(seg(seq=theirs(-5000), ack=0, flags=harness.SYN,
+                                          timestamp=(700, 0)))
