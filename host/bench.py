@@ -4,6 +4,8 @@
     toad bench tcp [--json FILE]     one stack on one CPU against Linux over TAP
     toad bench stack [--json FILE]   checksum kernels, frame building, bulk TCP through
                                      stacks on the in-process loopback wire
+    toad bench offload [--json FILE] bulk TCP through the engine (offload mode): goodput,
+                                     host CPU s/GB per side; --profile profiles the engine
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ BENCHES = {
     "rings": "host.bench_rings",
     "tcp": "host.bench_tcp",
     "stack": "host.bench_stack",
+    "offload": "host.bench_offload",
 }
 
 

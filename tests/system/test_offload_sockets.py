@@ -174,9 +174,9 @@ def test_socket_api_and_errors(engine):
         assert info.value.errno == errno.ETIMEDOUT
         listener.close()
     summary = run.stop()
-    assert summary["tables"] == {"stack_objects": 0, "lingering": 0, "delayed": 0,
-                                 "tcbs": summary["tables"]["tcbs"], "listeners": 0,
-                                 "bound_ports": 0}
+    tables = summary["tables"]
+    assert tables == {"stack_objects": 0, "lingering": 0, "delayed": 0, "tcbs": tables["tcbs"],
+                      "listeners": 0, "bound_ports": 0, "qp_connections": 0}
 
 
 def test_reset_surfaces_as_econnreset_and_epipe(engine):

@@ -1,0 +1,137 @@
+"""``toad bench offload``: bulk TCP through the engine's loopback wire, offload mode.
+
+    toad bench offload [--chunk 131072,8192] [--seconds 5] [--set KEY=VALUE]...
+                       [--json FILE] [--profile PREFIX]
+
+Per chunk size: a fresh engine (pinned to ``engine.cpu``, anonymous buffers of the
+chunk size), a receiving and a sending process (pinned to ``host.cpus``), each with its
+own QP. The sender writes ``chunk`` bytes per call for ``--seconds``; the receiver
+reads ``chunk`` bytes per call to EOF. Reported: goodput at the receiver, CPU seconds
+(user + system, all threads) of each side per GB moved, the engine's useful-work
+share. ``--profile PREFIX`` runs the engine under cProfile and writes
+``PREFIX-<chunk>.prof`` plus the top functions by own time. No integrity check here
+(the tests do that); ``toad run --set mode=offload`` is the full, checked experiment.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pstats
+import subprocess
+import sys
+import time
+
+from toad.config import load
+from toad.engine_stats import read_engine_stats, wait_engine_ready
+from toad.errors import ToadError
+
+PORT = 5301
+
+
+def worker(role: str, chunk: int, seconds: float, overrides: list[str]) -> dict:
+    """One side, in its own process: returns bytes, wall and CPU seconds."""
+    from host.sockets import OffloadNetwork
+    net = OffloadNetwork(load(None, overrides))
+    buf = bytearray(os.urandom(chunk))
+    try:
+        if role == "recv":
+            listener = net.listen(PORT)
+            print("ready", flush=True)
+            sock, _ = listener.accept()
+            total, view = 0, memoryview(buf)
+            n = sock.recv_into(view)
+            cpu0, t0 = os.times(), time.monotonic()
+            while n:
+                total += n
+                n = sock.recv_into(view)
+        else:
+            sock = net.create_connection((net.listen_address, PORT), timeout=10)
+            total, view = 0, memoryview(buf)
+            cpu0, t0 = os.times(), time.monotonic()
+            end = t0 + seconds
+            while time.monotonic() < end:
+                sock.sendall(view)
+                total += chunk
+            sock.shutdown(1)
+        wall, cpu1 = time.monotonic() - t0, os.times()
+        sock.close()
+    finally:
+        net.close()
+    return {"role": role, "bytes": total, "wall_s": wall,
+            "cpu_s": (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)}
+
+
+def start(argv: list[str], cpu: int) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, *argv], stdout=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: os.sched_setaffinity(0, {cpu}))
+
+
+def one_chunk(chunk: int, args, base: list[str]) -> dict:
+    name = f"benchoff{os.getpid()}c{chunk}"
+    overrides = [f"name={name}", f"qp.recv_buffer_bytes={chunk}",
+                 f"qp.recv_buffers={max(16, (8 << 20) // chunk)}", *base]
+    config = load(None, overrides)
+    sets = [x for item in overrides for x in ("--set", item)]
+    engine_argv = ["-m", "engine", "--quiet", *sets]
+    prof = f"{args.profile}-{chunk}.prof" if args.profile else None
+    if prof:
+        engine_argv = ["-m", "cProfile", "-o", prof, *engine_argv]
+    engine = start(engine_argv, config.engine.cpu)
+    try:
+        wait_engine_ready(name, timeout=30, process=engine)
+        host_cpu = config.host.cpus[0]
+        me = ["-m", "host.bench_offload", "--worker", "--chunk", str(chunk),
+              "--seconds", str(args.seconds), *sets]
+        recv = start([*me, "--role", "recv"], host_cpu)
+        if recv.stdout.readline().strip() != "ready":
+            raise ToadError("bench offload: the receiver did not start")
+        stats0 = read_engine_stats(name)
+        send = start([*me, "--role", "send"], host_cpu)
+        out_send = json.loads(send.communicate(timeout=args.seconds + 120)[0])
+        out_recv = json.loads(recv.communicate(timeout=120)[0])
+        stats1 = read_engine_stats(name)
+    finally:
+        engine.terminate()
+        engine.wait(30)
+    busy = (stats1["busy_ns"] - stats0["busy_ns"]) / 1e9
+    gb = out_recv["bytes"] / 1e9
+    row = {"chunk_bytes": chunk, "goodput_gbps": 8 * gb / out_recv["wall_s"],
+           "send_cpu_s_per_gb": out_send["cpu_s"] / gb, "recv_cpu_s_per_gb": out_recv["cpu_s"] / gb,
+           "engine_busy_share": busy / out_recv["wall_s"], "bytes": out_recv["bytes"],
+           "seconds": out_recv["wall_s"], "engine_cpu": config.engine.cpu,
+           "host_cpu": config.host.cpus[0]}
+    if prof:
+        row["profile"] = prof
+        pstats.Stats(prof).sort_stats("tottime").print_stats(args.top)
+    return row
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="toad bench offload", description="Bulk TCP through the engine, offload mode.")
+    parser.add_argument("--chunk", default="131072,8192")
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--json")
+    parser.add_argument("--profile", metavar="PREFIX")
+    parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--role", choices=("send", "recv"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        print(json.dumps(worker(args.role, int(args.chunk), args.seconds, args.set)))
+        return 0
+    rows = [one_chunk(int(c), args, args.set) for c in args.chunk.split(",")]
+    print(f"{'chunk':>8} {'Gb/s':>7} {'send CPU s/GB':>14} {'recv CPU s/GB':>14} {'engine busy':>12}")
+    for r in rows:
+        print(f"{r['chunk_bytes']:>8} {r['goodput_gbps']:>7.2f} {r['send_cpu_s_per_gb']:>14.3f} "
+              f"{r['recv_cpu_s_per_gb']:>14.3f} {r['engine_busy_share']:>11.0%}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"bench": "offload", "rows": rows}, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    from toad.errors import run_main
+    sys.exit(run_main(main))
