@@ -130,6 +130,25 @@ def connect_retrying(net, port: int):
     raise ToadError(f"the Linux peer never listened on port {port}")
 
 
+def cpu_times() -> tuple[float, float, float]:
+    """(user, system, run-queue wait) seconds of this process. System time includes
+    the kernel's work done in toad's write() to the TAP (Linux's receive path often
+    runs there); the run-queue wait (/proc/self/schedstat) is time toad was ready to
+    run but another process had its CPU: on a loaded machine it caps the goodput."""
+    times = os.times()
+    try:
+        with open("/proc/self/schedstat") as stat:
+            waited = int(stat.read().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        waited = 0.0
+    return times.user, times.system, waited
+
+
+def cpu_delta(start: tuple, end: tuple) -> dict:
+    return {"cpu_user": end[0] - start[0], "cpu_system": end[1] - start[1],
+            "runqueue_wait": end[2] - start[2]}
+
+
 def run_send(net, seconds: float, peer_cpus: list[int], iperf: bool) -> dict:
     argv = (["iperf", "-s", "-1", "-p", "5201", "-y", "C"] if iperf
             else [sys.executable, "-c", PY_SINK, "5201"])
@@ -144,11 +163,11 @@ def run_send(net, seconds: float, peer_cpus: list[int], iperf: bool) -> dict:
         while True:
             now = time.monotonic()
             if acked0 is None and now >= t_start:
-                acked0, cpu0, t0 = sock.conn.bytes_acked, time.process_time(), now
+                acked0, cpu0, t0 = sock.conn.bytes_acked, cpu_times(), now
             if now >= end:
                 break
             sent += sock.send(chunk)
-        acked, cpu, wall = sock.conn.bytes_acked - acked0, time.process_time() - cpu0, now - t0
+        acked, cpu, wall = sock.conn.bytes_acked - acked0, cpu_delta(cpu0, cpu_times()), now - t0
         sock.shutdown(1)
         sock.settimeout(30)
         sock.recv(1)
@@ -158,7 +177,7 @@ def run_send(net, seconds: float, peer_cpus: list[int], iperf: bool) -> dict:
         stop(peer)
     if not sent - IPERF_HEADER <= counted <= sent:
         raise ToadError(f"toad sent {sent} bytes but the Linux peer counted {counted}")
-    return {"bytes": acked, "seconds": wall, "cpu_seconds": cpu}
+    return {"bytes": acked, "seconds": wall, **cpu}
 
 
 def run_recv(net, seconds: float, peer_cpus: list[int], iperf: bool) -> dict:
@@ -180,9 +199,9 @@ def run_recv(net, seconds: float, peer_cpus: list[int], iperf: bool) -> dict:
             total += n
             now = time.monotonic()
             if marks is None and now >= t_start:
-                marks = (total, time.process_time(), now)
+                marks = (total, cpu_times(), now)
             if marks is not None and now < t_start + seconds:
-                last = (total, time.process_time(), now)
+                last = (total, cpu_times(), now)
         conn.close()
         server.close()
         counted = peer_bytes(net, peer)
@@ -193,7 +212,7 @@ def run_recv(net, seconds: float, peer_cpus: list[int], iperf: bool) -> dict:
     if marks is None:
         raise ToadError("the Linux peer stopped before the measurement started")
     return {"bytes": last[0] - marks[0], "seconds": last[2] - marks[2],
-            "cpu_seconds": last[1] - marks[1]}
+            **cpu_delta(marks[1], last[1])}
 
 
 def measure(case: str, direction: str, args, peer_cpus, iperf: bool) -> dict:
@@ -204,10 +223,16 @@ def measure(case: str, direction: str, args, peer_cpus, iperf: bool) -> dict:
         result = run(net, args.seconds, peer_cpus, iperf)
         counters = net.counters
     gbps = result["bytes"] * 8 / result["seconds"] / 1e9
-    cpu_pct = 100.0 * result["cpu_seconds"] / result["seconds"]
+    cpu_pct = 100.0 * (result["cpu_user"] + result["cpu_system"]) / result["seconds"]
     return {"case": case, "direction": direction, "mtu": config.nic.tap.mtu,
             "offloads": list(config.nic.tap.offloads), "goodput_gbps": round(gbps, 3),
             "toad_cpu_percent": round(cpu_pct, 1),
+            "toad_system_percent": round(100.0 * result["cpu_system"] / result["seconds"], 1),
+            "toad_runqueue_wait_percent": round(100.0 * result["runqueue_wait"]
+                                                / result["seconds"], 1),
+            # what one whole CPU would move at this cost (the figure a loaded machine,
+            # where toad waits for its CPU, cannot show directly)
+            "gbps_per_cpu": round(100.0 / (cpu_pct / gbps), 2) if gbps and cpu_pct else None,
             "cpu_percent_per_gbps": round(cpu_pct / gbps, 1) if gbps else None,
             "bytes": result["bytes"], "seconds": round(result["seconds"], 3),
             "retransmits": counters.get("conn.tx_retransmit", 0),
@@ -217,11 +242,14 @@ def measure(case: str, direction: str, args, peer_cpus, iperf: bool) -> dict:
 
 def table(rows: list[dict]) -> str:
     lines = [f"{'case':<6} {'dir':<5} {'MTU':>5} {'offloads':<9} {'Gb/s':>7} "
-             f"{'toad CPU %':>10} {'CPU %/Gb/s':>10}"]
+             f"{'toad CPU %':>10} {'of it sys':>9} {'CPU wait %':>10} {'CPU %/Gb/s':>10} "
+             f"{'Gb/s/CPU':>8}"]
     for r in rows:
         lines.append(f"{r['case']:<6} {r['direction']:<5} {r['mtu']:>5} "
                      f"{','.join(r['offloads']) or '-':<9} {r['goodput_gbps']:>7.2f} "
-                     f"{r['toad_cpu_percent']:>10.1f} {r['cpu_percent_per_gbps'] or 0:>10.1f}")
+                     f"{r['toad_cpu_percent']:>10.1f} {r['toad_system_percent']:>9.1f} "
+                     f"{r['toad_runqueue_wait_percent']:>10.1f} "
+                     f"{r['cpu_percent_per_gbps'] or 0:>10.1f} {r['gbps_per_cpu'] or 0:>8.2f}")
     return "\n".join(lines)
 
 
@@ -250,8 +278,13 @@ def main(argv: list[str]) -> int:
               "toad_cpu": toad_cpu, "peer_cpus": peer_cpus,
               "peer": "iperf 2" if iperf else "python socket",
               "shared_cpu": toad_cpu in peer_cpus, "seconds": args.seconds, "runs": rows}
+    print("CPU wait %: toad ready to run while other processes held its CPU; "
+          "Gb/s/CPU = 100 / (CPU %/Gb/s)")
     if toad_cpu in peer_cpus:
         print("warning: one CPU only: toad and the Linux peer share it", file=sys.stderr)
+    if any(r["toad_runqueue_wait_percent"] > 10 for r in rows):
+        print("warning: toad waited for its CPU (other processes run there): goodput is "
+              "capped by the machine's load; CPU %/Gb/s still holds", file=sys.stderr)
     if args.json:
         with open(args.json, "w") as out:
             json.dump(result, out, indent=2)
