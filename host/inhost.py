@@ -67,14 +67,23 @@ def open_nic(config, side: str, address: str):
     if nic_config.kind == "tap":
         nic = TapNic(nic_config.tap)
     else:
-        nic = ShmWire(f"toad-{config.name}-wire", side, nic_config.mtu, local_mac(address))
+        nic = ShmWire(wire_name(config), side, nic_config.mtu, local_mac(address))
     if nic_config.pcap:
         try:
             nic = PcapNic(nic, pcap_path(nic_config.pcap, side))
+        except ValueError as exc:           # the capture file cannot be written
+            nic.close()
+            raise ToadError(str(exc)) from None
         except BaseException:
             nic.close()
             raise
     return nic
+
+
+def wire_name(config) -> str:
+    """The shared-memory wire of an instance (``ShmWire.unlink(wire_name(cfg))``
+    removes what a killed process left)."""
+    return f"toad-{config.name}-wire"
 
 
 class InhostNetwork:

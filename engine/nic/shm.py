@@ -304,6 +304,25 @@ class ShmWire:
                 pass                        # a caller still holds a frame view; GC frees it
             self.map = None
 
+    @staticmethod
+    def unlink(name: str) -> list[str]:
+        """Remove the segment and FIFOs of wire ``name`` (what a killed process left);
+        for launchers cleaning up after a dead worker. Returns the paths removed."""
+        removed = []
+        try:
+            posix_ipc.unlink_shared_memory("/" + name)
+            removed.append(f"/dev/shm/{name}")
+        except posix_ipc.ExistentialError:
+            pass
+        for side in ("a", "b"):
+            path = f"/dev/shm/{name}-{side}.fifo"
+            try:
+                os.unlink(path)
+                removed.append(path)
+            except FileNotFoundError:
+                pass
+        return removed
+
     def __enter__(self) -> "ShmWire":
         return self
 

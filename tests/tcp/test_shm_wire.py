@@ -185,3 +185,12 @@ def test_segment_of_a_dead_process_is_reset():
         b.close()
         if os.path.exists(f"/dev/shm/{name}-a.fifo"):
             os.unlink(f"/dev/shm/{name}-a.fifo")
+
+
+def test_unlink_removes_what_a_killed_process_left():
+    name = wire_name("u")
+    code = ("import os\nfrom engine.nic.shm import ShmWire\n"
+            f"w = ShmWire({name!r}, 'b', 1500, bytes(6))\nos.kill(os.getpid(), 9)\n")
+    subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=30)
+    assert sorted(ShmWire.unlink(name)) == [f"/dev/shm/{name}", f"/dev/shm/{name}-b.fifo"]
+    assert ShmWire.unlink(name) == []

@@ -207,3 +207,9 @@ def test_nc_offload_mode_without_engine_is_a_clear_error():
                           cwd=ROOT, capture_output=True, text=True, timeout=30)
     assert done.returncode != 0
     assert done.stderr.startswith("toad: error:") and "engine" in done.stderr
+
+
+def test_unwritable_pcap_is_a_clear_error(tmp_path):
+    from toad.errors import ToadError
+    with pytest.raises(ToadError, match="nic.pcap"):
+        InhostNetwork(config("c", f"nic.pcap={tmp_path}/missing/dir/x.pcap"))
