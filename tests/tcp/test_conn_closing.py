@@ -9,7 +9,7 @@ from engine.tcp.states import State
 from . import harness
 from .harness import (ACK, FIN, PSH, RST, close_wait, closing, config, established,
                       event_names, fin_wait_1, fin_wait_2, last_ack, mine, recv, recv_nothing,
-                      recv_one, send, seg, syn_received, theirs, time_wait)
+                      recv_one, send, seg, theirs, time_wait)
 
 
 def test_fin_wait_1_ack_of_fin_goes_to_fin_wait_2():

@@ -1,8 +1,8 @@
 """RFC 7323 window scaling, timestamps and PAWS; RFC 2018 SACK on both sides."""
 import pytest
 
-from .harness import (ACK, FIN, State, config, established, mine, recv, recv_nothing,
-                      recv_one, send, seg, theirs)
+from .harness import (ACK, FIN, State, config, established, mine, recv, recv_one, send,
+                      seg, theirs)
 
 ALL = dict(window_scale=True, timestamps=True, sack=True)
 

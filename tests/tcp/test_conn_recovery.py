@@ -4,7 +4,7 @@ import pytest
 
 from engine.tcp import cc
 
-from .harness import ACK, config, established, mine, recv, recv_nothing, send, seg, theirs
+from .harness import config, established, mine, recv, recv_nothing, send, seg, theirs
 
 
 def loaded(name="newreno", segments=10):

@@ -1,9 +1,9 @@
 """SYN-RECEIVED: passive open (Connection.from_syn)."""
 import pytest
 
-from .harness import (ACK, FIN, LOCAL_ISS, MSS, REMOTE_ISS, RST, SYN, State, config,
-                      event_names, mine, recv, recv_nothing, recv_one, send, seg,
-                      syn_received, theirs)
+from .harness import (ACK, FIN, LOCAL_ISS, MSS, PSH, REMOTE_ISS, RST, SYN, State, config,
+                      event_names, mine, recv_nothing, recv_one, send, seg, syn_received,
+                      theirs)
 
 
 def test_synack_mirrors_offered_options():
@@ -33,13 +33,10 @@ def test_ack_establishes():
 
 def test_ack_with_data_establishes_and_delivers():
     conn = syn_received()
-    send(conn, seg(seq=theirs(), ack=LOCAL_ISS + 1, flags=ACK | PSH_, payload=b"hello"))
+    send(conn, seg(seq=theirs(), ack=LOCAL_ISS + 1, flags=ACK | PSH, payload=b"hello"))
     assert conn.state is State.ESTABLISHED
     assert conn.recv_buffer.read() == b"hello"
     assert recv_one(conn).ack == theirs(5)
-
-
-PSH_ = 0x08
 
 
 @pytest.mark.parametrize("bad_ack", [LOCAL_ISS, LOCAL_ISS + 5])
