@@ -93,3 +93,16 @@ def test_tso_segments_are_multiples_of_mss():
     big = [n for n, push in sizes if n > a.gso_size and not push]
     assert big and all(n % a.gso_size == 0 for n in big)   # only the tail may be short
     assert max(n for n, _ in sizes) <= 65536
+
+
+@pytest.mark.parametrize("prediction", [True, False])
+def test_header_prediction_off_moves_the_same_bytes(prediction):
+    cfg = config(header_prediction=prediction, timestamps=True, sack=True, window_scale=True,
+                 send_buffer_bytes=128 * 1024, recv_buffer_bytes=128 * 1024)
+    a, b = pair(cfg)
+    data_a, data_b = payload(150_000, 21), payload(150_000, 22)
+    got_b, got_a, _, rounds = transfer(a, b, Link(3, 0.02, 0.01, 0.02), Link(4, 0.02), data_a,
+                                       data_b)
+    assert rounds >= 0 and got_b == data_a and got_a == data_b
+    hits = sum(c.counters["rx_hp_data"] + c.counters["rx_hp_ack"] for c in (a, b))
+    assert (hits > 0) == prediction
