@@ -122,7 +122,34 @@ def build_run(config: Config, send: dict, recv: dict, engine=None) -> tuple[dict
     if kind != "bulk":
         lat = send["latency_us"]
         run["latency_us"] = {"p50": lat["p50"], "p99": lat["p99"]}
-    return run, details(send, recv)
+    info = details(send, recv)
+    info["other_load_pct"] = {"host": other_host_load(reference, other),
+                              "engine": other_engine_load((m["t0"], m["t1"]), engine)}
+    return run, info
+
+
+def other_host_load(reference: dict, other: dict) -> Optional[float]:
+    """% of one CPU the host CPUs spent on anything but the two workers (interrupts,
+    softirqs, other processes) over the reference interval."""
+    ref, oth = reference["measured"], other["measured"]
+    if ref["wall_s"] <= 0:
+        return None
+    other_wall = oth["t1"] - oth["t0"]
+    share = overlap((ref["t0"], ref["t1"]), (oth["t0"], oth["t1"])) / other_wall if other_wall > 0 else 0
+    workers = ref["cpu_s"] + share * oth["cpu_s"]
+    return round(100.0 * max(0.0, ref["host_busy_s"] - workers) / ref["wall_s"], 1)
+
+
+def other_engine_load(span: tuple[float, float], engine) -> Optional[float]:
+    """% of the engine CPU used by anything but the engine over ``span``."""
+    if not engine or not engine.get("cpu_busy") or not engine.get("cpu"):
+        return None
+    wall = span[1] - span[0]
+    busy = [interpolate(engine["cpu_busy"], t) for t in span]
+    own = [interpolate(engine["cpu"], t) for t in span]
+    if wall <= 0 or None in busy or None in own:
+        return None
+    return round(100.0 * max(0.0, (busy[1] - busy[0]) - (own[1] - own[0])) / wall, 1)
 
 
 def details(send: dict, recv: dict) -> dict:

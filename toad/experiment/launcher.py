@@ -28,7 +28,7 @@ from typing import Callable, Optional
 
 from toad.errors import ToadError
 
-from .accounting import read_pid_cpu_seconds
+from .accounting import read_cpu_busy, read_pid_cpu_seconds
 
 SHM = Path("/dev/shm")
 GRACE_S = 3.0
@@ -84,8 +84,10 @@ class Sampler:
     pid: int
     period_s: float = 0.05
     stats: Optional[Callable[[], Optional[dict]]] = None
+    cpu_of: Optional[int] = None  # also sample this CPU's busy time (/proc/stat)
     cpu: list = field(default_factory=list)
     busy: list = field(default_factory=list)
+    cpu_busy: list = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: Optional[threading.Thread] = None
 
@@ -103,6 +105,8 @@ class Sampler:
         value = read_pid_cpu_seconds(self.pid)
         if value is not None:
             self.cpu.append((now, value))
+        if self.cpu_of is not None:
+            self.cpu_busy.append((now, read_cpu_busy([self.cpu_of]).get(self.cpu_of, 0.0)))
         if self.stats is not None:
             block = self.stats()
             if block is not None:
@@ -180,8 +184,8 @@ class Launcher:
         self.check_alive(done)
         self.finished.update(c.pid for c in children)
 
-    def sample(self, child: Child, stats=None) -> Sampler:
-        sampler = Sampler(child.pid, stats=stats)
+    def sample(self, child: Child, stats=None, cpu: Optional[int] = None) -> Sampler:
+        sampler = Sampler(child.pid, stats=stats, cpu_of=cpu)
         sampler.start()
         self.samplers.append(sampler)
         return sampler

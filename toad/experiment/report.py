@@ -99,8 +99,11 @@ def bulk_table(mode: str, runs: list[dict], details: Optional[list[dict]] = None
     labelled = table_columns(runs, details)
     columns = [(s, r) for s, r, _label in labelled]
     header = ["% of one CPU per Gb/s"] + [label for _s, _r, label in labelled]
+    stack_label = STACK_LABEL[mode]
+    if any(label.startswith("Linux") for _s, _r, label in labelled):
+        stack_label += " (Linux: its stack)"
     rows = [["memory copies"] + [fmt(r[s]["copy_pct_per_gbps"]) for s, r in columns],
-            [STACK_LABEL[mode]] + [fmt(r[s]["driver_pct_per_gbps"]) for s, r in columns],
+            [stack_label] + [fmt(r[s]["driver_pct_per_gbps"]) for s, r in columns],
             ["total"] + [fmt(r[s]["cpu_pct_per_gbps"]) for s, r in columns],
             ["goodput Gb/s"] + [fmt(r["goodput_gbps"]) for s, r in columns],
             ["host CPUs busy (both sides)"] + [fmt(r["host_cpus_busy_pct_per_gbps"])

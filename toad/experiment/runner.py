@@ -166,11 +166,12 @@ def collect(launcher: Launcher, run_config: Config, send: Child, recv: Child,
     if engine is not None:
         sampler = launcher.samplers[0]
         sampler.stop()
-        samples = {"cpu": sampler.cpu, "busy": sampler.busy}
+        samples = {"cpu": sampler.cpu, "busy": sampler.busy, "cpu_busy": sampler.cpu_busy}
     results = {"send": read_json(send.out_path), "recv": read_json(recv.out_path)}
     run, details = build_run(run_config, results["send"], results["recv"], samples)
     details["pinning"] = pinning(run_config, results, engine)
     details["warnings"] = warnings(run_config, details["pinning"], engine is not None)
+    details["warnings"] += load_warnings(details)
     details["engine_busy_source"] = ("read_engine_stats" if samples and samples["busy"]
                                      else "missing (the engine's stats block was unreadable)"
                                      if engine is not None else None)
@@ -208,7 +209,7 @@ def start_engine(launcher: Launcher, config: Config, path: Path) -> Child:
     except OSError as exc:
         raise RunFailed(f"engine.cpu: cannot pin the engine to CPU {config.engine.cpu}: "
                         f"{exc.strerror}") from None
-    launcher.sample(engine, stats=EngineStatsReader(config.name))
+    launcher.sample(engine, stats=EngineStatsReader(config.name), cpu=config.engine.cpu)
     return engine
 
 
@@ -238,6 +239,17 @@ def pinning(config: Config, results: dict, engine: Optional[Child]) -> dict:
     out = {role: results[role]["affinity"] for role in ("send", "recv")}
     if engine is not None:
         out["engine"] = engine.affinity()
+    return out
+
+
+def load_warnings(details: dict, limit_pct: float = 5.0) -> list[str]:
+    """Say when other processes loaded the run's CPUs (figures disturbed)."""
+    out = []
+    other = details.get("other_load_pct", {})
+    for what, pct in (("host CPUs", other.get("host")), ("the engine CPU", other.get("engine"))):
+        if pct is not None and pct > limit_pct:
+            out.append(f"{what} were {pct:.0f}% busy with other processes during the run "
+                       f"(one CPU = 100%): throughput and /proc/stat figures are disturbed")
     return out
 
 
