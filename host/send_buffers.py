@@ -10,7 +10,9 @@ bytes ever copied in and handed to the engine (OP_SEND), ``acked`` the bytes the
 engine reports acknowledged in the connection's cumulative counter. Space is freed
 lazily, by reading that counter when more is needed (TOAD III-C: no event, no
 interrupt). A write never wraps inside one descriptor, so consecutive descriptors
-are adjacent in memory and the engine merges them into long gather ranges.
+are adjacent in memory and the engine merges them into long gather ranges. A ring
+starts small and grows (x4, up to the share) when a writer fills it, so thousands of
+short connections fit in the area and a bulk sender soon has its full share.
 """
 from __future__ import annotations
 
@@ -58,21 +60,29 @@ class SendArea:
 
 
 class SendRing:
-    """One connection's extent as a ring of bytes waiting for acknowledgement."""
+    """One connection's extent as a ring of bytes waiting for acknowledgement.
 
-    __slots__ = ("offset", "size", "posted", "acked")
+    ``posted`` and ``acked`` are the connection's cumulative byte counts; ``base`` is
+    the value of ``posted`` when this extent became the connection's ring (rings grow
+    by moving to a bigger extent: the old one is retired, and freed once every byte
+    posted in it is acknowledged).
+    """
 
-    def __init__(self, offset: int, size: int):
+    __slots__ = ("offset", "size", "posted", "acked", "base")
+
+    def __init__(self, offset: int, size: int, posted: int = 0, acked: int = 0):
         self.offset = offset
         self.size = size
-        self.posted = 0
-        self.acked = 0
+        self.posted = posted
+        self.acked = acked
+        self.base = posted
 
     def space(self) -> int:
-        return self.size - (self.posted - self.acked)
+        held = self.posted - (self.acked if self.acked > self.base else self.base)
+        return self.size - held
 
     def next_range(self, want: int) -> tuple[int, int]:
         """(segment offset, length) of the next contiguous free bytes, at most ``want``."""
-        position = self.posted % self.size
+        position = (self.posted - self.base) % self.size
         n = min(want, self.space(), self.size - position)
         return self.offset + position, n

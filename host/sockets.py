@@ -41,6 +41,7 @@ from toad.errors import ToadError
 
 ABORT = 1                 # CLOSE value: reset (SO_LINGER 0)
 MIN_SHARE = 16384
+FIRST_RING = 65536
 
 
 def error(code: int, text: str) -> OSError:
@@ -208,6 +209,7 @@ class OffloadSocket:
         self.accept_ready = 0          # ACCEPT_READY events seen
         self.space_events = 0          # SEND_SPACE events seen
         self.ring: SendRing | None = None
+        self.retired: list = []        # (offset, size, posted at retirement) of old rings
         self.abort_on_close = False    # SO_LINGER {1, 0}
         self.send_lock = threading.Lock()
         self.recv_lock = threading.Lock()
@@ -360,8 +362,10 @@ class OffloadSocket:
             ring = self.ring or self._open_ring()
             if ring.space() < min(len(view), self.net.threshold):
                 ring.acked = self.driver.bytes_acked(self.conn)   # lazy free
+                if self.retired:
+                    self._free_retired(ring.acked)
                 if ring.space() == 0:
-                    self._wait_space(ring)
+                    ring = self._grow(ring) or self._wait_space(ring)
             offset, n = ring.next_range(len(view))
             self.driver.mv[offset:offset + n] = view[:n]   # the one copy at the boundary
             self.driver.post(layout.OP_SEND, layout.REQ_SILENT, self.conn, 0, 0, 0, 0,
@@ -385,8 +389,8 @@ class OffloadSocket:
             raise error(errno.ENOTCONN, "send")
 
     def _open_ring(self) -> SendRing:
-        """This connection's share of the send area (taken at its first send)."""
-        size = self.net.share
+        """A first, small ring in the send area (taken at the connection's first send)."""
+        size = min(FIRST_RING, self.net.share)
         while True:
             offset = self.net.area.allocate(size)
             if offset is not None:
@@ -399,11 +403,28 @@ class OffloadSocket:
                               self._deadline()):
                 raise error(errno.ENOBUFS, "send: the QP's send area is exhausted "
                                            "(raise qp.send_buffer_bytes)")
-            size = self.net.share
 
-    def _wait_space(self, ring: SendRing) -> None:
+    def _grow(self, ring: SendRing) -> SendRing | None:
+        """A full ring below the share moves to a 4x bigger extent (if the area has it,
+        leaving room for others); the old one is freed once its bytes are acked."""
+        size = min(ring.size * 4, self.net.share)
+        if size <= ring.size or self.net.area.free_bytes() < 2 * size:
+            return None
+        offset = self.net.area.allocate(size)
+        if offset is None:
+            return None
+        self.retired.append((ring.offset, ring.size, ring.posted))
+        self.ring = SendRing(offset, size, ring.posted, ring.acked)
+        return self.ring
+
+    def _free_retired(self, acked: int) -> None:
+        while self.retired and self.retired[0][2] <= acked:
+            offset, size, _ = self.retired.pop(0)
+            self.net.area.free(offset, size)
+
+    def _wait_space(self, ring: SendRing) -> SendRing:
         """Used our share: ask for an event when ``threshold`` more bytes are acked."""
-        want = min(self.net.threshold, ring.size)
+        want = min(self.net.threshold, ring.size) + max(ring.base - ring.acked, 0)
         seen = self.space_events
         self.driver.post(layout.OP_SEND_SPACE, 0, self.conn, 0, 0, 0, 0, 0, ring.acked, want)
 
@@ -417,6 +438,7 @@ class OffloadSocket:
         ring.acked = self.driver.bytes_acked(self.conn)
         if self.error:
             raise error(self.error, "send")
+        return ring
 
     # ---- receiving -------------------------------------------------------------------
     def recv(self, bufsize: int, flags: int = 0) -> bytes:
@@ -498,6 +520,7 @@ class OffloadSocket:
         if self.ring is not None:
             self.net.area.free(self.ring.offset, self.ring.size)
             self.ring = None
+        self._free_retired(1 << 63)
         if self.net.sockets.get(self.conn) is self:
             del self.net.sockets[self.conn]
 

@@ -311,3 +311,32 @@ def test_loss_duplication_reordering_keep_the_stream_intact(engine):
     assert box["result"] == (total, digest)
     wire = run.stop()["wire"]
     assert wire["lost"] > 0 and wire["duplicated"] > 0 and wire["reordered"] > 0
+
+
+def test_listener_with_many_pending_connections(engine):
+    """60 connections complete their handshake before the first accept; each is then
+    accepted with its own early data, and a send after shutdown is EPIPE."""
+    run = engine()
+    with OffloadNetwork(run.config()) as net:
+        listener = net.listen(7006, backlog=64)
+        clients = []
+        for i in range(60):
+            client = net.create_connection((net.listen_address, 7006), timeout=10)
+            client.sendall(i.to_bytes(2, "big"))
+            clients.append(client)
+        seen = set()
+        for _ in clients:
+            server, _ = listener.accept()
+            seen.add(int.from_bytes(server.recv(2), "big"))
+            server.close()
+        assert seen == set(range(60))
+        clients[0].shutdown(socket.SHUT_WR)
+        with pytest.raises(BrokenPipeError) as info:
+            clients[0].send(b"late")
+        assert info.value.errno == errno.EPIPE
+        for client in clients:
+            client.close()
+        listener.close()
+    summary = run.stop()
+    assert summary["offload"]["accepted"] == 60
+    assert summary["stack"].get("tcp.listen_overflow", 0) == 0
