@@ -71,7 +71,8 @@ def test_adopted_link_has_only_the_connected_route():
         assert "mtu 9000" in out and "UP" in out
         with pytest.raises(netns.NetnsError, match="already exists"):
             ns.adopt_link(dev, "10.77.0.1/24", 1500)
-    # deleting the namespace deleted the link that lived in it
+        # deleting the pair here is synchronous (namespace teardown frees it later)
+        netns.run_ip(["-n", name, "link", "del", dev])
     assert name not in netns.list_netns()
 
 
