@@ -64,7 +64,7 @@ class OffloadPoller:
     # ---- the poller interface ---------------------------------------------------
     def poll(self, now: float) -> bool:
         stack, nic = self.stack, self.nic
-        worked = self.kicked
+        changed = worked = self.kicked
         self.kicked = False
         for round_no in range(MAX_ROUNDS):
             if round_no:
@@ -74,16 +74,20 @@ class OffloadPoller:
                 stack.receive_frame(frame, now, csum_ok)
             if self.timer_at is not None and now >= self.timer_at:
                 stack.on_timer(now)
-                worked = True
-            out = stack.poll_transmit(now)
+                changed = True
+            # Output only when something could have changed what a connection may
+            # send: frames in, a timer, a request (kick). An idle pass then costs no
+            # walk over the connections.
+            out = stack.poll_transmit(now) if frames or changed else None
             if out:
                 nic.send(out)
             events = stack.events()
             if events:
                 self.translate(events)
-            if not (frames or out or events):
+            if not (frames or out or events or changed):
                 break
             worked = True
+            changed = False
         if self.rx_producers:
             worked |= self.check_rx_doorbells(now)
         if self.table.delayed:
@@ -119,6 +123,7 @@ class OffloadPoller:
             for sock in qp.connections.values():
                 if sock.conn is not None and sock.state is CONNECTED:
                     sock.conn.notify_read(now)
+            self.kicked = True        # a window update may be due: run output next pass
         return changed
 
     def post_delayed(self, now: float) -> bool:
