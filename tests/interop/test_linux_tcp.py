@@ -12,8 +12,9 @@ from tests.interop.peer import pattern
 
 pytestmark = [pytest.mark.interop, requires_tap]
 SIZE = 100_000_000
-CASES = [(1500, ("csum", "tso")), (1500, ()), (9000, ("csum", "tso")), (9000, ())]
-IDS = ["1500-tso", "1500-plain", "9000-tso", "9000-plain"]
+CASES = [(1500, ("csum", "tso")), (1500, ()), (9000, ("csum", "tso")), (9000, ()),
+         (1500, ("csum",))]
+IDS = ["1500-tso", "1500-plain", "9000-tso", "9000-plain", "1500-csum-only"]
 
 
 @pytest.fixture(scope="module")
