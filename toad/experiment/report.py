@@ -172,6 +172,10 @@ def notes(details: Iterable[dict]) -> str:
              "chunk-sized copy calibrated on the worker's CPU just before the run",
              "host CPUs busy: /proc/stat over the host CPUs (both workers, interrupts, "
              "softirqs and any other process there), checksum time excluded"]
+    pins = {json.dumps(d.get("pinning"), sort_keys=True) for d in details if d.get("pinning")}
+    for pin in sorted(pins):
+        obtained = ", ".join(f"{k} {v}" for k, v in json.loads(pin).items())
+        lines.append(f"pinning obtained (CPUs): {obtained}")
     seen = set()
     for d in details:
         for w in d.get("warnings", []):

@@ -246,9 +246,10 @@ def load_warnings(details: dict, limit_pct: float = 5.0) -> list[str]:
     """Say when other processes loaded the run's CPUs (figures disturbed)."""
     out = []
     other = details.get("other_load_pct", {})
-    for what, pct in (("host CPUs", other.get("host")), ("the engine CPU", other.get("engine"))):
+    for what, pct in (("the host CPUs were", other.get("host")),
+                      ("the engine CPU was", other.get("engine"))):
         if pct is not None and pct > limit_pct:
-            out.append(f"{what} were {pct:.0f}% busy with other processes during the run "
+            out.append(f"{what} {pct:.0f}% busy with other processes during the run "
                        f"(one CPU = 100%): throughput and /proc/stat figures are disturbed")
     return out
 
