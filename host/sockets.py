@@ -89,6 +89,8 @@ class OffloadNetwork:
         self.orphans: dict[int, list] = {}     # events that beat their ACCEPT answer
         self.closing: dict[int, OffloadSocket] = {}   # CLOSE cookie -> socket
         self.closed = False
+        self.rx_in_engine = lay.recv_buffers   # anonymous buffers not in our hands
+        self.unowned_returns = 0               # buffers the engine gave back unused
         self.driver.post_rx_buffers([(self.driver.recv_buffer_offset(i), lay.recv_buffer_bytes, i)
                                      for i in range(lay.recv_buffers)])
 
@@ -157,6 +159,7 @@ class OffloadNetwork:
 
     def give_back(self, buf_id: int) -> None:
         """Return an anonymous buffer to the engine's pool."""
+        self.rx_in_engine += 1
         self.driver.post_rx_buffers([(self.driver.recv_buffer_offset(buf_id),
                                       self.buffer_bytes, buf_id)])
 
@@ -172,9 +175,12 @@ class OffloadNetwork:
             if sock is not None and kind == layout.EV_ERROR:
                 sock.error = sock.error or event.status    # a SEND the engine refused
             return
+        if kind == layout.EV_RECV_DATA:
+            self.rx_in_engine -= 1
         sock = self.sockets.get(event.conn)
         if sock is None:
             if kind == layout.EV_RECV_DATA and event.conn == 0:
+                self.unowned_returns += 1     # e.g. of a child that was never accepted
                 self.give_back(event.buffer)
             else:
                 self.orphans.setdefault(event.conn, []).append(event)

@@ -123,7 +123,25 @@ class Handlers:
             return
         sock.listener, sock.state = listener, LISTENING
         self.table.bind_stack(listener, sock)
+        listener.forget = self._child_lost_hook(qp, sock, listener)
         complete(qp, request, port=sock.bind_port)
+
+    def _child_lost_hook(self, qp, sock: EngineSocket, listener):
+        """Wrap ``listener.forget`` (the Stack calls it when a child dies before being
+        accepted, or the listener closes): buffers such a child filled go back to the
+        host's pool, posted with connection 0, instead of leaking from it."""
+        forget = listener.forget
+
+        def forget_child(conn) -> None:
+            recv = conn.recv_buffer
+            if self.table.by_stack.get(listener) is sock and isinstance(recv, HostRecvBuffer) \
+                    and recv.conn is None:
+                for buf_id in recv.detach():
+                    qp.post_event(layout.EV_RECV_DATA, 0, 0, 0, 0, 0, 0, buf_id, 0, 0, 0)
+                self.counters["children_lost_before_accept"] += 1
+            forget(conn)
+
+        return forget_child
 
     def connect(self, qp, request) -> None:
         sock = qp.connections[request.conn]
