@@ -82,3 +82,19 @@ def test_engine_figures_interpolate_cpu_and_busy():
     engine, pct = figures.engine_figures((0.5, 1.5), cpu, busy, 125_000_000)
     assert engine == {"cpu_pct": 50.0, "busy_pct": 25.0}
     assert pct == pytest.approx(50.0)
+
+
+def bulk(mode, chunk, send_pct, recv_pct):
+    return {"mode": mode, "workload": "bulk", "chunk_bytes": chunk,
+            "send": {"cpu_pct_per_gbps": send_pct}, "recv": {"cpu_pct_per_gbps": recv_pct}}
+
+
+def test_improvement_factors_compare_like_with_like():
+    from toad.experiment import report
+    runs = [bulk("kernel", 8192, 8.0, 12.0), bulk("offload", 8192, 2.0, 3.0)]
+    assert report.factors(runs) == "offload vs kernel at 8 KB: sending 4.0x, receiving 4.0x"
+    # TAP: each run has one toad side; the Linux side must not enter the factors
+    tap = [bulk("inhost", 8192, 10.0, 99.0), bulk("inhost", 8192, 99.0, 20.0),
+           bulk("offload", 8192, 5.0, 1.0), bulk("offload", 8192, 1.0, 4.0)]
+    sides = [{"tap": {"toad_side": s}} for s in ("send", "recv", "send", "recv")]
+    assert report.factors(tap, sides) == "offload vs inhost at 8 KB: sending 2.0x, receiving 5.0x"

@@ -128,21 +128,35 @@ def rr_table(runs: list[dict]) -> str:
     return table(header, rows)
 
 
-def factors(runs: list[dict]) -> str:
+def host_figures(runs: list[dict], details: list[dict]) -> dict:
+    """{mode: {(chunk, side): % CPU per Gb/s}} for toad's sides of the bulk runs
+    (on a TAP only the side that was toad's)."""
+    out: dict = {}
+    for r, d in zip(runs, details):
+        if r["workload"] != "bulk":
+            continue
+        sides = [d["tap"]["toad_side"]] if "tap" in d else ["send", "recv"]
+        for side in sides:
+            out.setdefault(r["mode"], {})[(r["chunk_bytes"], side)] = r[side]["cpu_pct_per_gbps"]
+    return out
+
+
+def factors(runs: list[dict], details: Optional[list[dict]] = None) -> str:
     """Improvement factors of offload over each baseline: baseline total / offload total."""
-    offload = {r["chunk_bytes"]: r for r in runs if r["mode"] == "offload" and r["workload"] == "bulk"}
+    figures = host_figures(runs, details or [{} for _ in runs])
+    offload = figures.get("offload", {})
     lines = []
     for base in ("kernel", "inhost"):
-        for r in runs:
-            if r["mode"] != base or r["workload"] != "bulk" or r["chunk_bytes"] not in offload:
-                continue
-            o = offload[r["chunk_bytes"]]
+        chunks = sorted({c for c, _s in figures.get(base, {}) if (c, "send") in offload
+                         or (c, "recv") in offload}, reverse=True)
+        for chunk in chunks:
             parts = []
-            for s in ("send", "recv"):
-                b, t = r[s]["cpu_pct_per_gbps"], o[s]["cpu_pct_per_gbps"]
-                parts.append(f"{'sending' if s == 'send' else 'receiving'} "
-                             f"{b / t:.1f}x" if t else f"{s} -")
-            lines.append(f"offload vs {base} at {size_label(r['chunk_bytes'])}: " + ", ".join(parts))
+            for side, verb in (("send", "sending"), ("recv", "receiving")):
+                b, o = figures[base].get((chunk, side)), offload.get((chunk, side))
+                if b is not None and o:
+                    parts.append(f"{verb} {b / o:.1f}x")
+            if parts:
+                lines.append(f"offload vs {base} at {size_label(chunk)}: " + ", ".join(parts))
     return "\n".join(lines)
 
 
@@ -158,7 +172,7 @@ def render(runs: list[dict], details: list[dict]) -> str:
     rr = [r for r in runs if r["workload"] != "bulk"]
     if rr:
         out.append(rr_table(rr))
-    text = factors(runs)
+    text = factors(runs, details)
     if text:
         out.append("improvement factors (host CPU per Gb/s):\n" + text)
     out.append(notes(details))
