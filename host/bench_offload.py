@@ -73,7 +73,7 @@ def one_chunk(chunk: int, args, base: list[str]) -> dict:
                  f"qp.recv_buffers={max(16, (8 << 20) // chunk)}", *base]
     config = load(None, overrides)
     sets = [x for item in overrides for x in ("--set", item)]
-    engine_argv = ["-m", "engine", "--quiet", *sets]
+    engine_argv = ["-m", "engine", *sets]
     prof = f"{args.profile}-{chunk}.prof" if args.profile else None
     if prof:
         engine_argv = ["-m", "cProfile", "-o", prof, *engine_argv]
@@ -93,14 +93,20 @@ def one_chunk(chunk: int, args, base: list[str]) -> dict:
         stats1 = read_engine_stats(name)
     finally:
         engine.terminate()
-        engine.wait(30)
+        out = engine.communicate(timeout=30)[0]
+    summary = next((json.loads(line.split(": offload ", 1)[1]) for line in out.splitlines()
+                    if ": offload {" in line), {})
     busy = (stats1["busy_ns"] - stats0["busy_ns"]) / 1e9
     gb = out_recv["bytes"] / 1e9
     row = {"chunk_bytes": chunk, "goodput_gbps": 8 * gb / out_recv["wall_s"],
            "send_cpu_s_per_gb": out_send["cpu_s"] / gb, "recv_cpu_s_per_gb": out_recv["cpu_s"] / gb,
            "engine_busy_share": busy / out_recv["wall_s"], "bytes": out_recv["bytes"],
            "seconds": out_recv["wall_s"], "engine_cpu": config.engine.cpu,
-           "host_cpu": config.host.cpus[0]}
+           "host_cpu": config.host.cpus[0],
+           "stalls": {k: v for k, v in summary.get("connections", {}).items()
+                      if k in ("delayed_ack_timeout", "persist_timeout", "rto",
+                               "tx_window_probe", "fast_retransmit")},
+           "rx_out_of_buffers": summary.get("offload", {}).get("rx_out_of_buffers", 0)}
     if prof:
         row["profile"] = prof
         pstats.Stats(prof).sort_stats("tottime").print_stats(args.top)
@@ -125,7 +131,8 @@ def main(argv: list[str]) -> int:
     print(f"{'chunk':>8} {'Gb/s':>7} {'send CPU s/GB':>14} {'recv CPU s/GB':>14} {'engine busy':>12}")
     for r in rows:
         print(f"{r['chunk_bytes']:>8} {r['goodput_gbps']:>7.2f} {r['send_cpu_s_per_gb']:>14.3f} "
-              f"{r['recv_cpu_s_per_gb']:>14.3f} {r['engine_busy_share']:>11.0%}")
+              f"{r['recv_cpu_s_per_gb']:>14.3f} {r['engine_busy_share']:>11.0%}  "
+              f"stalls {r['stalls']} out-of-buffers {r['rx_out_of_buffers']}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"bench": "offload", "rows": rows}, f, indent=1)

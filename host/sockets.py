@@ -42,6 +42,7 @@ from toad.errors import ToadError
 ABORT = 1                 # CLOSE value: reset (SO_LINGER 0)
 MIN_SHARE = 16384
 FIRST_RING = 65536
+RETURN_BATCH = 8          # read anonymous buffers handed back per doorbell (at most)
 
 
 def error(code: int, text: str) -> OSError:
@@ -91,6 +92,8 @@ class OffloadNetwork:
         self.closed = False
         self.rx_in_engine = lay.recv_buffers   # anonymous buffers not in our hands
         self.unowned_returns = 0               # buffers the engine gave back unused
+        self.returns: list[int] = []           # read buffers not yet handed back
+        self.return_batch = max(1, min(RETURN_BATCH, lay.recv_buffers // 16))
         self.driver.post_rx_buffers([(self.driver.recv_buffer_offset(i), lay.recv_buffer_bytes, i)
                                      for i in range(lay.recv_buffers)])
 
@@ -155,13 +158,22 @@ class OffloadNetwork:
         return sock
 
     def wait(self, ready, timeout: float | None) -> bool:
+        self.flush_returns()          # never sleep on buffers the engine may need
         return self.driver.wait_for(ready, timeout)
 
     def give_back(self, buf_id: int) -> None:
-        """Return an anonymous buffer to the engine's pool."""
+        """Return an anonymous buffer to the engine's pool (in small batches: one
+        doorbell per ``return_batch`` buffers; everything goes before any wait)."""
         self.rx_in_engine += 1
-        self.driver.post_rx_buffers([(self.driver.recv_buffer_offset(buf_id),
-                                      self.buffer_bytes, buf_id)])
+        self.returns.append(buf_id)
+        if len(self.returns) >= self.return_batch:
+            self.flush_returns()
+
+    def flush_returns(self) -> None:
+        batch, self.returns = self.returns, []
+        if batch:
+            offset, size = self.driver.recv_buffer_offset, self.buffer_bytes
+            self.driver.post_rx_buffers([(offset(b), size, b) for b in batch])
 
     def _on_event(self, event) -> None:
         """Runs in the thread consuming events: attach, mark, wake; never waits."""
