@@ -94,8 +94,9 @@ def open_tap(device: str, offload: int) -> tuple[int, str]:
 class TapDevice:
     """The fd and its framing: virtio-net header in, virtio-net header out."""
 
-    def __init__(self, fd: int, rx_csum: bool, max_frames: int = 64):
+    def __init__(self, fd: int, rx_csum: bool, max_frames: int = 64, label: str = "TAP"):
         self.fd = fd
+        self.label = label
         self.rx_csum = rx_csum
         self.buffers = [bytearray(READ_SIZE) for _ in range(max_frames)]
         self.views = [memoryview(b) for b in self.buffers]
@@ -111,6 +112,9 @@ class TapDevice:
                 n = os.readv(self.fd, [view])
             except BlockingIOError:
                 break
+            except OSError as exc:    # EBADFD: the device was deleted under us
+                raise TapError(f"{self.label}: read failed: {exc.strerror} (was its "
+                               "namespace deleted by another program?)") from None
             frame = self.accept(view, n)
             if frame is not None:
                 out.append(frame)
@@ -204,7 +208,8 @@ class TapNic:
             mtu=tap.mtu, mac=local_mac(tap.address), tx_csum="csum" in offloads,
             rx_csum="csum" in offloads, tso="tso" in offloads,
             tso_max=TSO_MAX if "tso" in offloads else 0)
-        self.device_io = TapDevice(self.fd, self.features.rx_csum, max_frames)
+        self.device_io = TapDevice(self.fd, self.features.rx_csum, max_frames,
+                                   f"TAP device {self.device} (namespace {tap.netns})")
         self.counters = self.device_io.counters
 
     def send(self, frames: list[TxFrame]) -> None:

@@ -100,3 +100,14 @@ def test_tso_without_csum_refused():
     with pytest.raises(TapError, match="tso needs csum"):
         TapNic(TapConfig(netns=netns, device=device, offloads=("tso",)))
     assert netns not in list_netns()
+
+
+def test_namespace_deleted_under_a_running_nic_is_a_clear_error():
+    netns, device = names("g")
+    with TapNic(TapConfig(netns=netns, device=device)) as nic:
+        run_ip(["netns", "del", netns])
+        assert wait_until(lambda: netns not in list_netns(), 5)
+        with pytest.raises(TapError, match=f"TAP device {device}.*namespace"):
+            for _ in range(100):
+                nic.receive(0.0)
+                time.sleep(0.01)
