@@ -45,12 +45,18 @@ def test_kernel_bulk_two_chunks(tmp_path):
     assert doc["details"][0]["pinning"]["send"] == [0]
 
 
+NETWORK_MODULE = {"kernel": "host.kernelnet", "inhost": "host.inhost", "offload": "host.sockets"}
+
+
+@pytest.mark.parametrize("mode", ["kernel", "inhost", "offload"])
 @pytest.mark.parametrize("kind", ["rr", "crr"])
-def test_kernel_request_response(tmp_path, kind):
-    doc = run_json(tmp_path, "run", "configs/default.yaml", "--set", "mode=kernel",
+def test_request_response(tmp_path, mode, kind):
+    if not module_exists(NETWORK_MODULE[mode]):
+        pytest.skip(f"{NETWORK_MODULE[mode]} not built yet")
+    doc = run_json(tmp_path, "run", "configs/default.yaml", "--set", f"mode={mode}",
                    "--set", f"workload.kind={kind}", "--set", "workload.sizes=[64]", *SHORT)
     (run,) = doc["runs"]
-    check_run(run, "kernel", kind)
+    check_run(run, mode, kind)
     assert run["chunk_bytes"] == 64
 
 
