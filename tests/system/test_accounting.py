@@ -98,3 +98,35 @@ def test_improvement_factors_compare_like_with_like():
            bulk("offload", 8192, 5.0, 1.0), bulk("offload", 8192, 1.0, 4.0)]
     sides = [{"tap": {"toad_side": s}} for s in ("send", "recv", "send", "recv")]
     assert report.factors(tap, sides) == "offload vs inhost at 8 KB: sending 2.0x, receiving 5.0x"
+
+
+class FakeTty:
+    def __init__(self):
+        self.text = ""
+
+    def isatty(self):
+        return True
+
+    def write(self, text):
+        self.text += text
+
+    def flush(self):
+        pass
+
+
+def test_progress_line_is_throttled_and_cleared():
+    from toad.experiment.progress import Progress
+    now = [100.0]
+    stream = FakeTty()
+    progress = Progress(2, stream=stream, clock=lambda: now[0])
+    progress.begin("kernel bulk 8 KB", 3.0)
+    now[0] += 0.1
+    progress.tick()  # too soon: not redrawn
+    assert stream.text.count("\r[") == 1
+    now[0] += 0.2
+    progress.tick()
+    assert stream.text.endswith("[1/2] kernel bulk 8 KB   0.3/3.0 s   ")
+    progress.done()
+    assert stream.text.endswith("\r")
+    quiet = Progress(1, stream=type("Pipe", (), {"isatty": lambda self: False})())
+    quiet.begin("x", 1.0)  # not a TTY: writes nothing (it has no write method at all)
