@@ -1,6 +1,6 @@
 """One run end to end: effective config, engine (offload), workers, figures.
 
-    run, details = run_once(config, progress)
+    [(run, details)] = run_once(config, mode, unit)     # loopback: one run; TAP: two
 
 The effective config of the run (the user's config with this run's mode, chunk or
 size, and a unique instance name) is written as YAML into the launcher's temporary
@@ -48,7 +48,8 @@ def effective(config: Config, mode: str, unit: int, name: str) -> Config:
     data.update(mode=mode, name=name)
     if config.workload.kind == "bulk":
         data["workload"]["chunk_bytes"] = [unit]
-        # the anonymous receive buffer is the chunk (TOAD); the pool keeps its bytes
+        # the anonymous receive buffer is the chunk (TOAD); qp.recv_buffers (how many)
+        # stays as configured
         data["qp"]["recv_buffer_bytes"] = max(512, unit)
     else:
         data["workload"]["sizes"] = [unit]
