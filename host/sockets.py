@@ -206,7 +206,12 @@ def check(event, what: str) -> None:
 
 
 class OffloadSocket:
-    """A TCP socket whose protocol runs in the engine."""
+    """A TCP socket whose protocol runs in the engine (IPv4 stream sockets only;
+    connect blocks, even in non-blocking mode it answers EINPROGRESS without starting)."""
+
+    family = pysocket.AF_INET
+    type = pysocket.SOCK_STREAM
+    proto = 0
 
     def __init__(self, network: OffloadNetwork, conn: int, connected: bool = False,
                  peer: tuple[str, int] | None = None):
@@ -262,6 +267,9 @@ class OffloadSocket:
 
     def setblocking(self, flag: bool) -> None:
         self.timeout = None if flag else 0.0
+
+    def getblocking(self) -> bool:
+        return self.timeout != 0.0
 
     def setsockopt(self, level: int, option: int, value) -> None:
         if level == pysocket.IPPROTO_TCP and option == pysocket.TCP_NODELAY:
@@ -353,6 +361,14 @@ class OffloadSocket:
         self.connected = True
         self.peer = (ipv4.ntoa(addr), port)
 
+    def connect_ex(self, address) -> int:
+        """connect(), returning the errno instead of raising it (0 on success)."""
+        try:
+            self.connect(address)
+        except OSError as exc:
+            return exc.errno or errno.ETIMEDOUT
+        return 0
+
     def _wait(self, ready, deadline: float | None) -> bool:
         """Sleep until ``ready()`` (events are handled meanwhile) or the deadline."""
         if ready():
@@ -370,7 +386,9 @@ class OffloadSocket:
         return TimeoutError("timed out")
 
     # ---- sending ---------------------------------------------------------------------
-    def send(self, data) -> int:
+    def send(self, data, flags: int = 0) -> int:
+        if flags:
+            raise error(errno.EOPNOTSUPP, "send flags")
         view = memoryview(data).cast("B") if not isinstance(data, memoryview) or \
             data.format != "B" or data.ndim != 1 else data
         if not len(view):
@@ -391,7 +409,9 @@ class OffloadSocket:
             ring.posted += n
             return n
 
-    def sendall(self, data) -> None:
+    def sendall(self, data, flags: int = 0) -> None:
+        if flags:
+            raise error(errno.EOPNOTSUPP, "sendall flags")
         view = memoryview(data).cast("B")
         done, total = 0, len(view)
         while done < total:
