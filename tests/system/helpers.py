@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +11,17 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-SHORT = ["--set", "workload.duration_s=0.4", "--set", "workload.warmup_s=0.1"]
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now (kernel-mode runs bind 127.0.0.1)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+SHORT = ["--set", "workload.duration_s=0.4", "--set", "workload.warmup_s=0.1",
+         "--set", f"workload.port={free_port()}"]
 
 
 def toad(*args: str, timeout: float = 120.0) -> subprocess.CompletedProcess:

@@ -45,7 +45,7 @@ def test_port_in_use_names_the_key_and_the_fix():
         busy.listen()
         port = busy.getsockname()[1]
         line = one_error_line(toad("run", "configs/default.yaml", "--set", "mode=kernel",
-                                   "--set", f"workload.port={port}", *SHORT))
+                                   *SHORT, "--set", f"workload.port={port}"))  # last wins
     assert f"workload.port: {port} is in use" in line
 
 
