@@ -134,7 +134,7 @@ class Plan:
     flip_at: int = -1
 
 
-def bulk_send(sock, plan: Plan, progress=None) -> dict:
+def bulk_send(sock, plan: Plan) -> dict:
     """Write ``chunk``-byte slices of a random pattern for warmup + duration seconds."""
     chunk = plan.chunk
     data = pattern(4 * chunk + 4093, plan.seed)
