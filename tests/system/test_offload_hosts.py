@@ -130,5 +130,6 @@ def test_ten_thousand_connections_leave_nothing_behind(engine):
                       "listeners": 0, "bound_ports": 0, "qp_connections": 0}, tables
     assert summary["offload"]["accepted"] == total
     assert summary["stack"]["tcp.freed"] == 2 * total
+    print(f"engine RSS after {warmup} connections: {rss_warm} KiB, after {total}: {rss_end} KiB")
     # no growth beyond allocator noise: 10,000 connections of state would be megabytes
     assert rss_end - rss_warm < 2048, (rss_warm, rss_end)
