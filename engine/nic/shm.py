@@ -42,7 +42,7 @@ HEADER_BYTES = 4096
 RING_CONTROL = 256
 SLOT_HEADER = 16
 RING_BUDGET = 16 << 20               # bytes of slots per direction, at most
-MAX_SLOTS = 1024
+MAX_SLOTS = 8192                     # at MTU 1500: 11 MB of payload, above a 4 MB window
 PRODUCER, CONSUMER, WAITING = 0, 8, 16   # u64 positions in a ring's control block
 FLAG_PARTIAL_CSUM = 1
 
