@@ -86,6 +86,7 @@ class Handlers:
         if conn_id is None:
             raise RequestError(errno.EMFILE, layout.ERR_NO_RESOURCES)
         sock.conn_id = conn_id
+        clear_consumed(qp, conn_id)
         self.counters["sockets"] += 1
         complete(qp, request, value=conn_id)
 
@@ -179,6 +180,7 @@ class Handlers:
             self.layer.kick()
             complete(qp, request, status=errno.EMFILE)
             return
+        clear_consumed(qp, conn_id)
         child.conn_id, child.conn, child.state = conn_id, conn, CONNECTED
         child.send_buffer, child.recv_buffer = conn.send_buffer, conn.recv_buffer
         child.recv_buffer.policy = child.policy
@@ -275,3 +277,9 @@ def complete_cookie(qp, sock: EngineSocket, cookie: int, status: int = 0, value:
     """Answer a deferred request (CONNECT, CLOSE) by its cookie."""
     qp.post_event(layout.EV_COMPLETION, conn=sock.conn_id, cookie=cookie, status=status,
                   value=value)
+
+
+def clear_consumed(qp, conn_id: int) -> None:
+    """A reused counter row still holds its last connection's consumed count: zero it
+    before the host learns the id (after that only the host writes it)."""
+    qp.dma.write_u64(qp.counter_offset(conn_id) + 8, 0)
