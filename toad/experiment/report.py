@@ -190,6 +190,7 @@ def notes(details: Iterable[dict]) -> str:
     for pin in sorted(pins):
         obtained = ", ".join(f"{k} {v}" for k, v in json.loads(pin).items())
         lines.append(f"pinning obtained (CPUs): {obtained}")
+    lines += load_notes(details)
     seen = set()
     for d in details:
         for w in d.get("warnings", []):
@@ -224,3 +225,17 @@ def sweep_table(name: str, runs: list[dict], details: list[dict]) -> str:
         rows.append(row)
     return ("% of one CPU per Gb/s (copy = memory copies, rest = driver or stack)\n"
             + table(header, rows) + "\n\n" + notes(details))
+
+
+def load_notes(details: list[dict], limit_pct: float = 5.0) -> list[str]:
+    """One line per CPU kind that other processes loaded during the runs."""
+    out = []
+    for key, what in (("host", "the host CPUs"), ("engine", "the engine CPU")):
+        values = [d.get("other_load_pct", {}).get(key) for d in details]
+        loaded = [v for v in values if v is not None and v > limit_pct]
+        if loaded:
+            out.append(f"warning: {what} also ran other processes in {len(loaded)} of "
+                       f"{len([v for v in values if v is not None])} runs (up to "
+                       f"{max(loaded):.0f}% of one CPU): goodput and /proc/stat figures are "
+                       f"disturbed, per-process figures much less")
+    return out

@@ -172,7 +172,6 @@ def collect(launcher: Launcher, run_config: Config, send: Child, recv: Child,
     run, details = build_run(run_config, results["send"], results["recv"], samples)
     details["pinning"] = pinning(run_config, results, engine)
     details["warnings"] = warnings(run_config, details["pinning"], engine is not None)
-    details["warnings"] += load_warnings(details)
     details["engine_busy_source"] = ("read_engine_stats" if samples and samples["busy"]
                                      else "missing (the engine's stats block was unreadable)"
                                      if engine is not None else None)
@@ -240,18 +239,6 @@ def pinning(config: Config, results: dict, engine: Optional[Child]) -> dict:
     out = {role: results[role]["affinity"] for role in ("send", "recv")}
     if engine is not None:
         out["engine"] = engine.affinity()
-    return out
-
-
-def load_warnings(details: dict, limit_pct: float = 5.0) -> list[str]:
-    """Say when other processes loaded the run's CPUs (figures disturbed)."""
-    out = []
-    other = details.get("other_load_pct", {})
-    for what, pct in (("the host CPUs were", other.get("host")),
-                      ("the engine CPU was", other.get("engine"))):
-        if pct is not None and pct > limit_pct:
-            out.append(f"{what} {pct:.0f}% busy with other processes during the run "
-                       f"(one CPU = 100%): throughput and /proc/stat figures are disturbed")
     return out
 
 
