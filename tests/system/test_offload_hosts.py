@@ -5,10 +5,12 @@ growth in engine memory."""
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -28,6 +30,23 @@ for s in socks:
     s.sendall(b"hello" * 1000)
 print("ready", flush=True)
 time.sleep(60)
+"""
+
+
+SENDER = r"""
+import hashlib, sys
+from toad.config import load
+from host.sockets import OffloadNetwork
+port, total, seed = map(int, sys.argv[1:4])
+with OffloadNetwork(load(None, sys.argv[4:])) as net:
+    block = bytes((i * 13 + seed) & 0xFF for i in range(256)) * 256
+    digest = hashlib.sha256()
+    with net.create_connection((net.listen_address, port), timeout=10) as sock:
+        sock.sendall(seed.to_bytes(1, "big"))
+        for _ in range(total // len(block)):
+            sock.sendall(block)
+            digest.update(block)
+    print(digest.hexdigest(), flush=True)
 """
 
 
@@ -133,3 +152,40 @@ def test_ten_thousand_connections_leave_nothing_behind(engine):
     print(f"engine RSS after {warmup} connections: {rss_warm} KiB, after {total}: {rss_end} KiB")
     # no growth beyond allocator noise: 10,000 connections of state would be megabytes
     assert rss_end - rss_warm < 2048, (rss_warm, rss_end)
+
+
+def test_several_host_processes_share_one_engine(engine):
+    """Three sender processes (three QPs) and this receiver (a fourth) at once."""
+    run = engine()
+    total = 8 << 20
+    with OffloadNetwork(run.config()) as net:
+        listener = net.listen(7012, backlog=8)
+        senders = [subprocess.Popen([sys.executable, "-c", SENDER, "7012", str(total),
+                                     str(seed), *run.overrides], stdout=subprocess.PIPE,
+                                    text=True) for seed in (1, 2, 3)]
+        digests = {}
+        try:
+            accepted = [listener.accept()[0] for _ in senders]
+            threads = []
+            for sock in accepted:
+                def read(sock=sock):
+                    seed = sock.recv(1)[0]
+                    digest, got, buf = hashlib.sha256(), 0, bytearray(65536)
+                    while n := sock.recv_into(buf):
+                        digest.update(memoryview(buf)[:n])
+                        got += n
+                    digests[seed] = (got, digest.hexdigest())
+                    sock.close()
+                threads.append(threading.Thread(target=read))
+                threads[-1].start()
+            for thread in threads:
+                thread.join(120)
+            sent = {seed: p.communicate(timeout=60)[0].strip() for seed, p in zip((1, 2, 3), senders)}
+        finally:
+            for p in senders:
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
+        listener.close()
+    assert digests == {seed: (total, sent[seed]) for seed in (1, 2, 3)}
+    run.stop()
