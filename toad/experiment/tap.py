@@ -57,43 +57,44 @@ def run_tap(config: Config, mode: str, unit: int,
     if config.workload.peer == "iperf":
         raise ConfigError("workload.peer: iperf 2 cannot check the bytes it receives and "
                           "every run checks integrity; use peer: auto (the Python peer)")
-    return [tap_once(config, mode, unit, side, tick) for side in ("send", "recv")]
+    netns = config.nic.tap.netns
+    existed = netns in namespaces()
+    try:
+        return [tap_once(config, mode, unit, side, tick) for side in ("send", "recv")]
+    finally:
+        # the runs' namespace, if they created it and its owner could not remove it
+        # (killed, or a second run adopted the first one's); never any other name
+        if not existed and netns in namespaces():
+            ip("netns", "delete", netns)
 
 
 def tap_once(config: Config, mode: str, unit: int, toad_side: str, tick) -> tuple[dict, dict]:
     run_config = effective(config, mode, unit, instance_name(config))
     tap = run_config.nic.tap
-    before = namespaces()
     peer = ("ip", "netns", "exec", tap.netns)
-    try:
-        with Launcher(run_config.name) as launcher:
-            path = prepare(launcher, run_config)
-            engine = start_engine(launcher, run_config, path) if mode == "offload" else None
-            send_cpu, recv_cpu = worker_cpus(run_config)
-            go = launcher.workdir / "peer.ready"
-            if toad_side == "send":
-                send = start_worker(launcher, path, "send", send_cpu, extra=(
-                    "--connect-to", tap.peer_address, "--wait-for", str(go)))
-                launcher.wait_until(lambda: peer_ready(run_config), START_TIMEOUT_S,
-                                    f"the TAP device in namespace {tap.netns}")
-                recv = start_worker(launcher, path, "recv", recv_cpu, prefix=peer, extra=(
-                    "--kernel-address", tap.peer_address, "--ready", str(go)))
-            else:
-                recv = start_worker(launcher, path, "recv", recv_cpu)
-                launcher.wait_until((launcher.workdir / "recv.ready").exists, START_TIMEOUT_S,
-                                    "toad's receiving worker to listen")
-                launcher.wait_until(lambda: peer_ready(run_config), START_TIMEOUT_S,
-                                    f"the TAP device in namespace {tap.netns}")
-                send = start_worker(launcher, path, "send", send_cpu, prefix=peer, extra=(
-                    "--kernel-address", tap.peer_address,
-                    "--connect-to", tap.address.split("/")[0]))
-            run, details = collect(launcher, run_config, send, recv, engine, tick)
-        note_leftovers(launcher, details)
-    finally:
-        # the run's own namespace, if it created it and its owner could not remove it
-        # (killed); never any other name: other programs create namespaces meanwhile
-        if tap.netns not in before and tap.netns in namespaces():
-            ip("netns", "delete", tap.netns)
+    with Launcher(run_config.name) as launcher:
+        path = prepare(launcher, run_config)
+        engine = start_engine(launcher, run_config, path) if mode == "offload" else None
+        send_cpu, recv_cpu = worker_cpus(run_config)
+        go = launcher.workdir / "peer.ready"
+        if toad_side == "send":
+            send = start_worker(launcher, path, "send", send_cpu, extra=(
+                "--connect-to", tap.peer_address, "--wait-for", str(go)))
+            launcher.wait_until(lambda: peer_ready(run_config), START_TIMEOUT_S,
+                                f"the TAP device in namespace {tap.netns}")
+            recv = start_worker(launcher, path, "recv", recv_cpu, prefix=peer, extra=(
+                "--kernel-address", tap.peer_address, "--ready", str(go)))
+        else:
+            recv = start_worker(launcher, path, "recv", recv_cpu)
+            launcher.wait_until((launcher.workdir / "recv.ready").exists, START_TIMEOUT_S,
+                                "toad's receiving worker to listen")
+            launcher.wait_until(lambda: peer_ready(run_config), START_TIMEOUT_S,
+                                f"the TAP device in namespace {tap.netns}")
+            send = start_worker(launcher, path, "send", send_cpu, prefix=peer, extra=(
+                "--kernel-address", tap.peer_address,
+                "--connect-to", tap.address.split("/")[0]))
+        run, details = collect(launcher, run_config, send, recv, engine, tick)
+    note_leftovers(launcher, details)
     details["tap"] = {"toad_side": toad_side, "peer": "python (kernel-mode worker in netns)",
                       "netns": tap.netns, "device": tap.device, "mtu": tap.mtu}
     return run, details
