@@ -18,7 +18,6 @@ around every call and reported apart, so it can be excluded from the figures.
 """
 from __future__ import annotations
 
-import os
 import socket
 import time
 import zlib
