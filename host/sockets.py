@@ -42,6 +42,7 @@ from toad.errors import ToadError
 ABORT = 1                 # CLOSE value: reset (SO_LINGER 0)
 MIN_SHARE = 16384
 FIRST_RING = 65536
+ROW_MASK = (1 << layout.CONN_ROW_BITS) - 1
 RETURN_BATCH = 8          # read anonymous buffers handed back per doorbell (at most)
 
 
@@ -86,6 +87,7 @@ class OffloadNetwork:
         self.share = min(config.qp.send_share_bytes, lay.send_bytes)
         self.threshold = config.qp.send_space_threshold
         self.buffer_bytes = lay.recv_buffer_bytes
+        self.recv_offset = lay.recv_offset
         self.sockets: dict[int, OffloadSocket] = {}
         self.orphans: dict[int, list] = {}     # events that beat their ACCEPT answer
         self.closing: dict[int, OffloadSocket] = {}   # CLOSE cookie -> socket
@@ -226,6 +228,10 @@ class OffloadSocket:
         self.peer = peer
         self.rx: deque = deque()       # [buffer id, start, length] attached buffers
         self.consumed = 0              # buffer bytes released (read + unused tails)
+        # the counter-table word of "bytes consumed" (our own memory: a plain store)
+        lay = network.driver.layout
+        self.consumed_word = (lay.counters_offset + (conn & ROW_MASK) * layout.COUNTER_ROW.itemsize
+                              + layout.COUNTER_ROW.fields["bytes_consumed"][1]) // 8
         self.eof = False
         self.error = 0
         self.shut_rd = self.shut_wr = False
@@ -394,7 +400,8 @@ class OffloadSocket:
         if not len(view):
             return 0
         with self.send_lock:
-            self._check_send()
+            if self.closed or self.error or self.shut_wr or not self.connected:
+                self._check_send()
             ring = self.ring or self._open_ring()
             if ring.space() < min(len(view), self.net.threshold):
                 ring.acked = self.driver.bytes_acked(self.conn)   # lazy free
@@ -509,18 +516,19 @@ class OffloadSocket:
         entry = self.rx[0]
         buf_id, start, length = entry
         n = min(want, length - start)
-        base = self.driver.recv_buffer_offset(buf_id) + start
+        net = self.net
+        base = net.recv_offset + buf_id * net.buffer_bytes + start
         view[:n] = self.driver.mv[base:base + n]       # the one copy at the boundary
         if start + n == length:
             # the buffer's unused tail counts as consumed (the engine spent it too);
             # the counter is written before the buffer goes back
-            self.consumed += n + self.net.buffer_bytes - length
-            self.driver.set_bytes_consumed(self.conn, self.consumed)
+            self.consumed += n + net.buffer_bytes - length
+            self.driver.u64[self.consumed_word] = self.consumed
             self.rx.popleft()
-            self.net.give_back(buf_id)
+            net.give_back(buf_id)
         else:
             self.consumed += n
-            self.driver.set_bytes_consumed(self.conn, self.consumed)
+            self.driver.u64[self.consumed_word] = self.consumed   # the window opens
             entry[1] = start + n
         return n
 
