@@ -28,7 +28,6 @@ from engine.nic.base import NicFeatures, TxFrame
 from toad.config import TcpConfig
 
 from .arp_cache import ArpCache
-from .checksum import pseudo_sum
 from .connection import Connection
 from .demux import ConnectionTable
 from .events import Closed, Established
@@ -49,6 +48,7 @@ NO_MAC = bytes(6)
 _ETH_IP = struct.Struct("!6s6sHHHHHHHII")
 _FAST_LEN = ethernet.HEADER_LEN + ipv4.HEADER_LEN
 _FRAGMENT_BITS = ipv4.FLAG_MF | ipv4.OFFSET_MASK
+_PORTS = struct.Struct("!HH")
 
 
 class Stack:
@@ -243,8 +243,8 @@ class Stack:
                     if (words & 0xFFFF) + (words >> 16) != 0xFFFF:
                         raise MalformedPacket("ip.bad_checksum")
                     counters["ip.rx"] += 1
-                    self._receive_tcp(src, dst, frame[_FAST_LEN:ethernet.HEADER_LEN + total],
-                                      now, csum_ok or looped)
+                    self._receive_tcp_at(frame, _FAST_LEN, ethernet.HEADER_LEN + total,
+                                         src, dst, now, csum_ok or looped)
                     return
             eth = ethernet.parse(frame)
             if eth.dst != self.mac and eth.dst != ethernet.BROADCAST:
@@ -278,15 +278,25 @@ class Stack:
             counters["ip.unknown_protocol"] += 1
 
     def _receive_tcp(self, src: int, dst: int, payload, now: float, csum_ok: bool) -> None:
-        if len(payload) < tcp.HEADER_LEN:
-            raise MalformedPacket("tcp.truncated", f"{len(payload)} bytes")
+        self._receive_tcp_at(payload, 0, len(payload), src, dst, now, csum_ok)
+
+    def _receive_tcp_at(self, frame, start: int, end: int, src: int, dst: int, now: float,
+                        csum_ok: bool) -> None:
+        """The TCP segment at ``frame[start:end]``: parsed in place (no slice of the
+        headers), its checksum verified in one call over the frame."""
+        if end - start < tcp.HEADER_LEN:
+            raise MalformedPacket("tcp.truncated", f"{end - start} bytes")
         # Demultiplex on the ports first: the checksum mode is per connection.
-        key = (dst, (payload[2] << 8) | payload[3], src, (payload[0] << 8) | payload[1])
-        conn = self.table.get(key)
+        ports = _PORTS.unpack_from(frame, start)
+        key = (dst, ports[1], src, ports[0])
+        conn = self.table.by_key.get(key)
         pseudo = None
-        if not csum_ok and self._checksum_mode(conn, key[1]) != "off":
-            pseudo = pseudo_sum(src, dst, ipv4.PROTO_TCP, len(payload))
-        seg = tcp.parse(payload, pseudo)
+        if not csum_ok and (conn.config.checksum if conn is not None else
+                            self._checksum_mode(None, ports[1])) != "off":
+            # the pseudo-header sum, unfolded (the checksum kernel folds it)
+            pseudo = ((src >> 16) + (src & 0xFFFF) + (dst >> 16) + (dst & 0xFFFF)
+                      + ipv4.PROTO_TCP + end - start)
+        seg = tcp.parse_at(frame, start, end, pseudo)
         self.counters["tcp.rx"] += 1
         if conn is not None:
             conn.on_segment(seg, now)

@@ -48,7 +48,7 @@ class TcpRepr:
 import struct  # noqa: E402  (kept next to the wire code it serves)
 
 from . import MalformedPacket  # noqa: E402
-from ..checksum import ones_sum  # noqa: E402
+from ..checksum import region_sum  # noqa: E402
 
 HEADER_LEN = 20                 # without options
 MAX_HEADER_LEN = 60
@@ -96,21 +96,30 @@ def parse(view: memoryview, pseudo: int | None = None) -> TcpRepr:
     """Parse a TCP segment (``view`` = the IP payload). With ``pseudo`` (the folded
     pseudo-header sum) the checksum is verified first; None trusts it (NIC said ok,
     or checksums are off). The payload is a memoryview into ``view``: no copy."""
-    if len(view) < HEADER_LEN:
-        raise MalformedPacket("tcp.truncated", f"{len(view)} bytes")
-    src, dst, seq, ack, offset, flags, window, _csum, urgent = _LAYOUT.unpack_from(view)
+    return parse_at(view, 0, len(view), pseudo)
+
+
+def parse_at(frame, start: int, end: int, pseudo: int | None = None) -> TcpRepr:
+    """``parse`` of the segment at ``frame[start:end]`` (e.g. inside a whole Ethernet
+    frame), without slicing the headers off first: the receive path's entry point.
+    ``pseudo`` is the pseudo-header sum (folded or not, below 2**32)."""
+    size = end - start
+    if size < HEADER_LEN:
+        raise MalformedPacket("tcp.truncated", f"{size} bytes")
+    src, dst, seq, ack, offset, flags, window, _csum, urgent = _LAYOUT.unpack_from(frame, start)
     data_at = (offset >> 4) * 4
-    if data_at < HEADER_LEN or data_at > len(view):
-        raise MalformedPacket("tcp.bad_data_offset", f"{data_at} of {len(view)} bytes")
-    if pseudo is not None:
-        total = pseudo + ones_sum(view)
-        while total >> 16:
-            total = (total & 0xFFFF) + (total >> 16)
-        if total != 0xFFFF:
-            raise MalformedPacket("tcp.bad_checksum")
-    seg = TcpRepr(src, dst, seq, ack, flags, window, urgent=urgent, payload=view[data_at:])
-    if data_at > HEADER_LEN:
-        _parse_options(view[HEADER_LEN:data_at], seg)
+    if data_at < HEADER_LEN or data_at > size:
+        raise MalformedPacket("tcp.bad_data_offset", f"{data_at} of {size} bytes")
+    if pseudo is not None and region_sum(frame, start, end, pseudo) != 0xFFFF:
+        raise MalformedPacket("tcp.bad_checksum")
+    if type(frame) is not memoryview:
+        frame = memoryview(frame)
+    seg = TcpRepr(src, dst, seq, ack, flags, window, urgent=urgent,
+                  payload=frame[start + data_at:end])
+    if data_at == HEADER_LEN + 12 and frame[start + 20:start + 24] == _TS_ONLY:
+        seg.timestamp = _TS_VALUES.unpack_from(frame, start + 24)    # the common case
+    elif data_at > HEADER_LEN:
+        _parse_options(frame[start + HEADER_LEN:start + data_at], seg)
     return seg
 
 
