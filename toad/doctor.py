@@ -8,6 +8,8 @@ run needs is there (TAP, netns and iperf only matter for tap-linux.yaml), 1 othe
 """
 from __future__ import annotations
 
+import argparse
+
 import os
 import shutil
 import subprocess
@@ -117,7 +119,13 @@ def checks(config: Config) -> list[tuple[str, str, str]]:
 
 
 def main(argv: Sequence[str]) -> int:
-    config = load(argv[0] if argv else None)
+    parser = argparse.ArgumentParser(
+        prog="toad doctor", description="What this machine allows for toad, each with the fix.")
+    parser.add_argument("config", nargs="?", help="YAML config whose CPUs and TAP settings to check")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key")
+    args = parser.parse_args(argv)
+    config = load(args.config, args.set)
     failed = False
     for status, text, fix in checks(config):
         line = f"{status:<4}  {text}"
