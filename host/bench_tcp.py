@@ -193,15 +193,21 @@ def run_recv(net, seconds: float, peer_cpus: list[int], iperf: bool) -> dict:
         conn, _ = server.accept()
         conn.settimeout(60)
         buf = bytearray(CHUNK)
-        total, marks = 0, None
+        total, marks, last = 0, None, None
         t_start = time.monotonic() + WARMUP_S
+        # CPU times are read twice only (they open /proc/self/schedstat: reading them
+        # per recv would bill the benchmark's own bookkeeping to toad's CPU); the run
+        # ends at the first recv past the end, bytes counted up to it.
         while n := conn.recv_into(buf):
             total += n
-            now = time.monotonic()
-            if marks is None and now >= t_start:
-                marks = (total, cpu_times(), now)
-            if marks is not None and now < t_start + seconds:
-                last = (total, cpu_times(), now)
+            if last is None:
+                now = time.monotonic()
+                if marks is None and now >= t_start:
+                    marks = (total, cpu_times(), now)
+                elif marks is not None and now >= t_start + seconds:
+                    last = (total, cpu_times(), now)
+        if marks is not None and last is None:     # the peer stopped a little early
+            last = (total, cpu_times(), time.monotonic())
         conn.close()
         server.close()
         counted = peer_bytes(net, peer)
@@ -211,6 +217,7 @@ def run_recv(net, seconds: float, peer_cpus: list[int], iperf: bool) -> dict:
         raise ToadError(f"the Linux peer sent {counted} bytes but toad received {total}")
     if marks is None:
         raise ToadError("the Linux peer stopped before the measurement started")
+
     return {"bytes": last[0] - marks[0], "seconds": last[2] - marks[2],
             **cpu_delta(marks[1], last[1])}
 
