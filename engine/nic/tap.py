@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import io
 import ipaddress
 import os
 import struct
@@ -96,6 +97,9 @@ class TapDevice:
 
     def __init__(self, fd: int, rx_csum: bool, max_frames: int = 64, label: str = "TAP"):
         self.fd = fd
+        # FileIO on the non-blocking fd (not owned: TapNic closes it) returns None
+        # instead of raising when the device is empty, the end of every batch.
+        self.reader = io.FileIO(fd, "rb", closefd=False) if fd >= 0 else None
         self.label = label
         self.rx_csum = rx_csum
         self.buffers = [bytearray(READ_SIZE) for _ in range(max_frames)]
@@ -107,14 +111,15 @@ class TapDevice:
 
     def read_batch(self, max_frames: int) -> list[tuple[memoryview, bool]]:
         out = []
+        readinto = self.reader.readinto
         for view in self.views[:max_frames]:
             try:
-                n = os.readv(self.fd, [view])
-            except BlockingIOError:
-                break
+                n = readinto(view)    # None when empty: no exception per batch
             except OSError as exc:    # EBADFD: the device was deleted under us
                 raise TapError(f"{self.label}: read failed: {exc.strerror} (was its "
                                "namespace deleted by another program?)") from None
+            if n is None:
+                break
             frame = self.accept(view, n)
             if frame is not None:
                 out.append(frame)
