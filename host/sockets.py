@@ -20,6 +20,15 @@ TOAD section III-C:
   the consumed-bytes counter (the engine opens the window from it) and give the
   buffer back to the pool. Blocked receivers sleep on the QP's interrupt.
 
+Contract details (engine/offload/handlers.py has the engine's side): a connection id
+lives until the engine answers its CLOSE, which it does once every byte posted is
+acknowledged (or the connection is dead): only then are its send rings freed, so the
+engine never reads reused memory; ``network.close()`` waits ``qp.close_linger_s`` for
+those answers. CLOSE with value 1 resets (SO_LINGER 0). ACCEPT answers EAGAIN when
+the queue is empty and the socket waits for an ACCEPT_READY event. The consumed
+counter counts buffer space released: bytes read plus each returned buffer's unused
+tail. RECV_DATA of length 0, or for connection 0, gives a buffer back unused.
+
 Events are handled by whichever thread is consuming the event ring (driver rules), so
 a socket may be used from several threads. Errors are OSError subclasses with Linux's
 errno (ConnectionRefusedError, ConnectionResetError, BrokenPipeError, TimeoutError...).

@@ -4,7 +4,9 @@ Each call of :meth:`OffloadPoller.poll` (once per engine-loop iteration, after t
 request rings were served) runs rounds of: frames in from the NIC, due timers, frames
 out (``stack.poll_transmit``: where host memory is gathered into frames), stack events
 turned into QP events. It stops when a round did nothing (the loopback wire delivers a
-frame sent in one round to the next one) or after ``MAX_ROUNDS``. Interrupts are not
+frame sent in one round to the next one) or after ``MAX_ROUNDS``. Output runs only
+when frames came in, a timer fired or a request/doorbell changed a connection (a
+"kick"), so an idle pass of a busy-polling engine does not walk every connection. Interrupts are not
 raised here: the loop raises each QP's interrupt after its pollers, when the host armed
 it and moderation allows (engine/interrupts.py), so a host sleeping on a CONNECT,
 an ACCEPT_READY, a SEND_SPACE or receive data is woken, and nobody else is.
