@@ -256,17 +256,21 @@ class HostRecvBuffer:
             if self.current is None and not self._take():
                 break
             offset, length, _ = self.current
-            take = min(n - done, length - self.filled)
-            write(offset + self.filled, data[done:done + take])
-            if self.filled == 0:
-                self.first_at = self.clock()
-            self.filled += take
+            filled = self.filled
+            take = length - filled
+            if take > n - done:
+                take = n - done
+            write(offset + filled, data[done:done + take])   # DMA into the host buffer
+            self.filled = filled + take
             done += take
-            if self.filled == length:
+            if filled + take == length:
                 self.flush(push and done == n)
         self.delivered += done
-        if push and self.filled and self.policy.push:
-            self.flush(True)
+        if self.filled:
+            if push and self.policy.push:
+                self.flush(True)
+            elif self.first_at is None:
+                self.first_at = self.clock()    # the delay policy counts from here
         return done
 
     def _take(self) -> bool:
