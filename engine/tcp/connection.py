@@ -209,11 +209,10 @@ class Connection:
 
     # -- driving (sans-IO) -----------------------------------------------------------
 
-    def on_segment(self, seg: TcpRepr, now: float) -> None:
-        tcp_input.segment_arrives(self, seg, now)
-
-    def poll_transmit(self, now: float) -> list[TcpRepr]:
-        return tcp_output.output(self, now)
+    # on_segment(seg, now) and poll_transmit(now) -> list[TcpRepr]: the input and
+    # output modules' functions bound as methods (no wrapper call per segment).
+    on_segment = tcp_input.segment_arrives
+    poll_transmit = tcp_output.output
 
     def on_timer(self, now: float) -> None:
         timers.on_timer(self, now)

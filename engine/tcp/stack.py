@@ -211,19 +211,18 @@ class Stack:
                 break
             looped, self._loop = self._loop, []
             for data in looped:
-                self._receive(memoryview(data), now, True, True)
+                self.receive_frame(memoryview(data), now, True, True)
         out += self._tx
         self._tx = []
         return out
 
     # ---- input -------------------------------------------------------------------
 
-    def receive_frame(self, frame: memoryview, now: float, csum_ok: bool = False) -> None:
-        """One Ethernet frame from the NIC; malformed frames are counted and dropped."""
+    def receive_frame(self, frame: memoryview, now: float, csum_ok: bool = False,
+                      looped: bool = False) -> None:
+        """One Ethernet frame from the NIC; malformed frames are counted and dropped.
+        ``looped`` is the stack's own (frames looped inside it, within poll_transmit)."""
         self._now = now
-        self._receive(frame, now, csum_ok, False)
-
-    def _receive(self, frame, now: float, csum_ok: bool, looped: bool) -> None:
         counters = self.counters
         try:
             if len(frame) >= _FAST_LEN:
