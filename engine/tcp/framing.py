@@ -23,7 +23,7 @@ import numpy as np
 
 from engine.nic.base import NicFeatures, TxFrame
 
-from .checksum import copy_sum, finish, pseudo_sum, region_sum
+from .checksum import copy_sum, finish, fold, region_sum
 from .wire import ipv4, tcp
 from .wire.ethernet import ETHERTYPE_IPV4
 
@@ -33,6 +33,8 @@ DATA_AT = TCP_AT + tcp.HEADER_LEN             # payload offset when there are no
 CHECKSUM_AT = TCP_AT + tcp.CHECKSUM_AT
 # Ethernet prefix | IPv4 header (no options) | TCP header without options: one pack.
 _HEADERS = struct.Struct("!14sBBHHHBBHII" "HHIIBBHHH")
+# the same with the options of almost every data segment and ACK: NOP NOP TS(TSval, TSecr)
+_HEADERS_TS = struct.Struct("!14sBBHHHBBHII" "HHIIBBHHH" "4sII")
 # the IPv4 header words that never change: version/IHL, DF, TTL/protocol
 _JOIN = bytearray().join                        # bytearray result, one allocation
 _IP_CONSTANT = 0x4500 + ipv4.FLAG_DF + ((ipv4.DEFAULT_TTL << 8) | ipv4.PROTO_TCP)
@@ -64,8 +66,14 @@ class FrameBuilder:
         Ethernet header. ``gso_size`` > 0 marks a TSO super-frame when the payload is
         longer than it; ``local`` frames are looped inside the stack; ``mode`` is the
         connection's checksum mode (None: the stack's)."""
-        options = tcp.options_bytes(seg)
-        header_len = tcp.HEADER_LEN + len(options)
+        ts = seg.timestamp
+        if (ts is not None and seg.mss is None and seg.window_scale is None
+                and not seg.sack_permitted and not seg.sack_blocks):
+            options = None        # the common case, NOP NOP TS: packed with the headers
+            header_len = tcp.HEADER_LEN + 12
+        else:
+            options = tcp.options_bytes(seg)
+            header_len = tcp.HEADER_LEN + len(options)
         payload = seg.payload
         tcp_len = header_len + len(payload)
         total = ipv4.HEADER_LEN + tcp_len
@@ -74,41 +82,51 @@ class FrameBuilder:
             mode = self.mode
         gso = gso_size if gso_size and len(payload) > gso_size else 0
         partial = ((mode == "offloaded" and self.nic.tx_csum) or gso or local) and mode != "off"
-        field = pseudo_sum(src, dst, ipv4.PROTO_TCP, tcp_len) if partial else 0
-        headers = _HEADERS.pack(eth_prefix, 0x45, 0, total, ident, ipv4.FLAG_DF,
-                                ipv4.DEFAULT_TTL, ipv4.PROTO_TCP,
-                                ip_header_checksum(total, ident, src, dst), src, dst,
-                                seg.src_port, seg.dst_port, seg.seq, seg.ack,
-                                header_len << 2, seg.flags, seg.window, field, seg.urgent)
+        # the pseudo-header sum, unfolded (folded below or by the checksum kernel)
+        pseudo = ((src >> 16) + (src & 0xFFFF) + (dst >> 16) + (dst & 0xFFFF)
+                  + ipv4.PROTO_TCP + tcp_len)
+        field = fold(pseudo) if partial else 0
+        # the IPv4 header checksum, inline (the stack's fixed header: DF, TTL 64, TCP)
+        words = (_IP_CONSTANT + total + ident
+                 + (src >> 16) + (src & 0xFFFF) + (dst >> 16) + (dst & 0xFFFF))
+        words = (words & 0xFFFF) + (words >> 16)
+        ip_check = ~((words & 0xFFFF) + (words >> 16)) & 0xFFFF
+        if options is None:
+            headers = _HEADERS_TS.pack(
+                eth_prefix, 0x45, 0, total, ident, ipv4.FLAG_DF, ipv4.DEFAULT_TTL,
+                ipv4.PROTO_TCP, ip_check, src, dst, seg.src_port, seg.dst_port, seg.seq,
+                seg.ack, header_len << 2, seg.flags, seg.window, field, seg.urgent,
+                tcp.TS_ONLY_PREFIX, ts[0], ts[1])
+        else:
+            headers = _HEADERS.pack(
+                eth_prefix, 0x45, 0, total, ident, ipv4.FLAG_DF, ipv4.DEFAULT_TTL,
+                ipv4.PROTO_TCP, ip_check, src, dst, seg.src_port, seg.dst_port, seg.seq,
+                seg.ack, header_len << 2, seg.flags, seg.window, field, seg.urgent) + options
         if mode == "integrated" and not partial:
-            return self._integrated(headers, options, payload, src, dst, tcp_len)
+            return self._integrated(headers, payload, pseudo)
         # One allocation of the whole frame, no zero fill (unlike bytearray(n)): join
         # sizes the result first, then copies the headers and the payload once.
-        data = _JOIN((headers, options, payload))
+        data = _JOIN((headers, payload))
         frame = TxFrame(data, gso_size=gso)
         if partial:                       # CHECKSUM_PARTIAL: the NIC (or nobody) sums
             frame.csum_start, frame.csum_offset = TCP_AT, tcp.CHECKSUM_AT
         elif mode != "off":               # software: one pass over the whole segment
-            # one numba call on the frame itself; the pseudo-header goes in unfolded
-            value = ~region_sum(data, TCP_AT, len(data),
-                                (src >> 16) + (src & 0xFFFF) + (dst >> 16) + (dst & 0xFFFF)
-                                + ipv4.PROTO_TCP + tcp_len) & 0xFFFF
+            # one numba call on the frame itself, the pseudo-header sum included
+            value = ~region_sum(data, TCP_AT, len(data), pseudo) & 0xFFFF
             data[CHECKSUM_AT] = value >> 8
             data[CHECKSUM_AT + 1] = value & 0xFF
         return frame
 
     @staticmethod
-    def _integrated(headers: bytes, options: bytes, payload, src: int, dst: int,
-                    tcp_len: int) -> TxFrame:
+    def _integrated(headers: bytes, payload, pseudo: int) -> TxFrame:
         """Integrated copy+checksum: the payload is copied into uninitialised frame
         memory by the same loop that sums it (and the header words)."""
-        data_at = DATA_AT + len(options)
+        data_at = len(headers)
         frame = np.empty(data_at + len(payload), dtype=np.uint8)
         view = memoryview(frame)
-        view[:DATA_AT] = headers
-        view[DATA_AT:data_at] = options
+        view[:data_at] = headers
         segment_sum = copy_sum(frame[TCP_AT:], payload, data_at - TCP_AT)
-        value = finish(pseudo_sum(src, dst, ipv4.PROTO_TCP, tcp_len) + segment_sum)
+        value = finish(pseudo + segment_sum)
         frame[CHECKSUM_AT] = value >> 8
         frame[CHECKSUM_AT + 1] = value & 0xFF
         return TxFrame(view)

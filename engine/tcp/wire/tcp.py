@@ -59,6 +59,7 @@ MAX_WINDOW_SCALE = 14           # RFC 7323 2.3: larger shift counts are clamped
 _LAYOUT = struct.Struct("!HHIIBBHHH")
 _TS_ONLY = b"\x01\x01\x08\x0a"  # the common data-segment options: NOP NOP TS(10)
 _TS_VALUES = struct.Struct("!II")
+TS_ONLY_PREFIX = _TS_ONLY       # the frame builder packs it with the headers
 
 
 def _parse_options(opts, seg: TcpRepr) -> None:
