@@ -85,9 +85,7 @@ class Engine:
             for poller in self.pollers:
                 if poller.poll(now):
                     work += 1
-            for qp in self.active:   # events posted by requests or pollers: interrupt?
-                if qp.event_producer != qp.interrupt.checked_index:
-                    qp.interrupt.after_post(qp.event_producer, start)
+            self.raise_interrupts(start)  # events posted by requests or pollers
             self.iterations += 1
             u64[heartbeat] = self.iterations
             if start >= next_housekeeping:
@@ -99,6 +97,14 @@ class Engine:
             elif self.adaptive and start - last_work >= self.idle_ns:
                 self.sleep(start)
         self.registers.set_state(layout.ENGINE_STOPPING)
+
+    def raise_interrupts(self, now_ns: int) -> None:
+        """Raise the interrupt of each QP that got events since the last check, if
+        its host armed one (moderation applies). Pollers call this too, right after
+        they post events, so a sleeping host does not wait for the rest of their pass."""
+        for qp in self.active:
+            if qp.event_producer != qp.interrupt.checked_index:
+                qp.interrupt.after_post(qp.event_producer, now_ns)
 
     def service(self, qp: QueuePair, now_ns: int) -> int:
         """One pass over a QP's rings; returns the number of records handled."""

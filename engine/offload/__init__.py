@@ -50,6 +50,7 @@ def install(engine, clock=time.perf_counter) -> OffloadPoller:
         poller.handlers.register(engine.dispatcher)
         engine.slots.attach_hooks.append(poller.on_attach)
         engine.add_poller(poller)
+        poller.raise_interrupts = engine.raise_interrupts
         if nic.fileno() is not None:
             poller.watcher = FdWatcher(nic.fileno(), engine)
     except BaseException:
