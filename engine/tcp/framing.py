@@ -23,7 +23,7 @@ import numpy as np
 
 from engine.nic.base import NicFeatures, TxFrame
 
-from .checksum import copy_sum, finish, fold, region_sum
+from .checksum import copy_sum, finish, fold, region_kernel
 from .wire import ipv4, tcp
 from .wire.ethernet import ETHERTYPE_IPV4
 
@@ -112,7 +112,7 @@ class FrameBuilder:
             frame.csum_start, frame.csum_offset = TCP_AT, tcp.CHECKSUM_AT
         elif mode != "off":               # software: one pass over the whole segment
             # one numba call on the frame itself, the pseudo-header sum included
-            value = ~region_sum(data, TCP_AT, len(data), pseudo) & 0xFFFF
+            value = ~int(region_kernel(data, TCP_AT, len(data), pseudo)) & 0xFFFF
             data[CHECKSUM_AT] = value >> 8
             data[CHECKSUM_AT + 1] = value & 0xFF
         return frame

@@ -242,20 +242,43 @@ class Stack:
                     if (words & 0xFFFF) + (words >> 16) != 0xFFFF:
                         raise MalformedPacket("ip.bad_checksum")
                     counters["ip.rx"] += 1
-                    self._receive_tcp_at(frame, _FAST_LEN, ethernet.HEADER_LEN + total,
-                                         src, dst, now, csum_ok or looped)
+                    end = ethernet.HEADER_LEN + total
+                    if total < ipv4.HEADER_LEN + tcp.HEADER_LEN:
+                        raise MalformedPacket("tcp.truncated", f"{end - _FAST_LEN} bytes")
+                    # _receive_tcp_at inline, the common case: a known connection
+                    sport, dport = _PORTS.unpack_from(frame, _FAST_LEN)
+                    conn = self.table.by_key.get((dst, dport, src, sport))
+                    if conn is None:
+                        self._receive_tcp_at(frame, _FAST_LEN, end, src, dst, now,
+                                             csum_ok or looped)
+                        return
+                    pseudo = None
+                    if not (csum_ok or looped) and conn.config.checksum != "off":
+                        pseudo = ((src >> 16) + (src & 0xFFFF) + (dst >> 16) + (dst & 0xFFFF)
+                                  + ipv4.PROTO_TCP + total - ipv4.HEADER_LEN)
+                    seg = tcp.parse_at(frame, _FAST_LEN, end, pseudo)
+                    counters["tcp.rx"] += 1
+                    conn.on_segment(seg, now)
+                    if conn in self.table.waiting:       # TIME-WAIT: not polled
+                        self._wake_waiting(conn, now)
+                    else:
+                        self._touched[conn] = None       # see _to_connection
                     return
-            eth = ethernet.parse(frame)
-            if eth.dst != self.mac and eth.dst != ethernet.BROADCAST:
-                counters["eth.not_for_us"] += 1
-            elif eth.ethertype == ethernet.ETHERTYPE_IPV4:
-                self._receive_ipv4(eth, now, csum_ok, looped)
-            elif eth.ethertype == ethernet.ETHERTYPE_ARP:
-                self._receive_arp(eth.payload, now)
-            else:
-                counters["eth.unknown_type"] += 1
+            self._receive_other(frame, now, csum_ok, looped)
         except MalformedPacket as bad:
             counters[bad.counter] += 1
+
+    def _receive_other(self, frame, now: float, csum_ok: bool, looped: bool) -> None:
+        """Every frame the fast path above does not take: Ethernet, then ARP or IPv4."""
+        eth = ethernet.parse(frame)
+        if eth.dst != self.mac and eth.dst != ethernet.BROADCAST:
+            self.counters["eth.not_for_us"] += 1
+        elif eth.ethertype == ethernet.ETHERTYPE_IPV4:
+            self._receive_ipv4(eth, now, csum_ok, looped)
+        elif eth.ethertype == ethernet.ETHERTYPE_ARP:
+            self._receive_arp(eth.payload, now)
+        else:
+            self.counters["eth.unknown_type"] += 1
 
     def _receive_ipv4(self, eth, now: float, csum_ok: bool, looped: bool) -> None:
         packet = ipv4.parse(eth.payload)
@@ -298,19 +321,22 @@ class Stack:
         seg = tcp.parse_at(frame, start, end, pseudo)
         self.counters["tcp.rx"] += 1
         if conn is not None:
-            conn.on_segment(seg, now)
-            if self.table.is_waiting(conn):
-                self._wake_waiting(conn, now)
-            else:
-                # Events are drained once per batch (next poll_transmit or events()),
-                # so a burst of segments makes one DataReceived, not one per segment.
-                self._touched[conn] = None
+            self._to_connection(conn, seg, now)
             return
         listener = self.listeners.get(seg.dst_port)
         if listener is not None:
             self._to_listener(listener, key, seg, now)
         else:
             self._reset_closed(key, seg, now, "tcp.rst_closed_port")
+
+    def _to_connection(self, conn, seg: TcpRepr, now: float) -> None:
+        conn.on_segment(seg, now)
+        if conn in self.table.waiting:           # TIME-WAIT: not polled, answer now
+            self._wake_waiting(conn, now)
+        else:
+            # Events are drained once per batch (next poll_transmit or events()),
+            # so a burst of segments makes one DataReceived, not one per segment.
+            self._touched[conn] = None
 
     def _checksum_mode(self, conn, local_port: int) -> str:
         if conn is not None:

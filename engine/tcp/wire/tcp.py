@@ -60,6 +60,7 @@ _LAYOUT = struct.Struct("!HHIIBBHHH")
 _TS_ONLY = b"\x01\x01\x08\x0a"  # the common data-segment options: NOP NOP TS(10)
 _TS_VALUES = struct.Struct("!II")
 TS_ONLY_PREFIX = _TS_ONLY       # the frame builder packs it with the headers
+_TS_OPTION = struct.Struct("!4sII")   # NOP NOP kind length, TSval, TSecr
 
 
 def _parse_options(opts, seg: TcpRepr) -> None:
@@ -120,11 +121,14 @@ def parse_at(frame, start: int, end: int, pseudo: int | None = None) -> TcpRepr:
             raise MalformedPacket("tcp.bad_checksum")
     if type(frame) is not memoryview:
         frame = memoryview(frame)
-    seg = TcpRepr(src, dst, seq, ack, flags, window, urgent=urgent,
-                  payload=frame[start + data_at:end])
-    if data_at == HEADER_LEN + 12 and frame[start + 20:start + 24] == _TS_ONLY:
-        seg.timestamp = _TS_VALUES.unpack_from(frame, start + 24)    # the common case
-    elif data_at > HEADER_LEN:
+    if data_at == HEADER_LEN + 12:                  # the common case: NOP NOP TS alone?
+        prefix, tsval, tsecr = _TS_OPTION.unpack_from(frame, start + HEADER_LEN)
+        if prefix == _TS_ONLY:
+            return TcpRepr(src, dst, seq, ack, flags, window, None, None, False, (),
+                           (tsval, tsecr), urgent, frame[start + data_at:end])
+    seg = TcpRepr(src, dst, seq, ack, flags, window, None, None, False, (), None, urgent,
+                  frame[start + data_at:end])
+    if data_at > HEADER_LEN:
         _parse_options(frame[start + HEADER_LEN:start + data_at], seg)
     return seg
 
