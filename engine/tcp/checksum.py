@@ -110,6 +110,20 @@ def region_kernel(buf, start, end, initial):
     return (acc & np.uint64(0xFFFF)) + (acc >> np.uint64(16))
 
 
+@numba.njit([types.uint64(_WRITABLE, types.int64, types.int64, kind, types.int64)
+             for kind in (types.MemoryView(types.uint8, 1, "C"),
+                          types.MemoryView(types.uint8, 1, "C", readonly=True),
+                          types.ByteArray(types.uint8, 1, "C"),
+                          types.Bytes(types.uint8, 1, "C"))], cache=True, nogil=True)
+def frame_copy_sum_kernel(frame, start, head, src, initial):
+    """``copy_sum_kernel`` on ``frame[start:]`` taking the payload as the buffer it is
+    (no np.frombuffer per call), plus ``initial``; returns the folded sum."""
+    acc = copy_sum_kernel(frame[start:], head, np.frombuffer(src, np.uint8)) + np.uint64(initial)
+    acc = (acc & np.uint64(0xFFFF)) + (acc >> np.uint64(16))
+    acc = (acc & np.uint64(0xFFFF)) + (acc >> np.uint64(16))
+    return (acc & np.uint64(0xFFFF)) + (acc >> np.uint64(16))
+
+
 def region_sum(buf, start: int, end: int, initial: int = 0) -> int:
     """Folded sum of ``buf[start:end]`` plus ``initial``, in one numba call on the
     buffer itself (a frame and its offsets: no slice, no numpy view per call)."""
