@@ -97,3 +97,30 @@ def test_fill_partial_gives_a_verifying_checksum():
     # the receiver's check: pseudo-header + whole segment sums to all ones
     tail = frame[34:]
     assert ck.fold(ck.pseudo_sum(0x0A000001, 0x0A000002, 6, len(tail)) + reference_sum(bytes(tail))) == 0xFFFF
+
+
+@pytest.mark.parametrize("kind", ["bytearray", "memoryview", "readonly", "bytes"])
+def test_region_sum_matches_reference_on_every_buffer_kind(kind):
+    rng = random.Random(7)
+    for _ in range(200):
+        data = bytes(rng.getrandbits(8) for _ in range(rng.randrange(0, 80)))
+        start = rng.randrange(0, len(data) + 1)
+        end = rng.randrange(start, len(data) + 1)
+        initial = rng.randrange(0, 1 << 20)
+        buf = {"bytearray": bytearray(data), "memoryview": memoryview(bytearray(data)),
+               "readonly": memoryview(data), "bytes": data}[kind]
+        assert ck.region_sum(buf, start, end, initial) == ck.fold(
+            initial + reference_sum(data[start:end]))
+
+
+@pytest.mark.parametrize("kind", ["bytearray", "memoryview", "readonly", "bytes"])
+def test_frame_copy_sum_copies_and_sums_with_the_header(kind):
+    import numpy as np
+    head, payload = bytes(range(32)), os.urandom(1447)
+    frame = np.zeros(34 + head.__len__() + len(payload), dtype=np.uint8)
+    frame[34:66] = np.frombuffer(head, np.uint8)
+    src = {"bytearray": bytearray(payload), "memoryview": memoryview(bytearray(payload)),
+           "readonly": memoryview(payload), "bytes": payload}[kind]
+    got = int(ck.frame_copy_sum_kernel(frame, 34, 32, src, 0x1234))
+    assert bytes(frame[66:]) == payload
+    assert got == ck.fold(0x1234 + reference_sum(head + payload))

@@ -237,6 +237,25 @@ def test_tcp_bad_checksum_detected():
     tcp.parse(memoryview(bytes(golden)))        # trusted (csum_ok / checksum off): parses
 
 
+@pytest.mark.parametrize("timestamp", [(7, 9), None])
+def test_tcp_parse_at_reads_the_segment_inside_a_frame(timestamp):
+    seg = TcpRepr(80, 49152, 0xFFFFFFF0, 2, ACK | PSH, 512, timestamp=timestamp,
+                  payload=b"in place")
+    hl = tcp.header_len(seg)
+    segment = bytearray(hl + len(seg.payload))
+    tcp.emit(seg, memoryview(segment))
+    segment[hl:] = seg.payload
+    segment = with_checksum(bytes(segment))
+    frame = bytearray(b"\xee" * 34 + segment + b"\0" * 6)   # headers before, padding after
+    pseudo = pseudo_sum(SRC_IP, DST_IP, 6, len(segment))
+    back = tcp.parse_at(memoryview(frame), 34, 34 + len(segment), pseudo)
+    assert back == replace(seg, payload=back.payload)
+    assert bytes(back.payload) == b"in place"
+    frame[34 + hl] ^= 0x01                                     # one payload bit flipped
+    with pytest.raises(MalformedPacket, match="tcp.bad_checksum"):
+        tcp.parse_at(memoryview(frame), 34, 34 + len(segment), pseudo)
+
+
 def test_tcp_payload_is_a_view_not_a_copy():
     frame = bytearray(20 + 5)
     tcp.emit(TcpRepr(1, 2, 3, 4, ACK, 5), memoryview(frame))
