@@ -1,7 +1,7 @@
 """``toad bench offload``: bulk TCP through the engine's loopback wire, offload mode.
 
     toad bench offload [--chunk 131072,8192] [--seconds 5] [--set KEY=VALUE]...
-                       [--json FILE] [--profile PREFIX]
+                       [--json FILE] [--profile PREFIX] [--profile-hosts PREFIX]
 
 Per chunk size: a fresh engine (pinned to ``engine.cpu``, anonymous buffers of the
 chunk size), a receiving and a sending process (pinned to ``host.cpus``), each with its
@@ -59,7 +59,9 @@ def worker(role: str, chunk: int, seconds: float, overrides: list[str]) -> dict:
     finally:
         net.close()
     return {"role": role, "bytes": total, "wall_s": wall,
-            "cpu_s": (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)}
+            "cpu_s": (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system),
+            "sys_s": cpu1.system - cpu0.system, "sleeps": net.driver.sleeps,
+            "spin_s": net.driver.waited_s - net.driver.slept_s}
 
 
 def start(argv: list[str], cpu: int) -> subprocess.Popen:
@@ -83,11 +85,17 @@ def one_chunk(chunk: int, args, base: list[str]) -> dict:
         host_cpu = config.host.cpus[0]
         me = ["-m", "host.bench_offload", "--worker", "--chunk", str(chunk),
               "--seconds", str(args.seconds), *sets]
-        recv = start([*me, "--role", "recv"], host_cpu)
+        if args.profile_hosts:   # cProfile each host worker: PREFIX-<chunk>-<role>.prof
+            host_prof = f"{args.profile_hosts}-{chunk}"
+            recv = start(["-m", "cProfile", "-o", f"{host_prof}-recv.prof", *me,
+                          "--role", "recv"], host_cpu)
+        else:
+            recv = start([*me, "--role", "recv"], host_cpu)
         if recv.stdout.readline().strip() != "ready":
             raise ToadError("bench offload: the receiver did not start")
         stats0 = read_engine_stats(name)
-        send = start([*me, "--role", "send"], host_cpu)
+        send = start(["-m", "cProfile", "-o", f"{host_prof}-send.prof", *me, "--role", "send"]
+                     if args.profile_hosts else [*me, "--role", "send"], host_cpu)
         out_send = json.loads(send.communicate(timeout=args.seconds + 120)[0])
         out_recv = json.loads(recv.communicate(timeout=120)[0])
         stats1 = read_engine_stats(name)
@@ -100,6 +108,10 @@ def one_chunk(chunk: int, args, base: list[str]) -> dict:
     gb = out_recv["bytes"] / 1e9
     row = {"chunk_bytes": chunk, "goodput_gbps": 8 * gb / out_recv["wall_s"],
            "send_cpu_s_per_gb": out_send["cpu_s"] / gb, "recv_cpu_s_per_gb": out_recv["cpu_s"] / gb,
+           "send_sys_s_per_gb": out_send["sys_s"] / gb, "recv_sys_s_per_gb": out_recv["sys_s"] / gb,
+           "send_sleeps_per_mb": out_send["sleeps"] / (gb * 1000),
+           "send_spin_s_per_gb": out_send["spin_s"] / gb, "recv_spin_s_per_gb": out_recv["spin_s"] / gb,
+           "recv_sleeps_per_mb": out_recv["sleeps"] / (gb * 1000),
            "engine_busy_share": busy / out_recv["wall_s"], "bytes": out_recv["bytes"],
            "seconds": out_recv["wall_s"], "engine_cpu": config.engine.cpu,
            "host_cpu": config.host.cpus[0],
@@ -120,6 +132,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--json")
     parser.add_argument("--profile", metavar="PREFIX")
+    parser.add_argument("--profile-hosts", metavar="PREFIX",
+                        help="cProfile the two host workers: PREFIX-<chunk>-<role>.prof")
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--role", choices=("send", "recv"), help=argparse.SUPPRESS)
@@ -132,6 +146,9 @@ def main(argv: list[str]) -> int:
     for r in rows:
         print(f"{r['chunk_bytes']:>8} {r['goodput_gbps']:>7.2f} {r['send_cpu_s_per_gb']:>14.3f} "
               f"{r['recv_cpu_s_per_gb']:>14.3f} {r['engine_busy_share']:>11.0%}  "
+              f"sys s/GB {r['send_sys_s_per_gb']:.3f}/{r['recv_sys_s_per_gb']:.3f} "
+              f"sleeps/MB {r['send_sleeps_per_mb']:.1f}/{r['recv_sleeps_per_mb']:.1f} "
+              f"spin s/GB {r['send_spin_s_per_gb']:.3f}/{r['recv_spin_s_per_gb']:.3f} "
               f"stalls {r['stalls']} out-of-buffers {r['rx_out_of_buffers']}")
     if args.json:
         with open(args.json, "w") as f:

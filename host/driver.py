@@ -41,6 +41,8 @@ from toad.shm import (Segment, ShmError, close_semaphore, create_semaphore, open
 SLEEP_SLICE_S = 0.05
 _REQUEST = layout.REQUEST_STRUCT
 ROW_MASK = (1 << layout.CONN_ROW_BITS) - 1
+_OP_SEND, _SILENT = layout.OP_SEND, layout.REQ_SILENT
+_SLEEPING = layout.ENGINE_SLEEPING_FLAG
 
 
 class EngineDead(ToadError):
@@ -101,6 +103,7 @@ class Driver:
         self._cookies = itertools.count(1)
         self.sleeps = 0              # times a waiter slept on the interrupt semaphore
         self.irq_timeouts = 0        # ... and woke up by timeout instead of an interrupt
+        self.waited_s = self.slept_s = 0.0   # time in wait_for, and asleep in it
         self.sleep_slice = SLEEP_SLICE_S  # longest single sleep (heartbeat checked between)
         self.request_producer = self.event_consumer = self.rxbuf_producer = 0
         try:
@@ -159,6 +162,7 @@ class Driver:
         slot["segment_bytes"] = self.segment.size
         slot["segment_name"] = layout.segment_name(self.segment.name)
         del slot
+        self.oe_u32 = u32   # the engine's registers (doorbells: PIO writes)
         self.req_doorbell = self._slot_word("request_producer")
         self.event_doorbell = self._slot_word("event_consumer")
         self.rxbuf_doorbell = self._slot_word("rxbuf_producer")
@@ -225,6 +229,24 @@ class Driver:
                                opcode, flags, conn, cookie, addr, port, option, offset,
                                length, value)
             self._ring_request_doorbell((index + 1) & MASK32)
+
+    def post_send(self, conn: int, offset: int, length: int) -> None:
+        """``post(OP_SEND, REQ_SILENT, conn, offset=, length=)`` without the keyword
+        defaults and calls: the one request of the bulk send path."""
+        with self._post_lock:
+            index = self.request_producer
+            if ((index - self.u32[self.request_consumer_word]) & MASK32) >= self.request_entries:
+                self._wait_request_space(1)   # may dispatch events whose handlers post
+                index = self.request_producer
+            _REQUEST.pack_into(self.mv, self.request_base + (index & self.request_mask) * 64,
+                               _OP_SEND, _SILENT, conn, 0, 0, 0, 0, offset, length, 0)
+            index = (index + 1) & MASK32
+            self.request_producer = index
+            self.oe_u32[self.req_doorbell] = index  # publish: the record is written
+            if self.engine_may_sleep:
+                full_fence()  # the doorbell is visible before we read "engine sleeping"
+                if self.u32[self.engine_flags_word] & _SLEEPING:
+                    self.wake.release()
 
     def post_many(self, records: list[tuple]) -> None:
         """Post request tuples (REQUEST_STRUCT order) with one doorbell write."""
@@ -298,15 +320,19 @@ class Driver:
         mask, shift = self.layout.event_entries - 1, self.event_shift
         base, phase_word, u32 = self.layout.event_offset, self.event_phase_word, self.u32
         index, count = self.event_consumer, 0
+        awaited, on_event, make = self._awaited, self.on_event, Event._make
         try:
             while count < limit:
                 slot = index & mask
                 if u32[phase_word + slot * 16] != ((index >> shift) & 1) ^ 1:
                     break
-                event = Event._make(unpack(mv, base + slot * 64))  # phase seen, then body
+                event = make(unpack(mv, base + slot * 64))  # phase seen, then body
                 index = (index + 1) & MASK32
                 count += 1
-                self._dispatch(event)
+                if on_event is not None and event.cookie not in awaited:
+                    on_event(event)          # (_dispatch's common case, inlined)
+                else:
+                    self._dispatch(event)
         finally:   # even if a handler raised: the events taken are consumed
             if count:
                 self.event_consumer = index
@@ -348,7 +374,14 @@ class Driver:
         return True
 
     def _consume_until(self, ready, deadline: Optional[float]) -> None:
-        spin_end = time.perf_counter() + self.busy_poll_s
+        started = time.perf_counter()
+        spin_end = started + self.busy_poll_s
+        try:
+            self._consume_loop(ready, deadline, spin_end)
+        finally:
+            self.waited_s += time.perf_counter() - started
+
+    def _consume_loop(self, ready, deadline: Optional[float], spin_end: float) -> None:
         spins = 0
         while not ready():
             if self.poll():
@@ -375,10 +408,12 @@ class Driver:
         full_fence()  # the arm is visible before we look at the ring head again
         if not self.event_ready():
             self.sleeps += 1
+            start = time.perf_counter()
             try:
                 self.irq.acquire(timeout)
             except posix_ipc.BusyError:
                 self.irq_timeouts += 1
+            self.slept_s += time.perf_counter() - start
         u32[self.irq_enabled_word] = 0
         self.check_engine()
 

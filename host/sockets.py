@@ -52,6 +52,7 @@ ABORT = 1                 # CLOSE value: reset (SO_LINGER 0)
 MIN_SHARE = 16384
 FIRST_RING = 65536
 ROW_MASK = (1 << layout.CONN_ROW_BITS) - 1
+_RECV_DATA = layout.EV_RECV_DATA
 RETURN_BATCH = 8          # read anonymous buffers handed back per doorbell (at most)
 
 
@@ -183,13 +184,19 @@ class OffloadNetwork:
     def flush_returns(self) -> None:
         batch, self.returns = self.returns, []
         if batch:
-            offset, size = self.driver.recv_buffer_offset, self.buffer_bytes
-            self.driver.post_rx_buffers([(offset(b), size, b) for b in batch])
+            first, size = self.recv_offset, self.buffer_bytes
+            self.driver.post_rx_buffers([(first + b * size, size, b) for b in batch])
 
     def _on_event(self, event) -> None:
         """Runs in the thread consuming events: attach, mark, wake; never waits."""
         kind = event.type
-        if kind == layout.EV_COMPLETION or kind == layout.EV_ERROR:
+        if kind == _RECV_DATA:        # the common event: attach the buffer
+            self.rx_in_engine -= 1
+            sock = self.sockets.get(event.conn)
+            if sock is not None and not sock.closed and event.length:
+                sock.rx.append([event.buffer, 0, event.length])
+                return
+        elif kind == layout.EV_COMPLETION or kind == layout.EV_ERROR:
             sock = self.closing.pop(event.cookie, None)
             if sock is not None:
                 sock.release()
@@ -198,8 +205,6 @@ class OffloadNetwork:
             if sock is not None and kind == layout.EV_ERROR:
                 sock.error = sock.error or event.status    # a SEND the engine refused
             return
-        if kind == layout.EV_RECV_DATA:
-            self.rx_in_engine -= 1
         sock = self.sockets.get(event.conn)
         if sock is None:
             if kind == layout.EV_RECV_DATA and event.conn == 0:
@@ -239,8 +244,11 @@ class OffloadSocket:
         self.consumed = 0              # buffer bytes released (read + unused tails)
         # the counter-table word of "bytes consumed" (our own memory: a plain store)
         lay = network.driver.layout
-        self.consumed_word = (lay.counters_offset + (conn & ROW_MASK) * layout.COUNTER_ROW.itemsize
-                              + layout.COUNTER_ROW.fields["bytes_consumed"][1]) // 8
+        row = lay.counters_offset + (conn & ROW_MASK) * layout.COUNTER_ROW.itemsize
+        self.consumed_word = (row + layout.COUNTER_ROW.fields["bytes_consumed"][1]) // 8
+        self.acked_word = (row + layout.COUNTER_ROW.fields["bytes_acked"][1]) // 8
+        self.mv = self.driver.mv       # the QP's memory (send ring and receive buffers)
+        self.u64 = self.driver.u64
         self.eof = False
         self.error = 0
         self.shut_rd = self.shut_wr = False
@@ -408,30 +416,42 @@ class OffloadSocket:
             data.format != "B" or data.ndim != 1 else data
         if not len(view):
             return 0
+        return self._send_view(view)
+
+    def _send_view(self, view: memoryview) -> int:
+        """Copy the head of ``view`` into the send ring, post one SEND; bytes taken.
+        (SendRing.space / next_range inlined: this is the per-chunk hot path.)"""
+        want = len(view)
         with self.send_lock:
             if self.closed or self.error or self.shut_wr or not self.connected:
                 self._check_send()
             ring = self.ring or self._open_ring()
-            if ring.space() < min(len(view), self.net.threshold):
-                ring.acked = self.driver.bytes_acked(self.conn)   # lazy free
+            size, base, posted = ring.size, ring.base, ring.posted
+            space = size - posted + (ring.acked if ring.acked > base else base)
+            if space < want and space < self.net.threshold:
+                ring.acked = self.driver.u64[self.acked_word]   # lazy free
                 if self.retired:
                     self._free_retired(ring.acked)
                 if ring.space() == 0:
                     ring = self._grow(ring) or self._wait_space(ring)
-            offset, n = ring.next_range(len(view))
-            self.driver.mv[offset:offset + n] = view[:n]   # the one copy at the boundary
-            self.driver.post(layout.OP_SEND, layout.REQ_SILENT, self.conn, 0, 0, 0, 0,
-                             offset, n, 0)
-            ring.posted += n
+                size, base, posted = ring.size, ring.base, ring.posted
+                space = size - posted + (ring.acked if ring.acked > base else base)
+            position = (posted - base) % size
+            n = min(want, space, size - position)
+            offset = ring.offset + position
+            self.mv[offset:offset + n] = view[:n] if n < want else view   # the one copy
+            self.driver.post_send(self.conn, offset, n)
+            ring.posted = posted + n
             return n
 
     def sendall(self, data, flags: int = 0) -> None:
         if flags:
             raise error(errno.EOPNOTSUPP, "sendall flags")
         view = memoryview(data).cast("B")
-        done, total = 0, len(view)
+        total = len(view)
+        done = self._send_view(view) if total else 0
         while done < total:
-            done += self.send(view[done:])
+            done += self._send_view(view[done:])
 
     def _check_send(self) -> None:
         self._check_open()
@@ -524,20 +544,25 @@ class OffloadSocket:
     def _copy_out(self, view: memoryview, want: int) -> int:
         entry = self.rx[0]
         buf_id, start, length = entry
-        n = min(want, length - start)
+        n = length - start
+        if want < n:
+            n = want
         net = self.net
         base = net.recv_offset + buf_id * net.buffer_bytes + start
-        view[:n] = self.driver.mv[base:base + n]       # the one copy at the boundary
+        view[:n] = self.mv[base:base + n]       # the one copy at the boundary
         if start + n == length:
             # the buffer's unused tail counts as consumed (the engine spent it too);
             # the counter is written before the buffer goes back
             self.consumed += n + net.buffer_bytes - length
-            self.driver.u64[self.consumed_word] = self.consumed
+            self.u64[self.consumed_word] = self.consumed
             self.rx.popleft()
-            net.give_back(buf_id)
+            net.rx_in_engine += 1               # give_back, inlined
+            net.returns.append(buf_id)
+            if len(net.returns) >= net.return_batch:
+                net.flush_returns()
         else:
             self.consumed += n
-            self.driver.u64[self.consumed_word] = self.consumed   # the window opens
+            self.u64[self.consumed_word] = self.consumed   # the window opens
             entry[1] = start + n
         return n
 
