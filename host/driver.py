@@ -39,6 +39,8 @@ from toad.shm import (Segment, ShmError, close_semaphore, create_semaphore, open
                       unlink_segment, unlink_semaphore)
 
 SLEEP_SLICE_S = 0.05
+PROBE_MASK = 63           # every 64th wait spins the full busy_poll_us
+MIN_SPIN_S = 2e-6
 _REQUEST = layout.REQUEST_STRUCT
 ROW_MASK = (1 << layout.CONN_ROW_BITS) - 1
 _OP_SEND, _SILENT = layout.OP_SEND, layout.REQ_SILENT
@@ -83,6 +85,8 @@ class Driver:
         self.on_event = on_event
         self.events: deque = deque()      # events nobody claimed (when on_event is None)
         self.busy_poll_s = config.qp.busy_poll_us / 1e6
+        self.spin_s = self.busy_poll_s    # the next wait's spin budget (_adapt_spin)
+        self.waits = 0
         self.layout = lay = layout.qp_layout(config.qp)
         self.oe = OeMemory(self.name)
         self.segment = self.irq = self.wake = None
@@ -375,11 +379,28 @@ class Driver:
 
     def _consume_until(self, ready, deadline: Optional[float]) -> None:
         started = time.perf_counter()
-        spin_end = started + self.busy_poll_s
+        self.waits += 1
+        spin = self.spin_s if self.waits & PROBE_MASK else self.busy_poll_s
+        sleeps = self.sleeps
         try:
-            self._consume_loop(ready, deadline, spin_end)
+            self._consume_loop(ready, deadline, started + spin)
         finally:
             self.waited_s += time.perf_counter() - started
+            if spin:
+                self._adapt_spin(self.sleeps == sleeps)
+
+    def _adapt_spin(self, caught: bool) -> None:
+        """Spin only while spinning pays (``qp.busy_poll_us`` is the most): a spin
+        that caught its event doubles the next budget, one that ended asleep anyway
+        halves it, down to none; every PROBE_MASK + 1-th wait spins the full budget
+        to find out whether spinning pays again. A host whose waits outlast the spin
+        (a peer on the same CPU, a long rr leg) stops burning the CPU its peer needs."""
+        if caught:
+            self.spin_s = min(self.busy_poll_s, max(2 * self.spin_s, MIN_SPIN_S))
+        elif self.spin_s > MIN_SPIN_S:
+            self.spin_s *= 0.5
+        else:
+            self.spin_s = 0.0
 
     def _consume_loop(self, ready, deadline: Optional[float], spin_end: float) -> None:
         spins = 0
