@@ -346,6 +346,15 @@ class Driver:
                         self._cond.notify_all()
         return count
 
+    def try_poll(self) -> int:
+        """Consume ready events if no other thread is consuming (never waits)."""
+        if not self._consumer.acquire(blocking=False):
+            return 0
+        try:
+            return self.poll()
+        finally:
+            self._consumer.release()
+
     def _dispatch(self, event: Event) -> None:
         if event.cookie in self._awaited and event.type in (layout.EV_COMPLETION, layout.EV_ERROR):
             self._done[event.cookie] = event
@@ -434,9 +443,14 @@ class Driver:
                 self.irq.acquire(timeout)
             except posix_ipc.BusyError:
                 self.irq_timeouts += 1
-            self.slept_s += time.perf_counter() - start
+                u32[self.irq_enabled_word] = 0
+                self.check_engine()   # woken by no interrupt: is the engine alive?
+                return
+            finally:
+                self.slept_s += time.perf_counter() - start
+        # an interrupt (or an event found at the re-check) proves the engine alive;
+        # the spin loop still checks the heartbeat every 1024 empty polls
         u32[self.irq_enabled_word] = 0
-        self.check_engine()
 
     # ---- receive buffers and counters --------------------------------------------------
     def recv_buffer_offset(self, index: int) -> int:
