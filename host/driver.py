@@ -41,6 +41,7 @@ from toad.shm import (Segment, ShmError, close_semaphore, create_semaphore, open
 SLEEP_SLICE_S = 0.05
 PROBE_MASK = 63           # every 64th wait spins the full busy_poll_us
 MIN_SPIN_S = 2e-6
+SPIN_PAYS_S = 10e-6      # a spin longer than this costs more CPU than a sleep + wake
 _REQUEST = layout.REQUEST_STRUCT
 ROW_MASK = (1 << layout.CONN_ROW_BITS) - 1
 _OP_SEND, _SILENT = layout.OP_SEND, layout.REQ_SILENT
@@ -394,14 +395,16 @@ class Driver:
         try:
             self._consume_loop(ready, deadline, started + spin)
         finally:
-            self.waited_s += time.perf_counter() - started
+            waited = time.perf_counter() - started
+            self.waited_s += waited
             if spin:
-                self._adapt_spin(self.sleeps == sleeps)
+                self._adapt_spin(self.sleeps == sleeps and waited <= SPIN_PAYS_S)
 
     def _adapt_spin(self, caught: bool) -> None:
         """Spin only while spinning pays (``qp.busy_poll_us`` is the most): a spin
-        that caught its event doubles the next budget, one that ended asleep anyway
-        halves it, down to none; every PROBE_MASK + 1-th wait spins the full budget
+        that caught its event within SPIN_PAYS_S doubles the next budget; one that
+        ended asleep anyway, or caught it later (more CPU than a sleep would have
+        cost), halves it, down to none; every PROBE_MASK + 1-th wait spins the full budget
         to find out whether spinning pays again. A host whose waits outlast the spin
         (a peer on the same CPU, a long rr leg) stops burning the CPU its peer needs."""
         if caught:
