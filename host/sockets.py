@@ -529,8 +529,8 @@ class OffloadSocket:
             return 0
         with self.recv_lock:
             self._check_open()
-            if not self.rx and self.driver.try_poll():
-                pass      # events were ready: no wait machinery (poll() woke waiters)
+            if not self.rx:
+                self.driver.try_poll()   # events ready now need no wait machinery
             if not self.rx and not self.eof and not self.error and not self.shut_rd:
                 if not self.connected:
                     raise error(errno.ENOTCONN, "recv")
