@@ -12,6 +12,7 @@ import os
 import numpy as np
 
 from toad import layout
+from toad.addresses import pid_alive
 from toad.errors import ToadError
 from toad.shm import Segment, ShmError, unlink_segment
 
@@ -19,15 +20,6 @@ SLOT_FIELDS = ("command", "command_seq", "host_pid", "request_producer", "event_
                "rxbuf_producer", "irq_enabled", "irq_event_index", "moderation_events",
                "moderation_us", "state", "ack_seq", "error")
 
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
 
 
 def remove_stale_oe(name: str) -> None:
@@ -46,7 +38,7 @@ def remove_stale_oe(name: str) -> None:
             del header
     finally:
         old.close()
-    if regs_pid and regs_pid != os.getpid() and _pid_alive(regs_pid):
+    if regs_pid and regs_pid != os.getpid() and pid_alive(regs_pid):
         raise ToadError(f"an engine named {name!r} is already running (pid {regs_pid}); "
                         f"stop it or choose another name with --set name=...")
     unlink_segment(layout.oe_name(name))

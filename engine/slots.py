@@ -21,22 +21,12 @@ from engine.dma import Dma
 from engine.interrupts import InterruptLine
 from engine.qp import QueuePair
 from toad import layout
+from toad.addresses import pid_alive
 from toad.shm import Segment, ShmError, open_semaphore, unlink_segment, unlink_semaphore
 
 
 CLAIM_CHECK_NS = 1_000_000_000
 
-
-def _pid_alive(pid: int) -> bool:
-    if pid == 0:
-        return False
-    try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
 
 
 def _semaphore_exists(name: str, slot: int) -> bool:
@@ -203,7 +193,7 @@ class SlotManager:
                 self.suspect_claims.pop(slot, None)
                 continue
             pid = self.u32[self.words(slot)["host_pid"]]
-            if _pid_alive(pid):
+            if pid_alive(pid):
                 self.suspect_claims.pop(slot, None)
             elif self.suspect_claims.get(slot) == pid:
                 unlink_semaphore(layout.irq_name(self.engine.name, slot))
@@ -217,7 +207,7 @@ class SlotManager:
 
     def detach_all(self) -> None:
         for qp in list(self.engine.active):
-            self.detach(qp, host_dead=not _pid_alive(qp.host_pid))
+            self.detach(qp, host_dead=not pid_alive(qp.host_pid))
 
     def flush_qp_stats(self, qp: QueuePair) -> None:
         row = self.registers.qp_stats[qp.slot]

@@ -32,6 +32,7 @@ import numpy as np
 import posix_ipc
 
 from toad import layout
+from toad.addresses import pid_alive
 from toad.engine_stats import OeMemory
 from toad.errors import ToadError
 from toad.rings import MASK32, RecordRing, full_fence, ring_free
@@ -67,15 +68,6 @@ class Event(NamedTuple):
     length: int
     value: int
 
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
 
 
 class Driver:
@@ -210,7 +202,7 @@ class Driver:
             why = "has stopped"
         elif stalled > self.heartbeat_timeout:
             why = f"is not responding (heartbeat unchanged for {stalled:.1f} s)"
-        elif stalled > 0.05 and not _pid_alive(self.engine_pid):
+        elif stalled > 0.05 and not pid_alive(self.engine_pid):
             why = f"process {self.engine_pid} has died"
         else:
             return
@@ -528,7 +520,7 @@ class Driver:
             close_semaphore(self.irq)
             unlink_semaphore(layout.irq_name(self.name, self.slot))
         close_semaphore(self.wake)
-        engine_gone = self.engine_dead and not _pid_alive(self.engine_pid)
+        engine_gone = self.engine_dead and not pid_alive(self.engine_pid)
         self.oe.close()
         if engine_gone:  # the engine cannot clean up after itself any more
             unlink_segment(layout.oe_name(self.name))

@@ -16,6 +16,7 @@ import socket as pysocket
 from engine.tcp.events import Closed, Established, PeerClosed, Refused, Reset, TimedOut
 from engine.tcp.states import State
 from engine.tcp.wire import ipv4
+from toad.addresses import parse_address
 
 OPEN_STATES = (State.SYN_SENT, State.SYN_RECEIVED)
 
@@ -23,24 +24,6 @@ OPEN_STATES = (State.SYN_SENT, State.SYN_RECEIVED)
 def error(code: int, text: str) -> OSError:
     """OSError(code) is built as the matching subclass (ConnectionResetError, ...)."""
     return OSError(code, f"{text}: {errno.errorcode.get(code, code)}")
-
-
-def parse_address(network, address, what: str) -> tuple[int, int]:
-    """(ip int, port) from a (host, port) pair; no name service, dotted quads only."""
-    if not isinstance(address, tuple) or len(address) != 2:
-        raise TypeError(f"{what} address must be a (host, port) tuple, got {address!r}")
-    host, port = address
-    if not isinstance(port, int) or not 0 <= port <= 65535:
-        raise OverflowError(f"{what}: port must be 0-65535, got {port!r}")
-    if host in ("", "0.0.0.0"):
-        return 0, port
-    if host == "localhost":
-        host = "127.0.0.1"
-    try:
-        return ipv4.aton(host), port
-    except (ValueError, OSError, TypeError):
-        raise pysocket.gaierror(pysocket.EAI_NONAME,
-                                f"{host!r}: the in-host stack takes IPv4 addresses only")
 
 
 class InhostSocket:
@@ -116,7 +99,7 @@ class InhostSocket:
 
     def bind(self, address) -> None:
         self.check_open()
-        ip, port = parse_address(self.network, address, "bind")
+        ip, port = parse_address(address, "bind")
         if ip not in (0, self.network.ip) and not ipv4.is_loopback(ip):
             raise error(errno.EADDRNOTAVAIL, f"bind: {address[0]} is not this stack's address")
         if self.local_port or self.conn is not None:
@@ -166,7 +149,7 @@ class InhostSocket:
             raise error(errno.EISCONN, "connect")
         if self.listener is not None:
             raise error(errno.EINVAL, "connect on a listening socket")
-        ip, port = parse_address(self.network, address, "connect")
+        ip, port = parse_address(address, "connect")
         if port == 0:
             raise error(errno.ECONNREFUSED, "connect to port 0")
         net = self.network

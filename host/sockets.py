@@ -42,10 +42,10 @@ import threading
 import time
 from collections import deque
 
-from engine.tcp.wire import ipv4
 from host.driver import Driver
 from host.send_buffers import SendArea, SendRing
 from toad import layout
+from toad.addresses import aton, ntoa, parse_address
 from toad.errors import ToadError
 
 ABORT = 1                 # CLOSE value: reset (SO_LINGER 0)
@@ -59,23 +59,6 @@ RETURN_BATCH = 8          # read anonymous buffers handed back per doorbell (at 
 def error(code: int, text: str) -> OSError:
     """OSError(code, ...) is built as the matching subclass (ConnectionResetError...)."""
     return OSError(code, f"{text}: {errno.errorcode.get(code, code)}")
-
-
-def parse_address(address, what: str) -> tuple[int, int]:
-    """(ip int, port) from a (host, port) pair; dotted quads and "localhost" only."""
-    if not isinstance(address, tuple) or len(address) != 2:
-        raise TypeError(f"{what} address must be a (host, port) tuple, got {address!r}")
-    host, port = address
-    if not isinstance(port, int) or not 0 <= port <= 65535:
-        raise OverflowError(f"{what}: port must be 0-65535, got {port!r}")
-    if host in ("", "0.0.0.0"):
-        return 0, port
-    if host == "localhost":
-        host = "127.0.0.1"
-    try:
-        return ipv4.aton(host), port
-    except (ValueError, OSError):
-        raise error(errno.EINVAL, f"{what}: {host!r} is not a dotted IPv4 address") from None
 
 
 class OffloadNetwork:
@@ -341,7 +324,7 @@ class OffloadSocket:
     def bind(self, address) -> None:
         addr, port = parse_address(address, "bind")
         event = self._call(layout.OP_BIND, "bind", addr=addr, port=port)
-        self.local = (ipv4.ntoa(addr) if addr else "0.0.0.0", event.port or port)
+        self.local = (ntoa(addr) if addr else "0.0.0.0", event.port or port)
 
     def listen(self, backlog: int | None = None) -> None:
         event = self._call(layout.OP_LISTEN, "listen", value=max(backlog or 128, 1))
@@ -356,7 +339,7 @@ class OffloadSocket:
             seen = self.accept_ready
             event = self.driver.call(layout.OP_ACCEPT, conn=self.conn)
             if event.type == layout.EV_COMPLETION and event.status == 0:
-                peer = (ipv4.ntoa(event.addr), event.port)
+                peer = (ntoa(event.addr), event.port)
                 child = OffloadSocket(self.net, event.value, connected=True, peer=peer)
                 child.local = (self.net.listen_address, self.local[1])
                 return self.net.adopt(child), peer
@@ -371,7 +354,7 @@ class OffloadSocket:
             raise error(errno.EISCONN, "connect")
         addr, port = parse_address(address, "connect")
         if addr == 0:
-            addr = ipv4.aton("127.0.0.1")
+            addr = aton("127.0.0.1")
         if self.timeout == 0:
             raise error(errno.EINPROGRESS, "connect on a non-blocking offloaded socket")
         try:
@@ -380,9 +363,9 @@ class OffloadSocket:
         except TimeoutError:
             self.close(abort=True)
             raise TimeoutError("timed out") from None
-        check(event, f"connect to {ipv4.ntoa(addr)}:{port}")
+        check(event, f"connect to {ntoa(addr)}:{port}")
         self.connected = True
-        self.peer = (ipv4.ntoa(addr), port)
+        self.peer = (ntoa(addr), port)
 
     def connect_ex(self, address) -> int:
         """connect(), returning the errno instead of raising it (0 on success)."""

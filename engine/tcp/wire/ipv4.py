@@ -5,6 +5,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+from toad.addresses import aton, ntoa  # noqa: F401  (re-exported: the stack uses ipv4.aton)
+
 from . import MalformedPacket
 
 HEADER_LEN = 20              # without options
@@ -32,17 +34,6 @@ class Ipv4Repr:
     is_fragment: bool = False                 # parse only: MF set or offset != 0
     header_len: int = HEADER_LEN              # parse only: with options
     payload: memoryview = memoryview(b"")     # parse only
-
-
-def aton(text: str) -> int:
-    parts = text.split(".")
-    if len(parts) != 4 or not all(p.isdigit() and int(p) < 256 for p in parts):
-        raise ValueError(f"{text!r} is not a dotted IPv4 address")
-    return int.from_bytes(bytes(int(p) for p in parts), "big")
-
-
-def ntoa(address: int) -> str:
-    return ".".join(str(b) for b in address.to_bytes(4, "big"))
 
 
 _WORDS_20 = struct.Struct("!10H")
