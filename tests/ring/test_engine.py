@@ -105,7 +105,8 @@ def test_bad_input_gets_error_events_and_other_qps_keep_working(start_engine):
         assert a.call(layout.OP_CLOSE, conn=conn_a).status == 0
         assert b.call(layout.OP_ECHO, value=2).value == 2
         slot_b, slot_a = b.slot, a.slot
-    assert wait_until(lambda: qp_stats(engine.name, slot_b).get("bad_records", 0) == 6)
+    wait_until(lambda: qp_stats(engine.name, slot_b).get("bad_records", 0) >= 6)
+    assert qp_stats(engine.name, slot_b).get("bad_records", 0) == 6   # shows the count if not
     assert qp_stats(engine.name, slot_a)["bad_records"] == 0
 
 
