@@ -240,6 +240,7 @@ class OffloadSocket:
         self.ring: SendRing | None = None
         self.retired: list = []        # (offset, size, posted at retirement) of old rings
         self.abort_on_close = False    # SO_LINGER {1, 0}
+        self.share = network.share     # send-buffer bytes this socket may hold (SO_SNDBUF)
         self.send_lock = threading.Lock()
         self.recv_lock = threading.Lock()
 
@@ -284,11 +285,24 @@ class OffloadSocket:
         elif level == pysocket.SOL_SOCKET and option == pysocket.SO_LINGER:
             on, seconds = struct.unpack("ii", value)
             self.abort_on_close = bool(on) and seconds == 0   # close() sends an RST
+        elif level == pysocket.SOL_SOCKET and option == pysocket.SO_SNDBUF:
+            # this socket's share of the QP's send area (TOAD's per-connection buffer
+            # share); a ring already open grows up to it, never beyond the area
+            self.share = max(MIN_SHARE, min(int(value), self.net.area.size))
         elif level == pysocket.SOL_SOCKET and option in (pysocket.SO_REUSEADDR,
-                                                          pysocket.SO_SNDBUF, pysocket.SO_RCVBUF):
-            return   # the engine reuses ports at once; buffer sizes come from the config
+                                                          pysocket.SO_RCVBUF):
+            return   # ports are reused at once; the receive window follows the QP's pool
         else:
             raise error(errno.ENOPROTOOPT, f"option {level}/{option} is not supported")
+
+    def set_checksum_mode(self, mode: str) -> None:
+        """TCP checksum mode of this socket's connection (software, integrated,
+        offloaded or off), before connect() or listen(); EISCONN after."""
+        if mode not in layout.CHECKSUM_MODES:
+            raise error(errno.EINVAL, f"checksum mode {mode!r}: choose one of "
+                                      f"{', '.join(layout.CHECKSUM_MODES)}")
+        self._call(layout.OP_SETOPT, "setsockopt", option=layout.OPT_CHECKSUM,
+                   value=layout.CHECKSUM_MODES.index(mode))
 
     def set_receive_policy(self, push: bool | None = None, delay_us: int | None = None) -> None:
         """When partly filled receive buffers are posted to this socket (engine side)."""
@@ -447,7 +461,7 @@ class OffloadSocket:
 
     def _open_ring(self) -> SendRing:
         """A first, small ring in the send area (taken at the connection's first send)."""
-        size = min(FIRST_RING, self.net.share)
+        size = min(FIRST_RING, self.share)
         while True:
             offset = self.net.area.allocate(size)
             if offset is not None:
@@ -464,7 +478,7 @@ class OffloadSocket:
     def _grow(self, ring: SendRing) -> SendRing | None:
         """A full ring below the share moves to a 4x bigger extent (if the area has it,
         leaving room for others); the old one is freed once its bytes are acked."""
-        size = min(ring.size * 4, self.net.share)
+        size = min(ring.size * 4, self.share)
         if size <= ring.size or self.net.area.free_bytes() < 2 * size:
             return None
         offset = self.net.area.allocate(size)

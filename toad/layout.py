@@ -221,6 +221,9 @@ REQ_SILENT = 0x1    # no COMPLETION event on success (errors are always reported
 OPT_NODELAY = 1
 OPT_RECV_PUSH = 2      # deliver a receive buffer when PSH is seen (value 0/1)
 OPT_RECV_DELAY_US = 3  # deliver a partly filled receive buffer after this delay
+OPT_CHECKSUM = 4       # TCP checksum mode of this socket's connection (CHECKSUM_MODES
+                       # index); before CONNECT/LISTEN only, else EISCONN
+CHECKSUM_MODES = ("software", "integrated", "offloaded", "off")   # TcpConfig.checksum
 
 # Event types (engine -> host).
 EV_COMPLETION = 1   # cookie, status (0 or errno), value (e.g. conn id)

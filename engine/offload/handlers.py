@@ -16,6 +16,8 @@ owned by the QP and that a SEND range lies inside the QP's send area.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import errno
 import socket
 
@@ -118,7 +120,8 @@ class Handlers:
             return self.buffers(qp, sock, None)
 
         try:
-            listener = self.stack.listen(sock.bind_port, request.value or None, child_buffers)
+            listener = self.stack.listen(sock.bind_port, request.value or None, child_buffers,
+                                         config=self._tcp_config(sock))
         except OSError as exc:
             complete(qp, request, status=exc.errno)
             return
@@ -154,7 +157,7 @@ class Handlers:
         try:
             conn = self.stack.connect(request.addr, request.port, self.layer.clock(),
                                       local_port=sock.bind_port, send_buffer=send,
-                                      recv_buffer=recv)
+                                      recv_buffer=recv, config=self._tcp_config(sock))
         except OSError as exc:
             complete(qp, request, status=exc.errno or errno.EINVAL)
             return
@@ -243,6 +246,12 @@ class Handlers:
         else:
             self.table.lingering.add(sock)
 
+    def _tcp_config(self, sock: EngineSocket):
+        """The stack's TcpConfig, or a copy with this socket's checksum mode."""
+        if sock.checksum is None:
+            return None
+        return dataclasses.replace(self.stack.config, checksum=sock.checksum)
+
     def setopt(self, qp, request) -> None:
         sock = qp.connections[request.conn]
         option, value = request.option, request.value
@@ -255,6 +264,14 @@ class Handlers:
             sock.policy.push = bool(value)
         elif option == layout.OPT_RECV_DELAY_US:
             sock.policy.delay_s = value / 1e6
+        elif option == layout.OPT_CHECKSUM:
+            if value >= len(layout.CHECKSUM_MODES):
+                complete(qp, request, status=errno.EINVAL)
+                return
+            if sock.state not in (NEW, BOUND):   # the TCB exists: its mode is fixed
+                complete(qp, request, status=errno.EISCONN)
+                return
+            sock.checksum = layout.CHECKSUM_MODES[value]
         else:
             complete(qp, request, status=errno.ENOPROTOOPT)
             return

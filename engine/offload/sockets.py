@@ -35,7 +35,7 @@ class EngineSocket:
 
     __slots__ = ("qp", "conn_id", "state", "bind_addr", "bind_port", "listener", "conn",
                  "send_buffer", "recv_buffer", "connect_cookie", "close_cookie",
-                 "space_target", "policy", "nodelay", "error")
+                 "space_target", "policy", "nodelay", "checksum", "error")
 
     def __init__(self, qp, policy: RecvPolicy):
         self.qp = qp
@@ -52,6 +52,7 @@ class EngineSocket:
         self.space_target = None        # SEND_SPACE: event once bytes_acked >= this
         self.policy = policy
         self.nodelay = False
+        self.checksum = None            # TcpConfig.checksum override (OPT_CHECKSUM), or None
         self.error = 0
 
 

@@ -364,3 +364,67 @@ def test_closed_listener_gives_back_its_childrens_buffers(engine):
         assert net.rx_in_engine == 8
     summary = run.stop()
     assert summary["offload"]["children_lost_before_accept"] == 3
+
+
+def transfer_with_checksum_mode(run, mode: str, port: int) -> bool:
+    """1 MB client -> server with ``mode`` set on both sockets; True when intact."""
+    data = bytes(range(256)) * 4000
+    with OffloadNetwork(run.config()) as net:
+        listener = net.socket()
+        listener.set_checksum_mode(mode)
+        listener.bind(("", port))
+        listener.listen(4)
+        client = net.socket()
+        client.set_checksum_mode(mode)
+        client.connect((net.listen_address, port))
+        with pytest.raises(OSError) as info:
+            client.set_checksum_mode("software")    # the TCB exists: its mode is fixed
+        assert info.value.errno == errno.EISCONN
+        server, _ = listener.accept()
+        server.settimeout(20)
+        client.sendall(data)
+        client.shutdown(socket.SHUT_WR)
+        got = bytearray()
+        while chunk := server.recv(65536):
+            got += chunk
+        for sock in (client, server, listener):
+            sock.close()
+    return bytes(got) == data
+
+
+def test_checksum_mode_is_a_per_socket_option(engine):
+    """A corrupting wire: 'software' catches every bad segment, 'off' lets them in."""
+    faulty = ("nic.wire.corrupt=0.3", "nic.wire.seed=3")
+    checked = engine(*faulty)
+    assert transfer_with_checksum_mode(checked, "software", 7011)
+    summary = checked.stop()
+    assert summary["wire"]["corrupted"] > 0
+    assert summary["stack"].get("tcp.bad_checksum", 0) >= 1
+    unchecked = engine(*faulty)
+    transfer_with_checksum_mode(unchecked, "off", 7012)
+    summary = unchecked.stop()
+    assert summary["stack"].get("tcp.bad_checksum", 0) < summary["wire"]["corrupted"]
+    with OffloadNetwork(engine().config()) as net, net.socket() as sock:
+        with pytest.raises(OSError) as info:
+            sock.set_checksum_mode("crc32")
+        assert info.value.errno == errno.EINVAL
+
+
+def test_sndbuf_sets_the_socket_send_share(engine):
+    """SO_SNDBUF is the socket's share of the send area: its ring never outgrows it,
+    and a writer past it sleeps on send-space events while the stream stays intact."""
+    run = engine()
+    with OffloadNetwork(run.config()) as net:
+        listener = net.listen(7013)
+        client = net.socket()
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16384)
+        client.connect((net.listen_address, 7013))
+        thread, box = serve_once(listener, drain)
+        digest = pump(client, 4 << 20, 65536, seed=5)
+        assert client.ring.size == 16384
+        assert client.space_events > 0
+        client.close()
+        thread.join(30)
+        assert box.get("result") == (4 << 20, digest), box.get("error")
+        listener.close()
+    run.stop()
