@@ -12,7 +12,6 @@ bandwidth it achieved on exit.
 from __future__ import annotations
 
 import argparse
-import mmap
 import os
 import signal
 import sys
@@ -20,16 +19,7 @@ import time
 
 import numpy as np
 
-POPULATE = getattr(mmap, "MAP_POPULATE", 0x8000)
-
-
-def block(size: int) -> np.ndarray:
-    """A populated anonymous block (no page faults inside the timed copies)."""
-    area = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | POPULATE)
-    array = np.frombuffer(area, dtype=np.uint8)
-    array[:] = 7
-    return array
-
+from toad.memory import block
 
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="python -m engine.perturb")
@@ -44,7 +34,7 @@ def main(argv: list[str]) -> int:
         stop = True
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
-    src, dst = block(args.size), block(args.size)
+    src, dst = block(args.size, 7), block(args.size, 7)
     if args.ready:
         with open(args.ready + ".tmp", "w") as f:
             f.write(str(os.getpid()))

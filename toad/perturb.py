@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import mmap
 import os
 import statistics
 import sys
@@ -21,18 +20,7 @@ from typing import Sequence
 
 from toad.config import load
 from toad.errors import ToadError
-
-POPULATE = getattr(mmap, "MAP_POPULATE", 0x8000)
-
-
-def block(size: int):
-    """A populated anonymous block (no page faults inside the timed copies)."""
-    import numpy as np
-    area = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | POPULATE)
-    array = np.frombuffer(area, dtype=np.uint8)
-    array[:] = 3
-    return array
-
+from toad.memory import block
 
 def copier_main(argv: Sequence[str]) -> int:
     """``python -m toad.perturb --copier --cpu C --size B --seconds S --out F``."""
@@ -45,7 +33,7 @@ def copier_main(argv: Sequence[str]) -> int:
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
     os.sched_setaffinity(0, {args.cpu})
-    src, dst = block(args.size), block(args.size)
+    src, dst = block(args.size, 3), block(args.size, 3)
     np.copyto(dst, src)  # warm: TLB and page tables
     copied, start = 0, time.monotonic()
     while time.monotonic() - start < args.seconds:

@@ -17,16 +17,16 @@ so each side's figure only needs CPU seconds and bytes over the same interval.
 """
 from __future__ import annotations
 
-import mmap
 import os
 import resource
 import time
 from dataclasses import dataclass
 from typing import Iterable, Optional
 
+from toad.memory import populated_map
+
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-POPULATE = getattr(mmap, "MAP_POPULATE", 0x8000)
 MAX_REPS = 100_000
 
 
@@ -100,10 +100,7 @@ def calibrate_copy(chunk_bytes: int, region_bytes: int = 4 << 20,
     region = max(region_bytes, 2 * chunk)
     slots = region // chunk
     src = memoryview(os.urandom(chunk))
-    # MAP_POPULATE: the pages exist before timing. On this VM a region obtained with
-    # np.empty after freeing another one was measured up to 10x slower for minutes
-    # (the guest's memory reclaim), which would charge the copy with a paging cost.
-    area = mmap.mmap(-1, slots * chunk, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | POPULATE)
+    area = populated_map(slots * chunk)   # pages present before timing (toad.memory)
     try:
         dst = memoryview(area)
         for slot in range(0, min(slots, MAX_REPS) * chunk, chunk):
