@@ -12,7 +12,16 @@ no Linux involved (the TAP figures are ``toad bench tcp``).
   Both ends run in this one process on one CPU, so the figure is what one CPU moves
   while doing the sender's and the receiver's work.
 
+* per-frame costs of a 64-byte request/response (``rr``) through one stack on a wire
+  that hears itself, driven round by round as the offload engine's poller drives it
+  (frames in, poll_transmit when anything changed, events): microseconds of stack
+  time per call of each kind, and frames / poll_transmit calls / stack time per leg,
+  with delayed ACKs off (0 ms) and on (40 ms).
+
 JSON keys: checksum_us.{sum,copy_sum,memcpy}.{1460,65536}, build_us.<mode>.{1448,65483},
+rr.<delayed_ack_ms>: {legs, frames_per_leg, polls_per_leg, stack_us_per_leg (sum of
+median call times x calls per leg), us: {rx_data, rx_ack, tx_data, tx_ack, tx_none,
+events} (median per call), calls: {...}},
 bulk[]: {topology, mtu, checksum, bytes, seconds, gbps, cpu_seconds, gbps_per_cpu, intact}
 (gbps_per_cpu = bytes moved per CPU-second of this process: the figure that holds on a
 busy machine, where wall-clock gbps also counts time the CPU spent on others).
@@ -23,6 +32,7 @@ import argparse
 import hashlib
 import json
 import os
+import statistics
 import sys
 import time
 
@@ -152,6 +162,86 @@ def bulk(topology: str, mtu: int, mode: str, total: int, write_size: int = 1 << 
             "intact": sent_hash.digest() == got_hash.digest()}
 
 
+class Timed:
+    """Stack calls timed one by one (perf_counter_ns), every time kept per kind of
+    call: the medians stand when other processes preempt this one now and then."""
+
+    def __init__(self):
+        self.ns: dict = {}
+
+    def add(self, kind: str, ns: int) -> None:
+        self.ns.setdefault(kind, []).append(ns)
+
+    def medians_us(self) -> dict:
+        return {kind: round(statistics.median(times) / 1000, 2)
+                for kind, times in self.ns.items()}
+
+    def calls(self, *kinds) -> int:
+        return sum(len(self.ns.get(kind, ())) for kind in kinds)
+
+
+def rr_round(stack: Stack, nic, now: float, changed: bool, timed: Timed) -> bool:
+    """One round of the engine poller (engine/offload/poller.py) on ``stack``;
+    returns whether it did anything. Frames of more than 66 bytes carry data."""
+    clock = time.perf_counter_ns
+    frames = nic.receive(now, 64)
+    for frame, csum_ok in frames:
+        start = clock()
+        stack.receive_frame(frame, now, csum_ok)
+        timed.add("rx_data" if len(frame) > 66 else "rx_ack", clock() - start)
+    out = None
+    if frames or changed:
+        start = clock()
+        out = stack.poll_transmit(now)
+        spent = clock() - start
+        kind = ("tx_none" if not out else "tx_data" if len(out[0].data) > 66 else "tx_ack")
+        timed.add(kind, spent)
+        if out:
+            nic.send(out)
+    start = clock()
+    events = stack.events()
+    timed.add("events", clock() - start)
+    return bool(frames or out or events or changed)
+
+
+def rr_costs(delayed_ack_ms: float, legs: int = 4000, size: int = 64) -> dict:
+    """Per-call stack costs of ``legs`` one-way legs of a ``size``-byte ping-pong."""
+    config = TcpConfig(nagle=False, delayed_ack_ms=delayed_ack_ms, time_wait_s=0.0)
+    wire = LoopbackWire(mtu=65535, clock=time.monotonic)
+    nic = wire.attach(MAC_A)
+    stack = Stack(config, "10.0.0.1/24", MAC_A, nic.features)
+    listener = stack.listen(5001)
+    ends = [stack.connect(IP_A, 5001, time.monotonic())]
+    timed = Timed()
+    while len(ends) < 2:
+        rr_round(stack, nic, time.monotonic(), True, timed)
+        accepted = listener.accept()
+        if accepted is not None:
+            ends.append(accepted)
+    while not all(end.state.name == "ESTABLISHED" for end in ends):
+        rr_round(stack, nic, time.monotonic(), True, timed)
+    message = b"x" * size
+    timed = Timed()
+    for leg in range(legs):
+        sender, receiver = ends[leg & 1], ends[1 - (leg & 1)]
+        sender.send(message)
+        changed = True
+        while len(receiver.recv_buffer) < size:
+            if not rr_round(stack, nic, time.monotonic(), changed, timed):
+                raise ToadError(f"bench stack rr: leg {leg} stalled")
+            changed = False
+        while rr_round(stack, nic, time.monotonic(), False, timed):
+            pass                              # the rest of the leg: its ACK, if any
+        receiver.recv_buffer.read(size)
+        receiver.notify_read(time.monotonic())
+    us = timed.medians_us()
+    per_leg = sum(us[kind] * timed.calls(kind) for kind in us) / legs
+    return {"legs": legs, "frames_per_leg": round(timed.calls("tx_data", "tx_ack") / legs, 3),
+            "polls_per_leg": round(timed.calls("tx_data", "tx_ack", "tx_none") / legs, 3),
+            "stack_us_per_leg": round(per_leg, 2), "us": us,
+            "calls": {kind: timed.calls(kind) for kind in us}}
+
+
 def parse_args(argv):
     p = argparse.ArgumentParser(prog="toad bench stack", description=__doc__.splitlines()[0])
     p.add_argument("--mb", type=int, default=256, help="MB per bulk run at MTU 65535 "
@@ -178,6 +268,13 @@ def main(argv: list[str]) -> int:
         print(f"checksum {name:9s} " + "  ".join(f"{s} B: {us:7.2f} us" for s, us in sizes.items()))
     for mode, sizes in result["build_us"].items():
         print(f"build    {mode:10s}" + "  ".join(f"{s} B: {us:7.2f} us" for s, us in sizes.items()))
+    result["rr"] = {}
+    for delayed_ack_ms in (0, 40):
+        row = result["rr"][delayed_ack_ms] = rr_costs(delayed_ack_ms)
+        print(f"rr 64 B delayed_ack_ms={delayed_ack_ms:2d}: {row['frames_per_leg']:.2f} frames, "
+              f"{row['polls_per_leg']:.2f} poll_transmit, {row['stack_us_per_leg']:.1f} us "
+              "of stack per leg; us per call: "
+              + ", ".join(f"{k} {v:.2f}" for k, v in sorted(row["us"].items())), flush=True)
     for topology, mtu in (("self", 65535), ("pair", 65535), ("pair", 1500)):
         for mode in args.modes:
             total = args.mb << 20 if mtu > 9000 else args.mb << 18
