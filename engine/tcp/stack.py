@@ -42,6 +42,7 @@ LOOPBACK_IP = ipv4.aton("127.0.0.1")
 LOOP_MSS = 65535 - 40            # MSS on the in-stack loop (no NIC, no MTU below 64 KB)
 MAX_LOOP_ROUNDS = 16             # looped-frame rounds per poll_transmit call
 NO_MAC = bytes(6)
+TIME_WAIT = State.TIME_WAIT
 # Ethernet header and the IPv4 header without options, for the receive fast path:
 # dst mac, src mac, ethertype, version/IHL+TOS, total length, ident, flags/fragment,
 # TTL+protocol, header checksum, source, destination
@@ -203,7 +204,10 @@ class Stack:
                 segments = conn.poll_transmit(now)
                 if segments:
                     self._emit_connection(conn, segments, now)
-                self._collect(conn)
+                # _collect inline for the usual no-event, not-TIME-WAIT case
+                if (conn.events or conn.rx_pending or conn.acked_dirty
+                        or conn.state is TIME_WAIT):
+                    self._collect(conn)
             if self._tx:
                 out += self._tx
                 self._tx = []

@@ -14,7 +14,7 @@ from .seq import MASK, seq_diff, seq_gt, seq_le, seq_lt
 from .states import OUT_FLAGS, State
 from .wire.tcp import ACK, FIN, PSH, SYN, TcpRepr
 
-CLOSED, LISTEN = State.CLOSED, State.LISTEN
+CLOSED, LISTEN, ESTAB = State.CLOSED, State.LISTEN, State.ESTABLISHED
 SACK_LIMIT_TS, SACK_LIMIT = 3, 4       # blocks that fit in 40 option bytes with/without TS
 
 
@@ -23,6 +23,14 @@ def output(c, now: float) -> list:
     if out:
         c.ctl_out = []
     else:
+        state = c.state
+        if (state is ESTAB and not c.ack_now and not c.acks_owed and not c.force_probe
+                and not c.in_recovery and c.snd_nxt == c.snd_max
+                and len(c.send_buffer) <= ((c.snd_nxt - c.snd_una) & MASK)):
+            # Idle (the common poll): nothing queued, no new data, no ACK owed. The
+            # full path below would build nothing either (and arm no persist timer,
+            # as nothing waits to be sent).
+            return []
         out = []
     state = c.state
     if state is CLOSED or state is LISTEN:
