@@ -41,6 +41,12 @@ def segment_arrives(c, seg, now: float) -> None:
 def fast_path(c, seg, now: float) -> bool:
     """BSD header prediction; returns False to fall back to the full path.
 
+    Taken: an in-order pure ACK of new data, and in-order data that fits the window
+    and acknowledges nothing new (BSD's two cases) or new data outside loss recovery
+    (a reply carrying the ACK of the request, a case Linux's fast path also takes).
+    A changed window is taken too (both old and new nonzero), through the full
+    path's own ``update_window``: a receiver's SWS avoidance moves it every few
+    segments. The effects are exactly the full path's for these segments.
     Sequence comparisons are written out here (``(a - b) & MASK`` against HALF,
     exactly what seq.py does) because this runs once per segment.
     """
@@ -52,12 +58,13 @@ def fast_path(c, seg, now: float) -> bool:
         # PAWS passes and the timestamp is at least TS.Recent.
         if ts is None or (ts[0] - c.ts_recent) & MASK >= HALF:
             return False
-    if (seg.window << c.snd_scale) != c.snd_wnd:
-        return False
+    window_moved = (seg.window << c.snd_scale) != c.snd_wnd
+    if window_moved and (not seg.window or not c.snd_wnd):
+        return False                                # zero windows: the full path
     payload = seg.payload
+    ack = seg.ack
     if not payload:
         # A pure ACK of new data (SND.UNA < ack <= SND.MAX), outside loss recovery.
-        ack = seg.ack
         advance = (ack - c.snd_una) & MASK
         if (advance == 0 or advance > ((c.snd_max - c.snd_una) & MASK) or c.in_recovery
                 or c.dupacks or seg.sack_blocks or c.scoreboard.blocks):
@@ -67,15 +74,29 @@ def fast_path(c, seg, now: float) -> bool:
             c.ts_recent_time = now
         c.counters["rx_hp_ack"] += 1
         ack_new_data(c, seg, now)
+        if window_moved:
+            update_window(c, seg)
         return True
-    # In-order data that acknowledges nothing new and fits the advertised window.
-    if (seg.ack != c.snd_una or c.reasm.blocks or c.reasm.fin_seq is not None
-            or c.user_closed or (c.rcv_adv - seq) & MASK < len(payload)):
+    if (c.reasm.blocks or c.reasm.fin_seq is not None or c.user_closed
+            or (c.rcv_adv - seq) & MASK < len(payload)):
         return False
-    if ts is not None and (c.last_ack_sent - seq) & MASK < HALF:
-        c.ts_recent = ts[0]
-        c.ts_recent_time = now
-    c.counters["rx_hp_data"] += 1
+    if ack != c.snd_una:
+        if (((ack - c.snd_una) & MASK) > ((c.snd_max - c.snd_una) & MASK) or c.in_recovery
+                or c.dupacks or seg.sack_blocks or c.scoreboard.blocks):
+            return False
+        if ts is not None and (c.last_ack_sent - seq) & MASK < HALF:
+            c.ts_recent = ts[0]
+            c.ts_recent_time = now
+        c.counters["rx_hp_data_ack"] += 1
+        ack_new_data(c, seg, now)
+        update_window(c, seg)
+    else:
+        if ts is not None and (c.last_ack_sent - seq) & MASK < HALF:
+            c.ts_recent = ts[0]
+            c.ts_recent_time = now
+        c.counters["rx_hp_data"] += 1
+        if window_moved:
+            update_window(c, seg)
     deliver(c, payload, seg.flags & PSH, now)
     return True
 
