@@ -23,7 +23,7 @@ import numpy as np
 
 from engine.nic.base import NicFeatures, TxFrame
 
-from .checksum import copy_sum, finish, fold, frame_copy_sum_kernel, region_kernel
+from .checksum import copy_sum, finish, frame_copy_sum_kernel, region_kernel
 from .wire import ipv4, tcp
 from .wire.ethernet import ETHERTYPE_IPV4
 
@@ -82,13 +82,17 @@ class FrameBuilder:
             mode = self.mode
         gso = gso_size if gso_size and len(payload) > gso_size else 0
         partial = ((mode == "offloaded" and self.nic.tx_csum) or gso or local) and mode != "off"
-        # the pseudo-header sum, unfolded (folded below or by the checksum kernel)
-        pseudo = ((src >> 16) + (src & 0xFFFF) + (dst >> 16) + (dst & 0xFFFF)
-                  + ipv4.PROTO_TCP + tcp_len)
-        field = fold(pseudo) if partial else 0
+        # the addresses' words, shared by the pseudo-header and the IPv4 header sums
+        addresses = (src >> 16) + (src & 0xFFFF) + (dst >> 16) + (dst & 0xFFFF)
+        # the pseudo-header sum, unfolded (folded here or by the checksum kernel)
+        pseudo = addresses + ipv4.PROTO_TCP + tcp_len
+        if partial:                    # fold: the sum is below 2**19, two steps suffice
+            field = (pseudo & 0xFFFF) + (pseudo >> 16)
+            field = (field & 0xFFFF) + (field >> 16)
+        else:
+            field = 0
         # the IPv4 header checksum, inline (the stack's fixed header: DF, TTL 64, TCP)
-        words = (_IP_CONSTANT + total + ident
-                 + (src >> 16) + (src & 0xFFFF) + (dst >> 16) + (dst & 0xFFFF))
+        words = _IP_CONSTANT + total + ident + addresses
         words = (words & 0xFFFF) + (words >> 16)
         ip_check = ~((words & 0xFFFF) + (words >> 16)) & 0xFFFF
         if options is None:
@@ -102,20 +106,19 @@ class FrameBuilder:
                 eth_prefix, 0x45, 0, total, ident, ipv4.FLAG_DF, ipv4.DEFAULT_TTL,
                 ipv4.PROTO_TCP, ip_check, src, dst, seg.src_port, seg.dst_port, seg.seq,
                 seg.ack, header_len << 2, seg.flags, seg.window, field, seg.urgent) + options
-        if mode == "integrated" and not partial:
-            return self._integrated(headers, payload, pseudo)
-        # One allocation of the whole frame, no zero fill (unlike bytearray(n)): join
-        # sizes the result first, then copies the headers and the payload once.
-        data = _JOIN((headers, payload))
-        frame = TxFrame(data, gso_size=gso)
         if partial:                       # CHECKSUM_PARTIAL: the NIC (or nobody) sums
-            frame.csum_start, frame.csum_offset = TCP_AT, tcp.CHECKSUM_AT
-        elif mode != "off":               # software: one pass over the whole segment
+            # One allocation of the whole frame, no zero fill (unlike bytearray(n)):
+            # join sizes the result first, then copies the headers and payload once.
+            return TxFrame(_JOIN((headers, payload)), TCP_AT, tcp.CHECKSUM_AT, gso)
+        if mode == "integrated":
+            return self._integrated(headers, payload, pseudo)
+        data = _JOIN((headers, payload))
+        if mode != "off":                 # software: one pass over the whole segment
             # one numba call on the frame itself, the pseudo-header sum included
             value = ~int(region_kernel(data, TCP_AT, len(data), pseudo)) & 0xFFFF
             data[CHECKSUM_AT] = value >> 8
             data[CHECKSUM_AT + 1] = value & 0xFF
-        return frame
+        return TxFrame(data)
 
     @staticmethod
     def _integrated(headers: bytes, payload, pseudo: int) -> TxFrame:

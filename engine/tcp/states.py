@@ -25,6 +25,11 @@ class State(enum.Enum):
     LAST_ACK = "LAST-ACK"
     TIME_WAIT = "TIME-WAIT"
 
+    # Members are singletons compared by identity: hash them by identity too, in C,
+    # rather than by Enum's Python-level hash of the name (the tables below and the
+    # state sets are looked up on every segment).
+    __hash__ = object.__hash__
+
 
 S = State
 

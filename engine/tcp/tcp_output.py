@@ -10,7 +10,7 @@ unless the list has more than one element (docs/stack-api.md).
 """
 from __future__ import annotations
 
-from .seq import MASK, seq_diff, seq_gt, seq_le, seq_lt
+from .seq import HALF, MASK, MOD, seq_diff, seq_gt, seq_le, seq_lt
 from .states import OUT_FLAGS, State
 from .wire.tcp import ACK, FIN, PSH, SYN, TcpRepr
 
@@ -56,7 +56,8 @@ def output(c, now: float) -> list:
     if c.ack_now and len(out) == sent:
         out.append(build(c, ack_seq(c), ACK, b"", now))
         c.counters["tx_pure_ack"] += 1
-    arm_persist(c, now)
+    if c.t_rexmit is None and c.t_persist is None and c.snd_max == c.snd_una:
+        arm_persist(c, now)                     # (its own first test, inline)
     return out
 
 
@@ -89,16 +90,20 @@ def advertise(c) -> int:
     """The window field to send: free receive space, scaled, with receiver SWS
     avoidance (RFC 9293 3.8.6.2.2) and never moving the right edge left."""
     free = c.recv_buffer.free_space()
-    cur = seq_diff(c.rcv_adv, c.rcv_nxt)
-    if cur < 0:
+    rcv_nxt, rcv_adv = c.rcv_nxt, c.rcv_adv
+    cur = (rcv_adv - rcv_nxt) & MASK                # seq_diff, clamped at 0, inline
+    if cur >= HALF:
         cur = 0
-    win = free if free - cur >= min(c.rcv_cap >> 1, c.eff_mss) else cur
+    threshold = c.rcv_cap >> 1
+    if threshold > c.eff_mss:
+        threshold = c.eff_mss
+    win = free if free - cur >= threshold else cur
     shift = c.rcv_scale
     field = win >> shift
     if field > 0xFFFF:
         field = 0xFFFF
-    right = (c.rcv_nxt + (field << shift)) & MASK
-    if seq_gt(right, c.rcv_adv):
+    right = (rcv_nxt + (field << shift)) & MASK
+    if right != rcv_adv and (right - rcv_adv) & MASK < HALF:     # seq_gt(right, rcv_adv)
         c.rcv_adv = right
     return field
 
@@ -182,16 +187,23 @@ def send_data(c, out: list, now: float, limit: int) -> None:
     options) are computed once, then each segment costs one TcpRepr.
     """
     buf = c.send_buffer
-    buf_len = len(buf)
-    off = seq_diff(c.snd_nxt, c.snd_una)
-    avail = buf_len - off
+    off = (c.snd_nxt - c.snd_una) & MASK             # seq_diff, inline
+    if off > HALF:
+        off -= MOD
+    avail = len(buf) - off
     if avail <= 0:
         return
     if limit <= off:
         count_limited(c, limit)
         return
-    sack = sack_option(c)
-    mss, maxseg = segment_sizes(c, sack)
+    if c.sack_enabled and c.reasm.blocks:
+        sack = sack_option(c)
+        mss, maxseg = segment_sizes(c, sack)
+    else:                                           # segment_sizes without SACK, inline
+        sack = ()
+        mss = c.eff_mss
+        tso_max = c.tso_max
+        maxseg = tso_max - tso_max % mss if tso_max > mss else mss
     fin_ok = c.fin_queued and OUT_FLAGS[c.state] & FIN
     sport, dport, ack = c.local[1], c.remote[1], c.rcv_nxt
     window = advertise(c)
@@ -223,11 +235,11 @@ def send_data(c, out: list, now: float, limit: int) -> None:
         out.append(TcpRepr(sport, dport, seq, ack, flags, window, None, None, False, sack, ts,
                            0, payload))
         end = (seq + n + 1) & MASK if flags & FIN else (seq + n) & MASK
-        if seq != snd_max and seq_lt(seq, snd_max):
+        if seq != snd_max and (snd_max - seq) & MASK < HALF:      # seq_lt(seq, snd_max)
             retransmitted += 1
         elif c.rtt_seq is None and not c.ts_enabled:
             c.rtt_seq, c.rtt_time = seq, now        # time one new segment (Karn-safe)
-        if seq_gt(end, snd_max):
+        if end != snd_max and (end - snd_max) & MASK < HALF:      # seq_gt(end, snd_max)
             snd_max = end
         if flags & FIN:
             c.fin_seq = (end - 1) & MASK
