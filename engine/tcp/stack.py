@@ -28,6 +28,7 @@ from engine.nic.base import NicFeatures, TxFrame
 from toad.config import TcpConfig
 
 from .arp_cache import ArpCache
+from .checksum import region_sum
 from .connection import Connection
 from .demux import ConnectionTable
 from .events import Closed, Established
@@ -50,6 +51,11 @@ _ETH_IP = struct.Struct("!6s6sHHHHHHHII")
 _FAST_LEN = ethernet.HEADER_LEN + ipv4.HEADER_LEN
 _FRAGMENT_BITS = ipv4.FLAG_MF | ipv4.OFFSET_MASK
 _PORTS = struct.Struct("!HH")
+# all three headers of a segment whose TCP options are NOP NOP TS alone (the common
+# case): the above, then the TCP header and the option (prefix, TSval, TSecr)
+_ETH_IP_TCP_TS = struct.Struct("!6s6sHHHHHHHII" "HHIIBBHHH" "4sII")
+_TS_FRAME_LEN = _ETH_IP_TCP_TS.size              # 66: where such a segment's payload starts
+_TS_IP_LEN = _TS_FRAME_LEN - ethernet.HEADER_LEN
 
 
 class Stack:
@@ -195,11 +201,13 @@ class Stack:
     def poll_transmit(self, now: float) -> list[TxFrame]:
         """Frames for the NIC. Looped frames are received here, round after round."""
         self._now = now
+        if self._touched:
+            self._drain_touched()
         out: list[TxFrame] = []
-        self._drain_touched()
+        active, keys = self.table.active, self._keys
         for _ in range(MAX_LOOP_ROUNDS):
-            for conn in self.table.polled():
-                if conn not in self._keys:              # freed earlier in this round
+            for conn in list(active):                   # a copy: polling may free some
+                if conn not in keys:                    # freed earlier in this round
                     continue
                 segments = conn.poll_transmit(now)
                 if segments:
@@ -212,7 +220,7 @@ class Stack:
                 out += self._tx
                 self._tx = []
             if not self._loop:
-                break
+                return out
             looped, self._loop = self._loop, []
             for data in looped:
                 self.receive_frame(memoryview(data), now, True, True)
@@ -225,16 +233,64 @@ class Stack:
     def receive_frame(self, frame: memoryview, now: float, csum_ok: bool = False,
                       looped: bool = False) -> None:
         """One Ethernet frame from the NIC; malformed frames are counted and dropped.
-        ``looped`` is the stack's own (frames looped inside it, within poll_transmit)."""
+        ``looped`` is the stack's own (frames looped inside it, within poll_transmit).
+
+        Fast path (header prediction's cousin one layer down): a plain IPv4 TCP
+        packet to our address, no IP options, no fragment, a TCP header with the
+        timestamp option alone (nearly every segment) for a known connection: one
+        unpack of all three headers, the same checks as the wire parsers, the
+        TcpRepr built directly. Anything else takes ``_receive_plain``."""
+        if len(frame) >= _TS_FRAME_LEN:
+            (dst_mac, _, ethertype, version_tos, total, ident, fragment, ttl_protocol,
+             header_checksum, src, dst, sport, dport, seq, ack, offset, flags, window, _,
+             urgent, options, tsval, tsecr) = _ETH_IP_TCP_TS.unpack_from(frame)
+            conn = self.table.by_key.get((dst, dport, src, sport))
+            if (conn is not None and ethertype == ethernet.ETHERTYPE_IPV4
+                    and version_tos >> 8 == 0x45 and ttl_protocol & 0xFF == ipv4.PROTO_TCP
+                    and dst == self.ip and dst_mac == self.mac
+                    and not fragment & _FRAGMENT_BITS and offset >> 4 == 8
+                    and options == tcp.TS_ONLY_PREFIX
+                    and _TS_IP_LEN <= total <= len(frame) - ethernet.HEADER_LEN):
+                self._now = now
+                counters = self.counters
+                addresses = (src >> 16) + (src & 0xFFFF) + (dst >> 16) + (dst & 0xFFFF)
+                words = (version_tos + total + ident + fragment + ttl_protocol
+                         + header_checksum + addresses)
+                words = (words & 0xFFFF) + (words >> 16)
+                if (words & 0xFFFF) + (words >> 16) != 0xFFFF:
+                    counters["ip.bad_checksum"] += 1
+                    return
+                counters["ip.rx"] += 1
+                end = ethernet.HEADER_LEN + total
+                if (not (csum_ok or looped) and conn.config.checksum != "off"
+                        and region_sum(frame, _FAST_LEN, end, addresses + ipv4.PROTO_TCP
+                                           + total - ipv4.HEADER_LEN) != 0xFFFF):
+                    counters["tcp.bad_checksum"] += 1
+                    return
+                if type(frame) is not memoryview:
+                    frame = memoryview(frame)
+                counters["tcp.rx"] += 1
+                conn.on_segment(TcpRepr(sport, dport, seq, ack, flags, window, None, None,
+                                        False, (), (tsval, tsecr), urgent,
+                                        frame[_TS_FRAME_LEN:end]), now)
+                if conn in self.table.waiting:           # TIME-WAIT: not polled
+                    self._wake_waiting(conn, now)
+                else:
+                    self._touched[conn] = None           # see _to_connection
+                return
+        self._receive_plain(frame, now, csum_ok, looped)
+
+    def _receive_plain(self, frame: memoryview, now: float, csum_ok: bool,
+                       looped: bool) -> None:
+        """``receive_frame`` of every frame its fast path does not take."""
         self._now = now
         counters = self.counters
         try:
             if len(frame) >= _FAST_LEN:
                 (dst_mac, _, ethertype, version_tos, total, ident, fragment, ttl_protocol,
                  header_checksum, src, dst) = _ETH_IP.unpack_from(frame)
-                # Fast path (header prediction's cousin one layer down): a plain IPv4
-                # TCP packet to our address, no options, no fragment. Same checks as
-                # the wire parsers, without building the Ethernet and IPv4 Reprs.
+                # Plain IPv4 TCP to our address, no options, no fragment: the same
+                # checks as the wire parsers, without building their Reprs.
                 if (ethertype == ethernet.ETHERTYPE_IPV4 and version_tos >> 8 == 0x45
                         and ttl_protocol & 0xFF == ipv4.PROTO_TCP and dst == self.ip
                         and dst_mac == self.mac and not fragment & _FRAGMENT_BITS
@@ -249,24 +305,8 @@ class Stack:
                     end = ethernet.HEADER_LEN + total
                     if total < ipv4.HEADER_LEN + tcp.HEADER_LEN:
                         raise MalformedPacket("tcp.truncated", f"{end - _FAST_LEN} bytes")
-                    # _receive_tcp_at inline, the common case: a known connection
-                    sport, dport = _PORTS.unpack_from(frame, _FAST_LEN)
-                    conn = self.table.by_key.get((dst, dport, src, sport))
-                    if conn is None:
-                        self._receive_tcp_at(frame, _FAST_LEN, end, src, dst, now,
-                                             csum_ok or looped)
-                        return
-                    pseudo = None
-                    if not (csum_ok or looped) and conn.config.checksum != "off":
-                        pseudo = ((src >> 16) + (src & 0xFFFF) + (dst >> 16) + (dst & 0xFFFF)
-                                  + ipv4.PROTO_TCP + total - ipv4.HEADER_LEN)
-                    seg = tcp.parse_at(frame, _FAST_LEN, end, pseudo)
-                    counters["tcp.rx"] += 1
-                    conn.on_segment(seg, now)
-                    if conn in self.table.waiting:       # TIME-WAIT: not polled
-                        self._wake_waiting(conn, now)
-                    else:
-                        self._touched[conn] = None       # see _to_connection
+                    self._receive_tcp_at(frame, _FAST_LEN, end, src, dst, now,
+                                         csum_ok or looped)
                     return
             self._receive_other(frame, now, csum_ok, looped)
         except MalformedPacket as bad:
@@ -478,7 +518,9 @@ class Stack:
 
     def _emit_connection(self, conn, segments: list, now: float) -> None:
         local_ip, _, remote_ip, _ = self._keys[conn]
-        gso_size = conn.gso_size if self._tso_for(remote_ip) else 0
+        # _tso_for and conn.gso_size, inline: TSO (at the MSS) except inside the stack
+        gso_size = (conn.eff_mss if self.tso_max and remote_ip != self.ip
+                    and remote_ip >> 24 != 127 else 0)
         self._emit(local_ip, remote_ip, segments, now, gso_size, conn.config.checksum)
 
     # ---- connection lifecycle ----------------------------------------------------
@@ -489,8 +531,13 @@ class Stack:
 
     def _collect(self, conn) -> None:
         """Drain a connection's events: route them, park them or free the TCB."""
-        event = conn.next_event()
-        while event is not None:
+        pending = conn.events                          # conn.next_event(), inline
+        while True:
+            if not pending:
+                if not (conn.rx_pending or conn.acked_dirty):
+                    break
+                conn.flush_counts()
+            event = pending.popleft()
             owner = self._owner.get(conn)
             if owner is not None:                      # a child not accepted yet
                 if isinstance(event, Closed):
@@ -506,7 +553,6 @@ class Stack:
                 if isinstance(event, Closed):
                     self._free(conn)
                 self._events.append((conn, event))
-            event = conn.next_event()
         if (conn.state is State.TIME_WAIT and conn in self._keys
                 and not self.table.is_waiting(conn)):
             # Entering TIME-WAIT: send what is due (the ACK of the peer's FIN) now,
