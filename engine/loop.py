@@ -78,9 +78,7 @@ class Engine:
         last_work = next_housekeeping = clock()
         while not stop.stopped:
             start = clock()
-            work = 0
-            for qp in self.active:
-                work += self.service(qp, start)
+            work = self.service_all(start)
             now = start / 1e9
             for poller in self.pollers:
                 if poller.poll(now):
@@ -105,6 +103,14 @@ class Engine:
         for qp in self.active:
             if qp.event_producer != qp.interrupt.checked_index:
                 qp.interrupt.after_post(qp.event_producer, now_ns)
+
+    def service_all(self, now_ns: int) -> int:
+        """Serve every attached QP's request ring (the loop, and the offload poller
+        between its rounds); returns the number of records handled."""
+        work = 0
+        for qp in self.active:
+            work += self.service(qp, now_ns)
+        return work
 
     def service(self, qp: QueuePair, now_ns: int) -> int:
         """One pass over a QP's rings; returns the number of records handled."""

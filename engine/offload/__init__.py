@@ -51,6 +51,7 @@ def install(engine, clock=time.perf_counter) -> OffloadPoller:
         engine.slots.attach_hooks.append(poller.on_attach)
         engine.add_poller(poller)
         poller.raise_interrupts = engine.raise_interrupts
+        poller.service_requests = engine.service_all
         if nic.fileno() is not None:
             poller.watcher = FdWatcher(nic.fileno(), engine)
     except BaseException:

@@ -3,7 +3,9 @@
 Each call of :meth:`OffloadPoller.poll` (once per engine-loop iteration, after the
 request rings were served) runs rounds of: frames in from the NIC, due timers, frames
 out (``stack.poll_transmit``: where host memory is gathered into frames), stack events
-turned into QP events. It stops when a round did nothing (the loopback wire delivers a
+turned into QP events. Between rounds it serves the request rings and the
+receive-buffer doorbells again (a request posted during a long round waits one round,
+not the whole pass). It stops when a round did nothing (the loopback wire delivers a
 frame sent in one round to the next one) or after ``MAX_ROUNDS``. Output runs only
 when frames came in, a timer fired or a request/doorbell changed a connection (a
 "kick"), so an idle pass of a busy-polling engine does not walk every connection. Interrupts: the loop
@@ -59,6 +61,11 @@ class OffloadPoller:
         # posted events: a host sleeping on them wakes before the round's output and
         # the further rounds (ACKs crossing the wire) are done
         self.raise_interrupts = None
+        # the loop's request-ring pass (Engine.service_all), run between rounds with
+        # the receive-buffer doorbells: a request the host posted while a round was
+        # busy (e.g. an rr response posted while the engine handled the ACK of the
+        # request) is picked up at the next round, not after the whole pass
+        self.service_requests = None
 
     # ---- set-up ------------------------------------------------------------------
     def on_attach(self, qp) -> None:
@@ -74,9 +81,17 @@ class OffloadPoller:
         stack, nic = self.stack, self.nic
         changed = worked = self.kicked
         self.kicked = False
+        service = self.service_requests
         for round_no in range(MAX_ROUNDS):
             if round_no:
                 now = self.clock()
+                if service is not None and service(int(now * 1e9)):
+                    worked = True
+                if self.rx_producers and self.check_rx_doorbells(now):
+                    worked = True
+                if self.kicked:           # a request or a window update is due
+                    self.kicked = False
+                    changed = True
             frames = nic.receive(now, MAX_FRAMES)
             for frame, csum_ok in frames:
                 stack.receive_frame(frame, now, csum_ok)
@@ -133,9 +148,11 @@ class OffloadPoller:
             self.rx_producers[qp] = producer
             changed = True
             for sock in qp.connections.values():
-                if sock.conn is not None and sock.state is CONNECTED:
-                    sock.conn.notify_read(now)
-            self.kicked = True        # a window update may be due: run output next pass
+                conn = sock.conn if sock is not None else None
+                if conn is not None and sock.state is CONNECTED:
+                    conn.notify_read(now)
+                    if conn.ack_now:  # a window update is due: run output next pass
+                        self.kicked = True
         return changed
 
     def post_delayed(self, now: float) -> bool:
