@@ -61,7 +61,8 @@ def worker(role: str, chunk: int, seconds: float, overrides: list[str]) -> dict:
     return {"role": role, "bytes": total, "wall_s": wall,
             "cpu_s": (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system),
             "sys_s": cpu1.system - cpu0.system, "sleeps": net.driver.sleeps,
-            "spin_s": net.driver.waited_s - net.driver.slept_s}
+            "spin_s": net.driver.waited_s - net.driver.slept_s,
+            "batch_sleeps": net.driver.batch_sleeps, "batch_timeouts": net.driver.batch_timeouts}
 
 
 def start(argv: list[str], cpu: int) -> subprocess.Popen:

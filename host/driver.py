@@ -79,6 +79,12 @@ class Driver:
         self.events: deque = deque()      # events nobody claimed (when on_event is None)
         self.busy_poll_s = config.qp.busy_poll_us / 1e6
         self.spin_s = self.busy_poll_s    # the next wait's spin budget (_adapt_spin)
+        self.yield_spin = config.qp.busy_poll_mode == "yield"
+        # batched receive waits (wait_for(batched=True)): events per interrupt, adapted
+        self.rx_batch = 1
+        self.rx_batch_max = max(1, min(config.qp.rx_batch_max, config.qp.recv_buffers // 4))
+        self.rx_batch_s = config.qp.rx_batch_us / 1e6
+        self.batch_sleeps = self.batch_timeouts = 0
         self.waits = 0
         self.layout = lay = layout.qp_layout(config.qp)
         self.oe = OeMemory(self.name)
@@ -307,9 +313,7 @@ class Driver:
 
     # ---- events ------------------------------------------------------------------------
     def event_ready(self) -> bool:
-        index = self.event_consumer
-        slot = index & (self.layout.event_entries - 1)
-        return self.u32[self.event_phase_word + slot * 16] == ((index >> self.event_shift) & 1) ^ 1
+        return self.published(self.event_consumer)
 
     def poll(self, limit: int = 256) -> int:
         """Consume and dispatch ready events (caller holds the consumer role)."""
@@ -356,13 +360,18 @@ class Driver:
         else:
             self.events.append(event)
 
-    def wait_for(self, ready: Callable[[], bool], timeout: Optional[float] = None) -> bool:
-        """Consume events (spin, then sleep on the interrupt) until ``ready()``."""
+    def wait_for(self, ready: Callable[[], bool], timeout: Optional[float] = None,
+                 batched: bool = False) -> bool:
+        """Consume events (spin, then sleep on the interrupt) until ``ready()``.
+
+        ``batched``: the caller only receives (a bulk reader). While it is the only
+        waiter, it sleeps until ``rx_batch`` events are in, or ``qp.rx_batch_us`` at
+        the latest, instead of waking at every event (_batched_sleep)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while not ready():
             if self._consumer.acquire(blocking=False):
                 try:
-                    self._consume_until(ready, deadline)
+                    self._consume_until(ready, deadline, batched and not self._waiters)
                 finally:
                     self._consumer.release()
                     if self._waiters:      # let a waiting thread take over consuming
@@ -379,17 +388,22 @@ class Driver:
                 return ready()
         return True
 
-    def _consume_until(self, ready, deadline: Optional[float]) -> None:
+    def _consume_until(self, ready, deadline: Optional[float], batched: bool) -> None:
         started = time.perf_counter()
         self.waits += 1
-        spin = self.spin_s if self.waits & PROBE_MASK else self.busy_poll_s
+        if batched and self.rx_batch > 1:
+            spin = 0.0                     # sleep until the batch is in: no spin
+        elif self.yield_spin:
+            spin = self.busy_poll_s        # fixed budget (latency): no adaptation
+        else:
+            spin = self.spin_s if self.waits & PROBE_MASK else self.busy_poll_s
         sleeps = self.sleeps
         try:
-            self._consume_loop(ready, deadline, started + spin)
+            self._consume_loop(ready, deadline, started + spin, self.rx_batch if batched else 0)
         finally:
             waited = time.perf_counter() - started
             self.waited_s += waited
-            if spin:
+            if spin and not self.yield_spin:
                 self._adapt_spin(self.sleeps == sleeps and waited <= SPIN_PAYS_S)
 
     def _adapt_spin(self, caught: bool) -> None:
@@ -406,7 +420,11 @@ class Driver:
         else:
             self.spin_s = 0.0
 
-    def _consume_loop(self, ready, deadline: Optional[float], spin_end: float) -> None:
+    def _consume_loop(self, ready, deadline: Optional[float], spin_end: float,
+                      batch: int) -> None:
+        """Poll until ``ready()``: spin until ``spin_end`` (yield mode: sched_yield
+        between polls, so a peer on this CPU runs), then sleep on the interrupt; the
+        first sleep of a batched wait (``batch`` >= 1) is a _batched_sleep."""
         spins = 0
         while not ready():
             if self.poll():
@@ -417,35 +435,64 @@ class Driver:
                 if deadline is not None and time.monotonic() >= deadline:
                     return
             if time.perf_counter() < spin_end:
+                if self.yield_spin:
+                    os.sched_yield()
                 continue
-            slice_s = self.sleep_slice
+            slice_s = self.sleep_slice if not batch else min(self.sleep_slice, self.rx_batch_s)
             if deadline is not None:
                 slice_s = max(0.0, min(slice_s, deadline - time.monotonic()))
                 if slice_s == 0.0:
                     return
-            self.sleep_on_interrupt(slice_s)
+            if batch:
+                self._batched_sleep(slice_s, batch)
+                batch = 0                  # later sleeps of this wait: at every event
+            else:
+                self.sleep_on_interrupt(slice_s)
 
-    def sleep_on_interrupt(self, timeout: float) -> None:
-        """Arm the interrupt for the next event, re-check, then sleep on it."""
+    def _batched_sleep(self, timeout: float, batch: int) -> None:
+        """Sleep until ``batch`` more events are in (one interrupt for all of them)
+        or ``timeout``. Adapts the batch (like a NIC's adaptive coalescing): a batch
+        that came within a quarter of ``qp.rx_batch_us`` doubles the next one (up to
+        ``rx_batch_max``); a sleep that timed out halves it: a slow stream is woken
+        at every event again."""
+        self.batch_sleeps += 1
+        start = time.perf_counter()
+        if not self.sleep_on_interrupt(timeout, batch):
+            self.batch_timeouts += 1
+            self.rx_batch = max(1, self.rx_batch // 2)
+        elif time.perf_counter() - start < 0.25 * self.rx_batch_s:
+            self.rx_batch = min(2 * self.rx_batch, self.rx_batch_max)
+
+    def published(self, index: int) -> bool:
+        """Whether the engine has published event ``index`` (its phase bit is set)."""
+        slot = index & (self.layout.event_entries - 1)
+        return self.u32[self.event_phase_word + slot * 16] == ((index >> self.event_shift) & 1) ^ 1
+
+    def sleep_on_interrupt(self, timeout: float, batch: int = 1) -> bool:
+        """Arm the interrupt for the ``batch``-th next event, re-check, then sleep on
+        it; False if the sleep timed out (no interrupt)."""
         u32 = self.oe.u32
-        u32[self.irq_index_word] = self.event_consumer
+        index = (self.event_consumer + batch - 1) & MASK32
+        u32[self.irq_index_word] = index
         u32[self.irq_enabled_word] = 1
-        full_fence()  # the arm is visible before we look at the ring head again
-        if not self.event_ready():
+        full_fence()  # the arm is visible before we look at that event's slot again
+        if not self.published(index):
             self.sleeps += 1
             start = time.perf_counter()
             try:
                 self.irq.acquire(timeout)
             except posix_ipc.BusyError:
-                self.irq_timeouts += 1
+                if batch == 1:
+                    self.irq_timeouts += 1
                 u32[self.irq_enabled_word] = 0
                 self.check_engine()   # woken by no interrupt: is the engine alive?
-                return
+                return False
             finally:
                 self.slept_s += time.perf_counter() - start
         # an interrupt (or an event found at the re-check) proves the engine alive;
         # the spin loop still checks the heartbeat every 1024 empty polls
         u32[self.irq_enabled_word] = 0
+        return True
 
     # ---- receive buffers and counters --------------------------------------------------
     def recv_buffer_offset(self, index: int) -> int:

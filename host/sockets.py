@@ -152,9 +152,9 @@ class OffloadNetwork:
             sock.on_event(event)
         return sock
 
-    def wait(self, ready, timeout: float | None) -> bool:
+    def wait(self, ready, timeout: float | None, batched: bool = False) -> bool:
         self.flush_returns()          # never sleep on buffers the engine may need
-        return self.driver.wait_for(ready, timeout)
+        return self.driver.wait_for(ready, timeout, batched)
 
     def give_back(self, buf_id: int) -> None:
         """Return an anonymous buffer to the engine's pool (in small batches: one
@@ -235,6 +235,7 @@ class OffloadSocket:
         self.eof = False
         self.error = 0
         self.shut_rd = self.shut_wr = False
+        self.talking = False           # sent since its last read: a reader waits per event
         self.accept_ready = 0          # ACCEPT_READY events seen
         self.space_events = 0          # SEND_SPACE events seen
         self.ring: SendRing | None = None
@@ -389,13 +390,13 @@ class OffloadSocket:
             return exc.errno or errno.ETIMEDOUT
         return 0
 
-    def _wait(self, ready, deadline: float | None) -> bool:
+    def _wait(self, ready, deadline: float | None, batched: bool = False) -> bool:
         """Sleep until ``ready()`` (events are handled meanwhile) or the deadline."""
         if ready():
             return True
         if deadline is None:
-            return self.net.wait(ready, None)
-        return self.net.wait(ready, max(0.0, deadline - time.monotonic()))
+            return self.net.wait(ready, None, batched)
+        return self.net.wait(ready, max(0.0, deadline - time.monotonic()), batched)
 
     def _deadline(self) -> float | None:
         return None if self.timeout is None else time.monotonic() + self.timeout
@@ -439,6 +440,7 @@ class OffloadSocket:
             self.mv[offset:offset + n] = view[:n] if n < want else view   # the one copy
             self.driver.post_send(self.conn, offset, n)
             ring.posted = posted + n
+            self.talking = True
             return n
 
     def sendall(self, data, flags: int = 0) -> None:
@@ -531,9 +533,12 @@ class OffloadSocket:
             if not self.rx and not self.eof and not self.error and not self.shut_rd:
                 if not self.connected:
                     raise error(errno.ENOTCONN, "recv")
+                # a pure reader (bulk) is woken once per batch of buffers, a
+                # conversation (rr: it sent since its last read) at every event
                 if not self._wait(lambda: self.rx or self.eof or self.error,
-                                  self._deadline()):
+                                  self._deadline(), not self.talking):
                     raise self._would_block("recv")
+            self.talking = False
             if not self.rx:
                 if self.error and not self.eof:
                     raise error(self.error, "recv")

@@ -74,6 +74,20 @@ class QueuePairConfig:
     busy_poll_us: int = doc(
         "host driver: spin this long waiting for an event before sleeping on the "
         "QP's interrupt semaphore", default=50)
+    busy_poll_mode: Literal["adaptive", "yield"] = doc(
+        "host driver wait policy. adaptive (bulk): spin at most busy_poll_us, less "
+        "while spins end in a sleep anyway, and never when a spin costs more CPU than "
+        "the sleep it saves; yield (latency, like Linux SO_BUSY_POLL): always spin "
+        "busy_poll_us, calling sched_yield between polls so a peer on the same CPU "
+        "runs, then sleep", default="adaptive")
+    rx_batch_max: int = doc(
+        "host driver: a receive-only waiter (its socket sent nothing since its last "
+        "read) asks for its interrupt after up to this many events, doubling while "
+        "they come fast (1 = wake at every event; at most recv_buffers / 4 are used)",
+        default=8)
+    rx_batch_us: int = doc(
+        "host driver: longest a batched receive wait sleeps before it takes the events "
+        "that came (bounds the delay batching adds to a slow stream)", default=2000)
     recv_post_push: bool = doc(
         "offload receive: post a partly filled anonymous buffer to the host when the "
         "peer's segment carries PSH (a full buffer is always posted)", default=True)
@@ -105,6 +119,10 @@ class QueuePairConfig:
             raise ConfigError(f"{path}.max_connections: {self.max_connections} must be 1..1048576")
         if self.busy_poll_us < 0:
             raise ConfigError(f"{path}.busy_poll_us: {self.busy_poll_us} must be >= 0")
+        if not 1 <= self.rx_batch_max <= 65536:
+            raise ConfigError(f"{path}.rx_batch_max: {self.rx_batch_max} must be 1..65536")
+        if not 50 <= self.rx_batch_us <= 1_000_000:
+            raise ConfigError(f"{path}.rx_batch_us: {self.rx_batch_us} must be 50..1000000")
         if not 0 <= self.recv_post_delay_us <= 10_000_000:
             raise ConfigError(f"{path}.recv_post_delay_us: {self.recv_post_delay_us} must be "
                               f"0..10000000")
