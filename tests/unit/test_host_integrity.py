@@ -1,0 +1,55 @@
+"""The workers' running checksum: exact CRC, sampled CPU time charged per byte."""
+import zlib
+
+from host.workloads import SAMPLE_EVERY, Integrity, clock_overhead
+
+
+class Clock:
+    """A fake clock: each reading advances by ``step`` (the clock's own cost);
+    ``work(k, seconds)`` adds time before the k-th reading from now."""
+
+    def __init__(self, step: float) -> None:
+        self.now, self.step, self.jumps = 0.0, step, {}
+
+    def work(self, kth: int, seconds: float) -> None:
+        self.jumps[kth] = seconds
+
+    def __call__(self) -> float:
+        self.jumps = {k - 1: v for k, v in self.jumps.items()}
+        self.now += self.step + self.jumps.pop(0, 0.0)
+        return self.now
+
+
+def test_clock_overhead_is_one_reading():
+    assert clock_overhead(Clock(0.5)) == 0.5
+
+
+def test_crc_is_exact_and_sampled_cost_is_charged_per_byte():
+    clock = Clock(0.25)
+    check = Integrity(clock)
+    data = bytes(range(256)) * 40
+    for i in range(3 * SAMPLE_EVERY):
+        check.update(data[: 1000 + i])
+    expected = 0
+    for i in range(3 * SAMPLE_EVERY):
+        expected = zlib.crc32(data[: 1000 + i], expected)
+    assert check.crc == expected
+    assert check.nbytes == sum(1000 + i for i in range(3 * SAMPLE_EVERY))
+    # the fake clock's readings cost exactly its overhead: the checksum cost nothing
+    assert check.timed_s == 0.0 and check.cpu_s == 0.0
+    assert check.timed_bytes == 1000 + 1016 + 1032     # calls 1, 17 and 33 were timed
+
+
+def test_cpu_time_extrapolates_the_timed_calls():
+    clock = Clock(1e-6)
+    check = Integrity(clock)
+
+    clock.work(2, 0.002)             # the first (timed) call took 2 ms of CPU
+    for _ in range(SAMPLE_EVERY):
+        check.update(b"x" * 100)
+    assert abs(check.timed_s - 0.002) < 1e-12
+    assert abs(check.cpu_s - 0.002 * SAMPLE_EVERY) < 1e-12
+
+
+def test_empty_checker_costs_nothing():
+    assert Integrity(Clock(0.1)).cpu_s == 0.0
