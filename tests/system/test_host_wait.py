@@ -1,0 +1,81 @@
+"""The host driver's wait policies against a real engine: batched receive waits
+(interrupt after the rx_batch-th event, bounded by qp.rx_batch_us) and the yield
+spin of latency configs. No timing assertions: counters only."""
+from __future__ import annotations
+
+import pytest
+
+from host.driver import Driver
+from ring.conftest import EngineProcess
+from toad import layout
+
+# 32 receive buffers: rx_batch_max 8 is usable (at most recv_buffers / 4)
+POOL = ("qp.recv_buffers=32",)
+
+
+@pytest.fixture
+def engine():
+    started = EngineProcess(["engine.polling=busy", *POOL])
+    try:
+        yield started
+    finally:
+        started.stop()
+
+
+def echo_all(drv: Driver, count: int, batch: int) -> list[int]:
+    """Post ``count`` echoes, then wait (batched) for all their answers."""
+    got: list[int] = []
+    drv.on_event = lambda event: got.append(event.value)
+    drv.rx_batch = batch
+    drv.post_many([(layout.OP_ECHO, 0, 0, 0, 0, 0, 0, 0, 0, i) for i in range(count)])
+    assert drv.wait_for(lambda: len(got) == count, timeout=10, batched=True)
+    return got
+
+
+def test_a_full_batch_wakes_once_and_the_next_batch_doubles(engine):
+    with Driver(engine.config("qp.rx_batch_us=1000000", "qp.busy_poll_us=0")) as drv:
+        assert drv.rx_batch_max == 8
+        assert echo_all(drv, 4, batch=4) == [0, 1, 2, 3]
+        assert drv.batch_timeouts == 0 and drv.sleeps <= 1 and drv.irq_timeouts == 0
+        # 4 events came well within a quarter of rx_batch_us: the next batch is 8
+        assert drv.rx_batch == 8
+        echo_all(drv, 16, batch=8)
+        assert drv.rx_batch == 8             # never beyond rx_batch_max
+        assert drv.batch_timeouts == 0
+
+
+def test_a_batch_that_does_not_fill_times_out_and_halves(engine):
+    with Driver(engine.config("qp.rx_batch_us=20000", "qp.busy_poll_us=0")) as drv:
+        # one event while the waiter asked for 4: it is taken after rx_batch_us
+        assert echo_all(drv, 1, batch=4) == [0]
+        assert drv.batch_timeouts == 1 and drv.irq_timeouts == 0
+        assert drv.rx_batch == 2
+        assert drv.check_engine() is None    # a batch timeout is not a dead engine
+
+
+def test_unbatched_waits_keep_waking_at_every_event(engine):
+    with Driver(engine.config("qp.busy_poll_us=0")) as drv:
+        got: list[int] = []
+        drv.on_event = lambda event: got.append(event.value)
+        drv.rx_batch = 8
+        drv.post(layout.OP_ECHO, value=7)
+        assert drv.wait_for(lambda: got == [7], timeout=10)   # not batched
+        assert drv.batch_sleeps == 0 and drv.rx_batch == 8
+
+
+def test_yield_mode_spins_its_whole_budget_and_never_adapts(engine):
+    config = engine.config("qp.busy_poll_mode=yield", "qp.busy_poll_us=2000000")
+    with Driver(config) as drv:
+        for i in range(50):
+            assert drv.call(layout.OP_ECHO, value=i).value == i
+        # every answer came within the 2 s spin: no sleep; the budget stays fixed
+        assert drv.sleeps == 0 and drv.spin_s == drv.busy_poll_s
+
+
+def test_bad_wait_policy_values_name_the_key():
+    from toad.config import ConfigError, load
+    for override, text in (("qp.busy_poll_mode=sometimes", "qp.busy_poll_mode"),
+                           ("qp.rx_batch_max=0", "qp.rx_batch_max"),
+                           ("qp.rx_batch_us=10", "qp.rx_batch_us")):
+        with pytest.raises(ConfigError, match=text):
+            load(None, [override])
