@@ -1,6 +1,7 @@
 """``toad bench tcp``: one toad stack on one CPU, to and from Linux over a TAP device.
 
-    toad bench tcp [--json FILE] [--seconds S] [--cases tso,plain,jumbo] [--profile FILE]
+    toad bench tcp [--json FILE] [--seconds S] [--cases tso,plain,jumbo]
+                   [--directions send,recv] [--profile FILE]
 
 Each case runs the in-host runner (host/inhost.py) pinned to one CPU against iperf 2
 (or a Python socket when iperf is missing) in a namespace pinned to the other CPUs,
@@ -60,6 +61,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--json", help="write the results to this file")
     parser.add_argument("--seconds", type=float, default=3.0, help="measured time per run")
     parser.add_argument("--cases", default="tso,plain", help=f"comma list of {', '.join(CASES)}")
+    parser.add_argument("--directions", default="send,recv",
+                        help="comma list of send (toad sends), recv (toad receives)")
     parser.add_argument("--profile", help="cProfile the runs, write stats to this file")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="extra config overrides (tcp.*)")
@@ -68,6 +71,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     for case in args.case_list:
         if case not in CASES:
             parser.error(f"--cases: unknown case {case!r} (known: {', '.join(CASES)})")
+    args.direction_list = [d.strip() for d in args.directions.split(",") if d.strip()]
+    for direction in args.direction_list:
+        if direction not in ("send", "recv"):
+            parser.error(f"--directions: unknown direction {direction!r} (known: send, recv)")
     if args.seconds <= 0:
         parser.error("--seconds must be > 0")
     return args
@@ -274,7 +281,7 @@ def main(argv: list[str]) -> int:
         profiler.enable()
     rows = []
     for case in args.case_list:
-        for direction in ("send", "recv"):
+        for direction in args.direction_list:
             print(f"bench tcp: {case} {direction} ...", file=sys.stderr, flush=True)
             rows.append(measure(case, direction, args, peer_cpus, iperf))
     if profiler is not None:

@@ -42,7 +42,8 @@ class Reno:
         if self.cwnd < self.ssthresh:
             # Slow start, byte counting up to ssthresh: one ACK that covers a whole
             # SACKed window after an RTO must not multiply cwnd.
-            self.cwnd = min(self.cwnd + acked, self.ssthresh)
+            cwnd = self.cwnd + acked
+            self.cwnd = cwnd if cwnd < self.ssthresh else self.ssthresh
             return
         self.ca_bytes += acked                      # one MSS per cwnd of data acked
         if self.ca_bytes >= self.cwnd:

@@ -66,59 +66,79 @@ class FrameBuilder:
         Ethernet header. ``gso_size`` > 0 marks a TSO super-frame when the payload is
         longer than it; ``local`` frames are looped inside the stack; ``mode`` is the
         connection's checksum mode (None: the stack's)."""
-        ts = seg.timestamp
-        if (ts is not None and seg.mss is None and seg.window_scale is None
-                and not seg.sack_permitted and not seg.sack_blocks):
-            options = None        # the common case, NOP NOP TS: packed with the headers
-            header_len = tcp.HEADER_LEN + 12
-        else:
-            options = tcp.options_bytes(seg)
-            header_len = tcp.HEADER_LEN + len(options)
-        payload = seg.payload
-        tcp_len = header_len + len(payload)
-        total = ipv4.HEADER_LEN + tcp_len
-        ident = self.ident = (self.ident + 1) & 0xFFFF
+        out: list = []
+        self.tcp_frames(eth_prefix, src, dst, (seg,), gso_size, local, mode, out)
+        return out[0]
+
+    def tcp_frames(self, eth_prefix: bytes, src: int, dst: int, segments, gso_size: int,
+                   local: bool, mode: str | None, out: list) -> None:
+        """``tcp_frame`` of each segment of one flow (a burst), appended to ``out``:
+        what is common to the burst (mode, addresses' sums) is worked out once."""
         if mode is None:
             mode = self.mode
-        gso = gso_size if gso_size and len(payload) > gso_size else 0
-        partial = ((mode == "offloaded" and self.nic.tx_csum) or gso or local) and mode != "off"
+        if mode == "off":
+            partial_mode = False
+        else:
+            partial_mode = (mode == "offloaded" and self.nic.tx_csum) or local
+        software = mode != "off" and mode != "integrated"
         # the addresses' words, shared by the pseudo-header and the IPv4 header sums
         addresses = (src >> 16) + (src & 0xFFFF) + (dst >> 16) + (dst & 0xFFFF)
-        # the pseudo-header sum, unfolded (folded here or by the checksum kernel)
-        pseudo = addresses + ipv4.PROTO_TCP + tcp_len
-        if partial:                    # fold: the sum is below 2**19, two steps suffice
-            field = (pseudo & 0xFFFF) + (pseudo >> 16)
-            field = (field & 0xFFFF) + (field >> 16)
-        else:
-            field = 0
-        # the IPv4 header checksum, inline (the stack's fixed header: DF, TTL 64, TCP)
-        words = _IP_CONSTANT + total + ident + addresses
-        words = (words & 0xFFFF) + (words >> 16)
-        ip_check = ~((words & 0xFFFF) + (words >> 16)) & 0xFFFF
-        if options is None:
-            headers = _HEADERS_TS.pack(
-                eth_prefix, 0x45, 0, total, ident, ipv4.FLAG_DF, ipv4.DEFAULT_TTL,
-                ipv4.PROTO_TCP, ip_check, src, dst, seg.src_port, seg.dst_port, seg.seq,
-                seg.ack, header_len << 2, seg.flags, seg.window, field, seg.urgent,
-                tcp.TS_ONLY_PREFIX, ts[0], ts[1])
-        else:
-            headers = _HEADERS.pack(
-                eth_prefix, 0x45, 0, total, ident, ipv4.FLAG_DF, ipv4.DEFAULT_TTL,
-                ipv4.PROTO_TCP, ip_check, src, dst, seg.src_port, seg.dst_port, seg.seq,
-                seg.ack, header_len << 2, seg.flags, seg.window, field, seg.urgent) + options
-        if partial:                       # CHECKSUM_PARTIAL: the NIC (or nobody) sums
-            # One allocation of the whole frame, no zero fill (unlike bytearray(n)):
-            # join sizes the result first, then copies the headers and payload once.
-            return TxFrame(_JOIN((headers, payload)), TCP_AT, tcp.CHECKSUM_AT, gso)
-        if mode == "integrated":
-            return self._integrated(headers, payload, pseudo)
-        data = _JOIN((headers, payload))
-        if mode != "off":                 # software: one pass over the whole segment
-            # one numba call on the frame itself, the pseudo-header sum included
-            value = ~int(region_kernel(data, TCP_AT, len(data), pseudo)) & 0xFFFF
-            data[CHECKSUM_AT] = value >> 8
-            data[CHECKSUM_AT + 1] = value & 0xFF
-        return TxFrame(data)
+        pseudo_base = addresses + ipv4.PROTO_TCP
+        ip_base = _IP_CONSTANT + addresses
+        ident = self.ident
+        for seg in segments:
+            ts = seg.timestamp
+            if (ts is not None and seg.mss is None and seg.window_scale is None
+                    and not seg.sack_permitted and not seg.sack_blocks):
+                options = None    # the common case, NOP NOP TS: packed with the headers
+                header_len = tcp.HEADER_LEN + 12
+            else:
+                options = tcp.options_bytes(seg)
+                header_len = tcp.HEADER_LEN + len(options)
+            payload = seg.payload
+            tcp_len = header_len + len(payload)
+            total = ipv4.HEADER_LEN + tcp_len
+            ident = (ident + 1) & 0xFFFF
+            gso = gso_size if gso_size and len(payload) > gso_size else 0
+            partial = partial_mode or (gso and mode != "off")
+            # the pseudo-header sum, unfolded (folded here or by the checksum kernel)
+            pseudo = pseudo_base + tcp_len
+            if partial:                # fold: the sum is below 2**19, two steps suffice
+                field = (pseudo & 0xFFFF) + (pseudo >> 16)
+                field = (field & 0xFFFF) + (field >> 16)
+            else:
+                field = 0
+            # the IPv4 header checksum, inline (the stack's fixed header: DF, TTL 64)
+            words = ip_base + total + ident
+            words = (words & 0xFFFF) + (words >> 16)
+            ip_check = ~((words & 0xFFFF) + (words >> 16)) & 0xFFFF
+            if options is None:
+                headers = _HEADERS_TS.pack(
+                    eth_prefix, 0x45, 0, total, ident, ipv4.FLAG_DF, ipv4.DEFAULT_TTL,
+                    ipv4.PROTO_TCP, ip_check, src, dst, seg.src_port, seg.dst_port, seg.seq,
+                    seg.ack, header_len << 2, seg.flags, seg.window, field, seg.urgent,
+                    tcp.TS_ONLY_PREFIX, ts[0], ts[1])
+            else:
+                headers = _HEADERS.pack(
+                    eth_prefix, 0x45, 0, total, ident, ipv4.FLAG_DF, ipv4.DEFAULT_TTL,
+                    ipv4.PROTO_TCP, ip_check, src, dst, seg.src_port, seg.dst_port, seg.seq,
+                    seg.ack, header_len << 2, seg.flags, seg.window, field,
+                    seg.urgent) + options
+            if partial:                   # CHECKSUM_PARTIAL: the NIC (or nobody) sums
+                # One allocation of the whole frame, no zero fill (unlike bytearray(n)):
+                # join sizes the result first, then copies headers and payload once.
+                out.append(TxFrame(_JOIN((headers, payload)), TCP_AT, tcp.CHECKSUM_AT, gso))
+            elif software:                # one pass over the whole segment, in numba
+                data = _JOIN((headers, payload))
+                value = ~int(region_kernel(data, TCP_AT, len(data), pseudo)) & 0xFFFF
+                data[CHECKSUM_AT] = value >> 8
+                data[CHECKSUM_AT + 1] = value & 0xFF
+                out.append(TxFrame(data))
+            elif mode == "integrated":
+                out.append(self._integrated(headers, payload, pseudo))
+            else:                         # off: no checksum at all
+                out.append(TxFrame(_JOIN((headers, payload))))
+        self.ident = ident
 
     @staticmethod
     def _integrated(headers: bytes, payload, pseudo: int) -> TxFrame:

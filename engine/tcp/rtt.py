@@ -24,18 +24,26 @@ class RttEstimator:
         """Fold one measurement in (RFC 6298 2.2 and 2.3); a sample ends the backoff."""
         if rtt < 0:
             rtt = 0.0
-        if self.srtt is None:
-            self.srtt = rtt
-            self.rttvar = rtt / 2
-        else:
-            self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.srtt - rtt)
-            self.srtt = 0.875 * self.srtt + 0.125 * rtt
-        rto = self.srtt + max(GRANULARITY, 4 * self.rttvar)
-        self.base_rto = min(max(rto, self.rto_min), self.rto_max)
+        srtt = self.srtt
+        if srtt is None:
+            srtt = rtt
+            rttvar = rtt / 2
+        else:                          # (runs per ACK: no builtin calls)
+            error = srtt - rtt
+            rttvar = 0.75 * self.rttvar + 0.25 * (error if error >= 0 else -error)
+            srtt = 0.875 * srtt + 0.125 * rtt
+        self.srtt, self.rttvar = srtt, rttvar
+        variation = 4 * rttvar
+        rto = srtt + (variation if variation > GRANULARITY else GRANULARITY)
+        if rto < self.rto_min:
+            rto = self.rto_min
+        self.base_rto = rto if rto < self.rto_max else self.rto_max
         self.backoff = 0
 
     def rto(self) -> float:
         """The current timeout, with the exponential backoff applied (5.5)."""
+        if not self.backoff:
+            return self.base_rto       # never above rto_max (sample and __init__ clamp it)
         return min(self.base_rto * (1 << self.backoff), self.rto_max)
 
     def back_off(self) -> None:

@@ -61,24 +61,29 @@ def fast_path(c, seg, now: float) -> bool:
     window_moved = (seg.window << c.snd_scale) != c.snd_wnd
     if window_moved and (not seg.window or not c.snd_wnd):
         return False                                # zero windows: the full path
-    payload = seg.payload
-    ack = seg.ack
-    if not payload:
-        # A pure ACK of new data (SND.UNA < ack <= SND.MAX), outside loss recovery.
-        advance = (ack - c.snd_una) & MASK
-        if (advance == 0 or advance > ((c.snd_max - c.snd_una) & MASK) or c.in_recovery
-                or c.dupacks or seg.sack_blocks or c.scoreboard.blocks):
-            return False
-        if ts is not None and (c.last_ack_sent - seq) & MASK < HALF:
-            c.ts_recent = ts[0]
-            c.ts_recent_time = now
-        c.counters["rx_hp_ack"] += 1
-        ack_new_data(c, seg, now)
-        if window_moved:
-            update_window(c, seg)
-        return True
+    if seg.payload:
+        return predicted_data(c, seg, now, window_moved)
+    # A pure ACK of new data (SND.UNA < ack <= SND.MAX), outside loss recovery.
+    advance = (seg.ack - c.snd_una) & MASK
+    if (advance == 0 or advance > ((c.snd_max - c.snd_una) & MASK) or c.in_recovery
+            or c.dupacks or seg.sack_blocks or c.scoreboard.blocks):
+        return False
+    if ts is not None and (c.last_ack_sent - seq) & MASK < HALF:
+        c.ts_recent = ts[0]
+        c.ts_recent_time = now
+    c.counters["rx_hp_ack"] += 1
+    ack_new_data(c, seg, now)
+    if window_moved:
+        update_window(c, seg)
+    return True
+
+
+def predicted_data(c, seg, now: float, window_moved: bool) -> bool:
+    """``fast_path`` for a segment with data, once the common checks passed."""
+    payload, seq, ack, ts = seg.payload, seg.seq, seg.ack, seg.timestamp
+    n = len(payload)
     if (c.reasm.blocks or c.reasm.fin_seq is not None or c.user_closed
-            or (c.rcv_adv - seq) & MASK < len(payload)):
+            or (c.rcv_adv - seq) & MASK < n):
         return False
     if ack != c.snd_una:
         if (((ack - c.snd_una) & MASK) > ((c.snd_max - c.snd_una) & MASK) or c.in_recovery
@@ -97,7 +102,23 @@ def fast_path(c, seg, now: float) -> bool:
         c.counters["rx_hp_data"] += 1
         if window_moved:
             update_window(c, seg)
-    deliver(c, payload, seg.flags & PSH, now)
+    # deliver(), inline for the common case: everything taken
+    taken = c.recv_buffer.write(payload, bool(seg.flags & PSH))
+    if taken < n:
+        if taken:
+            c.rcv_nxt = (c.rcv_nxt + taken) & MASK
+            c.rx_pending += taken
+        c.counters["rx_bytes_not_accepted"] += n - taken
+        c.ack_now = True
+        return True
+    c.rcv_nxt = (c.rcv_nxt + n) & MASK
+    c.rx_pending += n
+    delack_bytes = c.delack_bytes = c.delack_bytes + n
+    delay_ms = c.config.delayed_ack_ms
+    if delack_bytes >= 2 * c.eff_mss or delay_ms <= 0:
+        c.ack_now = True                   # every second full segment (RFC 1122 4.2.3.2)
+    elif c.t_delack is None:
+        c.t_delack = now + delay_ms / 1000
     return True
 
 
@@ -379,23 +400,30 @@ def sample_timestamp(c, tsecr: int, now: float) -> None:
 def ack_new_data(c, seg, now: float) -> None:
     """SND.UNA advances: release data, sample RTT, grow cwnd, manage recovery."""
     ack = seg.ack
-    acked = seq_diff(ack, c.snd_una)
+    acked = (ack - c.snd_una) & MASK                # seq_diff, inline (runs per ACK)
+    if acked > HALF:
+        acked -= MASK + 1
     if not c.syn_acked:
         c.syn_acked = True
         acked -= 1
-    held = len(c.send_buffer)
+    buf = c.send_buffer
+    held = len(buf)
     data = acked if acked < held else held
     if data > 0:
-        c.send_buffer.consume(data)
+        buf.consume(data)
         c.bytes_acked += data
         c.acked_dirty = True
     c.snd_una = ack
-    if seq_lt(c.snd_nxt, ack):
+    nxt = c.snd_nxt
+    if nxt != ack and (ack - nxt) & MASK < HALF:    # seq_lt(snd_nxt, ack)
         c.snd_nxt = ack
     ts = seg.timestamp
     if ts is not None and c.ts_enabled:
-        if ts[1]:
-            sample_timestamp(c, ts[1], now)
+        tsecr = ts[1]
+        if tsecr:                                   # sample_timestamp, inline
+            ticks = ((int(now * 1000) + c.ts_offset) - tsecr) & MASK
+            if ticks < 0x7FFFFFFF:
+                c.rtt.sample(ticks / 1000)
     elif c.rtt_seq is not None and seq_gt(ack, c.rtt_seq):
         c.rtt.sample(now - c.rtt_time)
         c.rtt_seq = None
