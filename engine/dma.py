@@ -159,6 +159,30 @@ class Dma:
         record.pack_into(self.view, offset, *values)
         self.u32[flag_offset >> 2] = flag
 
+    def write_records(self, record: struct.Struct, offset: int, stride: int, bodies: list,
+                      flag_at: int, flag: int) -> None:
+        """One transaction writing ``len(bodies)`` records ``stride`` bytes apart from
+        ``offset``: each record's body, THEN its flag word at ``flag_at`` inside it
+        (as :meth:`write_record` does for one), checked once for the whole span."""
+        count = len(bodies)
+        if not count:
+            return
+        size = (count - 1) * stride + max(record.size, flag_at + 4)
+        if offset < 0 or offset + size > self.size or (offset + flag_at) & 3 or stride & 3:
+            self.check(-1 if (offset + flag_at) & 3 or stride & 3 else offset, size)
+        self.transactions += 1
+        self.bytes += size
+        if self.bus is not None:
+            self.bus.charge(size)
+        pack, view, u32 = record.pack_into, self.view, self.u32
+        word = (offset + flag_at) >> 2
+        step = stride >> 2
+        for values in bodies:
+            pack(view, offset, *values)
+            u32[word] = flag        # publishes this record (its body is written)
+            offset += stride
+            word += step
+
     def array(self, offset: int, count: int, dtype: np.dtype) -> np.ndarray:
         """A typed view of ``count`` records (one transaction), e.g. a batch of a ring."""
         length = count * dtype.itemsize

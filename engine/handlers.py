@@ -94,11 +94,20 @@ class Dispatcher:
             layout.OP_SOCKET: handle_socket, layout.OP_CLOSE: handle_close,
         }
         self.bulk_nops = 0
+        # send_run(qp, conn, offsets, lengths) -> bool: a span of SENDs for one
+        # connection, already validated; False = handle them one by one instead
+        self.send_run = None
+        self.send_runs = 0
 
     def register(self, opcode: int, handler: Handler) -> None:
         if opcode not in layout.OPCODE_NAMES:
             raise ValueError(f"opcode {opcode} is not defined in toad/layout.py")
         self.handlers[opcode] = handler
+
+    def register_send_run(self, handler) -> None:
+        """Handle a span made only of SENDs for one owned connection with one call
+        (the bulk sender's case): ``handler(qp, conn, offsets, lengths) -> bool``."""
+        self.send_run = handler
 
     def handle(self, qp, request: Request) -> None:
         opcode = request.opcode
@@ -133,6 +142,9 @@ class Dispatcher:
         record = layout.REQUEST_STRUCT
         if count >= 8:
             batch = np.frombuffer(raw, layout.REQUEST, count)
+            if self.send_run is not None and self._sends(qp, batch):
+                del batch
+                return
             others = np.flatnonzero((batch["opcode"] != layout.OP_NOP)
                                     | ((batch["flags"] & layout.REQ_SILENT) == 0))
             self.bulk_nops += count - len(others)
@@ -142,3 +154,25 @@ class Dispatcher:
             return
         for values in record.iter_unpack(raw):
             self.handle(qp, Request._make(values))
+
+    def _sends(self, qp, batch) -> bool:
+        """A span of SENDs for one connection this QP owns, every range inside its send
+        area (the checks :meth:`handle` makes per record): handled with one call."""
+        opcodes, conns = batch["opcode"], batch["conn"]
+        if not (opcodes == layout.OP_SEND).all():
+            return False
+        conn = int(conns[0])
+        if not (conns == conn).all() or not qp.owns(conn):
+            return False
+        lay = qp.layout
+        offsets, lengths = batch["offset"], batch["length"]
+        span = lay.send_bytes
+        # offset - start <= span - length, in uint64 without wrapping past a check
+        inside = ((offsets >= lay.send_offset) & (lengths <= span)
+                  & (offsets - lay.send_offset <= span - lengths))
+        if not inside.all():
+            return False
+        if not self.send_run(qp, conn, offsets.tolist(), lengths.tolist()):
+            return False
+        self.send_runs += 1
+        return True

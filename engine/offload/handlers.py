@@ -54,6 +54,7 @@ class Handlers:
                                 (layout.OP_CLOSE, self.close), (layout.OP_SETOPT, self.setopt),
                                 (layout.OP_SEND_SPACE, self.send_space)):
             dispatcher.register(opcode, handler)
+        dispatcher.register_send_run(self.send_run)
 
     # ---- helpers -----------------------------------------------------------------
     def policy(self) -> RecvPolicy:
@@ -206,6 +207,23 @@ class Handlers:
             raise RequestError(exc.errno or errno.EPIPE, layout.ERR_BAD_ARGUMENT) from None
         sock.send_buffer.add(request.offset, request.length)
         self.layer.kick()
+
+    def send_run(self, qp, conn_id: int, offsets: list, lengths: list) -> bool:
+        """Several SENDs for one connection (validated by the dispatcher), as
+        :meth:`send` each; False (nothing done) when they need per-request errors."""
+        sock = qp.connections[conn_id]
+        conn = sock.conn
+        if sock.state is not CONNECTED or conn is None:
+            return False
+        try:
+            conn.check_can_send()
+        except OSError:
+            return False
+        add = sock.send_buffer.add
+        for offset, length in zip(offsets, lengths):
+            add(offset, length)
+        self.layer.kick()
+        return True
 
     def shutdown(self, qp, request) -> None:
         sock = qp.connections[request.conn]

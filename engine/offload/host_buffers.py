@@ -30,6 +30,11 @@ from toad import layout
 
 ROW_MASK = (1 << layout.CONN_ROW_BITS) - 1
 _RXBUF_CONSUMER = layout.QP_HEADER_FIELDS["rxbuf_consumer"]
+_RXBUF_STRUCT = layout.RXBUF_STRUCT
+_RXBUF_SIZE = layout.RXBUF.itemsize
+_RECV_DATA = layout.EV_RECV_DATA
+_PUSH = layout.EVF_PUSH
+assert _RXBUF_STRUCT.size == _RXBUF_SIZE
 UNLIMITED = 1 << 62
 
 
@@ -119,6 +124,7 @@ class RxPool:
     """
 
     BATCH = 32
+    NUMPY_FROM = 8       # batches this large are checked with numpy
     __slots__ = ("qp", "window_bytes", "receivers", "buffer_bytes", "pool_bytes", "cache",
                  "recv_start", "recv_end", "counters")
 
@@ -146,19 +152,37 @@ class RxPool:
             return qp.take_rx_buffer()            # a bad doorbell: the QP reports it
         first = qp.rxbuf_consumer & (lay.rxbuf_entries - 1)
         count = min(available, self.BATCH, lay.rxbuf_entries - first)
-        entries = qp.dma.array(lay.rxbuf_offset + first * layout.RXBUF.itemsize, count,
-                               layout.RXBUF)
-        offsets, lengths = entries["offset"], entries["length"]
-        good = ((offsets >= self.recv_start) & (offsets + lengths <= self.recv_end)
-                & (lengths > 0) & (lengths <= self.buffer_bytes))
-        if good.all():
-            self.cache.extend(zip(offsets.tolist(), lengths.tolist(), entries["id"].tolist()))
+        offset = lay.rxbuf_offset + first * _RXBUF_SIZE
+        if count < self.NUMPY_FROM:
+            self._take_few(qp.dma.read(offset, count * _RXBUF_SIZE))
         else:
-            self._take_checked(entries, good)
-        del entries, offsets, lengths
+            entries = qp.dma.array(offset, count, layout.RXBUF)
+            offsets, lengths = entries["offset"], entries["length"]
+            good = ((offsets >= self.recv_start) & (offsets + lengths <= self.recv_end)
+                    & (lengths > 0) & (lengths <= self.buffer_bytes))
+            if good.all():
+                self.cache.extend(zip(offsets.tolist(), lengths.tolist(),
+                                      entries["id"].tolist()))
+            else:
+                self._take_checked(entries, good)
+            del entries, offsets, lengths
         qp.rxbuf_consumer = (qp.rxbuf_consumer + count) & 0xFFFFFFFF
         qp.dma.write_u32(_RXBUF_CONSUMER, qp.rxbuf_consumer)  # the host may reuse those slots
         return self.cache.popleft() if self.cache else None
+
+    def _take_few(self, raw) -> None:
+        """A few entries (the usual case of a host returning buffers one read at a
+        time): checked in Python, cheaper than numpy for a handful."""
+        start, end, most = self.recv_start, self.recv_end, self.buffer_bytes
+        for entry in _RXBUF_STRUCT.iter_unpack(raw):
+            offset, length, buf_id = entry
+            if start <= offset and offset + length <= end and 0 < length <= most:
+                self.cache.append(entry)
+                continue
+            self.qp.bad_records += 1
+            self.qp.post_event(layout.EV_ERROR, status=14, reason=layout.ERR_BAD_RXBUF,
+                               buffer=buf_id, offset=offset, length=length)
+        raw.release()
 
     def _take_checked(self, entries, good) -> None:
         """Keep the valid entries; report each invalid one as the QP does (IOMMU)."""
@@ -252,55 +276,76 @@ class HostRecvBuffer:
         n = len(data)
         done = 0
         write = self.qp.dma.write
+        pool = self.pool
+        current, filled = self.current, self.filled
+        full = []                         # (id, length, flags) of buffers filled here
         while done < n:
-            if self.current is None and not self._take():
-                break
-            offset, length, _ = self.current
-            filled = self.filled
+            if current is None:
+                if full and not pool.cache:   # taking may post ERROR events: keep order
+                    self._post_all(full)
+                    full = []
+                current = pool.take()
+                if current is None:
+                    self.counters["rx_out_of_buffers"] += 1
+                    break
+                filled = 0
+            offset, length, buf_id = current
             take = length - filled
             if take > n - done:
                 take = n - done
-            write(offset + filled, data[done:done + take])   # DMA into the host buffer
-            self.filled = filled + take
+            write(offset + filled, data[done:done + take] if take < n else data)  # DMA
             done += take
-            if filled + take == length:
-                self.flush(push and done == n)
+            filled += take
+            if filled == length:          # full: posted below, with the others
+                current, filled = None, 0
+                self.first_at = None
+                full.append((buf_id, length, _PUSH if push and done == n else 0))
+        self.current, self.filled = current, filled
         self.delivered += done
-        if self.filled:
+        if filled:
             if push and self.policy.push:
-                self.flush(True)
+                full.append((current[2], filled, _PUSH))
+                self.delivered += current[1] - filled   # the unused tail is spent too
+                self.current, self.filled, self.first_at = None, 0, None
             elif self.first_at is None:
                 self.first_at = self.clock()    # the delay policy counts from here
+        if full:
+            self._post_all(full)
         return done
 
-    def _take(self) -> bool:
-        entry = self.pool.take()
-        if entry is None:
-            self.counters["rx_out_of_buffers"] += 1
-            return False
-        self.current = entry
-        self.filled = 0
-        return True
+    def _post_all(self, entries: list) -> None:
+        """RECV_DATA for filled buffers (one DMA run), or hold them until the host
+        knows the connection id."""
+        if self.conn is None:
+            self.held.extend(entries)
+            return
+        self.counters["rx_buffers_posted"] += len(entries)
+        conn = self.conn
+        if len(entries) == 1:
+            buf_id, length, flags = entries[0]
+            self.qp.post_event(_RECV_DATA, flags, conn, 0, 0, 0, 0, buf_id, 0, 0, length)
+            return
+        self.qp.post_many([(_RECV_DATA, flags, conn, 0, 0, 0, 0, buf_id, 0, 0, length, 0)
+                           for buf_id, length, flags in entries])
 
     def flush(self, push: bool = False) -> None:
         """Post the current buffer (if it holds bytes) to the host."""
         if self.current is None or self.filled == 0:
             return
-        offset, length, buf_id = self.current
-        self.delivered += length - self.filled   # the unused tail is spent too
-        entry = (buf_id, self.filled, layout.EVF_PUSH if push else 0)
+        buf_id, filled = self.current[2], self.filled
+        self.delivered += self.current[1] - filled   # the unused tail is spent too
         self.current = None
         self.filled = 0
         self.first_at = None
-        if self.conn is None:
-            self.held.append(entry)
-        else:
-            self._post(*entry)
+        self._post(buf_id, filled, _PUSH if push else 0)
 
     def _post(self, buf_id: int, length: int, flags: int) -> None:
+        """RECV_DATA for a filled buffer, or hold it until the host knows the id."""
+        if self.conn is None:
+            self.held.append((buf_id, length, flags))
+            return
         self.counters["rx_buffers_posted"] += 1
-        self.qp.post_event(layout.EV_RECV_DATA, flags, self.conn, 0, 0, 0, 0, buf_id,
-                           0, 0, length)
+        self.qp.post_event(_RECV_DATA, flags, self.conn, 0, 0, 0, 0, buf_id, 0, 0, length)
 
     def delay_due(self, now: float) -> bool:
         """A partly filled buffer has waited its delay (the poller posts it)."""

@@ -1,0 +1,226 @@
+"""The engine's batched paths over a plain buffer: several events in one DMA run
+(QueuePair.post_many), buffer placement posting several RECV_DATA at once, the few-entry
+receive-buffer take, and a span of SENDs handled with one call."""
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from engine.dma import Dma, DmaError
+from engine.handlers import Dispatcher
+from engine.offload.host_buffers import HostRecvBuffer, RxPool
+from engine.offload.sockets import RecvPolicy
+from engine.qp import QueuePair
+from toad import layout
+from toad.config import load
+from toad.rings import PhaseReader, RecordRing
+
+WORDS = {"request_producer": 0, "event_consumer": 1, "rxbuf_producer": 2}
+
+
+class Closable:
+    def close(self):
+        pass
+
+
+def make_qp(*overrides):
+    """A QP over a plain buffer: 8 event slots unless overridden."""
+    lay = layout.qp_layout(load(None, ["qp.recv_buffers=4", "qp.recv_buffer_bytes=4096",
+                                       "qp.event_entries=8", "qp.max_connections=4",
+                                       *overrides]).qp)
+    buf = bytearray(lay.total_bytes)
+    regs = [0, 0, 0]
+    qp = QueuePair(3, 1, Closable(), Dma(buf, len(buf)), lay, regs, WORDS, Closable(), -1)
+    return qp, buf, regs, lay
+
+
+def events_of(buf, lay):
+    return PhaseReader(RecordRing(buf, lay.event_offset, lay.event_entries, layout.EVENT))
+
+
+def body(cookie):
+    # post_event's positional order: kind, flags, conn, cookie, status, reason, port,
+    # buffer, addr, offset, length, value
+    return (layout.EV_COMPLETION, 0, 7, cookie, 0, 0, 0, cookie + 100, 0, 0, cookie * 3, 0)
+
+
+def test_post_many_wraps_the_ring_with_the_right_phases():
+    qp, buf, regs, lay = make_qp()                  # 8 event slots
+    reader = events_of(buf, lay)
+    for i in range(5):
+        qp.post_event(layout.EV_COMPLETION, cookie=i)
+    assert list(reader.poll()["cookie"]) == list(range(5))
+    regs[1] = reader.consumer
+    qp.post_many([body(c) for c in range(5, 12)])   # slots 5..7, then 0..3 (phase flips)
+    got = reader.poll()
+    assert list(got["cookie"]) == list(range(5, 12))
+    assert list(got["buffer"]) == [c + 100 for c in range(5, 12)]
+    assert list(got["length"]) == [c * 3 for c in range(5, 12)]
+    assert qp.event_producer == 12 and qp.events == 12
+
+
+def test_post_many_never_overwrites_unconsumed_events():
+    qp, buf, regs, lay = make_qp()
+    qp.post_many([body(c) for c in range(6)])
+    qp.post_many([body(c) for c in range(6, 10)])   # room for 2: the rest waits
+    assert len(qp.backlog) == 2
+    reader = events_of(buf, lay)
+    got = list(reader.poll()["cookie"])
+    regs[1] = reader.consumer
+    qp.flush_backlog()
+    got += list(reader.poll()["cookie"])
+    assert got == list(range(10))
+
+
+def test_write_records_is_bounds_checked():
+    qp, buf, regs, lay = make_qp()
+    with pytest.raises(DmaError):
+        qp.dma.write_records(layout.EVENT_BODY_STRUCT, len(buf) - 64, 64,
+                             [body(1), body(2)], layout.EVENT_PHASE_OFFSET, 1)
+    assert qp.dma.refused == 1
+    assert not any(buf[len(buf) - 64:])             # nothing was written
+
+
+def give_buffers(buf, regs, lay, entries, start=0):
+    ring = np.frombuffer(buf, layout.RXBUF, lay.rxbuf_entries, lay.rxbuf_offset)
+    for i, entry in enumerate(entries):
+        ring[(start + i) % lay.rxbuf_entries] = entry
+    regs[2] = start + len(entries)                  # the rxbuf doorbell
+
+
+def test_a_few_returned_buffers_are_checked_one_by_one():
+    qp, buf, regs, lay = make_qp()
+    pool = RxPool(qp, 1 << 20)
+    give_buffers(buf, regs, lay, [(lay.recv_offset, 4096, 1), (lay.send_offset, 100, 2),
+                                  (lay.recv_offset + 4096, 4096, 3)])
+    assert pool.take() == (lay.recv_offset, 4096, 1)
+    assert pool.take() == (lay.recv_offset + 4096, 4096, 3)
+    assert pool.take() is None
+    assert qp.bad_records == 1 and qp.rxbuf_consumer == 3
+    errors = events_of(buf, lay).poll()
+    assert list(errors["reason"]) == [layout.ERR_BAD_RXBUF]
+    assert list(errors["buffer"]) == [2]
+
+
+def placement(policy=True):
+    qp, buf, regs, lay = make_qp("qp.recv_buffers=8", "qp.event_entries=16")
+    give_buffers(buf, regs, lay, [(lay.recv_offset + i * 4096, 4096, 10 + i)
+                                  for i in range(8)])
+    counters = Counter()
+    recv = HostRecvBuffer(RxPool(qp, 1 << 20), RecvPolicy(policy, 0.0), counters,
+                          lambda: 0.0)
+    return qp, buf, lay, recv, counters
+
+
+def test_one_write_fills_several_buffers_and_posts_them_in_order():
+    qp, buf, lay, recv, counters = placement()
+    recv.attach(qp.allocate_connection(object()))
+    data = bytes(range(256)) * 56                   # 14336 bytes: 3.5 buffers
+    assert recv.write(memoryview(data), True) == len(data)
+    got = events_of(buf, lay).poll()
+    assert list(got["type"]) == [layout.EV_RECV_DATA] * 4
+    assert list(got["buffer"]) == [10, 11, 12, 13]
+    assert list(got["length"]) == [4096, 4096, 4096, 2048]
+    assert list(got["flags"]) == [0, 0, 0, layout.EVF_PUSH]
+    placed = bytes(buf[lay.recv_offset:lay.recv_offset + len(data)])
+    assert placed == data
+    assert counters["rx_buffers_posted"] == 4
+    assert recv.delivered == 4 * 4096               # the unused tail counts as spent
+
+
+def test_a_write_ending_on_a_buffer_boundary_pushes_that_buffer():
+    qp, buf, lay, recv, _ = placement(policy=False)
+    recv.attach(qp.allocate_connection(object()))
+    reader = events_of(buf, lay)
+    recv.write(memoryview(bytes(8192)), True)
+    assert list(reader.poll()["flags"]) == [0, layout.EVF_PUSH]
+    recv.write(memoryview(bytes(100)), True)        # push ignored by the policy: held
+    assert len(reader.poll()) == 0 and recv.filled == 100
+
+
+def test_buffers_filled_before_the_host_knows_the_connection_are_held():
+    qp, buf, lay, recv, counters = placement()
+    recv.write(memoryview(bytes(9000)), True)
+    assert len(events_of(buf, lay).poll()) == 0
+    assert [entry[0] for entry in recv.held] == [10, 11, 12]
+    conn = qp.allocate_connection(object())
+    recv.attach(conn)
+    got = events_of(buf, lay).poll()
+    assert list(got["buffer"]) == [10, 11, 12] and set(got["conn"]) == {conn}
+    assert counters["rx_buffers_posted"] == 3
+
+
+class SendRecorder:
+    def __init__(self, accept=True):
+        self.accept = accept
+        self.calls = []
+        self.singles = []
+
+    def run(self, qp, conn, offsets, lengths):
+        self.calls.append((conn, offsets, lengths))
+        return self.accept
+
+    def single(self, qp, request):
+        self.singles.append((request.offset, request.length))
+
+
+def span_of_sends(qp, lay, records):
+    raw = bytearray(64 * len(records))
+    for i, (conn, offset, length) in enumerate(records):
+        layout.REQUEST_STRUCT.pack_into(raw, i * 64, layout.OP_SEND, layout.REQ_SILENT,
+                                        conn, i, 0, 0, 0, offset, length, 0)
+    return memoryview(raw)
+
+
+def dispatcher(accept=True):
+    recorder = SendRecorder(accept)
+    disp = Dispatcher()
+    disp.register(layout.OP_SEND, recorder.single)
+    disp.register_send_run(recorder.run)
+    return disp, recorder
+
+
+def test_a_span_of_sends_for_one_connection_is_one_call():
+    qp, buf, regs, lay = make_qp()
+    conn = qp.allocate_connection(object())
+    disp, rec = dispatcher()
+    records = [(conn, lay.send_offset + 100 * i, 100) for i in range(10)]
+    disp.handle_span(qp, span_of_sends(qp, lay, records), 10)
+    assert rec.calls == [(conn, [r[1] for r in records], [100] * 10)]
+    assert rec.singles == [] and disp.send_runs == 1
+
+
+@pytest.mark.parametrize("bad", ["range", "wrap", "owner", "mixed"])
+def test_a_span_with_a_bad_send_is_handled_record_by_record(bad):
+    qp, buf, regs, lay = make_qp()
+    conn = qp.allocate_connection(object())
+    other = qp.allocate_connection(object())
+    records = [(conn, lay.send_offset + 100 * i, 100) for i in range(10)]
+    if bad == "range":
+        records[4] = (conn, lay.send_offset + lay.send_bytes - 50, 100)
+    elif bad == "wrap":                              # offset + length wraps 2**64
+        records[4] = (conn, (1 << 64) - 10, 100)
+    elif bad == "owner":
+        records[4] = (conn + 1000, lay.send_offset, 100)
+    else:                                            # two connections: no single run
+        records[4] = (other, lay.send_offset, 100)
+    disp, rec = dispatcher()
+    disp.handle_span(qp, span_of_sends(qp, lay, records), 10)
+    assert rec.calls == []
+    if bad == "mixed":
+        assert len(rec.singles) == 10
+    else:
+        assert len(rec.singles) == 9
+        error = events_of(buf, lay).poll()
+        assert list(error["type"]) == [layout.EV_ERROR] and list(error["cookie"]) == [4]
+
+
+def test_a_refused_run_falls_back_to_one_request_at_a_time():
+    qp, buf, regs, lay = make_qp()
+    conn = qp.allocate_connection(object())
+    disp, rec = dispatcher(accept=False)
+    records = [(conn, lay.send_offset + 100 * i, 100) for i in range(8)]
+    disp.handle_span(qp, span_of_sends(qp, lay, records), 8)
+    assert len(rec.calls) == 1 and len(rec.singles) == 8 and disp.send_runs == 0
