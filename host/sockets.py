@@ -498,13 +498,14 @@ class OffloadSocket:
     def _wait_space(self, ring: SendRing) -> SendRing:
         """Used our share: ask for an event when ``threshold`` more bytes are acked."""
         want = min(self.net.threshold, ring.size) + max(ring.base - ring.acked, 0)
-        seen = self.space_events
         self.driver.post(layout.OP_SEND_SPACE, 0, self.conn, 0, 0, 0, 0, 0, ring.acked, want)
+        u64, word, target = self.u64, self.acked_word, ring.acked + want
 
         def ready() -> bool:
-            if self.space_events != seen or self.error:
-                return True
-            return self.driver.bytes_acked(self.conn) - ring.acked >= want
+            # the counter, not the event: the engine writes the counter before it
+            # posts SEND_SPACE, and an event may answer an earlier request (when the
+            # counter itself ended that wait), which would end this wait with no space
+            return u64[word] >= target or bool(self.error)
 
         if not self._wait(ready, self._deadline()):
             raise self._would_block("send")
