@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-from host.bench_stack import bulk
+from host.bench_stack import bulk, frame_replay, rr_costs
 
 
 def test_bulk_rows_are_intact_in_both_topologies():
@@ -31,3 +31,11 @@ def test_cli_rejects_an_unknown_mode():
     run = subprocess.run([sys.executable, "-m", "host.bench", "stack", "--modes", "fast"],
                          capture_output=True, text=True, timeout=120)
     assert run.returncode != 0 and "--modes: 'fast'" in run.stderr
+
+
+def test_frame_replay_and_rr_costs_run_and_count_what_they_time():
+    tx, rx, ack = frame_replay("software", segments=40)      # raises unless all acked
+    assert tx > 0 and rx > 0 and ack > 0
+    row = rr_costs(40.0, legs=20)
+    assert row["frames_per_leg"] == 1.0                      # the ACK rides on the reply
+    assert rr_costs(0.0, legs=20)["frames_per_leg"] == 2.0   # data + immediate ACK
