@@ -82,12 +82,16 @@ class OffloadPoller:
         changed = worked = self.kicked
         self.kicked = False
         service = self.service_requests
+        out = None
         for round_no in range(MAX_ROUNDS):
             if round_no:
                 now = self.clock()
-                if service is not None and service(int(now * 1e9)):
+                served = service is not None and service(int(now * 1e9))
+                # returned buffers (window updates) wait while a request's output or
+                # frames just sent are in flight: they and their interrupt come first
+                if served:
                     worked = True
-                if self.rx_producers and self.check_rx_doorbells(now):
+                elif self.rx_producers and not out and self.check_rx_doorbells(now):
                     worked = True
                 if self.kicked:           # a request or a window update is due
                     self.kicked = False
