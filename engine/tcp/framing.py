@@ -74,12 +74,8 @@ class FrameBuilder:
                    local: bool, mode: str | None, out: list) -> None:
         """``tcp_frame`` of each segment of one flow (a burst), appended to ``out``:
         what is common to the burst (mode, addresses' sums) is worked out once."""
-        if mode is None:
-            mode = self.mode
-        if mode == "off":
-            partial_mode = False
-        else:
-            partial_mode = (mode == "offloaded" and self.nic.tx_csum) or local
+        mode = mode or self.mode
+        partial_mode = mode != "off" and ((mode == "offloaded" and self.nic.tx_csum) or local)
         software = mode != "off" and mode != "integrated"
         # the addresses' words, shared by the pseudo-header and the IPv4 header sums
         addresses = (src >> 16) + (src & 0xFFFF) + (dst >> 16) + (dst & 0xFFFF)
@@ -134,11 +130,16 @@ class FrameBuilder:
                 data[CHECKSUM_AT] = value >> 8
                 data[CHECKSUM_AT + 1] = value & 0xFF
                 out.append(TxFrame(data))
-            elif mode == "integrated":
-                out.append(self._integrated(headers, payload, pseudo))
-            else:                         # off: no checksum at all
-                out.append(TxFrame(_JOIN((headers, payload))))
+            else:
+                out.append(self._unsummed(mode, headers, payload, pseudo))
         self.ident = ident
+
+    @classmethod
+    def _unsummed(cls, mode: str, headers: bytes, payload, pseudo: int) -> TxFrame:
+        """The modes other than software and offloaded: integrated, or off (no sum)."""
+        if mode == "integrated":
+            return cls._integrated(headers, payload, pseudo)
+        return TxFrame(_JOIN((headers, payload)))
 
     @staticmethod
     def _integrated(headers: bytes, payload, pseudo: int) -> TxFrame:

@@ -27,6 +27,7 @@ from collections import Counter
 from engine.nic.base import NicFeatures, TxFrame
 from toad.config import TcpConfig
 
+from . import neighbours
 from .arp_cache import ArpCache
 from .checksum import region_kernel, region_sum
 from .connection import Connection
@@ -36,13 +37,12 @@ from .framing import ethernet_prefix, FrameBuilder
 from .listener import Listener
 from .seq import seq_add
 from .states import State
-from .wire import MalformedPacket, arp, ethernet, icmp, ipv4, tcp
+from .wire import MalformedPacket, ethernet, ipv4, tcp
 from .wire.tcp import ACK, RST, SYN, TcpRepr
 
 LOOPBACK_IP = ipv4.aton("127.0.0.1")
 LOOP_MSS = 65535 - 40            # MSS on the in-stack loop (no NIC, no MTU below 64 KB)
 MAX_LOOP_ROUNDS = 16             # looped-frame rounds per poll_transmit call
-NO_MAC = bytes(6)
 TIME_WAIT = State.TIME_WAIT
 # Ethernet header and the IPv4 header without options, for the receive fast path:
 # dst mac, src mac, ethertype, version/IHL+TOS, total length, ident, flags/fragment,
@@ -435,55 +435,13 @@ class Stack:
         self.counters[counter] += 1
         self._emit(local_ip, remote_ip, [reply], now, 0)
 
-    def _receive_icmp(self, packet, src_mac: bytes, looped: bool) -> None:
-        message = icmp.parse(packet.payload)
-        if message.type != icmp.ECHO_REQUEST or message.code != 0:
-            self.counters["icmp.rx_other"] += 1
-            return
-        reply = icmp.IcmpRepr(icmp.ECHO_REPLY, 0, message.ident, message.seq_no,
-                              message.payload)
-        body_len = icmp.buffer_len(reply)
-        data = bytearray(14 + ipv4.HEADER_LEN + body_len)
-        view = memoryview(data)
-        data[:14] = ethernet.header(src_mac, self.mac, ethernet.ETHERTYPE_IPV4)
-        ipv4.emit(ipv4.Ipv4Repr(packet.dst, packet.src, ipv4.PROTO_ICMP, body_len,
-                                ident=self.builder.next_ident()), view[14:])
-        icmp.emit(reply, view[14 + ipv4.HEADER_LEN:])
-        self.counters["icmp.echo_replied"] += 1
-        if looped:
-            self._loop.append(data)
-        else:
-            self._tx.append(TxFrame(data))
-
-    def _receive_arp(self, payload, now: float) -> None:
-        message = arp.parse(payload)
-        counters = self.counters
-        counters["arp.rx"] += 1
-        for_us = message.target_ip == self.ip
-        if message.sender_ip and (for_us or self.arp.known(message.sender_ip)):
-            for frame in self.arp.learn(message.sender_ip, message.sender_mac, now):
-                frame.data[:6] = message.sender_mac
-                self._tx.append(frame)
-                counters["arp.released"] += 1
-        if for_us and message.op == arp.OP_REQUEST:
-            self._arp_send(arp.OP_REPLY, message.sender_mac, message.sender_ip)
-            counters["arp.tx_reply"] += 1
-        elif not for_us:
-            counters["arp.not_for_us"] += 1
+    # ARP and ICMP echo: engine/tcp/neighbours.py
+    _receive_icmp = neighbours.receive_icmp
+    _receive_arp = neighbours.receive_arp
+    _arp_request = neighbours.arp_request
+    _arp_send = neighbours.arp_send
 
     # ---- output helpers ----------------------------------------------------------
-
-    def _arp_request(self, address: int) -> None:
-        self.counters["arp.tx_request"] += 1
-        self._arp_send(arp.OP_REQUEST, ethernet.BROADCAST, address)
-
-    def _arp_send(self, op: int, dst_mac: bytes, target_ip: int) -> None:
-        data = bytearray(14 + arp.PACKET_LEN)
-        data[:14] = ethernet.header(dst_mac, self.mac, ethernet.ETHERTYPE_ARP)
-        target_mac = NO_MAC if op == arp.OP_REQUEST else dst_mac
-        arp.emit(arp.ArpRepr(op, self.mac, self.ip, target_mac, target_ip),
-                 memoryview(data)[14:])
-        self._tx.append(TxFrame(data))
 
     def _route(self, dst: int, now: float) -> tuple[bytes | None, bool]:
         """(Ethernet header prefix or None while unresolved, looped inside the stack)."""

@@ -196,14 +196,8 @@ def send_data(c, out: list, now: float, limit: int) -> None:
     if limit <= off:
         count_limited(c, limit)
         return
-    if c.sack_enabled and c.reasm.blocks:
-        sack = sack_option(c)
-        mss, maxseg = segment_sizes(c, sack)
-    else:                                           # segment_sizes without SACK, inline
-        sack = ()
-        mss = c.eff_mss
-        tso_max = c.tso_max
-        maxseg = tso_max - tso_max % mss if tso_max > mss else mss
+    sack = sack_option(c) if c.sack_enabled and c.reasm.blocks else ()
+    mss, maxseg = segment_sizes(c, sack)
     fin_ok = c.fin_queued and OUT_FLAGS[c.state] & FIN
     sport, dport, ack = c.local[1], c.remote[1], c.rcv_nxt
     window = advertise(c)
