@@ -27,7 +27,8 @@ JSON keys: checksum_us.{sum,copy_sum,memcpy}.{1460,65536}, build_us.<mode>.{1448
 frames_us.<mode>: {tx_data, rx_data, rx_ack},
 rr.<delayed_ack_ms>: {legs, frames_per_leg, polls_per_leg, stack_us_per_leg (sum of
 median call times x calls per leg), us: {rx_data, rx_ack, tx_data, tx_ack, tx_none,
-events} (median per call), calls: {...}},
+events} (median per call), calls: {...}, idle_us: {poll_transmit, next_deadline}
+(best per call on the idle 2-connection stack)},
 bulk[]: {topology, mtu, checksum, bytes, seconds, gbps, cpu_seconds, gbps_per_cpu, intact}
 (gbps_per_cpu = bytes moved per CPU-second of this process: the figure that holds on a
 busy machine, where wall-clock gbps also counts time the CPU spent on others).
@@ -242,9 +243,12 @@ def rr_costs(delayed_ack_ms: float, legs: int = 4000, size: int = 64) -> dict:
         receiver.notify_read(time.monotonic())
     us = timed.medians_us()
     per_leg = sum(us[kind] * timed.calls(kind) for kind in us) / legs
+    now = time.monotonic()                     # the engine's calls on an idle stack
+    idle = {"poll_transmit": round(best_us(lambda: stack.poll_transmit(now), 2000), 2),
+            "next_deadline": round(best_us(stack.next_deadline, 2000), 2)}
     return {"legs": legs, "frames_per_leg": round(timed.calls("tx_data", "tx_ack") / legs, 3),
             "polls_per_leg": round(timed.calls("tx_data", "tx_ack", "tx_none") / legs, 3),
-            "stack_us_per_leg": round(per_leg, 2), "us": us,
+            "stack_us_per_leg": round(per_leg, 2), "us": us, "idle_us": idle,
             "calls": {kind: timed.calls(kind) for kind in us}}
 
 
@@ -354,7 +358,9 @@ def main(argv: list[str]) -> int:
         print(f"rr 64 B delayed_ack_ms={delayed_ack_ms:2d}: {row['frames_per_leg']:.2f} frames, "
               f"{row['polls_per_leg']:.2f} poll_transmit, {row['stack_us_per_leg']:.1f} us "
               "of stack per leg; us per call: "
-              + ", ".join(f"{k} {v:.2f}" for k, v in sorted(row["us"].items())), flush=True)
+              + ", ".join(f"{k} {v:.2f}" for k, v in sorted(row["us"].items()))
+              + "; idle stack: " + ", ".join(f"{k} {v:.2f}" for k, v in row["idle_us"].items()),
+              flush=True)
     for topology, mtu in (("self", 65535), ("pair", 65535), ("pair", 1500)):
         for mode in args.modes:
             total = args.mb << 20 if mtu > 9000 else args.mb << 18

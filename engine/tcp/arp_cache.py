@@ -86,6 +86,12 @@ class ArpCache:
         return ask, dropped
 
     def next_deadline(self) -> float | None:
-        times = [w.next_ask for w in self.pending.values()]
-        times += [max(e.expires, e.next_ask) for e in self.entries.values()]
-        return min(times) if times else None
+        best = None                          # (runs on every busy engine pass)
+        for waiting in self.pending.values():
+            if best is None or waiting.next_ask < best:
+                best = waiting.next_ask
+        for entry in self.entries.values():
+            t = entry.expires if entry.expires > entry.next_ask else entry.next_ask
+            if best is None or t < best:
+                best = t
+        return best

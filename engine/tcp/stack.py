@@ -28,6 +28,7 @@ from engine.nic.base import NicFeatures, TxFrame
 from toad.config import TcpConfig
 
 from . import neighbours
+from .timers import next_deadline as connection_deadline
 from .arp_cache import ArpCache
 from .checksum import region_kernel, region_sum
 from .connection import Connection
@@ -188,15 +189,16 @@ class Stack:
     def next_deadline(self) -> float | None:
         if self._tx or self._loop:
             return self._now
-        times = [d for d in (c.next_deadline() for c in self.table.polled())
-                 if d is not None]
-        waiting = self.table.next_waiting_deadline()
-        if waiting is not None:
-            times.append(waiting)
-        arp_deadline = self.arp.next_deadline()
-        if arp_deadline is not None:
-            times.append(arp_deadline)
-        return min(times) if times else None
+        best = self.arp.next_deadline()
+        for conn in self.table.active:            # timers.next_deadline of each
+            t = connection_deadline(conn)
+            if t is not None and (best is None or t < best):
+                best = t
+        if self.table.heap:
+            t = self.table.next_waiting_deadline()
+            if t is not None and (best is None or t < best):
+                best = t
+        return best
 
     def poll_transmit(self, now: float) -> list[TxFrame]:
         """Frames for the NIC. Looped frames are received here, round after round."""

@@ -25,8 +25,20 @@ def keepalive_deadline(c) -> float | None:
 
 
 def next_deadline(c) -> float | None:
-    best = None
-    for t in (c.t_rexmit, c.t_delack, c.t_persist, c.t_timewait, keepalive_deadline(c)):
+    """The earliest armed timer (runs on every engine pass that did work: plain
+    comparisons, the keepalive deadline only when keepalives are on)."""
+    best = c.t_rexmit
+    t = c.t_delack
+    if t is not None and (best is None or t < best):
+        best = t
+    t = c.t_persist
+    if t is not None and (best is None or t < best):
+        best = t
+    t = c.t_timewait
+    if t is not None and (best is None or t < best):
+        best = t
+    if c.config.keepalive_s is not None:
+        t = keepalive_deadline(c)
         if t is not None and (best is None or t < best):
             best = t
     return best
