@@ -154,8 +154,12 @@ class Stack:
 
     def events(self) -> list:
         """(Connection | Listener, TcpEvent) pairs since the last call."""
-        self._drain_touched()
-        out, self._events = self._events, []
+        if self._touched:
+            self._drain_touched()
+        out = self._events
+        if not out:
+            return []                  # (called on every engine pass: no swap, no drain)
+        self._events = []
         return out
 
     def connections(self) -> list:
