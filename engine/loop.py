@@ -217,15 +217,15 @@ class Engine:
     def flush_stats(self, now_ns: Optional[int] = None) -> None:
         """Publish loop and per-QP counters in the OE stats block."""
         self.last_flush = now_ns if now_ns is not None else self.clock()
-        stats = self.registers.stats
-        stats["iterations"] = self.iterations
-        stats["busy_ns"] = self.busy_ns
-        stats["sleep_ns"] = self.sleep_ns
-        stats["sleeps"] = self.sleeps
-        stats["wakeups_idle"] = self.idle_wakeups
-        stats["started_ns"] = self.started_ns
-        stats["updated_ns"] = time.monotonic_ns()
-        stats["qps_reclaimed"] = self.slots.reclaimed
+        u64, word = self.registers.u64, self.registers.stats_words
+        u64[word["iterations"]] = self.iterations
+        u64[word["busy_ns"]] = self.busy_ns
+        u64[word["sleep_ns"]] = self.sleep_ns
+        u64[word["sleeps"]] = self.sleeps
+        u64[word["wakeups_idle"]] = self.idle_wakeups
+        u64[word["started_ns"]] = self.started_ns
+        u64[word["updated_ns"]] = time.monotonic_ns()
+        u64[word["qps_reclaimed"]] = self.slots.reclaimed
         for qp in self.active:
             self.slots.flush_qp_stats(qp)
 

@@ -210,13 +210,14 @@ class SlotManager:
             self.detach(qp, host_dead=not pid_alive(qp.host_pid))
 
     def flush_qp_stats(self, qp: QueuePair) -> None:
-        row = self.registers.qp_stats[qp.slot]
-        row["requests"] += qp.requests
-        row["events"] += qp.events
-        row["interrupts"] += qp.interrupt.raised
-        row["bad_records"] += qp.bad_records
-        row["dma_bytes"] += qp.dma.bytes
-        row["dma_transactions"] += qp.dma.transactions
+        u64, field = self.registers.u64, self.registers.qp_stats_fields
+        row = self.registers.qp_stats_word(qp.slot)
+        u64[row + field["requests"]] += qp.requests
+        u64[row + field["events"]] += qp.events
+        u64[row + field["interrupts"]] += qp.interrupt.raised
+        u64[row + field["bad_records"]] += qp.bad_records
+        u64[row + field["dma_bytes"]] += qp.dma.bytes
+        u64[row + field["dma_transactions"]] += qp.dma.transactions
         qp.requests = qp.events = qp.bad_records = 0
         qp.interrupt.raised = 0
         qp.dma.bytes = qp.dma.transactions = 0
