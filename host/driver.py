@@ -47,6 +47,7 @@ _REQUEST = layout.REQUEST_STRUCT
 ROW_MASK = (1 << layout.CONN_ROW_BITS) - 1
 _OP_SEND, _SILENT = layout.OP_SEND, layout.REQ_SILENT
 _SLEEPING = layout.ENGINE_SLEEPING_FLAG
+_RECV_DATA = layout.EV_RECV_DATA
 
 
 class EngineDead(ToadError):
@@ -73,9 +74,13 @@ class Event(NamedTuple):
 class Driver:
     """One QP of engine ``config.name`` for this process."""
 
-    def __init__(self, config, on_event: Optional[Callable[[Event], None]] = None):
+    def __init__(self, config, on_event: Optional[Callable[[Event], None]] = None,
+                 on_recv_data: Optional[Callable[[tuple], None]] = None):
         self.name = config.name
         self.on_event = on_event
+        # RECV_DATA events (the common ones) as raw EVENT_BODY_STRUCT tuples: no
+        # Event is built for them (used only together with on_event)
+        self.on_recv_data = on_recv_data if on_event is not None else None
         self.events: deque = deque()      # events nobody claimed (when on_event is None)
         self.busy_poll_s = config.qp.busy_poll_us / 1e6
         self.spin_s = self.busy_poll_s    # the next wait's spin budget (_adapt_spin)
@@ -109,6 +114,7 @@ class Driver:
         self.waited_s = self.slept_s = 0.0   # time in wait_for, and asleep in it
         self.sleep_slice = SLEEP_SLICE_S  # longest single sleep (heartbeat checked between)
         self.request_producer = self.event_consumer = self.rxbuf_producer = 0
+        self._rx_entries: Optional[list[bytes]] = None   # return_buffers' packed entries
         try:
             self.slot, self.irq = self._claim_slot()
             self.wake = open_semaphore(layout.wake_name(self.name))
@@ -322,14 +328,19 @@ class Driver:
         base, phase_word, u32 = self.layout.event_offset, self.event_phase_word, self.u32
         index, count = self.event_consumer, 0
         awaited, on_event, make = self._awaited, self.on_event, Event._make
+        on_recv = self.on_recv_data
         try:
             while count < limit:
                 slot = index & mask
                 if u32[phase_word + slot * 16] != ((index >> shift) & 1) ^ 1:
                     break
-                event = make(unpack(mv, base + slot * 64))  # phase seen, then body
+                values = unpack(mv, base + slot * 64)  # phase seen, then body
                 index = (index + 1) & MASK32
                 count += 1
+                if values[0] == _RECV_DATA and on_recv is not None:
+                    on_recv(values)          # no cookie: never awaited
+                    continue
+                event = make(values)
                 if on_event is not None and event.cookie not in awaited:
                     on_event(event)          # (_dispatch's common case, inlined)
                 else:
@@ -512,12 +523,37 @@ class Driver:
                 off = lay.rxbuf_offset + (index & (lay.rxbuf_entries - 1)) * layout.RXBUF.itemsize
                 layout.RXBUF_STRUCT.pack_into(self.mv, off, offset, length, buf_id)
                 index = (index + 1) & MASK32
-            self.rxbuf_producer = index
-            self.oe.u32[self.rxbuf_doorbell] = index  # publish: entries are written
-            if self.engine_may_sleep:
-                full_fence()
-                if self.u32[self.engine_flags_word] & layout.ENGINE_SLEEPING_FLAG:
-                    self.wake.release()
+            self._publish_rxbufs(index)
+
+    def return_buffers(self, ids: list[int]) -> None:
+        """Give whole anonymous buffers ``ids`` back to the engine (post_rx_buffers
+        of (recv_buffer_offset(id), recv_buffer_bytes, id), from entries packed once)."""
+        entries, lay = self._rx_entries, self.layout
+        if entries is None:
+            size, pack = lay.recv_buffer_bytes, layout.RXBUF_STRUCT.pack
+            entries = self._rx_entries = [pack(self.recv_buffer_offset(i), size, i)
+                                          for i in range(lay.recv_buffers)]
+        mask, width, first = lay.rxbuf_entries - 1, layout.RXBUF.itemsize, lay.rxbuf_offset
+        mv = self.mv
+        with self._post_lock:
+            index = self.rxbuf_producer
+            while ring_free(lay.rxbuf_entries, index, self.u32[self.rxbuf_consumer_word]) \
+                    < len(ids):
+                self.check_engine()
+                time.sleep(0.0001)
+            for buf_id in ids:
+                at = first + (index & mask) * width
+                mv[at:at + width] = entries[buf_id]
+                index = (index + 1) & MASK32
+            self._publish_rxbufs(index)
+
+    def _publish_rxbufs(self, index: int) -> None:
+        self.rxbuf_producer = index
+        self.oe.u32[self.rxbuf_doorbell] = index  # publish: entries are written
+        if self.engine_may_sleep:
+            full_fence()
+            if self.u32[self.engine_flags_word] & layout.ENGINE_SLEEPING_FLAG:
+                self.wake.release()
 
     def rxbuf_taken(self) -> int:
         """How far the engine has taken receive buffers (its consumer index)."""

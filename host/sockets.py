@@ -42,7 +42,7 @@ import threading
 import time
 from collections import deque
 
-from host.driver import Driver
+from host.driver import Driver, Event
 from host.send_buffers import SendArea, SendRing
 from toad import layout
 from toad.addresses import aton, ntoa, parse_address
@@ -53,7 +53,7 @@ MIN_SHARE = 16384
 FIRST_RING = 65536
 ROW_MASK = (1 << layout.CONN_ROW_BITS) - 1
 _RECV_DATA = layout.EV_RECV_DATA
-RETURN_BATCH = 8          # read anonymous buffers handed back per doorbell (at most)
+RETURN_BATCH = 32         # read anonymous buffers handed back per doorbell (at most)
 
 
 def error(code: int, text: str) -> OSError:
@@ -69,7 +69,8 @@ class OffloadNetwork:
     def __init__(self, config):
         self.config = config
         try:
-            self.driver = Driver(config, on_event=self._on_event)
+            self.driver = Driver(config, on_event=self._on_event,
+                                 on_recv_data=self._on_recv_data)
         except ToadError as exc:
             raise ToadError(f"offload mode: {exc}") from None
         lay = self.driver.layout
@@ -88,7 +89,7 @@ class OffloadNetwork:
         self.rx_in_engine = lay.recv_buffers   # anonymous buffers not in our hands
         self.unowned_returns = 0               # buffers the engine gave back unused
         self.returns: list[int] = []           # read buffers not yet handed back
-        self.return_batch = max(1, min(RETURN_BATCH, lay.recv_buffers // 16))
+        self.return_batch = max(1, min(RETURN_BATCH, lay.recv_buffers // 8))
         self.driver.post_rx_buffers([(self.driver.recv_buffer_offset(i), lay.recv_buffer_bytes, i)
                                      for i in range(lay.recv_buffers)])
 
@@ -167,8 +168,17 @@ class OffloadNetwork:
     def flush_returns(self) -> None:
         batch, self.returns = self.returns, []
         if batch:
-            first, size = self.recv_offset, self.buffer_bytes
-            self.driver.post_rx_buffers([(first + b * size, size, b) for b in batch])
+            self.driver.return_buffers(batch)
+
+    def _on_recv_data(self, values: tuple) -> None:
+        """A RECV_DATA event as a raw EVENT_BODY_STRUCT tuple (the common event: no
+        Event built): attach the buffer to its socket, else the general path."""
+        sock = self.sockets.get(values[2])            # conn
+        if sock is not None and not sock.closed and values[10]:   # length
+            self.rx_in_engine -= 1
+            sock.rx.append([values[7], 0, values[10]])  # buffer, start, length
+        else:
+            self._on_event(Event._make(values))
 
     def _on_event(self, event) -> None:
         """Runs in the thread consuming events: attach, mark, wake; never waits."""
@@ -523,7 +533,8 @@ class OffloadSocket:
     def recv_into(self, target, nbytes: int = 0, flags: int = 0) -> int:
         if flags:
             raise error(errno.EOPNOTSUPP, "recv flags")
-        view = memoryview(target).cast("B")
+        view = target if type(target) is memoryview and target.format == "B" \
+            and target.ndim == 1 else memoryview(target).cast("B")
         want = len(view) if not nbytes else min(nbytes, len(view))
         if want == 0:
             return 0
