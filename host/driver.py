@@ -9,7 +9,14 @@ request ring in its own memory and the producer index into the QP's doorbell
 register (a PIO write); find events by the phase bit at the event-ring head (no
 register read); spin briefly, then arm the QP's interrupt and sleep on its
 semaphore; read the cumulative counters the engine writes; refill the anonymous
-receive-buffer ring. Registers are read only on slow paths: enabling, and checking
+receive-buffer ring.
+
+Wait policy (a sleep + wake-up costs this VM 25-50 us of CPU): ``qp.busy_poll_mode``
+adaptive (bulk) spins at most ``qp.busy_poll_us`` and less while spins end asleep
+anyway; yield (latency) always spins that long, with sched_yield between polls so a
+peer on the same CPU runs. A batched wait (a pure reader) arms the interrupt for the
+``rx_batch``-th next event, not the next one (the event-index rule of virtio), and
+sleeps at most ``qp.rx_batch_us``. Registers are read only on slow paths: enabling, and checking
 the engine's heartbeat while waiting, so a dead engine is a clear error within
 ``engine.heartbeat_timeout_ms``, never a hang.
 

@@ -18,7 +18,9 @@ TOAD section III-C:
 - received data arrives in anonymous buffers (RECV_DATA events) that the event
   handler attaches to their connection; ``recv``/``recv_into`` copy out once, publish
   the consumed-bytes counter (the engine opens the window from it) and give the
-  buffer back to the pool. Blocked receivers sleep on the QP's interrupt.
+  buffer back to the pool. Blocked receivers sleep on the QP's interrupt; a socket
+  that sent nothing since its last read (a bulk reader) is woken once per batch of
+  buffers (driver: batched waits), a conversation (rr) at every event.
 
 Contract details (engine/offload/handlers.py has the engine's side): a connection id
 lives until the engine answers its CLOSE, which it does once every byte posted is
