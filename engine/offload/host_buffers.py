@@ -119,12 +119,11 @@ class RxPool:
     """One QP's anonymous buffers as the receive windows see them.
 
     Free buffers are taken from the receive-buffer ring in batches (one DMA read of
-    up to ``BATCH`` entries, checked with numpy, one consumer-index write) into a
-    small cache, instead of one ring access per buffer.
+    up to ``BATCH`` entries, each checked, one consumer-index write) into a small
+    cache, instead of one ring access per buffer.
     """
 
     BATCH = 32
-    NUMPY_FROM = 8       # batches this large are checked with numpy
     __slots__ = ("qp", "window_bytes", "receivers", "buffer_bytes", "pool_bytes", "cache",
                  "recv_start", "recv_end", "counters")
 
@@ -152,27 +151,16 @@ class RxPool:
             return qp.take_rx_buffer()            # a bad doorbell: the QP reports it
         first = qp.rxbuf_consumer & (lay.rxbuf_entries - 1)
         count = min(available, self.BATCH, lay.rxbuf_entries - first)
-        offset = lay.rxbuf_offset + first * _RXBUF_SIZE
-        if count < self.NUMPY_FROM:
-            self._take_few(qp.dma.read(offset, count * _RXBUF_SIZE))
-        else:
-            entries = qp.dma.array(offset, count, layout.RXBUF)
-            offsets, lengths = entries["offset"], entries["length"]
-            good = ((offsets >= self.recv_start) & (offsets + lengths <= self.recv_end)
-                    & (lengths > 0) & (lengths <= self.buffer_bytes))
-            if good.all():
-                self.cache.extend(zip(offsets.tolist(), lengths.tolist(),
-                                      entries["id"].tolist()))
-            else:
-                self._take_checked(entries, good)
-            del entries, offsets, lengths
+        self._check_entries(qp.dma.read(lay.rxbuf_offset + first * _RXBUF_SIZE,
+                                   count * _RXBUF_SIZE))
         qp.rxbuf_consumer = (qp.rxbuf_consumer + count) & 0xFFFFFFFF
         qp.dma.write_u32(_RXBUF_CONSUMER, qp.rxbuf_consumer)  # the host may reuse those slots
         return self.cache.popleft() if self.cache else None
 
-    def _take_few(self, raw) -> None:
-        """A few entries (the usual case of a host returning buffers one read at a
-        time): checked in Python, cheaper than numpy for a handful."""
+    def _check_entries(self, raw) -> None:
+        """Check and cache the entries in ``raw`` (at most BATCH): struct and Python
+        compares beat numpy at this size (thread-CPU micro, 8 KB buffers: 0.6 vs
+        1.9 us per buffer for batches of 8, 0.33 vs 0.61 for 32)."""
         start, end, most = self.recv_start, self.recv_end, self.buffer_bytes
         for entry in _RXBUF_STRUCT.iter_unpack(raw):
             offset, length, buf_id = entry
@@ -183,17 +171,6 @@ class RxPool:
             self.qp.post_event(layout.EV_ERROR, status=14, reason=layout.ERR_BAD_RXBUF,
                                buffer=buf_id, offset=offset, length=length)
         raw.release()
-
-    def _take_checked(self, entries, good) -> None:
-        """Keep the valid entries; report each invalid one as the QP does (IOMMU)."""
-        for entry, ok in zip(entries.tolist(), good.tolist()):
-            offset, length, buf_id = entry
-            if ok:
-                self.cache.append((offset, length, buf_id))
-                continue
-            self.qp.bad_records += 1
-            self.qp.post_event(layout.EV_ERROR, status=14, reason=layout.ERR_BAD_RXBUF,
-                               buffer=buf_id, offset=offset, length=length)
 
     def limit(self) -> int:
         share = self.pool_bytes // (self.receivers or 1)

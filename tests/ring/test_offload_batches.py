@@ -104,6 +104,21 @@ def test_a_few_returned_buffers_are_checked_one_by_one():
     assert list(errors["buffer"]) == [2]
 
 
+def test_a_large_batch_of_returned_buffers_is_checked_entry_by_entry():
+    qp, buf, regs, lay = make_qp("qp.recv_buffers=16")
+    pool = RxPool(qp, 1 << 20)
+    entries = [(lay.recv_offset + i * 4096, 4096, i) for i in range(12)]
+    entries[3] = (lay.recv_offset + 3 * 4096, 0, 3)              # empty
+    entries[7] = (lay.recv_offset + lay.recv_bytes - 100, 4096, 7)  # past the area
+    give_buffers(buf, regs, lay, entries)
+    taken = []
+    while (entry := pool.take()) is not None:
+        taken.append(entry[2])
+    assert taken == [0, 1, 2, 4, 5, 6, 8, 9, 10, 11]
+    assert qp.bad_records == 2 and qp.rxbuf_consumer == 12
+    assert list(events_of(buf, lay).poll()["buffer"]) == [3, 7]
+
+
 def placement(policy=True):
     qp, buf, regs, lay = make_qp("qp.recv_buffers=8", "qp.event_entries=16")
     give_buffers(buf, regs, lay, [(lay.recv_offset + i * 4096, 4096, 10 + i)
