@@ -125,18 +125,16 @@ class Engine:
             # each request may answer one event: take no more than the ring has room for
             room = qp.event_room if qp.event_room >= count else qp.event_space()
             count = min(count, room)
-            if count >= 8:
+            if count >= 2:   # one DMA read per span (two if the ring wraps)
                 handle_span = self.dispatcher.handle_span
                 for offset, records in qp.request_spans(count):
                     raw = qp.dma.read(offset, records * 64)
                     handle_span(qp, raw, records)
                     raw.release()
-            elif count:   # a few records: unpack them one by one (one DMA read each)
-                handle, unpack, dma = self.dispatcher.handle, qp.dma.unpack, qp.dma
-                base, mask, index = qp.request_base, qp.request_mask, qp.request_consumer
-                for i in range(count):
-                    values = unpack(_REQUEST, base + ((index + i) & mask) * 64)
-                    handle(qp, _make_request(values))
+            elif count:      # one record (an rr request): unpacked on its own
+                values = qp.dma.unpack(_REQUEST, qp.request_base
+                                       + (qp.request_consumer & qp.request_mask) * 64)
+                self.dispatcher.handle(qp, _make_request(values))
             if count:
                 qp.consume_requests(count)
                 work += count

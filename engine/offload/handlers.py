@@ -208,7 +208,7 @@ class Handlers:
         sock.send_buffer.add(request.offset, request.length)
         self.layer.kick()
 
-    def send_run(self, qp, conn_id: int, offsets: list, lengths: list) -> bool:
+    def send_run(self, qp, conn_id: int, ranges: list) -> bool:
         """Several SENDs for one connection (validated by the dispatcher), as
         :meth:`send` each; False (nothing done) when they need per-request errors."""
         sock = qp.connections[conn_id]
@@ -220,7 +220,7 @@ class Handlers:
         except OSError:
             return False
         add = sock.send_buffer.add
-        for offset, length in zip(offsets, lengths):
+        for offset, length in ranges:
             add(offset, length)
         self.layer.kick()
         return True

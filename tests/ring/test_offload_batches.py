@@ -173,8 +173,8 @@ class SendRecorder:
         self.calls = []
         self.singles = []
 
-    def run(self, qp, conn, offsets, lengths):
-        self.calls.append((conn, offsets, lengths))
+    def run(self, qp, conn, ranges):
+        self.calls.append((conn, ranges))
         return self.accept
 
     def single(self, qp, request):
@@ -203,7 +203,7 @@ def test_a_span_of_sends_for_one_connection_is_one_call():
     disp, rec = dispatcher()
     records = [(conn, lay.send_offset + 100 * i, 100) for i in range(10)]
     disp.handle_span(qp, span_of_sends(qp, lay, records), 10)
-    assert rec.calls == [(conn, [r[1] for r in records], [100] * 10)]
+    assert rec.calls == [(conn, [(r[1], 100) for r in records])]
     assert rec.singles == [] and disp.send_runs == 1
 
 
@@ -230,6 +230,15 @@ def test_a_span_with_a_bad_send_is_handled_record_by_record(bad):
         assert len(rec.singles) == 9
         error = events_of(buf, lay).poll()
         assert list(error["type"]) == [layout.EV_ERROR] and list(error["cookie"]) == [4]
+
+
+def test_two_sends_are_a_run_too():
+    qp, buf, regs, lay = make_qp()
+    conn = qp.allocate_connection(object())
+    disp, rec = dispatcher()
+    records = [(conn, lay.send_offset, 100), (conn, lay.send_offset + 100, 50)]
+    disp.handle_span(qp, span_of_sends(qp, lay, records), 2)
+    assert rec.calls == [(conn, [(lay.send_offset, 100), (lay.send_offset + 100, 50)])]
 
 
 def test_a_refused_run_falls_back_to_one_request_at_a_time():
