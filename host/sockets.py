@@ -547,10 +547,11 @@ class OffloadSocket:
             if not self.rx and not self.eof and not self.error and not self.shut_rd:
                 if not self.connected:
                     raise error(errno.ENOTCONN, "recv")
-                # a pure reader (bulk) is woken once per batch of buffers, a
-                # conversation (rr: it sent since its last read) at every event
+                # a pure reader in mid-stream (bulk) is woken once per batch of
+                # buffers; a conversation (rr: it sent since its last read) or a
+                # first read (crr: one request per connection) at every event
                 if not self._wait(lambda: self.rx or self.eof or self.error,
-                                  self._deadline(), not self.talking):
+                                  self._deadline(), self.consumed > 0 and not self.talking):
                     raise self._would_block("recv")
             self.talking = False
             if not self.rx:

@@ -81,13 +81,13 @@ class QueuePairConfig:
         "busy_poll_us, calling sched_yield between polls so a peer on the same CPU "
         "runs, then sleep", default="adaptive")
     rx_batch_max: int = doc(
-        "host driver: a receive-only waiter (its socket sent nothing since its last "
-        "read) asks for its interrupt after up to this many events, doubling while "
-        "they come fast (1 = wake at every event; at most recv_buffers / 4 are used)",
-        default=8)
+        "host driver: a receive-only waiter (its socket has read before and sent "
+        "nothing since its last read) asks for its interrupt after up to this many "
+        "events, doubling while they come fast (1 = wake at every event; at most "
+        "recv_buffers / 4 are used)", default=16)
     rx_batch_us: int = doc(
         "host driver: longest a batched receive wait sleeps before it takes the events "
-        "that came (bounds the delay batching adds to a slow stream)", default=2000)
+        "that came (bounds the delay batching adds to a slow stream)", default=4000)
     recv_post_push: bool = doc(
         "offload receive: post a partly filled anonymous buffer to the host when the "
         "peer's segment carries PSH (a full buffer is always posted)", default=True)
