@@ -120,7 +120,7 @@ class Engine:
         work = qp.flush_backlog() if qp.backlog else 0
         count = (producer - qp.request_consumer) & MASK32
         if count > qp.request_entries:
-            self._bad_doorbell(qp)
+            self._bad_doorbell(qp, producer)
         elif count:
             # each request may answer one event: take no more than the ring has room for
             room = qp.event_room if qp.event_room >= count else qp.event_space()
@@ -140,8 +140,9 @@ class Engine:
                 work += count
         return work
 
-    def _bad_doorbell(self, qp: QueuePair) -> None:
-        producer = qp.u32[qp.request_producer_word]
+    def _bad_doorbell(self, qp: QueuePair, producer: int) -> None:
+        # the value judged bad, not a second read: the host may have restored a good
+        # doorbell since (after our report), and a good value is no error
         if qp.bad_doorbell_seen != producer:  # report each bad value once
             qp.bad_doorbell_seen = producer
             qp.bad_records += 1

@@ -1,7 +1,10 @@
 """The offload poller's rounds (engine/offload/poller.py) with a scripted NIC and stack:
 requests posted while a pass is running are served between its rounds, and their
-output leaves in the same pass."""
+output leaves in the same pass. Also the loop's request-ring pass (engine/loop.py): a
+bad doorbell is reported once, with the value it judged."""
 from __future__ import annotations
+
+import numpy as np
 
 from engine.offload.poller import OffloadPoller
 from toad.config import load
@@ -86,3 +89,43 @@ def test_an_idle_pass_serves_nothing_between_rounds():
     poller.service_requests = lambda now_ns: calls.append(now_ns) or 0
     assert not poller.poll(1.0)
     assert calls == [] and nic.sent == []  # one round, no boundary
+
+
+class RestoredDoorbell(list):
+    """Register words whose request doorbell reads bad once, then good again (the
+    host restoring it right after the engine's report)."""
+
+    def __init__(self, values, bad, good):
+        super().__init__(values)
+        self.reads = [bad, good]
+
+    def __getitem__(self, index):
+        if index == 0 and self.reads:
+            return self.reads.pop(0)
+        return super().__getitem__(index)
+
+
+def test_a_doorbell_restored_mid_check_is_reported_once_with_the_bad_value():
+    from engine.dma import Dma
+    from engine.handlers import Dispatcher
+    from engine.loop import Engine
+    from engine.qp import QueuePair
+    from toad import layout
+
+    lay = layout.qp_layout(load(None, ["qp.event_entries=8"]).qp)
+    buf = bytearray(lay.total_bytes)
+    regs = RestoredDoorbell([0, 0, 0], bad=10_000, good=0)
+    words = {"request_producer": 0, "event_consumer": 1, "rxbuf_producer": 2}
+
+    class Closable:
+        def close(self):
+            pass
+
+    qp = QueuePair(1, 1, Closable(), Dma(buf, len(buf)), lay, regs, words, Closable(), -1)
+    engine = Engine.__new__(Engine)
+    engine.dispatcher = Dispatcher()
+    assert engine.service(qp, 0) == 0
+    assert engine.service(qp, 0) == 0      # good again: nothing to report
+    assert qp.bad_records == 1 and qp.event_producer == 1
+    event = np.frombuffer(buf, layout.EVENT, 1, lay.event_offset)[0]
+    assert (event["reason"], event["value"]) == (layout.ERR_BAD_DOORBELL, 10_000)
