@@ -127,6 +127,14 @@ def set_nodelay(sock) -> None:
         pass  # a socket layer without the option simply keeps its default
 
 
+def accept_nodelay(listener):
+    """The next connection, with TCP_NODELAY set (both ends of an rr do, as netperf's
+    TCP_RR): a reply split in two writes must not wait for the ACK of its first part."""
+    sock, _ = listener.accept()
+    set_nodelay(sock)
+    return sock
+
+
 def recv_exact(sock, view: memoryview, n: int) -> int:
     """Read exactly ``n`` bytes into ``view``; fewer only at EOF."""
     got = 0
@@ -330,7 +338,7 @@ def rr_server(listener, plan: Plan, new_connection: bool) -> dict:
     buf = memoryview(bytearray(size))
     sent, got, meter = Integrity(), Integrity(), Meter(plan.host_cpus)
     moved, measure_at = 0, None
-    sock, _ = listener.accept()
+    sock = accept_nodelay(listener)
     while True:
         n = recv_exact(sock, buf, size)
         if n < size:
@@ -345,7 +353,7 @@ def rr_server(listener, plan: Plan, new_connection: bool) -> dict:
         moved += 2 * size
         if new_connection:
             sock.close()  # the server closes first: TIME-WAIT stays on this side
-            sock, _ = listener.accept()
+            sock = accept_nodelay(listener)
         if not meter.started and time.monotonic() >= measure_at:
             meter.start(moved, sent, got)
     if not meter.started:

@@ -163,7 +163,8 @@ class Handlers:
             complete(qp, request, status=exc.errno or errno.EINVAL)
             return
         self._unbind_port(sock)
-        conn.set_nodelay(sock.nodelay)
+        if sock.nodelay is not None:     # else the engine's tcp.nagle stands
+            conn.set_nodelay(sock.nodelay)
         sock.conn, sock.send_buffer, sock.recv_buffer = conn, send, recv
         sock.state, sock.connect_cookie = CONNECTING, request.cookie
         self.table.bind_stack(conn, sock)
@@ -190,8 +191,9 @@ class Handlers:
         child.recv_buffer.policy = child.policy
         child.send_buffer.counter_offset = qp.counter_offset(conn_id)
         child.recv_buffer.attach(conn_id)
-        child.nodelay = sock.nodelay
-        conn.set_nodelay(sock.nodelay)
+        child.nodelay = sock.nodelay     # inherited from the listener, as in BSD
+        if sock.nodelay is not None:
+            conn.set_nodelay(sock.nodelay)
         self.table.bind_stack(conn, child)
         self.counters["accepted"] += 1
         complete(qp, request, value=conn_id, addr=conn.remote[0], port=conn.remote[1])

@@ -51,7 +51,7 @@ class EngineSocket:
         self.close_cookie = None        # CLOSE answered when all data is acked
         self.space_target = None        # SEND_SPACE: event once bytes_acked >= this
         self.policy = policy
-        self.nodelay = False
+        self.nodelay = None             # None: the engine's tcp.nagle; set by OPT_NODELAY
         self.checksum = None            # TcpConfig.checksum override (OPT_CHECKSUM), or None
         self.error = 0
 

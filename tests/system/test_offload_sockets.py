@@ -428,3 +428,34 @@ def test_sndbuf_sets_the_socket_send_share(engine):
         assert box.get("result") == (4 << 20, digest), box.get("error")
         listener.close()
     run.stop()
+
+
+@pytest.mark.parametrize("nagle", [False, True])
+def test_tcp_nagle_config_applies_without_setsockopt(engine, nagle):
+    """Sockets that never set TCP_NODELAY keep the engine's ``tcp.nagle``: with Nagle
+    on, a second small write waits for the ACK of the first (the peer delays it);
+    with Nagle off it goes at once. (An accepted socket once forced Nagle on.)"""
+    run = engine(f"tcp.nagle={str(nagle).lower()}", "tcp.delayed_ack_ms=200")
+
+    def two_writes(sock):
+        sock.recv(8)
+        sock.sendall(b"a" * 10)
+        time.sleep(0.02)              # two SEND requests, never one span
+        sock.sendall(b"b" * 10)
+        return sock.recv(8)
+
+    with OffloadNetwork(run.config()) as net:
+        listener = net.listen(7010)
+        thread, box = serve_once(listener, two_writes)
+        with net.create_connection((net.listen_address, 7010), timeout=5) as client:
+            client.sendall(b"hello!!!")
+            got = b""
+            while len(got) < 20:
+                got += client.recv(100)
+            assert got == b"a" * 10 + b"b" * 10
+            client.sendall(b"bye!!!!!")
+            thread.join(10)
+            assert "error" not in box and box["result"] == b"bye!!!!!"
+        listener.close()
+    held = run.stop()["connections"].get("tx_held_nagle_sws", 0)
+    assert (held > 0) if nagle else (held == 0), held
