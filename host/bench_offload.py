@@ -22,6 +22,8 @@ import subprocess
 import sys
 import time
 
+import numpy as np
+
 from toad.config import load
 from toad.engine_stats import read_engine_stats, wait_engine_ready
 from toad.errors import ToadError
@@ -29,11 +31,14 @@ from toad.errors import ToadError
 PORT = 5301
 
 
-def worker(role: str, chunk: int, seconds: float, overrides: list[str]) -> dict:
-    """One side, in its own process: returns bytes, wall and CPU seconds."""
+def worker(role: str, chunk: int, seconds: float, overrides: list[str],
+           call_times: bool = False) -> dict:
+    """One side, in its own process: returns bytes, wall and CPU seconds (and with
+    ``call_times`` the median and 90th percentile of a send/recv call, in ns)."""
     from host.sockets import OffloadNetwork
     net = OffloadNetwork(load(None, overrides))
     buf = bytearray(os.urandom(chunk))
+    times = np.zeros(1 << 20, np.int64) if call_times else None
     try:
         if role == "recv":
             listener = net.listen(PORT)
@@ -42,27 +47,60 @@ def worker(role: str, chunk: int, seconds: float, overrides: list[str]) -> dict:
             total, view = 0, memoryview(buf)
             n = sock.recv_into(view)
             cpu0, t0 = os.times(), time.monotonic()
-            while n:
-                total += n
-                n = sock.recv_into(view)
+            total = _recv_loop(sock, view, n, times)
         else:
             sock = net.create_connection((net.listen_address, PORT), timeout=10)
             total, view = 0, memoryview(buf)
             cpu0, t0 = os.times(), time.monotonic()
-            end = t0 + seconds
-            while time.monotonic() < end:
-                sock.sendall(view)
-                total += chunk
+            total = _send_loop(sock, view, t0 + seconds, times)
             sock.shutdown(1)
         wall, cpu1 = time.monotonic() - t0, os.times()
         sock.close()
     finally:
         net.close()
-    return {"role": role, "bytes": total, "wall_s": wall,
-            "cpu_s": (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system),
-            "sys_s": cpu1.system - cpu0.system, "sleeps": net.driver.sleeps,
-            "spin_s": net.driver.waited_s - net.driver.slept_s,
-            "batch_sleeps": net.driver.batch_sleeps, "batch_timeouts": net.driver.batch_timeouts}
+    out = {"role": role, "bytes": total, "wall_s": wall,
+           "cpu_s": (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system),
+           "sys_s": cpu1.system - cpu0.system, "sleeps": net.driver.sleeps,
+           "spin_s": net.driver.waited_s - net.driver.slept_s,
+           "batch_sleeps": net.driver.batch_sleeps, "batch_timeouts": net.driver.batch_timeouts}
+    if times is not None:
+        calls = times[:min(len(times), total // chunk)]
+        out["call_ns"] = [int(x) for x in np.percentile(calls, [50, 90])] if len(calls) else []
+    return out
+
+
+def _send_loop(sock, view, end: float, times) -> int:
+    total, chunk, i = 0, len(view), 0
+    if times is None:
+        while time.monotonic() < end:
+            sock.sendall(view)
+            total += chunk
+        return total
+    clock, limit = time.perf_counter_ns, len(times)
+    while time.monotonic() < end:
+        t = clock()
+        sock.sendall(view)
+        if i < limit:
+            times[i] = clock() - t
+        i += 1
+        total += chunk
+    return total
+
+
+def _recv_loop(sock, view, n: int, times) -> int:
+    total, i = 0, 0
+    clock = time.perf_counter_ns
+    limit = 0 if times is None else len(times)
+    while n:
+        total += n
+        if i < limit:
+            t = clock()
+            n = sock.recv_into(view)
+            times[i] = clock() - t
+            i += 1
+        else:
+            n = sock.recv_into(view)
+    return total
 
 
 def start(argv: list[str], cpu: int) -> subprocess.Popen:
@@ -85,7 +123,7 @@ def one_chunk(chunk: int, args, base: list[str]) -> dict:
         wait_engine_ready(name, timeout=30, process=engine)
         host_cpu = config.host.cpus[0]
         me = ["-m", "host.bench_offload", "--worker", "--chunk", str(chunk),
-              "--seconds", str(args.seconds), *sets]
+              "--seconds", str(args.seconds), *sets] + (["--call-times"] if args.call_times else [])
         if args.profile_hosts:   # cProfile each host worker: PREFIX-<chunk>-<role>.prof
             host_prof = f"{args.profile_hosts}-{chunk}"
             recv = start(["-m", "cProfile", "-o", f"{host_prof}-recv.prof", *me,
@@ -119,7 +157,8 @@ def one_chunk(chunk: int, args, base: list[str]) -> dict:
            "stalls": {k: v for k, v in summary.get("connections", {}).items()
                       if k in ("delayed_ack_timeout", "persist_timeout", "rto",
                                "tx_window_probe", "fast_retransmit")},
-           "rx_out_of_buffers": summary.get("offload", {}).get("rx_out_of_buffers", 0)}
+           "rx_out_of_buffers": summary.get("offload", {}).get("rx_out_of_buffers", 0),
+           "send_call_ns": out_send.get("call_ns"), "recv_call_ns": out_recv.get("call_ns")}
     if prof:
         row["profile"] = prof
         pstats.Stats(prof).sort_stats("tottime").print_stats(args.top)
@@ -136,11 +175,14 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--profile-hosts", metavar="PREFIX",
                         help="cProfile the two host workers: PREFIX-<chunk>-<role>.prof")
     parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--call-times", action="store_true",
+                        help="time every send/recv call: median and p90 ns per side")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--role", choices=("send", "recv"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        print(json.dumps(worker(args.role, int(args.chunk), args.seconds, args.set)))
+        print(json.dumps(worker(args.role, int(args.chunk), args.seconds, args.set,
+                                args.call_times)))
         return 0
     rows = [one_chunk(int(c), args, args.set) for c in args.chunk.split(",")]
     print(f"{'chunk':>8} {'Gb/s':>7} {'send CPU s/GB':>14} {'recv CPU s/GB':>14} {'engine busy':>12}")
@@ -150,7 +192,9 @@ def main(argv: list[str]) -> int:
               f"sys s/GB {r['send_sys_s_per_gb']:.3f}/{r['recv_sys_s_per_gb']:.3f} "
               f"sleeps/MB {r['send_sleeps_per_mb']:.1f}/{r['recv_sleeps_per_mb']:.1f} "
               f"spin s/GB {r['send_spin_s_per_gb']:.3f}/{r['recv_spin_s_per_gb']:.3f} "
-              f"stalls {r['stalls']} out-of-buffers {r['rx_out_of_buffers']}")
+              f"stalls {r['stalls']} out-of-buffers {r['rx_out_of_buffers']}"
+              + (f" call ns p50/p90 send {r['send_call_ns']} recv {r['recv_call_ns']}"
+                 if r["send_call_ns"] else ""))
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"bench": "offload", "rows": rows}, f, indent=1)
