@@ -243,6 +243,7 @@ class OffloadSocket:
         self.consumed_word = (row + layout.COUNTER_ROW.fields["bytes_consumed"][1]) // 8
         self.acked_word = (row + layout.COUNTER_ROW.fields["bytes_acked"][1]) // 8
         self.mv = self.driver.mv       # the QP's memory (send ring and receive buffers)
+        self.recv_offset, self.buffer_bytes = network.recv_offset, network.buffer_bytes
         self.u64 = self.driver.u64
         self.eof = False
         self.error = 0
@@ -430,35 +431,52 @@ class OffloadSocket:
 
     def _send_view(self, view: memoryview) -> int:
         """Copy the head of ``view`` into the send ring, post one SEND; bytes taken.
-        (SendRing.space / next_range inlined: this is the per-chunk hot path.)"""
+        (SendRing.space / next_range inlined: this is the per-chunk hot path; the lock
+        by acquire/release, not ``with``: half its cost here.)"""
         want = len(view)
-        with self.send_lock:
+        lock = self.send_lock
+        lock.acquire()
+        try:
             if self.closed or self.error or self.shut_wr or not self.connected:
                 self._check_send()
             ring = self.ring or self._open_ring()
-            size, base, posted = ring.size, ring.base, ring.posted
-            space = size - posted + (ring.acked if ring.acked > base else base)
+            size, base, posted, acked = ring.size, ring.base, ring.posted, ring.acked
+            space = size - posted + (acked if acked > base else base)
             if space < want and space < self.net.threshold:
-                ring.acked = self.driver.u64[self.acked_word]   # lazy free
-                if self.retired:
-                    self._free_retired(ring.acked)
-                if ring.space() == 0:
-                    ring = self._grow(ring) or self._wait_space(ring)
-                size, base, posted = ring.size, ring.base, ring.posted
-                space = size - posted + (ring.acked if ring.acked > base else base)
+                ring = self._free_space(ring)
+                size, base, posted, acked = ring.size, ring.base, ring.posted, ring.acked
+                space = size - posted + (acked if acked > base else base)
             position = (posted - base) % size
-            n = min(want, space, size - position)
+            n = size - position
+            if space < n:
+                n = space
+            if want < n:
+                n = want
             offset = ring.offset + position
             self.mv[offset:offset + n] = view[:n] if n < want else view   # the one copy
             self.driver.post_send(self.conn, offset, n)
             ring.posted = posted + n
             self.talking = True
             return n
+        finally:
+            lock.release()
+
+    def _free_space(self, ring: SendRing) -> SendRing:
+        """Free what the engine acked (lazily, from its counter); a full ring grows or
+        waits for space."""
+        ring.acked = self.u64[self.acked_word]
+        if self.retired:
+            self._free_retired(ring.acked)
+        if ring.space() == 0:
+            ring = self._grow(ring) or self._wait_space(ring)
+        return ring
 
     def sendall(self, data, flags: int = 0) -> None:
         if flags:
             raise error(errno.EOPNOTSUPP, "sendall flags")
-        view = memoryview(data).cast("B")
+        # a ready byte view (the bulk loops pass one) is used as is: no cast per call
+        view = data if type(data) is memoryview and data.format == "B" and \
+            data.ndim == 1 and data.c_contiguous else memoryview(data).cast("B")
         total = len(view)
         done = self._send_view(view) if total else 0
         while done < total:
@@ -537,28 +555,41 @@ class OffloadSocket:
             raise error(errno.EOPNOTSUPP, "recv flags")
         view = target if type(target) is memoryview and target.format == "B" \
             and target.ndim == 1 else memoryview(target).cast("B")
-        want = len(view) if not nbytes else min(nbytes, len(view))
+        want = len(view)
+        if nbytes and nbytes < want:
+            want = nbytes
         if want == 0:
             return 0
-        with self.recv_lock:
-            self._check_open()
-            if not self.rx:
+        lock = self.recv_lock
+        lock.acquire()
+        try:
+            rx = self.rx
+            if self.closed:
+                self._check_open()
+            if not rx:
                 self.driver.try_poll()   # events ready now need no wait machinery
-            if not self.rx and not self.eof and not self.error and not self.shut_rd:
-                if not self.connected:
-                    raise error(errno.ENOTCONN, "recv")
-                # a pure reader in mid-stream (bulk) is woken once per batch of
-                # buffers; a conversation (rr: it sent since its last read) or a
-                # first read (crr: one request per connection) at every event
-                if not self._wait(lambda: self.rx or self.eof or self.error,
-                                  self._deadline(), self.consumed > 0 and not self.talking):
-                    raise self._would_block("recv")
+                if not rx and not self.eof and not self.error and not self.shut_rd:
+                    self._wait_data()
             self.talking = False
-            if not self.rx:
+            if not rx:
                 if self.error and not self.eof:
                     raise error(self.error, "recv")
                 return 0
             return self._copy_out(view, want)
+        finally:
+            lock.release()
+
+    def _wait_data(self) -> None:
+        """Sleep until data, EOF or an error (caller holds ``recv_lock``)."""
+        if not self.connected:
+            raise error(errno.ENOTCONN, "recv")
+        # a pure reader in mid-stream (bulk) is woken once per batch of
+        # buffers; a conversation (rr: it sent since its last read) or a
+        # first read (crr: one request per connection) at every event
+        rx = self.rx
+        if not self._wait(lambda: rx or self.eof or self.error,
+                          self._deadline(), self.consumed > 0 and not self.talking):
+            raise self._would_block("recv")
 
     def _copy_out(self, view: memoryview, want: int) -> int:
         entry = self.rx[0]
@@ -567,17 +598,18 @@ class OffloadSocket:
         if want < n:
             n = want
         net = self.net
-        base = net.recv_offset + buf_id * net.buffer_bytes + start
+        base = self.recv_offset + buf_id * self.buffer_bytes + start
         view[:n] = self.mv[base:base + n]       # the one copy at the boundary
         if start + n == length:
             # the buffer's unused tail counts as consumed (the engine spent it too);
             # the counter is written before the buffer goes back
-            self.consumed += n + net.buffer_bytes - length
+            self.consumed += n + self.buffer_bytes - length
             self.u64[self.consumed_word] = self.consumed
             self.rx.popleft()
             net.rx_in_engine += 1               # give_back, inlined
-            net.returns.append(buf_id)
-            if len(net.returns) >= net.return_batch:
+            returns = net.returns
+            returns.append(buf_id)
+            if len(returns) >= net.return_batch:
                 net.flush_returns()
         else:
             self.consumed += n
