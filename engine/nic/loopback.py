@@ -42,19 +42,31 @@ class LoopbackNic:
         self.tx_free_at = 0.0           # when the previous frame finished serialising
 
     def send(self, frames: list[TxFrame]) -> None:
-        now = self.wire.clock()
+        wire = self.wire
+        now = wire.clock()
+        if not wire.faulty:
+            wire.carry_clean(self, frames, now)
+            return
         for frame in frames:
-            self.wire.carry(self, frame, now)
+            wire.carry(self, frame, now)
 
     def receive(self, now: float, max_frames: int = 64) -> list[tuple[memoryview, bool]]:
-        if self.held is None and not self.inbox:
-            return []                   # the busy-polling engine's usual call: nothing
-        if self.held is not None and self.held[2] <= now:
+        inbox = self.inbox
+        if self.held is None:
+            if not inbox:
+                return []               # the busy-polling engine's usual call: nothing
+            if len(inbox) == 1 and max_frames > 0:     # one frame (an rr leg's)
+                arrival, frame, csum_ok = inbox[0]
+                if arrival > now:
+                    return []
+                inbox.clear()
+                self.wire.counters["delivered"] += 1
+                return [(memoryview(frame), csum_ok)]
+        elif self.held[2] <= now:
             frame, csum_ok, release = self.held
             self.held = None
-            self.inbox.append((release, frame, csum_ok))
+            inbox.append((release, frame, csum_ok))
         out = []
-        inbox = self.inbox
         while inbox and len(out) < max_frames and inbox[0][0] <= now:
             _, frame, csum_ok = inbox.popleft()
             out.append((memoryview(frame), csum_ok))
@@ -152,6 +164,32 @@ class LoopbackWire:
             copies -= 1
         for _ in range(copies):
             self.deliver(target, arrival, frame)
+
+    def carry_clean(self, sender: LoopbackNic, frames: list[TxFrame], now: float) -> None:
+        """:meth:`carry` of a burst on a wire without faults (no random draws, nothing
+        ever held back): the same serialisation, delay and delivery, per frame inline."""
+        counters = self.counters
+        counters["sent"] += len(frames)
+        limit = self.mtu + HEADER_LEN
+        per_byte, delay = self.seconds_per_byte, self.delay
+        alone = len(self.ends) == 1
+        complete = not self.csum_offload
+        free_at = sender.tx_free_at
+        for frame in frames:
+            data = frame.data
+            size = len(data)
+            if size > limit and not frame.gso_size:
+                counters["oversize"] += 1
+                continue
+            if free_at < now:
+                free_at = now
+            free_at += size * per_byte
+            target = sender if alone else self.destination(sender, bytes(data[:6]))
+            if frame.csum_start and complete:
+                complete_checksum(frame)            # prepare(), inline
+                data = frame.data
+            target.inbox.append((free_at + delay, data, bool(frame.csum_start)))
+        sender.tx_free_at = free_at
 
     def prepare(self, frame: TxFrame) -> tuple:
         """The bytes that reach the far end and whether the NIC vouches for them."""
