@@ -180,18 +180,20 @@ def bulk_send(sock, plan: Plan) -> dict:
     span = len(data) - chunk
     integrity, meter = Integrity(), Meter(plan.host_cpus)
     sent, i = 0, 0
-    start = time.monotonic()
+    sendall, update, clock = sock.sendall, integrity.update, time.monotonic
+    start = clock()
     measure_at, stop_at = start + plan.warmup_s, start + plan.warmup_s + plan.duration_s
     while True:
-        now = time.monotonic()
-        if not meter.started and now >= measure_at:
-            meter.start(sent, integrity)
-        if now >= stop_at and meter.started and sent > meter.bytes0:
-            break  # at least one write inside the interval, however long a write blocks
+        now = clock()
+        if now >= measure_at:
+            if not meter.started:
+                meter.start(sent, integrity)
+            elif now >= stop_at and sent > meter.bytes0:
+                break  # at least one write inside the interval, however long a write blocks
         offset = (i * 7919) % span
         view = data[offset:offset + chunk]
-        sock.sendall(view)
-        integrity.update(view)
+        sendall(view)
+        update(view)
         sent += chunk
         i += 1
     meter.stop(sent, integrity)
@@ -210,18 +212,20 @@ def bulk_recv(sock, plan: Plan) -> dict:
     ``plan.flip_at`` (tests only, from TOAD_TEST_FLIP_AT): flip the byte at that
     stream offset after it arrived, to prove a damaged stream fails the run.
     """
-    buf = memoryview(bytearray(plan.chunk))
+    chunk = plan.chunk
+    buf = memoryview(bytearray(chunk))
     integrity, meter = Integrity(), Meter(plan.host_cpus)
-    got, measure_at = 0, None
+    got, measure_at, flip_at = 0, None, plan.flip_at
+    recv_into, update = sock.recv_into, integrity.update
     while True:
-        n = sock.recv_into(buf, plan.chunk)
+        n = recv_into(buf, chunk)
         if n == 0:
             break
         if measure_at is None:
             measure_at = time.monotonic() + plan.warmup_s
-        if got <= plan.flip_at < got + n:
-            buf[plan.flip_at - got] ^= 0xFF
-        integrity.update(buf[:n])
+        if got <= flip_at < got + n:
+            buf[flip_at - got] ^= 0xFF
+        update(buf if n == chunk else buf[:n])
         got += n
         if not meter.started and time.monotonic() >= measure_at:
             meter.start(got, integrity)
