@@ -79,3 +79,21 @@ def test_bad_wait_policy_values_name_the_key():
                            ("qp.rx_batch_us=10", "qp.rx_batch_us")):
         with pytest.raises(ConfigError, match=text):
             load(None, [override])
+
+
+def test_post_send_wraps_a_small_request_ring_with_its_cached_room(engine):
+    """post_send reads the engine's consumer index only when its cached free-slot
+    count runs out: 10 passes over a 16-entry ring, mixed with post() (which resets
+    the cache), all consumed in order and the ring still answers an echo."""
+    with Driver(engine.config("qp.request_entries=16")) as drv:
+        errors: list[int] = []
+        drv.on_event = lambda event: errors.append(event.type)
+        for i in range(160):
+            drv.post_send(0, 0, 1)            # connection 0: refused, an ERROR each
+            if i % 37 == 0:
+                drv.post(layout.OP_NOP, flags=layout.REQ_SILENT)
+        assert 0 <= drv.request_room <= 16
+        assert drv.call(layout.OP_ECHO, value=99, timeout=10).value == 99
+        assert drv.wait_for(lambda: len(errors) == 160, timeout=10)
+        assert set(errors) == {layout.EV_ERROR}
+        assert drv.request_producer == drv.u32[drv.request_consumer_word] == 160 + 5 + 1
