@@ -248,3 +248,38 @@ def test_a_refused_run_falls_back_to_one_request_at_a_time():
     records = [(conn, lay.send_offset + 100 * i, 100) for i in range(8)]
     disp.handle_span(qp, span_of_sends(qp, lay, records), 8)
     assert len(rec.calls) == 1 and len(rec.singles) == 8 and disp.send_runs == 0
+
+
+@pytest.mark.parametrize("size", [1, 100, 4096])
+def test_a_short_pushed_message_fills_one_buffer_as_the_general_path_would(size):
+    """The one-buffer shortcut of HostRecvBuffer.write (an rr message) posts what the
+    general loop posts for it: one RECV_DATA with PUSH and the length, the bytes in
+    the buffer, the whole buffer counted as delivered."""
+    qp, buf, lay, recv, counters = placement()
+    recv.attach(qp.allocate_connection(object()))
+    data = bytes((i * 7) & 0xFF for i in range(size))
+    assert recv.write(memoryview(data), True) == size
+    got = events_of(buf, lay).poll()
+    assert list(got["type"]) == [layout.EV_RECV_DATA]
+    assert list(got["buffer"]) == [10] and list(got["length"]) == [size]
+    assert list(got["flags"]) == [layout.EVF_PUSH]
+    assert bytes(buf[lay.recv_offset:lay.recv_offset + size]) == data
+    assert recv.delivered == 4096 and recv.current is None and recv.first_at is None
+    assert counters["rx_buffers_posted"] == 1
+    # the general path, for comparison: the same message after a held (unpushed) byte
+    qp2, buf2, lay2, recv2, _ = placement()
+    recv2.attach(qp2.allocate_connection(object()))
+    recv2.write(memoryview(b"x"), False)
+    recv2.write(memoryview(data[:min(size, 4095)]), True)
+    got2 = events_of(buf2, lay2).poll()
+    assert list(got2["flags"])[-1] == layout.EVF_PUSH and recv2.current is None
+
+
+def test_a_short_message_without_push_or_buffers_takes_the_general_path():
+    qp, buf, lay, recv, counters = placement(policy=False)     # push ignored
+    recv.attach(qp.allocate_connection(object()))
+    assert recv.write(memoryview(bytes(64)), True) == 64
+    assert len(events_of(buf, lay).poll()) == 0 and recv.filled == 64
+    qp, buf, lay, recv, counters = placement()
+    recv.write(memoryview(bytes(64)), True)       # id not known yet: held, not posted
+    assert len(events_of(buf, lay).poll()) == 0 and len(recv.held) == 1
