@@ -8,36 +8,13 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from engine.dma import Dma, DmaError
+from engine.dma import DmaError
 from engine.handlers import Dispatcher
 from engine.offload.host_buffers import HostRecvBuffer, RxPool
 from engine.offload.sockets import RecvPolicy
-from engine.qp import QueuePair
 from toad import layout
-from toad.config import load
-from toad.rings import PhaseReader, RecordRing
 
-WORDS = {"request_producer": 0, "event_consumer": 1, "rxbuf_producer": 2}
-
-
-class Closable:
-    def close(self):
-        pass
-
-
-def make_qp(*overrides):
-    """A QP over a plain buffer: 8 event slots unless overridden."""
-    lay = layout.qp_layout(load(None, ["qp.recv_buffers=4", "qp.recv_buffer_bytes=4096",
-                                       "qp.event_entries=8", "qp.max_connections=4",
-                                       *overrides]).qp)
-    buf = bytearray(lay.total_bytes)
-    regs = [0, 0, 0]
-    qp = QueuePair(3, 1, Closable(), Dma(buf, len(buf)), lay, regs, WORDS, Closable(), -1)
-    return qp, buf, regs, lay
-
-
-def events_of(buf, lay):
-    return PhaseReader(RecordRing(buf, lay.event_offset, lay.event_entries, layout.EVENT))
+from plain_qp import events_of, make_qp   # tests/ring/plain_qp.py
 
 
 def body(cookie):

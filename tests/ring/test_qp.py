@@ -3,35 +3,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.dma import Dma
 from engine.handlers import Dispatcher, Request
-from engine.qp import QueuePair
 from toad import layout
-from toad.config import load
-from toad.rings import PhaseReader, RecordRing
 
-WORD_NAMES = ["request_producer", "event_consumer", "rxbuf_producer", "irq_enabled",
-              "irq_event_index", "moderation_events", "moderation_us"]
-
-
-class Closable:
-    def close(self):
-        pass
-
-
-def make_qp(*overrides):
-    lay = layout.qp_layout(load(None, ["qp.recv_buffers=4", "qp.recv_buffer_bytes=4096",
-                                       "qp.event_entries=8", "qp.max_connections=4",
-                                       *overrides]).qp)
-    buf = bytearray(lay.total_bytes)
-    regs = [0] * len(WORD_NAMES)
-    words = {name: i for i, name in enumerate(WORD_NAMES)}
-    qp = QueuePair(3, 1, Closable(), Dma(buf, len(buf)), lay, regs, words, Closable(), -1)
-    return qp, buf, regs, lay
-
-
-def events_of(buf, lay):
-    return PhaseReader(RecordRing(buf, lay.event_offset, lay.event_entries, layout.EVENT))
+from plain_qp import events_of, make_qp   # tests/ring/plain_qp.py
 
 
 def test_event_ring_never_overwrites_unconsumed_events():
