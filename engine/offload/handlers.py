@@ -200,13 +200,9 @@ class Handlers:
 
     def send(self, qp, request) -> None:
         sock = qp.connections[request.conn]
-        conn = sock.conn
-        if sock.state is not CONNECTED or conn is None:
-            raise RequestError(sock.error or errno.EPIPE, layout.ERR_BAD_ARGUMENT)
-        try:
-            conn.check_can_send()
-        except OSError as exc:
-            raise RequestError(exc.errno or errno.EPIPE, layout.ERR_BAD_ARGUMENT) from None
+        refused = send_refusal(sock)
+        if refused:
+            raise RequestError(refused, layout.ERR_BAD_ARGUMENT)
         sock.send_buffer.add(request.offset, request.length)
         self.layer.kick()
 
@@ -214,12 +210,7 @@ class Handlers:
         """Several SENDs for one connection (validated by the dispatcher), as
         :meth:`send` each; False (nothing done) when they need per-request errors."""
         sock = qp.connections[conn_id]
-        conn = sock.conn
-        if sock.state is not CONNECTED or conn is None:
-            return False
-        try:
-            conn.check_can_send()
-        except OSError:
+        if send_refusal(sock):
             return False
         add = sock.send_buffer.add
         for offset, length in ranges:
@@ -308,6 +299,17 @@ class Handlers:
             qp.post_event(layout.EV_SEND_SPACE, conn=sock.conn_id, value=sock.send_buffer.acked)
             return
         sock.space_target = target
+
+
+def send_refusal(sock) -> int:
+    """0 when ``sock`` may queue data to send, else the errno its SEND gets."""
+    if sock.state is not CONNECTED or sock.conn is None:
+        return sock.error or errno.EPIPE
+    try:
+        sock.conn.check_can_send()
+    except OSError as exc:
+        return exc.errno or errno.EPIPE
+    return 0
 
 
 def complete_cookie(qp, sock: EngineSocket, cookie: int, status: int = 0, value: int = 0) -> None:

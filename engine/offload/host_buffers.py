@@ -252,18 +252,6 @@ class HostRecvBuffer:
         # all taken while anonymous buffers last (a shrunken limit never drops them).
         n = len(data)
         pool = self.pool
-        cache = pool.cache
-        if (push and self.current is None and cache and 0 < n <= cache[0][1]
-                and self.conn is not None and self.policy.push):
-            # A short pushed message (an rr leg's) into one fresh buffer, posted at
-            # once: what the loop below does for it, without the loop.
-            offset, length, buf_id = cache.popleft()
-            self.qp.dma.write(offset, data)                        # DMA
-            self.delivered += length      # n placed + the unused tail, spent too
-            self.first_at = None
-            self.counters["rx_buffers_posted"] += 1
-            self.qp.post_event(_RECV_DATA, _PUSH, self.conn, 0, 0, 0, 0, buf_id, 0, 0, n)
-            return n
         done = 0
         write = self.qp.dma.write
         current, filled = self.current, self.filled

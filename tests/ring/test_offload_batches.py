@@ -229,9 +229,9 @@ def test_a_refused_run_falls_back_to_one_request_at_a_time():
 
 @pytest.mark.parametrize("size", [1, 100, 4096])
 def test_a_short_pushed_message_fills_one_buffer_as_the_general_path_would(size):
-    """The one-buffer shortcut of HostRecvBuffer.write (an rr message) posts what the
-    general loop posts for it: one RECV_DATA with PUSH and the length, the bytes in
-    the buffer, the whole buffer counted as delivered."""
+    """A short pushed message (an rr leg's) into a fresh buffer: one RECV_DATA with
+    PUSH and the length, the bytes in the buffer, the whole buffer counted as
+    delivered, as for the same message behind a held byte."""
     qp, buf, lay, recv, counters = placement()
     recv.attach(qp.allocate_connection(object()))
     data = bytes((i * 7) & 0xFF for i in range(size))
