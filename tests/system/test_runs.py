@@ -107,3 +107,16 @@ def test_inhost_against_linux_over_tap(tmp_path):
     for run in doc["runs"]:
         check_run(run, "inhost", "bulk")
         assert run["mtu"] == 1500
+
+
+def test_repeated_runs_keep_every_run_and_summarise(tmp_path):
+    doc = run_json(tmp_path, "run", "configs/default.yaml", "--set", "mode=kernel",
+                   "--set", "workload.chunk_bytes=[65536]", "--set", "workload.repeat=2", *SHORT)
+    assert [d["repeat"] for d in doc["details"]] == [0, 1]
+    for run in doc["runs"]:
+        check_run(run, "kernel", "bulk")
+    (summary,) = doc["summary"]
+    assert summary["spread"]["runs"] == 2
+    low, high = summary["spread"]["send"]
+    assert low <= summary["send"]["cpu_pct_per_gbps"] <= high
+    assert sorted(r["send"]["cpu_pct_per_gbps"] for r in doc["runs"]) == [low, high]

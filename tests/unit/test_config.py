@@ -17,6 +17,7 @@ def test_defaults_load():
     ("tcp.sack=maybe", "tcp.sack: 'maybe' is not true or false"),
     ("nic.tap.address=10.1.1.1", "nic.tap.address"),
     ("workload.duration_s=-1", "workload.duration_s"),
+    ("workload.repeat=0", "workload.repeat: 0 must be 1..100"),
     ("nic", "expected key.sub=value"),
 ])
 def test_bad_values_name_the_key(override, message):

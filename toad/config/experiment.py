@@ -32,6 +32,10 @@ class WorkloadConfig:
     sizes: tuple[int, ...] = doc("rr/crr: request = response size in bytes, one run per value",
                                  default=(64,))
     port: int = doc("TCP port of the receiving side", default=5001)
+    repeat: int = doc(
+        "measured runs per point (mode x chunk or size), interleaved; tables show the "
+        "median of each figure and the min-max of the totals, JSON keeps every run",
+        default=1)
     peer: Literal["auto", "iperf", "python"] = doc(
         "tap topology: the Linux-side program. auto and python: toad's kernel-mode worker "
         "in the namespace (it checks every byte); iperf is refused by toad run/compare "
@@ -48,5 +52,7 @@ class WorkloadConfig:
         for i, s in enumerate(self.sizes):
             if not 1 <= s <= 1 << 20:
                 raise ConfigError(f"{path}.sizes[{i}]: {s} must be 1..1048576")
+        if not 1 <= self.repeat <= 100:
+            raise ConfigError(f"{path}.repeat: {self.repeat} must be 1..100")
         if not 1 <= self.port <= 65535:
             raise ConfigError(f"{path}.port: {self.port} must be 1..65535")

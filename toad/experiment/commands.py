@@ -4,8 +4,9 @@
     toad compare [CONFIG] [--modes kernel,inhost,offload] [--set ...] [--json FILE] [--plot FILE]
     toad sweep CONFIG --param NAME=V1,V2,... [--modes ...] [--set ...] [--json FILE] [--plot FILE]
 
-Each run is one (mode, chunk or size) pair; the first failing run stops the command
-with one line and a non-zero exit (a run with wrong bytes is never a figure).
+Each run is one (mode, chunk or size) pair, ``workload.repeat`` times over (all pairs
+once, then again: repeats.py); the first failing run stops the command with one line
+and a non-zero exit (a run with wrong bytes is never a figure).
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from toad.config import Config, ConfigError, load
 
 from . import report
 from .progress import Progress
+from .repeats import summarize
 from .runner import ModeNotBuilt, run_once
 
 MODES = ("kernel", "inhost", "offload")
@@ -77,15 +79,16 @@ def run_all(config: Config, modes: list[str], label: str = "",
     modules do not exist yet is left out with a note on stderr instead of stopping
     the comparison; asked for explicitly, it is an error.
     """
-    plan = [(m, u) for m in modes for u in units(config)]
     w = config.workload
+    plan = [(r, m, u) for r in range(w.repeat) for m in modes for u in units(config)]
     progress = Progress(len(plan))
     runs, details, skipped = [], [], set()
     try:
-        for mode, unit in plan:
+        for repeat, mode, unit in plan:
             if mode in skipped:
                 continue
-            progress.begin(f"{label}{mode} {w.kind} {report.size_label(unit)}",
+            nth = f" ({repeat + 1}/{w.repeat})" if w.repeat > 1 else ""
+            progress.begin(f"{label}{mode} {w.kind} {report.size_label(unit)}{nth}",
                            w.warmup_s + w.duration_s)
             try:
                 pairs = run_once(config, mode, unit, tick=progress.tick)
@@ -96,6 +99,8 @@ def run_all(config: Config, modes: list[str], label: str = "",
                 progress.done()
                 print(f"toad: {mode} left out: {exc}", file=sys.stderr)
                 continue
+            for _, detail in pairs:
+                detail["repeat"] = repeat   # (details: the run keys stay the documented ones)
             runs += [run for run, _ in pairs]
             details += [detail for _, detail in pairs]
     finally:
@@ -119,7 +124,7 @@ def finish(config: Config, args, runs: list[dict], details: list[dict], plot) ->
         report.write_json(args.json, report.document(config, runs, details))
     emit(report.render(runs, details))
     if args.plot:
-        plot(runs, args.plot)
+        plot(summarize(runs, details)[0], args.plot)
         print(f"plot: {args.plot}")
     return 0
 
@@ -171,7 +176,7 @@ def sweep_main(argv: Sequence[str]) -> int:
         report.write_json(args.json, report.document(base, runs, details))
     if args.plot:
         from . import plots
-        plots.sweep_plot(name, runs, details, args.plot)
+        plots.sweep_plot(name, *summarize(runs, details), args.plot)
         print(f"plot: {args.plot}")
     return 0
 

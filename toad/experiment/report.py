@@ -10,7 +10,9 @@ JSON (documented in the README; keys are stable)::
                "host_cpus_busy_pct_per_gbps", "engine": {"cpu_pct", "busy_pct"},
                "total_cpu_pct_per_gbps", "latency_us": {"p50", "p99"} (rr/crr only)}],
      "details": [one object per run: pinning obtained, warnings, checksum CPU excluded,
-                 copy calibration; informative, not part of the stable keys]}
+                 copy calibration, repeat index; informative, not part of the stable keys],
+     "summary": [with workload.repeat > 1 only: per point, the median run and its
+                 "spread" (repeats.py)]}
 
 For rr/crr, "chunk_bytes" is the request (= response) size.
 """
@@ -23,11 +25,13 @@ from typing import Iterable, Optional
 from toad import __version__
 from toad.config import Config
 
+from .repeats import summarize
+
 STACK_LABEL = {"offload": "TOE driver", "inhost": "TCP/IP stack", "kernel": "TCP/IP stack"}
 
 
 def document(config: Config, runs: list[dict], details: list[dict]) -> dict:
-    return {
+    doc = {
         "toad_version": __version__,
         "config": config.source,
         "machine": {"cpus": os.cpu_count(), "engine_cpus": [config.engine.cpu],
@@ -35,6 +39,10 @@ def document(config: Config, runs: list[dict], details: list[dict]) -> dict:
         "runs": runs,
         "details": details,
     }
+    summaries, _ = summarize(runs, details)
+    if len(summaries) < len(runs):          # workload.repeat > 1
+        doc["summary"] = summaries
+    return doc
 
 
 def write_json(path: str, doc: dict) -> None:
@@ -105,6 +113,7 @@ def bulk_table(mode: str, runs: list[dict], details: Optional[list[dict]] = None
     rows = [["memory copies"] + [fmt(r[s]["copy_pct_per_gbps"]) for s, r in columns],
             [stack_label] + [fmt(r[s]["driver_pct_per_gbps"]) for s, r in columns],
             ["total"] + [fmt(r[s]["cpu_pct_per_gbps"]) for s, r in columns],
+            *spread_rows(columns),
             ["goodput Gb/s"] + [fmt(r["goodput_gbps"]) for s, r in columns],
             ["host CPUs busy (both sides)"] + [fmt(r["host_cpus_busy_pct_per_gbps"])
                                                for s, r in columns],
@@ -118,13 +127,36 @@ def bulk_table(mode: str, runs: list[dict], details: Optional[list[dict]] = None
     return f"{mode} (bulk)\n" + table(header, rows)
 
 
+def spread_rows(columns: list[tuple[str, dict]]) -> list[list[str]]:
+    """With repeats: the smallest and largest total of each column's runs."""
+    if not any("spread" in r for _s, r in columns):
+        return []
+    return [["  min - max over runs"] + [span_text(r, s) for s, r in columns]]
+
+
+def span_text(run: dict, key: str, digits: int = 2) -> str:
+    spread = run.get("spread") or {}
+    lo_hi = spread.get(key)
+    if not lo_hi:
+        return "-"
+    return f"{lo_hi[0]:.{digits}f} - {lo_hi[1]:.{digits}f} ({spread['runs']})"
+
+
 def rr_table(runs: list[dict]) -> str:
     header = ["mode", "workload", "size", "p50 us", "p99 us", "client %CPU/Gb/s",
               "server %CPU/Gb/s", "Gb/s"]
-    rows = [[r["mode"], r["workload"], size_label(r["chunk_bytes"]),
-             fmt(r["latency_us"]["p50"], 1), fmt(r["latency_us"]["p99"], 1),
-             fmt(r["send"]["cpu_pct_per_gbps"]), fmt(r["recv"]["cpu_pct_per_gbps"]),
-             fmt(r["goodput_gbps"], 3)] for r in runs]
+    repeated = any("spread" in r for r in runs)
+    if repeated:
+        header.insert(4, "p50 min - max (runs)")
+    rows = []
+    for r in runs:
+        row = [r["mode"], r["workload"], size_label(r["chunk_bytes"]),
+               fmt(r["latency_us"]["p50"], 1), fmt(r["latency_us"]["p99"], 1),
+               fmt(r["send"]["cpu_pct_per_gbps"]), fmt(r["recv"]["cpu_pct_per_gbps"]),
+               fmt(r["goodput_gbps"], 3)]
+        if repeated:
+            row.insert(4, span_text(r, "p50", 1))
+        rows.append(row)
     return table(header, rows)
 
 
@@ -161,7 +193,10 @@ def factors(runs: list[dict], details: Optional[list[dict]] = None) -> str:
 
 
 def render(runs: list[dict], details: list[dict]) -> str:
-    """Every table for a list of runs, then factors and warnings."""
+    """Every table for a list of runs (repeated points: their medians), then factors
+    and the notes and warnings of every run."""
+    all_details = details
+    runs, details = summarize(runs, details)
     out = []
     modes = list(dict.fromkeys(r["mode"] for r in runs))
     for mode in modes:
@@ -175,17 +210,22 @@ def render(runs: list[dict], details: list[dict]) -> str:
     text = factors(runs, details)
     if text:
         out.append("improvement factors (host CPU per Gb/s):\n" + text)
-    out.append(notes(details))
+    out.append(notes(all_details))
     return "\n\n".join(o for o in out if o)
 
 
 def notes(details: Iterable[dict]) -> str:
+    details = list(details)
+    repeats = 1 + max((d.get("repeat", 0) for d in details), default=0)
     lines = ["integrity: every run's CRC-32 matched; the checksum's own CPU time is "
              "measured and excluded from the figures",
              "memory copies = bytes copied at the socket boundary x the cost of a "
              "chunk-sized copy calibrated on the worker's CPU just before the run",
              "host CPUs busy: /proc/stat over the host CPUs (both workers, interrupts, "
              "softirqs and any other process there), checksum time excluded"]
+    if repeats > 1:
+        lines.append(f"each figure is the median of {repeats} runs of its point "
+                     f"(workload.repeat); min - max: the spread of the totals")
     pins = {json.dumps(d.get("pinning"), sort_keys=True) for d in details if d.get("pinning")}
     for pin in sorted(pins):
         obtained = ", ".join(f"{k} {v}" for k, v in json.loads(pin).items())
@@ -205,7 +245,10 @@ def notes(details: Iterable[dict]) -> str:
 
 
 def sweep_table(name: str, runs: list[dict], details: list[dict]) -> str:
-    """One row per run of a sweep: the value, the mode and the per-side figures."""
+    """One row per point of a sweep (repeated points: their medians): the value, the
+    mode and the per-side figures."""
+    all_details = details
+    runs, details = summarize(runs, details)
     header = [name, "mode", "unit", "Gb/s", "send copy", "send rest", "send total",
               "recv copy", "recv rest", "recv total", "host+engine"]
     latency = any(r["workload"] != "bulk" for r in runs)
@@ -224,7 +267,7 @@ def sweep_table(name: str, runs: list[dict], details: list[dict]) -> str:
             row += [fmt(lat.get("p50"), 1), fmt(lat.get("p99"), 1)]
         rows.append(row)
     return ("% of one CPU per Gb/s (copy = memory copies, rest = driver or stack)\n"
-            + table(header, rows) + "\n\n" + notes(details))
+            + table(header, rows) + "\n\n" + notes(all_details))
 
 
 def load_notes(details: list[dict], limit_pct: float = 5.0) -> list[str]:
