@@ -145,9 +145,7 @@ class Engine:
         # doorbell since (after our report), and a good value is no error
         if qp.bad_doorbell_seen != producer:  # report each bad value once
             qp.bad_doorbell_seen = producer
-            qp.bad_records += 1
-            qp.post_event(layout.EV_ERROR, status=22, reason=layout.ERR_BAD_DOORBELL,
-                          value=producer)
+            qp.report(22, layout.ERR_BAD_DOORBELL, value=producer)
 
     def housekeeping(self, now_ns: int) -> int:
         work = self.slots.scan_commands()

@@ -57,6 +57,10 @@ class QueuePair:
         self.connections: dict[int, Any] = {}
         self._free_rows = list(range(lay.counter_rows - 1, 0, -1))  # row 0 is never used
         self.backlog: deque = deque()   # events waiting for room in the event ring
+        # past this many unread events the engine takes no receive buffers and sends
+        # no error reports for this QP (see report): the backlog stays bounded
+        self.backlog_max = lay.event_entries
+        self.reports_dropped = 0
         self.reclaim_hooks: list[Callable[["QueuePair"], None]] = []
         self.requests = 0
         self.events = 0
@@ -190,6 +194,28 @@ class QueuePair:
             posted += 1
         return posted
 
+    def report(self, status: int, reason: int, **fields) -> None:
+        """Report something malformed the host wrote: counted in ``bad_records``
+        and answered with an ERROR event, except while ``backlog_max`` events wait
+        unread (then only counted, also in ``reports_dropped``).
+
+        Why the event backlog stays bounded: requests are read only while the event
+        ring has room for their answers, and a connection posts at most a few events
+        of its own (ACCEPT_READY, PEER_CLOSED, RESET, SEND_SPACE). A host that reads
+        no events could otherwise grow it without end in two ways: bad records it
+        keeps writing (their reports: dropped here) and receive buffers it keeps
+        posting (not taken while the backlog is full: the engine is out of buffers
+        and TCP retransmits once the host reads again).
+        """
+        self.bad_records += 1
+        if len(self.backlog) >= self.backlog_max:
+            self.reports_dropped += 1
+            return
+        self.post_event(layout.EV_ERROR, status=status, reason=reason, **fields)
+
+    def backlog_full(self) -> bool:
+        return len(self.backlog) >= self.backlog_max
+
     def post_error(self, request, status: int, reason: int) -> None:
         """Answer a bad request: ERROR event naming its cookie, errno and reason."""
         self.bad_records += 1
@@ -198,13 +224,14 @@ class QueuePair:
 
     # ---- receive-buffer ring ----------------------------------------------------------
     def take_rx_buffer(self) -> Optional[tuple[int, int, int]]:
-        """The next valid free anonymous buffer (offset, length, id), or None.
+        """The next valid free anonymous buffer (offset, length, id), or None (also
+        while the event backlog is full: see report).
 
         Entries outside the receive area are refused: counted, reported with an
         ERROR event (reason ERR_BAD_RXBUF) and skipped.
         """
         lay = self.layout
-        while True:
+        while not self.backlog_full():
             producer = self.u32[self.rxbuf_producer_word]
             available = ring_count(producer, self.rxbuf_consumer)
             if available == 0 or available > lay.rxbuf_entries:
@@ -216,9 +243,9 @@ class QueuePair:
             end = lay.recv_offset + lay.recv_bytes
             if lay.recv_offset <= offset and offset + length <= end and 0 < length <= lay.recv_buffer_bytes:
                 return offset, length, buf_id
-            self.bad_records += 1
-            self.post_event(layout.EV_ERROR, status=errno.EFAULT, reason=layout.ERR_BAD_RXBUF,
-                            buffer=buf_id, offset=offset, length=length)
+            self.report(errno.EFAULT, layout.ERR_BAD_RXBUF, buffer=buf_id, offset=offset,
+                        length=length)
+        return None
 
     # ---- lifetime ---------------------------------------------------------------------
     def set_engine_flags(self, flags: int) -> None:

@@ -145,8 +145,8 @@ class RxPool:
         qp = self.qp
         lay = qp.layout
         available = (qp.u32[qp.rxbuf_producer_word] - qp.rxbuf_consumer) & 0xFFFFFFFF
-        if available == 0:
-            return None
+        if available == 0 or len(qp.backlog) >= qp.backlog_max:
+            return None      # (a host reading no events gets no more of them: qp.report)
         if available > lay.rxbuf_entries:
             return qp.take_rx_buffer()            # a bad doorbell: the QP reports it
         first = qp.rxbuf_consumer & (lay.rxbuf_entries - 1)
@@ -167,9 +167,8 @@ class RxPool:
             if start <= offset and offset + length <= end and 0 < length <= most:
                 self.cache.append(entry)
                 continue
-            self.qp.bad_records += 1
-            self.qp.post_event(layout.EV_ERROR, status=14, reason=layout.ERR_BAD_RXBUF,
-                               buffer=buf_id, offset=offset, length=length)
+            self.qp.report(14, layout.ERR_BAD_RXBUF, buffer=buf_id, offset=offset,
+                           length=length)
         raw.release()
 
     def limit(self) -> int:

@@ -260,3 +260,19 @@ def test_a_short_message_without_push_or_buffers_takes_the_general_path():
     qp, buf, lay, recv, counters = placement()
     recv.write(memoryview(bytes(64)), True)       # id not known yet: held, not posted
     assert len(events_of(buf, lay).poll()) == 0 and len(recv.held) == 1
+
+
+def test_the_pool_takes_no_buffer_while_the_event_backlog_is_full():
+    qp, buf, regs, lay = make_qp()
+    pool = RxPool(qp, 1 << 20)
+    for i in range(lay.event_entries + qp.backlog_max):       # events nobody reads
+        qp.post_event(layout.EV_COMPLETION, cookie=i)
+    assert qp.backlog_full()
+    give_buffers(buf, regs, lay, [(lay.recv_offset, 4096, 1), (lay.send_offset, 100, 2)])
+    assert pool.take() is None and qp.rxbuf_consumer == 0     # left in the ring
+    reader = events_of(buf, lay)
+    reader.poll()
+    regs[1] = reader.consumer                                  # the host reads
+    qp.flush_backlog()
+    assert pool.take() == (lay.recv_offset, 4096, 1)
+    assert qp.bad_records == 1                                 # the bad one: reported

@@ -84,3 +84,35 @@ def test_detach_runs_reclaim_hooks_then_drops_state():
     qp.detach()
     assert seen == [{conn: "socket state"}]
     assert qp.connections == {} and not qp.backlog
+
+
+def test_a_host_that_reads_no_events_cannot_grow_the_backlog_without_end():
+    """Bad receive-buffer entries posted over and over, no event read: the engine
+    reports them until backlog_max events wait, then takes no more entries (good or
+    bad) and drops further reports (still counted); once the host reads, it takes
+    buffers again."""
+    qp, buf, regs, lay = make_qp()
+    ring = np.frombuffer(buf, layout.RXBUF, lay.rxbuf_entries, lay.rxbuf_offset)
+    producer = 0
+    for _ in range(20):
+        if qp.rxbuf_consumer != producer:
+            break                                        # the engine stopped taking
+        for _ in range(lay.rxbuf_entries):
+            ring[producer % lay.rxbuf_entries] = (lay.send_offset, 100, producer)
+            producer += 1
+        regs[2] = producer
+        assert qp.take_rx_buffer() is None
+    assert len(qp.backlog) == qp.backlog_max == lay.event_entries   # bounded
+    assert qp.bad_records == qp.rxbuf_consumer == lay.event_entries + qp.backlog_max
+    assert qp.rxbuf_consumer < producer
+    qp.report(22, layout.ERR_BAD_DOORBELL, value=1)          # e.g. a bad doorbell now
+    assert (qp.reports_dropped, qp.bad_records) == (1, qp.rxbuf_consumer + 1)
+    assert len(qp.backlog) == qp.backlog_max
+    reader = events_of(buf, lay)
+    assert list(reader.poll()["reason"]) == [layout.ERR_BAD_RXBUF] * lay.event_entries
+    regs[1] = reader.consumer                                 # the host reads its events
+    qp.flush_backlog()
+    assert not qp.backlog_full()
+    start = qp.rxbuf_consumer
+    ring[start % lay.rxbuf_entries] = (lay.recv_offset, 4096, 7)   # a good buffer next
+    assert qp.take_rx_buffer() == (lay.recv_offset, 4096, 7)
