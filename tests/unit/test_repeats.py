@@ -58,3 +58,17 @@ def test_tables_show_the_spread_and_the_note():
     text = report.render(rr, [{"repeat": i} for i in range(3)])
     assert "p50 min - max (runs)" in text and "10.0 - 30.0 (3)" in text
     assert " 20.0 " in text   # the median p50
+
+
+def test_compare_plot_draws_the_spread(tmp_path):
+    from toad.experiment import plots
+    runs = [bulk_run("kernel", 8192, 3.0, 9.0, 4.0), bulk_run("kernel", 8192, 5.0, 1.0, 2.0)]
+    summaries, _ = summarize(runs, [{"repeat": 0}, {"repeat": 1}])
+    calls = []
+    plots.whiskers(type("Ax", (), {"errorbar": lambda self, *a, **k: calls.append((a, k))})(),
+                   [3.0, 1.0], [summaries[0]["spread"]["send"], summaries[0]["spread"]["recv"]])
+    ((xs, ys), kwargs), = calls
+    assert xs == [0, 1] and ys == [3.0, 1.0]
+    assert kwargs["yerr"] == [[0.0, 0.0], [2.0, 8.0]]
+    plots.compare_plot(summaries, str(tmp_path / "p.png"))
+    assert (tmp_path / "p.png").stat().st_size > 1000

@@ -13,16 +13,18 @@ def compare_plot(runs: list[dict], path: str) -> None:
     """Stacked bars per (mode, side, chunk): memory copies + driver/stack, % CPU per Gb/s."""
     bulk = [r for r in runs if r["workload"] == "bulk"]
     fig, ax = plt.subplots(figsize=(max(6, 1.1 * 2 * len(bulk) + 2), 4.5))
-    labels, copies, rest = [], [], []
+    labels, copies, rest, ranges = [], [], [], []
     for r in bulk:
         for side in ("send", "recv"):
             labels.append(f"{r['mode']}\n{side} {size_label(r['chunk_bytes'])}")
             copies.append(r[side]["copy_pct_per_gbps"])
             rest.append(r[side]["driver_pct_per_gbps"])
+            ranges.append((r.get("spread") or {}).get(side))
     if labels:
         x = range(len(labels))
         ax.bar(x, copies, label="memory copies")
         ax.bar(x, rest, bottom=copies, label="driver / stack")
+        whiskers(ax, [c + d for c, d in zip(copies, rest)], ranges)
         ax.set_xticks(list(x), labels, fontsize=7)
         ax.set_ylabel("% of one host CPU per Gb/s")
         ax.legend()
@@ -32,6 +34,15 @@ def compare_plot(runs: list[dict], path: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def whiskers(ax, totals: list[float], ranges: list) -> None:
+    """min-max of each bar's total over repeated runs (workload.repeat > 1)."""
+    points = [(i, t, r) for i, (t, r) in enumerate(zip(totals, ranges)) if r]
+    if points:
+        ax.errorbar([i for i, _t, _r in points], [t for _i, t, _r in points],
+                    yerr=[[t - r[0] for _i, t, r in points], [r[1] - t for _i, t, r in points]],
+                    fmt="none", ecolor="black", capsize=3, label="min - max over runs")
 
 
 def latency_bars(ax, runs: list[dict]) -> None:
