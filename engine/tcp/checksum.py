@@ -124,6 +124,24 @@ def frame_copy_sum_kernel(frame, start, head, src, initial):
     return (acc & np.uint64(0xFFFF)) + (acc >> np.uint64(16))
 
 
+def _direct_entry(dispatcher, signature):
+    """The compiled overload's own entry point for ``signature``: it unboxes its
+    arguments (any C-contiguous buffer for a buffer argument, through the buffer
+    protocol) without the dispatcher's type resolution, which costs about half of
+    a 1500-byte frame's checksum call (0.64 -> 0.31 us on this VM). Falls back to
+    the dispatcher when numba does not expose it."""
+    try:
+        return dispatcher.overloads[signature].entry_point
+    except (AttributeError, KeyError):
+        return dispatcher
+
+
+# region_kernel on a frame of the per-frame paths. Callers pass only contiguous
+# byte buffers (memoryview, bytearray or bytes: what struct.unpack_from accepts);
+# a non-buffer raises TypeError as the dispatcher would.
+region_frame = _direct_entry(region_kernel, _REGION_SIGNATURES[0].args)
+
+
 def region_sum(buf, start: int, end: int, initial: int = 0) -> int:
     """Folded sum of ``buf[start:end]`` plus ``initial``, in one numba call on the
     buffer itself (a frame and its offsets: no slice, no numpy view per call)."""

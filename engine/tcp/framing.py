@@ -23,7 +23,7 @@ import numpy as np
 
 from engine.nic.base import NicFeatures, TxFrame
 
-from .checksum import copy_sum, finish, frame_copy_sum_kernel, region_kernel
+from .checksum import copy_sum, finish, frame_copy_sum_kernel, region_frame
 from .wire import ipv4, tcp
 from .wire.ethernet import ETHERTYPE_IPV4
 
@@ -126,7 +126,7 @@ class FrameBuilder:
                 out.append(TxFrame(_JOIN((headers, payload)), TCP_AT, tcp.CHECKSUM_AT, gso))
             elif software:                # one pass over the whole segment, in numba
                 data = _JOIN((headers, payload))
-                value = ~int(region_kernel(data, TCP_AT, len(data), pseudo)) & 0xFFFF
+                value = ~region_frame(data, TCP_AT, len(data), pseudo) & 0xFFFF
                 data[CHECKSUM_AT] = value >> 8
                 data[CHECKSUM_AT + 1] = value & 0xFF
                 out.append(TxFrame(data))

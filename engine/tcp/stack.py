@@ -30,7 +30,7 @@ from toad.config import TcpConfig
 from . import neighbours
 from .timers import next_deadline as connection_deadline
 from .arp_cache import ArpCache
-from .checksum import region_kernel, region_sum
+from .checksum import region_frame, region_sum
 from .connection import Connection
 from .demux import ConnectionTable
 from .events import Closed, Established
@@ -270,8 +270,8 @@ class Stack:
                 end = ethernet.HEADER_LEN + total
                 if not (csum_ok or looped) and conn.config.checksum != "off":
                     pseudo = addresses + ipv4.PROTO_TCP + total - ipv4.HEADER_LEN
-                    try:                        # the numba kernel itself: one call less
-                        good = region_kernel(frame, _FAST_LEN, end, pseudo) == 0xFFFF
+                    try:    # the kernel's entry point (unpack_from took it: contiguous)
+                        good = region_frame(frame, _FAST_LEN, end, pseudo) == 0xFFFF
                     except TypeError:           # not a plain byte buffer
                         good = region_sum(frame, _FAST_LEN, end, pseudo) == 0xFFFF
                     if not good:
