@@ -62,7 +62,9 @@ def worker(role: str, chunk: int, seconds: float, overrides: list[str],
            "cpu_s": (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system),
            "sys_s": cpu1.system - cpu0.system, "sleeps": net.driver.sleeps,
            "spin_s": net.driver.waited_s - net.driver.slept_s,
-           "batch_sleeps": net.driver.batch_sleeps, "batch_timeouts": net.driver.batch_timeouts}
+           "batch_sleeps": net.driver.batch_sleeps, "batch_timeouts": net.driver.batch_timeouts,
+           "waits": net.driver.waits, "requests": net.driver.request_producer,
+           "chunks": total // chunk}
     if times is not None:
         calls = times[:min(len(times), total // chunk)]
         out["call_ns"] = [int(x) for x in np.percentile(calls, [50, 90])] if len(calls) else []
@@ -159,6 +161,10 @@ def one_chunk(chunk: int, args, base: list[str]) -> dict:
                                "tx_window_probe", "fast_retransmit")},
            "rx_out_of_buffers": summary.get("offload", {}).get("rx_out_of_buffers", 0),
            "send_call_ns": out_send.get("call_ns"), "recv_call_ns": out_recv.get("call_ns")}
+    for side, out in (("send", out_send), ("recv", out_recv)):   # what each chunk cost
+        chunks = max(1, out["chunks"])
+        row[f"{side}_waits_per_chunk"] = out["waits"] / chunks
+        row[f"{side}_requests_per_chunk"] = out["requests"] / chunks
     if prof:
         row["profile"] = prof
         pstats.Stats(prof).sort_stats("tottime").print_stats(args.top)
@@ -192,7 +198,9 @@ def main(argv: list[str]) -> int:
               f"sys s/GB {r['send_sys_s_per_gb']:.3f}/{r['recv_sys_s_per_gb']:.3f} "
               f"sleeps/MB {r['send_sleeps_per_mb']:.1f}/{r['recv_sleeps_per_mb']:.1f} "
               f"spin s/GB {r['send_spin_s_per_gb']:.3f}/{r['recv_spin_s_per_gb']:.3f} "
-              f"stalls {r['stalls']} out-of-buffers {r['rx_out_of_buffers']}"
+              f"stalls {r['stalls']} out-of-buffers {r['rx_out_of_buffers']} "
+              f"per chunk: waits {r['send_waits_per_chunk']:.3f}/{r['recv_waits_per_chunk']:.3f} "
+              f"requests {r['send_requests_per_chunk']:.3f}/{r['recv_requests_per_chunk']:.3f}"
               + (f" call ns p50/p90 send {r['send_call_ns']} recv {r['recv_call_ns']}"
                  if r["send_call_ns"] else ""))
     if args.json:

@@ -427,12 +427,47 @@ class OffloadSocket:
             data.format != "B" or data.ndim != 1 else data
         if not len(view):
             return 0
-        return self._send_view(view)
+        return self._send_view(view, False)
 
-    def _send_view(self, view: memoryview) -> int:
+    def sendall(self, data, flags: int = 0) -> None:
+        """Send every byte. The common case (the whole view fits in the ring's known
+        free space before its end) is one copy and one SEND, in this frame; otherwise
+        _send_view makes room for the whole rest (acked space, a bigger ring, or a
+        wait) before it writes, so a bulk writer's chunks are never split by a partial
+        write and stay aligned in the ring (only a ring's end splits one)."""
+        if flags:
+            raise error(errno.EOPNOTSUPP, "sendall flags")
+        # a ready byte view (the bulk loops pass one) is used as is: no cast per call
+        view = data if type(data) is memoryview and data.format == "B" and \
+            data.ndim == 1 and data.c_contiguous else memoryview(data).cast("B")
+        total = len(view)
+        if not total:
+            return
+        lock = self.send_lock
+        lock.acquire()   # (acquire/release, not ``with``: half the cost)
+        try:
+            ring = self.ring
+            if ring is not None and not (self.closed or self.error or self.shut_wr):
+                size, base, posted, acked = ring.size, ring.base, ring.posted, ring.acked
+                position = (posted - base) % size
+                if position + total <= size and \
+                        size - posted + (acked if acked > base else base) >= total:
+                    offset = ring.offset + position
+                    self.mv[offset:offset + total] = view     # the one copy
+                    self.driver.post_send(self.conn, offset, total)
+                    ring.posted = posted + total
+                    self.talking = True
+                    return
+        finally:
+            lock.release()
+        done = 0
+        while done < total:
+            done += self._send_view(view[done:] if done else view, True)
+
+    def _send_view(self, view: memoryview, whole: bool) -> int:
         """Copy the head of ``view`` into the send ring, post one SEND; bytes taken.
-        (SendRing.space / next_range inlined: this is the per-chunk hot path; the lock
-        by acquire/release, not ``with``: half its cost here.)"""
+        ``whole`` (sendall): first make room for all of ``view`` (up to the share),
+        else (send) for at least ``qp.send_space_threshold`` bytes or what is left."""
         want = len(view)
         lock = self.send_lock
         lock.acquire()
@@ -442,16 +477,15 @@ class OffloadSocket:
             ring = self.ring or self._open_ring()
             size, base, posted, acked = ring.size, ring.base, ring.posted, ring.acked
             space = size - posted + (acked if acked > base else base)
-            if space < want and space < self.net.threshold:
-                ring = self._free_space(ring)
+            position = (posted - base) % size
+            room = min(space, size - position)          # contiguous free bytes
+            if room < want and (whole or space < self.net.threshold):
+                ring = self._make_room(ring, want if whole else 1)
                 size, base, posted, acked = ring.size, ring.base, ring.posted, ring.acked
                 space = size - posted + (acked if acked > base else base)
-            position = (posted - base) % size
-            n = size - position
-            if space < n:
-                n = space
-            if want < n:
-                n = want
+                position = (posted - base) % size
+                room = min(space, size - position)
+            n = want if want < room else room
             offset = ring.offset + position
             self.mv[offset:offset + n] = view[:n] if n < want else view   # the one copy
             self.driver.post_send(self.conn, offset, n)
@@ -461,26 +495,23 @@ class OffloadSocket:
         finally:
             lock.release()
 
-    def _free_space(self, ring: SendRing) -> SendRing:
-        """Free what the engine acked (lazily, from its counter); a full ring grows or
-        waits for space."""
+    def _make_room(self, ring: SendRing, need: int) -> SendRing:
+        """Free what the engine acked (lazily, from its counter). If ``need`` bytes
+        still do not fit before the ring's end, a ring below the share moves to a
+        bigger extent (before any partial write: a fresh ring starts at a write's
+        first byte, so chunk-sized writes stay whole and aligned); else wait until
+        ``need`` (at most the ring's size) bytes are free."""
         ring.acked = self.u64[self.acked_word]
         if self.retired:
             self._free_retired(ring.acked)
-        if ring.space() == 0:
-            ring = self._grow(ring) or self._wait_space(ring)
-        return ring
-
-    def sendall(self, data, flags: int = 0) -> None:
-        if flags:
-            raise error(errno.EOPNOTSUPP, "sendall flags")
-        # a ready byte view (the bulk loops pass one) is used as is: no cast per call
-        view = data if type(data) is memoryview and data.format == "B" and \
-            data.ndim == 1 and data.c_contiguous else memoryview(data).cast("B")
-        total = len(view)
-        done = self._send_view(view) if total else 0
-        while done < total:
-            done += self._send_view(view[done:])
+        space = ring.space()
+        if min(space, ring.size - (ring.posted - ring.base) % ring.size) >= need:
+            return ring
+        ring = self._grow(ring) or ring
+        need = min(need, ring.size)
+        if ring.space() >= need:
+            return ring
+        return self._wait_space(ring, need)
 
     def _check_send(self) -> None:
         self._check_open()
@@ -508,8 +539,9 @@ class OffloadSocket:
                                            "(raise qp.send_buffer_bytes)")
 
     def _grow(self, ring: SendRing) -> SendRing | None:
-        """A full ring below the share moves to a 4x bigger extent (if the area has it,
-        leaving room for others); the old one is freed once its bytes are acked."""
+        """A ring short of room below the share moves to a 4x bigger extent (if the
+        area has it, leaving room for others); the old one is freed once its bytes
+        are acked."""
         size = min(ring.size * 4, self.share)
         if size <= ring.size or self.net.area.free_bytes() < 2 * size:
             return None
@@ -525,9 +557,11 @@ class OffloadSocket:
             offset, size, _ = self.retired.pop(0)
             self.net.area.free(offset, size)
 
-    def _wait_space(self, ring: SendRing) -> SendRing:
-        """Used our share: ask for an event when ``threshold`` more bytes are acked."""
-        want = min(self.net.threshold, ring.size) + max(ring.base - ring.acked, 0)
+    def _wait_space(self, ring: SendRing, need: int) -> SendRing:
+        """Used our share: ask for an event once the engine has freed ``need`` bytes
+        of room, and at least ``threshold`` (fewer wake-ups), then wait for it."""
+        short = need - ring.space() + max(ring.base - ring.acked, 0)
+        want = max(min(self.net.threshold, ring.size) + max(ring.base - ring.acked, 0), short)
         self.driver.post(layout.OP_SEND_SPACE, 0, self.conn, 0, 0, 0, 0, 0, ring.acked, want)
         u64, word, target = self.u64, self.acked_word, ring.acked + want
 

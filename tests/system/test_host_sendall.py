@@ -1,0 +1,50 @@
+"""sendall through a real engine: a chunk-sized writer's SEND descriptors stay whole.
+
+sendall makes room for the whole rest of its buffer (acked space, a bigger ring or a
+wait) before it writes, so chunk-sized writes are neither split by a partial write
+nor by a ring's end once the ring has its full share (the share is a multiple of the
+chunk): one SEND per chunk, at chunk-aligned ring positions.
+"""
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+
+from host.sockets import OffloadNetwork
+from tests.system.test_offload_sockets import drain, engine, serve_once  # noqa: F401
+
+
+@pytest.mark.parametrize("chunk", [131072, 8192])
+def test_chunk_sized_sendall_posts_one_whole_send_per_chunk(engine, chunk):  # noqa: F811
+    run = engine(f"qp.recv_buffer_bytes={chunk}", f"qp.recv_buffers={(2 << 20) // chunk}")
+    count = (16 << 20) // chunk
+    with OffloadNetwork(run.config()) as net:
+        listener = net.listen(7031)
+        thread, box = serve_once(listener, lambda sock: drain(sock, chunk))
+        client = net.create_connection((net.listen_address, 7031), timeout=10)
+        posts = []
+        post_send = client.driver.post_send
+
+        def record(conn, offset, length):
+            posts.append((offset, length, client.ring.offset, client.ring.size))
+            post_send(conn, offset, length)
+
+        client.driver.post_send = record
+        data = memoryview(os.urandom(chunk))
+        for _ in range(count):
+            client.sendall(data)
+        client.shutdown(socket.SHUT_WR)
+        thread.join(60)
+        client.close()
+        listener.close()
+    assert box.get("result", (0,))[0] == count * chunk, box.get("error")
+    assert all(length == chunk for _, length, _, _ in posts), \
+        sorted({length for _, length, _, _ in posts})
+    assert len(posts) == count
+    # once the ring has its full share, every chunk starts at a multiple of the chunk
+    full = [(offset, start) for offset, _, start, size in posts if size == client.share]
+    assert len(full) > count // 2
+    assert all((offset - start) % chunk == 0 for offset, start in full)
+    run.stop()
