@@ -1,10 +1,12 @@
 """``toad bench offload``: bulk TCP through the engine's loopback wire, offload mode.
 
-    toad bench offload [--chunk 131072,8192] [--seconds 5] [--set KEY=VALUE]...
-                       [--json FILE] [--profile PREFIX] [--profile-hosts PREFIX]
+    toad bench offload [--chunk 131072,8192] [--seconds 5] [--config YAML]
+                       [--set KEY=VALUE]... [--json FILE] [--profile PREFIX]
+                       [--profile-hosts PREFIX] [--call-times]
 
 Per chunk size: a fresh engine (pinned to ``engine.cpu``, anonymous buffers of the
-chunk size), a receiving and a sending process (pinned to ``host.cpus``), each with its
+chunk size; the other qp keys from ``--config``'s file, else the built-in
+defaults), a receiving and a sending process (pinned to ``host.cpus``), each with its
 own QP. The sender writes ``chunk`` bytes per call for ``--seconds``; the receiver
 reads ``chunk`` bytes per call to EOF. Reported: goodput at the receiver, CPU seconds
 (user + system, all threads) of each side per GB moved, the engine's useful-work
@@ -24,7 +26,7 @@ import time
 
 import numpy as np
 
-from toad.config import load
+from toad.config import load, read_yaml
 from toad.engine_stats import read_engine_stats, wait_engine_ready
 from toad.errors import ToadError
 
@@ -105,6 +107,16 @@ def _recv_loop(sock, view, n: int, times) -> int:
     return total
 
 
+def qp_settings(path: str) -> list[str]:
+    """The qp keys an experiment file sets, as overrides (the bench keeps its own
+    receive pool: chunk-sized buffers, 8 MB in all)."""
+    qp = read_yaml(path).get("qp") or {}
+    if not isinstance(qp, dict):
+        raise ToadError(f"{path}: qp must be a mapping")
+    return [f"qp.{key}={json.dumps(value)}" for key, value in qp.items()
+            if key not in ("recv_buffers", "recv_buffer_bytes")]
+
+
 def start(argv: list[str], cpu: int) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, *argv], stdout=subprocess.PIPE, text=True,
                             preexec_fn=lambda: os.sched_setaffinity(0, {cpu}))
@@ -175,6 +187,9 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="toad bench offload", description="Bulk TCP through the engine, offload mode.")
     parser.add_argument("--chunk", default="131072,8192")
     parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--config", metavar="YAML",
+                        help="take the qp settings of this experiment file (e.g. "
+                             "configs/default.yaml; default: built-in defaults)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--json")
     parser.add_argument("--profile", metavar="PREFIX")
@@ -190,7 +205,8 @@ def main(argv: list[str]) -> int:
         print(json.dumps(worker(args.role, int(args.chunk), args.seconds, args.set,
                                 args.call_times)))
         return 0
-    rows = [one_chunk(int(c), args, args.set) for c in args.chunk.split(",")]
+    base = qp_settings(args.config) + args.set if args.config else args.set
+    rows = [one_chunk(int(c), args, base) for c in args.chunk.split(",")]
     print(f"{'chunk':>8} {'Gb/s':>7} {'send CPU s/GB':>14} {'recv CPU s/GB':>14} {'engine busy':>12}")
     for r in rows:
         print(f"{r['chunk_bytes']:>8} {r['goodput_gbps']:>7.2f} {r['send_cpu_s_per_gb']:>14.3f} "
