@@ -1,7 +1,10 @@
 """The TAP NIC: toad's side of a TAP device whose Linux side lives in a namespace.
 
-The device is opened with IFF_TAP | IFF_NO_PI | IFF_VNET_HDR, so every frame read or
-written is preceded by a virtio-net header (engine/nic/virtio.py). TUNSETOFFLOAD tells
+With offloads configured, the device is opened with IFF_TAP | IFF_NO_PI | IFF_VNET_HDR,
+so every frame read or written is preceded by a virtio-net header (engine/nic/virtio.py);
+with none (``nic.tap.offloads: []``) the header could only ever say "nothing to do", so
+the device is opened without it: a read is one bare frame, a write one os.write of the
+frame (no iovec, no header to pack or check per frame). TUNSETOFFLOAD tells
 the kernel what toad accepts: TUN_F_CSUM (frames may arrive with a partial checksum,
 NEEDS_CSUM) and TUN_F_TSO4 (TCP super-frames up to 64 KB may arrive, and the device
 advertises TSO so Linux's TCP sends them). Toad's transmit path uses the same header:
@@ -69,22 +72,27 @@ def offload_flags(offloads) -> int:
     return flags
 
 
-def open_tap(device: str, offload: int) -> tuple[int, str]:
-    """Open /dev/net/tun as a TAP with a 10-byte virtio-net header; return (fd, name)."""
+def open_tap(device: str, offload: int, vnet: bool = True) -> tuple[int, str]:
+    """Open /dev/net/tun as a TAP, with a 10-byte virtio-net header before every frame
+    when ``vnet`` (needed for any offload); return (fd, name)."""
     if not have_net_admin():
         raise TapError("nic.kind tap needs root (or CAP_NET_ADMIN) and /dev/net/tun; "
                        "run as root or use nic.kind: loopback")
     fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
-        request = struct.pack("16sH22x", device.encode(), IFF_TAP | IFF_NO_PI | IFF_VNET_HDR)
+        flags = IFF_TAP | IFF_NO_PI | (IFF_VNET_HDR if vnet else 0)
+        request = struct.pack("16sH22x", device.encode(), flags)
         try:
             answer = fcntl.ioctl(fd, TUNSETIFF, request)
         except OSError as exc:
             reason = "in use by another process" if exc.errno == errno.EBUSY else exc.strerror
             raise TapError(f"nic.tap.device: cannot create TAP {device!r}: {reason}; "
                            "set another nic.tap.device") from None
-        fcntl.ioctl(fd, TUNSETVNETHDRSZ, struct.pack("i", virtio.HEADER_LEN))
-        fcntl.ioctl(fd, TUNSETOFFLOAD, offload)
+        if vnet:
+            fcntl.ioctl(fd, TUNSETVNETHDRSZ, struct.pack("i", virtio.HEADER_LEN))
+            fcntl.ioctl(fd, TUNSETOFFLOAD, offload)
+        elif offload:
+            raise TapError("nic.tap.offloads need the virtio-net header (internal error)")
         name = answer[:16].rstrip(b"\0").decode()
         return fd, name
     except BaseException:
@@ -93,10 +101,16 @@ def open_tap(device: str, offload: int) -> tuple[int, str]:
 
 
 class TapDevice:
-    """The fd and its framing: virtio-net header in, virtio-net header out."""
+    """The fd and its framing: virtio-net header in, virtio-net header out; or, with
+    ``vnet`` False (a device opened without IFF_VNET_HDR), bare frames both ways."""
 
-    def __init__(self, fd: int, rx_csum: bool, max_frames: int = 64, label: str = "TAP"):
+    def __init__(self, fd: int, rx_csum: bool, max_frames: int = 64, label: str = "TAP",
+                 vnet: bool = True):
         self.fd = fd
+        self.vnet = vnet
+        if not vnet:                  # instance attributes: no branch per batch
+            self.read_batch = self.read_bare
+            self.write_batch = self.write_bare
         # FileIO on the non-blocking fd (not owned: TapNic closes it) returns None
         # instead of raising when the device is empty, the end of every batch.
         self.reader = io.FileIO(fd, "rb", closefd=False) if fd >= 0 else None
@@ -124,6 +138,56 @@ class TapDevice:
             if frame is not None:
                 out.append(frame)
         return out
+
+    def read_bare(self, max_frames: int) -> list[tuple[memoryview, bool]]:
+        """``read_batch`` without the virtio-net header: each read is one frame, its
+        checksums unverified (the stack sums them). Counters are added once a batch."""
+        out = []
+        readinto = self.reader.readinto
+        runts = 0
+        for view in self.views[:max_frames]:
+            try:
+                n = readinto(view)    # None when empty: no exception per batch
+            except OSError as exc:    # EBADFD: the device was deleted under us
+                raise TapError(f"{self.label}: read failed: {exc.strerror} (was its "
+                               "namespace deleted by another program?)") from None
+            if n is None:
+                break
+            if n < ETH_HLEN:
+                runts += 1
+                continue
+            out.append((view[:n], False))
+        count = self.counters
+        if out:
+            count["rx_frames"] += len(out)
+            count["rx_bytes"] += sum([len(frame) for frame, _ in out])
+        if runts:
+            count["rx_dropped_runt"] += runts
+        return out
+
+    def write_bare(self, frames: list[TxFrame], tx_csum: bool, tso: bool) -> None:
+        """``write_batch`` without the virtio-net header: one write per whole frame.
+        A partial checksum is completed here; a TSO super-frame cannot be sent."""
+        write, fd = os.write, self.fd
+        sent = size = 0
+        for frame in frames:
+            data = frame.data
+            if frame.gso_size or frame.csum_start:
+                if frame.gso_size:
+                    self.counters["tx_dropped_no_tso"] += 1
+                    continue
+                virtio.complete_checksum(data, frame.csum_start, frame.csum_offset)
+            try:
+                write(fd, data)
+            except OSError:
+                self.counters["tx_errors"] += 1   # e.g. link down in the namespace
+                continue
+            sent += 1
+            size += len(data)
+        if sent:
+            count = self.counters
+            count["tx_frames"] += sent
+            count["tx_bytes"] += size
 
     def accept(self, view: memoryview, n: int) -> tuple[memoryview, bool] | None:
         """Check one read (header + frame); return (frame, csum_ok) or count a drop.
@@ -207,7 +271,7 @@ class TapNic:
         self.fd = -1
         self.netns.open()
         try:
-            self.fd, self.device = open_tap(tap.device, flags)
+            self.fd, self.device = open_tap(tap.device, flags, vnet=bool(offloads))
             self.netns.adopt_link(self.device, peer_cidr, tap.mtu)
         except BaseException:
             self.close()
@@ -217,7 +281,8 @@ class TapNic:
             rx_csum="csum" in offloads, tso="tso" in offloads,
             tso_max=TSO_MAX if "tso" in offloads else 0)
         self.device_io = TapDevice(self.fd, self.features.rx_csum, max_frames,
-                                   f"TAP device {self.device} (namespace {tap.netns})")
+                                   f"TAP device {self.device} (namespace {tap.netns})",
+                                   vnet=bool(offloads))
         self.counters = self.device_io.counters
 
     def send(self, frames: list[TxFrame]) -> None:

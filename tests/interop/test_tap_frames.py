@@ -45,6 +45,7 @@ def test_arp_request_answered(nic):
     mac = resolve_peer(nic)
     assert len(mac) == 6 and mac != nic.features.mac
     assert nic.counters["tx_frames"] == 1 and nic.counters["rx_frames"] >= 1
+    assert nic.device_io.vnet == bool(nic.config.offloads)   # no header without offloads
 
 
 def test_traffic_from_namespace_reaches_the_tap(nic):

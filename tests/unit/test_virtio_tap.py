@@ -1,7 +1,10 @@
 """The TAP NIC's framing without a device: what a read turns into, what a write carries."""
 from __future__ import annotations
 
+import socket
 import struct
+
+import pytest
 
 from engine.nic import virtio
 from engine.nic.base import TxFrame
@@ -66,3 +69,42 @@ def test_transmit_headers():
     assert device.tx_header(TxFrame(copy, 34, 16), False, False) == bytes(10)
     assert valid(copy)                     # no offload: completed before the write
     assert device.tx_header(TxFrame(frame), True, True) == bytes(10)
+
+
+def bare_pair():
+    """A TapDevice without the virtio-net header on one end of a datagram socket
+    pair (reads keep frame boundaries and return None when empty, as a TAP fd)."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    ours.setblocking(False)
+    return TapDevice(ours.fileno(), rx_csum=False, max_frames=4, vnet=False), ours, theirs
+
+
+def test_bare_device_reads_whole_frames_and_drops_runts():
+    device, ours, theirs = bare_pair()
+    with ours, theirs:
+        frame = bytes(tcp_frame(b"z" * 100))
+        for data in (frame, bytes(13), frame[:60]):
+            theirs.send(data)
+        got = device.read_batch(4)
+        assert [(bytes(f), ok) for f, ok in got] == [(frame, False), (frame[:60], False)]
+        assert device.counters["rx_frames"] == 2
+        assert device.counters["rx_bytes"] == len(frame) + 60
+        assert device.counters["rx_dropped_runt"] == 1
+        assert device.read_batch(4) == []                  # empty: None, no exception
+
+
+def test_bare_device_writes_frames_completing_partial_checksums():
+    device, ours, theirs = bare_pair()
+    with ours, theirs:
+        whole, partial, gso = tcp_frame(b"a" * 10), tcp_frame(b"b" * 300), tcp_frame(b"c" * 3000)
+        device.write_batch([TxFrame(whole), TxFrame(partial, 34, 16),
+                            TxFrame(gso, 34, 16, 1448)], False, False)
+        assert theirs.recv(65536) == bytes(whole)          # no header before the frame
+        sent = theirs.recv(65536)
+        assert sent == bytes(partial) and valid(sent)      # summed before the write
+        theirs.setblocking(False)
+        with pytest.raises(BlockingIOError):               # the super-frame was dropped
+            theirs.recv(65536)
+        assert device.counters["tx_frames"] == 2
+        assert device.counters["tx_bytes"] == len(whole) + len(partial)
+        assert device.counters["tx_dropped_no_tso"] == 1
