@@ -29,3 +29,8 @@ def test_default_config_gives_a_bulk_writer_a_4_mb_share():
     qp = load(None, qp_settings("configs/default.yaml")).qp
     assert qp.send_share_bytes == 4 << 20 and qp.send_space_threshold == 2 << 20
     assert qp.send_buffer_bytes >= 2 * qp.send_share_bytes + (1 << 20)   # the ring can grow
+
+
+def test_default_config_batches_a_readers_wake_ups_by_32_buffers():
+    qp = load("configs/default.yaml").qp
+    assert qp.rx_batch_max == 32 and qp.recv_buffers // 4 >= qp.rx_batch_max
