@@ -45,8 +45,9 @@ class _Ring:
     def free_space(self) -> int:
         return self.capacity - self.size
 
-    def _put(self, data) -> int:
-        """Copy as much of ``data`` as fits at the tail; return the count copied."""
+    def _put(self, data, push: bool = False) -> int:
+        """Copy as much of ``data`` as fits at the tail; return the count copied.
+        (``push`` is the RecvBuffer.write flag: the ring has no use for it.)"""
         if type(data) is memoryview and data.itemsize != 1:
             data = data.cast("B")
         n = len(data)
@@ -97,14 +98,11 @@ class ByteSendBuffer(_Ring):
 
     __slots__ = ()
 
-    def append(self, data) -> int:
-        return self._put(data)
-
-    def peek(self, offset: int, length: int) -> list[memoryview]:
-        return self._views(offset, length)
-
-    def consume(self, n: int) -> None:
-        self._drop(n)
+    # The ring's own methods under the SendBuffer names: no wrapper call on the
+    # per-segment (peek) and per-ACK (consume) paths.
+    append = _Ring._put
+    peek = _Ring._views
+    consume = _Ring._drop
 
 
 class ByteRecvBuffer(_Ring):
@@ -112,8 +110,7 @@ class ByteRecvBuffer(_Ring):
 
     __slots__ = ()
 
-    def write(self, data, push: bool = False) -> int:
-        return self._put(data)
+    write = _Ring._put             # (data, push) -> count: no wrapper call per segment
 
     def read(self, n: int = -1) -> bytes:
         """Remove and return up to n bytes (all held when n < 0)."""

@@ -437,7 +437,11 @@ def ack_new_data(c, seg, now: float) -> None:
         c.scoreboard.prune(ack)
         if c.sack_enabled and seg.sack_blocks:
             c.scoreboard.update(seg.sack_blocks, ack, c.snd_max)
-    c.t_rexmit = None if ack == c.snd_max else now + c.rtt.rto()
+    if ack == c.snd_max:
+        c.t_rexmit = None
+    else:                                           # rtt.rto(), inline: no backoff here
+        rtt = c.rtt                                 # (the sample above cleared it)
+        c.t_rexmit = now + (rtt.rto() if rtt.backoff else rtt.base_rto)
     if c.fin_seq is not None and not c.fin_acked and seq_gt(ack, c.fin_seq):
         fin_acked(c, now)
 
