@@ -142,6 +142,46 @@ def _direct_entry(dispatcher, signature):
 region_frame = _direct_entry(region_kernel, _REGION_SIGNATURES[0].args)
 
 
+@numba.njit([types.int64(types.ByteArray(types.uint8, 1, "C"), types.int64)],
+            cache=True, nogil=True)
+def burst_kernel(buf, count):
+    """Fill the TCP checksums of ``count`` frames laid end to end in ``buf``, each
+    Ethernet + IPv4 (no options) + TCP with its checksum field zero, as the frame
+    builder lays them out: a frame's length is 14 + its IPv4 total length, the
+    pseudo-header comes from its IPv4 header. Same sum as ``region_kernel``, for a
+    whole burst in one call. Returns the bytes walked (the caller checks it)."""
+    data = np.frombuffer(buf, np.uint8)
+    at = 0
+    for _ in range(count):
+        total = (np.int64(data[at + 16]) << 8) | np.int64(data[at + 17])
+        tcp_at = at + 34
+        end = at + 14 + total
+        if total < 40 or end > data.size:
+            return -1                      # not a frame of the builder's: stop
+        segment = data[tcp_at:end]
+        n8 = segment.size // 8
+        words = segment[:n8 * 8].view(np.uint64)
+        acc = np.uint64(0)
+        for i in range(n8):
+            x = words[i]
+            acc += (x & _LOW32) + (x >> _SHIFT32)
+        pseudo = np.uint64(6 + total - 20)
+        for i in range(at + 26, at + 34, 2):         # source and destination address
+            pseudo += (np.uint64(data[i]) << np.uint64(8)) | np.uint64(data[i + 1])
+        acc = _fold_swap(acc, _tail(segment, n8 * 8)) + pseudo
+        acc = (acc & np.uint64(0xFFFF)) + (acc >> np.uint64(16))
+        acc = (acc & np.uint64(0xFFFF)) + (acc >> np.uint64(16))
+        acc = (acc & np.uint64(0xFFFF)) + (acc >> np.uint64(16))
+        value = ~acc & np.uint64(0xFFFF)
+        data[tcp_at + 16] = value >> np.uint64(8)
+        data[tcp_at + 17] = value & np.uint64(0xFF)
+        at = end
+    return at
+
+
+burst_frames = _direct_entry(burst_kernel, (types.ByteArray(types.uint8, 1, "C"), types.int64))
+
+
 def region_sum(buf, start: int, end: int, initial: int = 0) -> int:
     """Folded sum of ``buf[start:end]`` plus ``initial``, in one numba call on the
     buffer itself (a frame and its offsets: no slice, no numpy view per call)."""

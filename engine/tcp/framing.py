@@ -1,9 +1,12 @@
 """Building outgoing frames: the only place Ethernet/IPv4/TCP bytes are laid out.
 
 One frame = one bytearray allocation (the packed headers and the payload joined), and
-one payload copy. How the TCP checksum is made depends on TcpConfig.checksum:
+one payload copy; in software mode a burst without super-frames is one allocation
+(its frames end to end, each handed out as a memoryview of its bytes). How the TCP
+checksum is made depends on TcpConfig.checksum:
 
-- software:   copy the payload, then one RFC 1071 pass over the TCP segment;
+- software:   copy the payload, then one RFC 1071 pass over the TCP segment (for a
+              whole burst in one numba call: checksum.burst_kernel);
 - integrated: copy the payload into uninitialised frame memory and sum it in the same
               pass, header words included, in one numba call (checksum.copy_sum);
 - offloaded:  copy the payload and pre-fill the checksum field with the pseudo-header
@@ -23,7 +26,7 @@ import numpy as np
 
 from engine.nic.base import NicFeatures, TxFrame
 
-from .checksum import copy_sum, finish, frame_copy_sum_kernel, region_frame
+from .checksum import burst_frames, copy_sum, finish, frame_copy_sum_kernel, region_frame
 from .wire import ipv4, tcp
 from .wire.ethernet import ETHERTYPE_IPV4
 
@@ -82,6 +85,12 @@ class FrameBuilder:
         pseudo_base = addresses + ipv4.PROTO_TCP
         ip_base = _IP_CONSTANT + addresses
         ident = self.ident
+        # Software checksums of a burst without super-frames: the frames are laid end
+        # to end in one buffer and summed by one numba call after the loop (frames
+        # of a burst are built in order, so ``out`` keeps the segments' order).
+        batched = software and not partial_mode and not gso_size
+        parts: list = []
+        lengths: list = []
         for seg in segments:
             ts = seg.timestamp
             if (ts is not None and seg.mss is None and seg.window_scale is None
@@ -120,7 +129,11 @@ class FrameBuilder:
                     ipv4.PROTO_TCP, ip_check, src, dst, seg.src_port, seg.dst_port, seg.seq,
                     seg.ack, header_len << 2, seg.flags, seg.window, field,
                     seg.urgent) + options
-            if partial:                   # CHECKSUM_PARTIAL: the NIC (or nobody) sums
+            if batched:                   # summed after the loop, with the burst
+                parts.append(headers)
+                parts.append(payload)
+                lengths.append(ETH_LEN + total)
+            elif partial:                 # CHECKSUM_PARTIAL: the NIC (or nobody) sums
                 # One allocation of the whole frame, no zero fill (unlike bytearray(n)):
                 # join sizes the result first, then copies headers and payload once.
                 out.append(TxFrame(_JOIN((headers, payload)), TCP_AT, tcp.CHECKSUM_AT, gso))
@@ -133,6 +146,21 @@ class FrameBuilder:
             else:
                 out.append(self._unsummed(mode, headers, payload, pseudo))
         self.ident = ident
+        if lengths:
+            self._summed_burst(parts, lengths, out)
+
+    @staticmethod
+    def _summed_burst(parts: list, lengths: list, out: list) -> None:
+        """One buffer for the burst (one allocation, one copy of each piece), every
+        TCP checksum filled by one numba call; each frame a view of its bytes."""
+        data = _JOIN(parts)
+        if burst_frames(data, len(lengths)) != len(data):
+            raise AssertionError("frame builder: a burst's frames do not tile its buffer")
+        view = memoryview(data)
+        at = 0
+        for n in lengths:
+            out.append(TxFrame(view[at:at + n]))
+            at += n
 
     @classmethod
     def _unsummed(cls, mode: str, headers: bytes, payload, pseudo: int) -> TxFrame:

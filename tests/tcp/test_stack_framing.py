@@ -78,3 +78,38 @@ def test_local_frames_stay_partial():
     frame = FrameBuilder("software", nic(False)).tcp_frame(
         ethernet_prefix(MAC_A, MAC_A), SRC, SRC, segment(100), local=True)
     assert frame.csum_start == 34
+
+
+def test_software_burst_is_summed_in_one_buffer_in_order():
+    """A software-mode burst is built in one buffer and summed by one call: every
+    frame verifies, is the bytes of its own segment (odd sizes, with and without
+    options other than the timestamp), in the segments' order, and has the checksum
+    that a burst of one frame gets (the per-frame sum)."""
+    sizes = [1448, 1, 0, 777, 1448, 3, 1200]
+    segments = [segment(n) for n in sizes]
+    segments[2].sack_blocks = ()            # NOP NOP TS alone: the packed-options path
+    segments[4].timestamp = None            # no options but SACK
+    builder = FrameBuilder("software", nic(False))
+    prefix = ethernet_prefix(MAC_B, MAC_A)
+    out: list = []
+    builder.tcp_frames(prefix, SRC, DST, segments, 0, False, None, out)
+    assert len(out) == len(segments)
+    assert len({id(f.data.obj) for f in out}) == 1          # one buffer for the burst
+    single = FrameBuilder("software", nic(False))
+    for frame, seg in zip(out, segments):
+        assert not frame.csum_start and not frame.gso_size
+        _, _, back = read_back(frame.data)                 # verifies the checksum
+        assert bytes(back.payload) == bytes(seg.payload) and back.seq == seg.seq
+        alone = single.tcp_frame(prefix, SRC, DST, seg)
+        assert bytes(alone.data) == bytes(frame.data)       # same ident sequence too
+
+
+def test_software_burst_with_tso_keeps_superframes_partial_and_in_order():
+    builder = FrameBuilder("software", nic(True, tso=True))
+    segments = [segment(4000), segment(100)]
+    out: list = []
+    builder.tcp_frames(ethernet_prefix(MAC_B, MAC_A), SRC, DST, segments, 1448, False,
+                       None, out)
+    assert [bool(f.gso_size) for f in out] == [True, False]
+    assert out[0].csum_start and not out[1].csum_start
+    read_back(out[1].data)
