@@ -92,6 +92,10 @@ class Driver:
         # Event is built for them (used only together with on_event)
         self.on_recv_data = on_recv_data if on_event is not None else None
         self.events: deque = deque()      # events nobody claimed (when on_event is None)
+        # conn -> the deque its RECV_DATA buffers go to: poll() attaches those itself
+        # ([buffer, 0, length] entries; the common event: no call, no Event built)
+        self.rx_queues: dict[int, deque] = {}
+        self.recv_attached = 0            # RECV_DATA events poll() attached so far
         self.busy_poll_s = config.qp.busy_poll_us / 1e6
         self.spin_s = self.busy_poll_s    # the next wait's spin budget (_adapt_spin)
         self.yield_spin = config.qp.busy_poll_mode == "yield"
@@ -353,9 +357,9 @@ class Driver:
         unpack, mv = layout.EVENT_BODY_STRUCT.unpack_from, self.mv
         mask, shift = self.layout.event_entries - 1, self.event_shift
         base, phase_word, u32 = self.layout.event_offset, self.event_phase_word, self.u32
-        index, count = self.event_consumer, 0
+        index, count, attached = self.event_consumer, 0, 0
         awaited, on_event, make = self._awaited, self.on_event, Event._make
-        on_recv = self.on_recv_data
+        on_recv, rx_queues = self.on_recv_data, self.rx_queues
         try:
             while count < limit:
                 slot = index & mask
@@ -364,15 +368,23 @@ class Driver:
                 values = unpack(mv, base + slot * 64)  # phase seen, then body
                 index = (index + 1) & MASK32
                 count += 1
-                if values[0] == _RECV_DATA and on_recv is not None:
-                    on_recv(values)          # no cookie: never awaited
-                    continue
+                if values[0] == _RECV_DATA:   # no cookie: never awaited
+                    queue = rx_queues.get(values[2])
+                    if queue is not None and values[10]:
+                        queue.append([values[7], 0, values[10]])  # buffer, start, length
+                        attached += 1
+                        continue
+                    if on_recv is not None:
+                        on_recv(values)
+                        continue
                 event = make(values)
                 if on_event is not None and event.cookie not in awaited:
                     on_event(event)          # (_dispatch's common case, inlined)
                 else:
                     self._dispatch(event)
         finally:   # even if a handler raised: the events taken are consumed
+            if attached:
+                self.recv_attached += attached
             if count:
                 self.event_consumer = index
                 self.oe.u32[self.event_doorbell] = index  # the engine may reuse the slots

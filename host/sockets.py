@@ -15,8 +15,8 @@ TOAD section III-C:
   Space is freed lazily from the engine's cumulative acked counter; a writer that has
   used its share asks for a SEND_SPACE event at ``qp.send_space_threshold`` freed
   bytes and sleeps;
-- received data arrives in anonymous buffers (RECV_DATA events) that the event
-  handler attaches to their connection; ``recv``/``recv_into`` copy out once, publish
+- received data arrives in anonymous buffers (RECV_DATA events) that the driver's
+  poll attaches to their connection's queue (registered at adopt, dropped at close); ``recv``/``recv_into`` copy out once, publish
   the consumed-bytes counter (the engine opens the window from it) and give the
   buffer back to the pool. Blocked receivers sleep on the QP's interrupt; a socket
   that sent nothing since its last read (a bulk reader) is woken once per batch of
@@ -88,7 +88,7 @@ class OffloadNetwork:
         self.orphans: dict[int, list] = {}     # events that beat their ACCEPT answer
         self.closing: dict[int, OffloadSocket] = {}   # CLOSE cookie -> socket
         self.closed = False
-        self.rx_in_engine = lay.recv_buffers   # anonymous buffers not in our hands
+        self._rx_in_engine = lay.recv_buffers  # (see rx_in_engine)
         self.unowned_returns = 0               # buffers the engine gave back unused
         self.returns: list[int] = []           # read buffers not yet handed back
         self.return_batch = max(1, min(RETURN_BATCH, lay.recv_buffers // 8))
@@ -149,8 +149,15 @@ class OffloadNetwork:
         if self.closed:
             raise error(errno.EBADF, "the offload network is closed")
 
+    @property
+    def rx_in_engine(self) -> int:
+        """Anonymous buffers not in our hands (the driver's poll attaches most
+        RECV_DATA buffers itself and counts them)."""
+        return self._rx_in_engine - self.driver.recv_attached
+
     def adopt(self, sock: "OffloadSocket") -> "OffloadSocket":
         self.sockets[sock.conn] = sock
+        self.driver.rx_queues[sock.conn] = sock.rx   # poll attaches its buffers
         for event in self.orphans.pop(sock.conn, ()):
             sock.on_event(event)
         return sock
@@ -162,7 +169,7 @@ class OffloadNetwork:
     def give_back(self, buf_id: int) -> None:
         """Return an anonymous buffer to the engine's pool (in small batches: one
         doorbell per ``return_batch`` buffers; everything goes before any wait)."""
-        self.rx_in_engine += 1
+        self._rx_in_engine += 1
         self.returns.append(buf_id)
         if len(self.returns) >= self.return_batch:
             self.flush_returns()
@@ -173,11 +180,11 @@ class OffloadNetwork:
             self.driver.return_buffers(batch)
 
     def _on_recv_data(self, values: tuple) -> None:
-        """A RECV_DATA event as a raw EVENT_BODY_STRUCT tuple (the common event: no
-        Event built): attach the buffer to its socket, else the general path."""
+        """A RECV_DATA event (a raw EVENT_BODY_STRUCT tuple) the driver's poll did not
+        attach itself: attach the buffer to its socket, else the general path."""
         sock = self.sockets.get(values[2])            # conn
         if sock is not None and not sock.closed and values[10]:   # length
-            self.rx_in_engine -= 1
+            self._rx_in_engine -= 1
             sock.rx.append([values[7], 0, values[10]])  # buffer, start, length
         else:
             self._on_event(Event._make(values))
@@ -185,8 +192,8 @@ class OffloadNetwork:
     def _on_event(self, event) -> None:
         """Runs in the thread consuming events: attach, mark, wake; never waits."""
         kind = event.type
-        if kind == _RECV_DATA:        # the common event: attach the buffer
-            self.rx_in_engine -= 1
+        if kind == _RECV_DATA:        # attach the buffer
+            self._rx_in_engine -= 1
             sock = self.sockets.get(event.conn)
             if sock is not None and not sock.closed and event.length:
                 sock.rx.append([event.buffer, 0, event.length])
@@ -629,7 +636,7 @@ class OffloadSocket:
             self.u64[self.consumed_word] = self.consumed
             rx.popleft()
             net = self.net
-            net.rx_in_engine += 1               # give_back, inlined
+            net._rx_in_engine += 1              # give_back, inlined
             returns = net.returns
             returns.append(buf_id)
             if len(returns) >= net.return_batch:
@@ -669,6 +676,8 @@ class OffloadSocket:
         if self.closed:
             return
         self.closed = True
+        if self.driver.rx_queues.get(self.conn) is self.rx:
+            del self.driver.rx_queues[self.conn]   # later buffers: the general path
         while self.rx:
             self.net.give_back(self.rx.popleft()[0])
         if self.net.driver.closed or self.net.driver.engine_dead:
@@ -687,6 +696,8 @@ class OffloadSocket:
         self._free_retired(1 << 63)
         if self.net.sockets.get(self.conn) is self:
             del self.net.sockets[self.conn]
+        if self.driver.rx_queues.get(self.conn) is self.rx:
+            del self.driver.rx_queues[self.conn]
 
     def __enter__(self) -> "OffloadSocket":
         return self
