@@ -569,6 +569,9 @@ class OffloadSocket:
         of room, and at least ``threshold`` (fewer wake-ups), then wait for it."""
         short = need - ring.space() + max(ring.base - ring.acked, 0)
         want = max(min(self.net.threshold, ring.size) + max(ring.base - ring.acked, 0), short)
+        # never more than is outstanding (a partly free ring whose size the threshold
+        # reaches would wait for bytes never sent); short never exceeds it
+        want = min(want, ring.posted - ring.acked)
         self.driver.post(layout.OP_SEND_SPACE, 0, self.conn, 0, 0, 0, 0, 0, ring.acked, want)
         u64, word, target = self.u64, self.acked_word, ring.acked + want
 

@@ -48,3 +48,24 @@ def test_chunk_sized_sendall_posts_one_whole_send_per_chunk(engine, chunk):  # n
     assert len(full) > count // 2
     assert all((offset - start) % chunk == 0 for offset, start in full)
     run.stop()
+
+
+def test_sendall_into_a_partly_free_ring_that_cannot_grow_does_not_hang(engine):  # noqa: F811
+    """A ring at its share (64 KB) with a threshold as big: a 48 KB sendall finding
+    16 KB free waits for what is outstanding, not for a threshold never reached."""
+    run = engine("qp.send_share_bytes=65536", "qp.send_space_threshold=65536")
+    chunk, count = 49152, 40
+    with OffloadNetwork(run.config()) as net:
+        listener = net.listen(7032)
+        thread, box = serve_once(listener, lambda sock: drain(sock, chunk))
+        client = net.create_connection((net.listen_address, 7032), timeout=5)
+        data = memoryview(os.urandom(chunk))
+        for _ in range(count):
+            client.sendall(data)          # TimeoutError if the wait outlives the data
+        assert client.ring.size == 65536
+        client.shutdown(socket.SHUT_WR)
+        thread.join(30)
+        client.close()
+        listener.close()
+    assert box.get("result", (0,))[0] == count * chunk, box.get("error")
+    run.stop()
