@@ -24,10 +24,13 @@ Threads: posting takes ``_post_lock``; events are consumed by whichever waiting
 thread holds ``_consumer`` and dispatched (completions by cookie, the rest to
 ``on_event``); other waiters sleep on a condition the consumer notifies.
 ``on_event`` runs in the consuming thread: it may post requests, but must not wait
-(``call``/``wait_for``) itself.
+(``call``/``wait_for``) itself. ``close`` from one thread while another waits wakes
+the waiter, which raises OSError(EBADF); the semaphore and mappings go only once it
+has left them (closing a semaphore a thread sleeps on crashes the process).
 """
 from __future__ import annotations
 
+import errno
 import itertools
 import os
 import threading
@@ -48,6 +51,7 @@ from toad.shm import (Segment, ShmError, close_semaphore, create_semaphore, open
                       unlink_segment, unlink_semaphore)
 
 SLEEP_SLICE_S = 0.05
+CLOSE_WAIT_S = 1.0        # close(): longest wait for another thread to leave its wait
 PROBE_MASK = 63           # every 64th wait spins the full busy_poll_us
 MIN_SPIN_S = 2e-6
 SPIN_PAYS_S = 10e-6      # a spin longer than this costs more CPU than a sleep + wake
@@ -58,6 +62,10 @@ _SLEEPING = layout.ENGINE_SLEEPING_FLAG
 _RECV_DATA = layout.EV_RECV_DATA
 # full_fence's lock operations, called inline on the send path (one frame less)
 _fence_acquire, _fence_release = rings._fence_lock.acquire, rings._fence_lock.release
+
+
+def closed_error() -> OSError:
+    return OSError(errno.EBADF, "the QP was closed while this thread waited on it")
 
 
 class EngineDead(ToadError):
@@ -120,6 +128,8 @@ class Driver:
         self._consumer = threading.Lock()
         self._cond = threading.Condition()
         self._waiters = 0
+        self._sleepers = 0                     # threads inside irq.acquire (close waits)
+        self._sleep_lock = threading.Lock()
         self._awaited: set[int] = set()
         self._done: dict[int, Event] = {}
         self._cookies = itertools.count(1)
@@ -419,6 +429,8 @@ class Driver:
         the latest, instead of waking at every event (_batched_sleep)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while not ready():
+            if self.closed:
+                raise closed_error()
             if self._consumer.acquire(blocking=False):
                 try:
                     self._consume_until(ready, deadline, batched and not self._waiters)
@@ -480,6 +492,8 @@ class Driver:
             if self.poll():
                 continue
             spins += 1
+            if self.closed:
+                raise closed_error()
             if spins & 1023 == 0:
                 self.check_engine()
                 if deadline is not None and time.monotonic() >= deadline:
@@ -529,16 +543,26 @@ class Driver:
         if not self.published(index):
             self.sleeps += 1
             start = time.perf_counter()
+            with self._sleep_lock:
+                if self.closed:
+                    raise closed_error()
+                self._sleepers += 1
             try:
                 self.irq.acquire(timeout)
             except posix_ipc.BusyError:
+                if self.closed:
+                    raise closed_error() from None
                 if batch == 1:
                     self.irq_timeouts += 1
                 u32[self.irq_enabled_word] = 0
                 self.check_engine()   # woken by no interrupt: is the engine alive?
                 return False
             finally:
+                with self._sleep_lock:
+                    self._sleepers -= 1
                 self.slept_s += time.perf_counter() - start
+            if self.closed:           # woken by close()
+                raise closed_error()
         # an interrupt (or an event found at the re-check) proves the engine alive;
         # the spin loop still checks the heartbeat every 1024 empty polls
         u32[self.irq_enabled_word] = 0
@@ -619,7 +643,14 @@ class Driver:
         """Disable the QP (if the engine lives), remove the segment and semaphore."""
         if self.closed:
             return
-        self.closed = True
+        with self._sleep_lock:
+            self.closed = True
+            sleepers = self._sleepers
+        for _ in range(sleepers):              # wake threads asleep on the interrupt
+            self.irq.release()
+        # a waiting thread holds _consumer until it has seen `closed` and left the
+        # rings and the semaphore; only then may they go
+        left = self._consumer.acquire(timeout=CLOSE_WAIT_S)
         try:
             if not self.engine_dead and self.segment is not None:
                 try:
@@ -627,9 +658,15 @@ class Driver:
                 except EngineDead:
                     pass
         finally:
-            self._release()
+            try:
+                self._release(close_irq=left and not self._sleepers)
+            finally:
+                if left:
+                    self._consumer.release()
 
-    def _release(self) -> None:
+    def _release(self, close_irq: bool = True) -> None:
+        """Unmap and unlink everything; ``close_irq`` False leaves the interrupt
+        semaphore's handle open (a thread may still sleep on it) but unlinks it."""
         for view in ("u32", "u64", "mv"):
             if getattr(self, view, None) is not None:
                 getattr(self, view).release()
@@ -639,7 +676,8 @@ class Driver:
             self.segment.close()
             self.segment.unlink()
         if self.irq is not None:
-            close_semaphore(self.irq)
+            if close_irq:
+                close_semaphore(self.irq)
             unlink_semaphore(layout.irq_name(self.name, self.slot))
         close_semaphore(self.wake)
         engine_gone = self.engine_dead and not pid_alive(self.engine_pid)

@@ -97,3 +97,41 @@ def test_post_send_wraps_a_small_request_ring_with_its_cached_room(engine):
         assert drv.wait_for(lambda: len(errors) == 160, timeout=10)
         assert set(errors) == {layout.EV_ERROR}
         assert drv.request_producer == drv.u32[drv.request_consumer_word] == 160 + 5 + 1
+
+
+CLOSE_WHILE_WAITING = """
+import sys, threading, time
+from host.driver import Driver
+from toad.config import load
+drv = Driver(load(None, sys.argv[1:]))
+out = []
+def waiter(batched):
+    try:
+        drv.wait_for(lambda: False, timeout=20, batched=batched)
+        out.append("returned")
+    except OSError as exc:
+        out.append(exc.errno)
+threads = [threading.Thread(target=waiter, args=(b,)) for b in (False, True)]
+for t in threads:
+    t.start()
+while drv.sleeps == 0:          # one thread asleep on the interrupt, one on the condition
+    time.sleep(0.01)
+drv.close()
+for t in threads:
+    t.join(10)
+print(sorted(out), any(t.is_alive() for t in threads))
+"""
+
+
+def test_close_while_another_thread_sleeps_wakes_it_with_ebadf(engine):
+    """Closing the semaphore a thread slept on crashed the process (SIGSEGV in
+    sem_timedwait): close now wakes every waiter, which raises EBADF, and frees the
+    rings and the semaphore after they have left."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    done = subprocess.run([sys.executable, "-c", CLOSE_WHILE_WAITING, *engine.overrides,
+                           "qp.busy_poll_us=0"], cwd=Path(__file__).resolve().parents[2],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["[9,", "9]", "False"]
