@@ -1,0 +1,529 @@
+"""One offloaded connection, host side: the socket calls over its OffloadNetwork.
+
+host/sockets.py has the QP-wide part (OffloadNetwork: the driver, event dispatch,
+the shared send area and receive pool) and the contract both follow; this module
+has what one connection does: synchronous calls by cookie, ``send`` (one copy into
+the connection's send ring, one SEND), ``recv`` (one copy out of an anonymous
+buffer), the send ring's growth and space waits, shutdown and close.
+"""
+from __future__ import annotations
+
+import errno
+import socket as pysocket
+import struct
+import threading
+import time
+from collections import deque
+from typing import TYPE_CHECKING
+
+from host.send_buffers import SendRing
+from toad import layout
+from toad.addresses import aton, ntoa, parse_address
+
+if TYPE_CHECKING:
+    from host.sockets import OffloadNetwork
+
+ABORT = 1                 # CLOSE value: reset (SO_LINGER 0)
+MIN_SHARE = 16384
+FIRST_RING = 65536
+ROW_MASK = (1 << layout.CONN_ROW_BITS) - 1
+
+def error(code: int, text: str) -> OSError:
+    """OSError(code, ...) is built as the matching subclass (ConnectionResetError...)."""
+    return OSError(code, f"{text}: {errno.errorcode.get(code, code)}")
+
+
+def check(event, what: str) -> None:
+    if event.type == layout.EV_ERROR or event.status:
+        raise error(event.status or errno.EIO, what)
+
+
+class OffloadSocket:
+    """A TCP socket whose protocol runs in the engine (IPv4 stream sockets only;
+    connect blocks, even in non-blocking mode it answers EINPROGRESS without starting)."""
+
+    family = pysocket.AF_INET
+    type = pysocket.SOCK_STREAM
+    proto = 0
+
+    def __init__(self, network: OffloadNetwork, conn: int, connected: bool = False,
+                 peer: tuple[str, int] | None = None):
+        self.net = network
+        self.driver = network.driver
+        self.conn = conn
+        self.timeout: float | None = None
+        self.connected = connected
+        self.listening = False
+        self.closed = False
+        self.local: tuple[str, int] = ("0.0.0.0", 0)
+        self.peer = peer
+        self.rx: deque = deque()       # [buffer id, start, length] attached buffers
+        self.consumed = 0              # buffer bytes released (read + unused tails)
+        # the counter-table word of "bytes consumed" (our own memory: a plain store)
+        lay = network.driver.layout
+        row = lay.counters_offset + (conn & ROW_MASK) * layout.COUNTER_ROW.itemsize
+        self.consumed_word = (row + layout.COUNTER_ROW.fields["bytes_consumed"][1]) // 8
+        self.acked_word = (row + layout.COUNTER_ROW.fields["bytes_acked"][1]) // 8
+        self.mv = self.driver.mv       # the QP's memory (send ring and receive buffers)
+        self.recv_offset, self.buffer_bytes = network.recv_offset, network.buffer_bytes
+        self.u64 = self.driver.u64
+        self.eof = False
+        self.error = 0
+        self.shut_rd = self.shut_wr = False
+        self.talking = False           # sent since its last read: a reader waits per event
+        self.accept_ready = 0          # ACCEPT_READY events seen
+        self.space_events = 0          # SEND_SPACE events seen
+        self.ring: SendRing | None = None
+        self.retired: list = []        # (offset, size, posted at retirement) of old rings
+        self.abort_on_close = False    # SO_LINGER {1, 0}
+        self.share = network.share     # send-buffer bytes this socket may hold (SO_SNDBUF)
+        self.send_lock = threading.Lock()
+        self.recv_lock = threading.Lock()
+
+    # ---- events (consumer thread) ------------------------------------------------------
+    def on_event(self, event) -> None:
+        kind = event.type
+        if kind == layout.EV_RECV_DATA:
+            if self.closed or event.length == 0:
+                self.net.give_back(event.buffer)
+            else:
+                self.rx.append([event.buffer, 0, event.length])
+        elif kind == layout.EV_PEER_CLOSED:
+            self.eof = True
+        elif kind == layout.EV_RESET:
+            self.error = event.status or errno.ECONNRESET
+        elif kind == layout.EV_ACCEPT_READY:
+            self.accept_ready += 1
+        elif kind == layout.EV_SEND_SPACE:
+            if event.status:
+                self.error = self.error or event.status
+            self.space_events += 1
+
+    # ---- options ----------------------------------------------------------------------
+    def settimeout(self, value: float | None) -> None:
+        if value is not None and value < 0:
+            raise ValueError("Timeout value out of range")
+        self.timeout = value
+
+    def gettimeout(self) -> float | None:
+        return self.timeout
+
+    def setblocking(self, flag: bool) -> None:
+        self.timeout = None if flag else 0.0
+
+    def getblocking(self) -> bool:
+        return self.timeout != 0.0
+
+    def setsockopt(self, level: int, option: int, value) -> None:
+        if level == pysocket.IPPROTO_TCP and option == pysocket.TCP_NODELAY:
+            self._call(layout.OP_SETOPT, "setsockopt", option=layout.OPT_NODELAY,
+                       value=int(bool(value)))
+        elif level == pysocket.SOL_SOCKET and option == pysocket.SO_LINGER:
+            on, seconds = struct.unpack("ii", value)
+            self.abort_on_close = bool(on) and seconds == 0   # close() sends an RST
+        elif level == pysocket.SOL_SOCKET and option == pysocket.SO_SNDBUF:
+            # this socket's share of the QP's send area (TOAD's per-connection buffer
+            # share); a ring already open grows up to it, never beyond the area
+            self.share = max(MIN_SHARE, min(int(value), self.net.area.size))
+        elif level == pysocket.SOL_SOCKET and option in (pysocket.SO_REUSEADDR,
+                                                          pysocket.SO_RCVBUF):
+            return   # ports are reused at once; the receive window follows the QP's pool
+        else:
+            raise error(errno.ENOPROTOOPT, f"option {level}/{option} is not supported")
+
+    def set_checksum_mode(self, mode: str) -> None:
+        """TCP checksum mode of this socket's connection (software, integrated,
+        offloaded or off), before connect() or listen(); EISCONN after."""
+        if mode not in layout.CHECKSUM_MODES:
+            raise error(errno.EINVAL, f"checksum mode {mode!r}: choose one of "
+                                      f"{', '.join(layout.CHECKSUM_MODES)}")
+        self._call(layout.OP_SETOPT, "setsockopt", option=layout.OPT_CHECKSUM,
+                   value=layout.CHECKSUM_MODES.index(mode))
+
+    def set_receive_policy(self, push: bool | None = None, delay_us: int | None = None) -> None:
+        """When partly filled receive buffers are posted to this socket (engine side)."""
+        if push is not None:
+            self._call(layout.OP_SETOPT, "setsockopt", option=layout.OPT_RECV_PUSH,
+                       value=int(push))
+        if delay_us is not None:
+            self._call(layout.OP_SETOPT, "setsockopt", option=layout.OPT_RECV_DELAY_US,
+                       value=int(delay_us))
+
+    def getsockname(self) -> tuple[str, int]:
+        return self.local
+
+    def getpeername(self) -> tuple[str, int]:
+        if self.peer is None:
+            raise error(errno.ENOTCONN, "getpeername")
+        return self.peer
+
+    def fileno(self) -> int:
+        return -1 if self.closed else self.conn
+
+    # ---- connection set-up --------------------------------------------------------
+    def _call(self, opcode: int, what: str, timeout: float | None = None, **fields):
+        self._check_open()
+        event = self.driver.call(opcode, timeout=timeout, conn=self.conn, **fields)
+        check(event, what)
+        return event
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise error(errno.EBADF, "socket is closed")
+
+    def bind(self, address) -> None:
+        addr, port = parse_address(address, "bind")
+        event = self._call(layout.OP_BIND, "bind", addr=addr, port=port)
+        self.local = (ntoa(addr) if addr else "0.0.0.0", event.port or port)
+
+    def listen(self, backlog: int | None = None) -> None:
+        event = self._call(layout.OP_LISTEN, "listen", value=max(backlog or 128, 1))
+        self.listening = True
+        self.local = (self.local[0], event.port or self.local[1])
+
+    def accept(self) -> tuple["OffloadSocket", tuple[str, int]]:
+        if not self.listening:
+            raise error(errno.EINVAL, "accept: socket is not listening")
+        deadline = None if self.timeout is None else time.monotonic() + self.timeout
+        while True:
+            seen = self.accept_ready
+            event = self.driver.call(layout.OP_ACCEPT, conn=self.conn)
+            if event.type == layout.EV_COMPLETION and event.status == 0:
+                peer = (ntoa(event.addr), event.port)
+                child = OffloadSocket(self.net, event.value, connected=True, peer=peer)
+                child.local = (self.net.listen_address, self.local[1])
+                return self.net.adopt(child), peer
+            if event.status != errno.EAGAIN:
+                check(event, "accept")
+            if not self._wait(lambda: self.accept_ready != seen or self.closed, deadline):
+                raise self._would_block("accept")
+
+    def connect(self, address) -> None:
+        self._check_open()
+        if self.connected:
+            raise error(errno.EISCONN, "connect")
+        addr, port = parse_address(address, "connect")
+        if addr == 0:
+            addr = aton("127.0.0.1")
+        if self.timeout == 0:
+            raise error(errno.EINPROGRESS, "connect on a non-blocking offloaded socket")
+        try:
+            event = self.driver.call(layout.OP_CONNECT, timeout=self.timeout, conn=self.conn,
+                                     addr=addr, port=port)
+        except TimeoutError:
+            self.close(abort=True)
+            raise TimeoutError("timed out") from None
+        check(event, f"connect to {ntoa(addr)}:{port}")
+        self.connected = True
+        self.peer = (ntoa(addr), port)
+
+    def connect_ex(self, address) -> int:
+        """connect(), returning the errno instead of raising it (0 on success)."""
+        try:
+            self.connect(address)
+        except OSError as exc:
+            return exc.errno or errno.ETIMEDOUT
+        return 0
+
+    def _wait(self, ready, deadline: float | None, batched: bool = False) -> bool:
+        """Sleep until ``ready()`` (events are handled meanwhile) or the deadline."""
+        if ready():
+            return True
+        if deadline is None:
+            return self.net.wait(ready, None, batched)
+        return self.net.wait(ready, max(0.0, deadline - time.monotonic()), batched)
+
+    def _deadline(self) -> float | None:
+        return None if self.timeout is None else time.monotonic() + self.timeout
+
+    def _would_block(self, what: str) -> OSError:
+        if self.timeout == 0:
+            return BlockingIOError(errno.EAGAIN, f"{what} would block")
+        return TimeoutError("timed out")
+
+    # ---- sending ---------------------------------------------------------------------
+    def send(self, data, flags: int = 0) -> int:
+        if flags:
+            raise error(errno.EOPNOTSUPP, "send flags")
+        view = memoryview(data).cast("B") if not isinstance(data, memoryview) or \
+            data.format != "B" or data.ndim != 1 else data
+        if not len(view):
+            return 0
+        return self._send_view(view, False)
+
+    def sendall(self, data, flags: int = 0) -> None:
+        """Send every byte. The common case (the whole view fits in the ring's known
+        free space before its end) is one copy and one SEND, in this frame; otherwise
+        _send_view makes room for the whole rest (acked space, a bigger ring, or a
+        wait) before it writes, so a bulk writer's chunks are never split by a partial
+        write and stay aligned in the ring (only a ring's end splits one)."""
+        if flags:
+            raise error(errno.EOPNOTSUPP, "sendall flags")
+        # a ready byte view (the bulk loops pass one) is used as is: no cast per call
+        view = data if type(data) is memoryview and data.format == "B" and \
+            data.ndim == 1 and data.c_contiguous else memoryview(data).cast("B")
+        total = len(view)
+        if not total:
+            return
+        lock = self.send_lock
+        lock.acquire()   # (acquire/release, not ``with``: half the cost)
+        try:
+            ring = self.ring
+            if ring is not None and not (self.closed or self.error or self.shut_wr):
+                size, base, posted, acked = ring.size, ring.base, ring.posted, ring.acked
+                position = (posted - base) % size
+                if position + total <= size and \
+                        size - posted + (acked if acked > base else base) >= total:
+                    offset = ring.offset + position
+                    self.mv[offset:offset + total] = view     # the one copy
+                    self.driver.post_send(self.conn, offset, total)
+                    ring.posted = posted + total
+                    self.talking = True
+                    return
+        finally:
+            lock.release()
+        done = 0
+        while done < total:
+            done += self._send_view(view[done:] if done else view, True)
+
+    def _send_view(self, view: memoryview, whole: bool) -> int:
+        """Copy the head of ``view`` into the send ring, post one SEND; bytes taken.
+        ``whole`` (sendall): first make room for all of ``view`` (up to the share),
+        else (send) for at least ``qp.send_space_threshold`` bytes or what is left."""
+        want = len(view)
+        lock = self.send_lock
+        lock.acquire()
+        try:
+            if self.closed or self.error or self.shut_wr or not self.connected:
+                self._check_send()
+            ring = self.ring or self._open_ring()
+            size, base, posted, acked = ring.size, ring.base, ring.posted, ring.acked
+            space = size - posted + (acked if acked > base else base)
+            position = (posted - base) % size
+            room = min(space, size - position)          # contiguous free bytes
+            if room < want and (whole or space < self.net.threshold):
+                ring = self._make_room(ring, want if whole else 1)
+                size, base, posted, acked = ring.size, ring.base, ring.posted, ring.acked
+                space = size - posted + (acked if acked > base else base)
+                position = (posted - base) % size
+                room = min(space, size - position)
+            n = want if want < room else room
+            offset = ring.offset + position
+            self.mv[offset:offset + n] = view[:n] if n < want else view   # the one copy
+            self.driver.post_send(self.conn, offset, n)
+            ring.posted = posted + n
+            self.talking = True
+            return n
+        finally:
+            lock.release()
+
+    def _make_room(self, ring: SendRing, need: int) -> SendRing:
+        """Free what the engine acked (lazily, from its counter). If ``need`` bytes
+        still do not fit before the ring's end, a ring below the share moves to a
+        bigger extent (before any partial write: a fresh ring starts at a write's
+        first byte, so chunk-sized writes stay whole and aligned); else wait until
+        ``need`` (at most the ring's size) bytes are free."""
+        ring.acked = self.u64[self.acked_word]
+        if self.retired:
+            self._free_retired(ring.acked)
+        space = ring.space()
+        if min(space, ring.size - (ring.posted - ring.base) % ring.size) >= need:
+            return ring
+        ring = self._grow(ring) or ring
+        need = min(need, ring.size)
+        if ring.space() >= need:
+            return ring
+        return self._wait_space(ring, need)
+
+    def _check_send(self) -> None:
+        self._check_open()
+        if self.error:
+            raise error(self.error, "send")
+        if self.shut_wr:
+            raise error(errno.EPIPE, "send after shutdown")
+        if not self.connected:
+            raise error(errno.ENOTCONN, "send")
+
+    def _open_ring(self) -> SendRing:
+        """A first, small ring in the send area (taken at the connection's first send)."""
+        size = min(FIRST_RING, self.share)
+        while True:
+            offset = self.net.area.allocate(size)
+            if offset is not None:
+                self.ring = SendRing(offset, size)
+                return self.ring
+            if size > MIN_SHARE:
+                size //= 2
+                continue
+            if not self._wait(lambda: self.net.area.free_bytes() >= MIN_SHARE,
+                              self._deadline()):
+                raise error(errno.ENOBUFS, "send: the QP's send area is exhausted "
+                                           "(raise qp.send_buffer_bytes)")
+
+    def _grow(self, ring: SendRing) -> SendRing | None:
+        """A ring short of room below the share moves to a 4x bigger extent (if the
+        area has it, leaving room for others); the old one is freed once its bytes
+        are acked."""
+        size = min(ring.size * 4, self.share)
+        if size <= ring.size or self.net.area.free_bytes() < 2 * size:
+            return None
+        offset = self.net.area.allocate(size)
+        if offset is None:
+            return None
+        self.retired.append((ring.offset, ring.size, ring.posted))
+        self.ring = SendRing(offset, size, ring.posted, ring.acked)
+        return self.ring
+
+    def _free_retired(self, acked: int) -> None:
+        while self.retired and self.retired[0][2] <= acked:
+            offset, size, _ = self.retired.pop(0)
+            self.net.area.free(offset, size)
+
+    def _wait_space(self, ring: SendRing, need: int) -> SendRing:
+        """Used our share: ask for an event once the engine has freed ``need`` bytes
+        of room, and at least ``threshold`` (fewer wake-ups), then wait for it."""
+        short = need - ring.space() + max(ring.base - ring.acked, 0)
+        want = max(min(self.net.threshold, ring.size) + max(ring.base - ring.acked, 0), short)
+        # never more than is outstanding (a partly free ring whose size the threshold
+        # reaches would wait for bytes never sent); short never exceeds it
+        want = min(want, ring.posted - ring.acked)
+        self.driver.post(layout.OP_SEND_SPACE, 0, self.conn, 0, 0, 0, 0, 0, ring.acked, want)
+        u64, word, target = self.u64, self.acked_word, ring.acked + want
+
+        def ready() -> bool:
+            # the counter, not the event: the engine writes the counter before it
+            # posts SEND_SPACE, and an event may answer an earlier request (when the
+            # counter itself ended that wait), which would end this wait with no space
+            return u64[word] >= target or bool(self.error)
+
+        if not self._wait(ready, self._deadline()):
+            raise self._would_block("send")
+        ring.acked = self.driver.bytes_acked(self.conn)
+        if self.error:
+            raise error(self.error, "send")
+        return ring
+
+    # ---- receiving -------------------------------------------------------------------
+    def recv(self, bufsize: int, flags: int = 0) -> bytes:
+        buf = bytearray(bufsize)
+        n = self.recv_into(buf, bufsize, flags)
+        return bytes(buf[:n])
+
+    def recv_into(self, target, nbytes: int = 0, flags: int = 0) -> int:
+        """Copy out of the first attached buffer (the one copy at the boundary); a
+        buffer read to its end goes back to the engine (in batches)."""
+        if flags:
+            raise error(errno.EOPNOTSUPP, "recv flags")
+        view = target if type(target) is memoryview and target.format == "B" \
+            and target.ndim == 1 else memoryview(target).cast("B")
+        want = len(view)
+        if nbytes and nbytes < want:
+            want = nbytes
+        if want == 0:
+            return 0
+        lock = self.recv_lock
+        lock.acquire()   # (acquire/release, not ``with``: half the cost)
+        try:
+            rx = self.rx
+            if self.closed:
+                self._check_open()
+            if not rx:
+                self.driver.try_poll()   # events ready now need no wait machinery
+                if not rx and not self.eof and not self.error and not self.shut_rd:
+                    self._wait_data()
+            self.talking = False
+            if not rx:
+                if self.error and not self.eof:
+                    raise error(self.error, "recv")
+                return 0
+            entry = rx[0]
+            buf_id, start, length = entry
+            n = length - start
+            if want < n:
+                n = want
+            base = self.recv_offset + buf_id * self.buffer_bytes + start
+            view[:n] = self.mv[base:base + n]       # the one copy at the boundary
+            if start + n < length:
+                self.consumed += n
+                self.u64[self.consumed_word] = self.consumed   # the window opens
+                entry[1] = start + n
+                return n
+            # the buffer's unused tail counts as consumed (the engine spent it too);
+            # the counter is written before the buffer goes back
+            self.consumed += n + self.buffer_bytes - length
+            self.u64[self.consumed_word] = self.consumed
+            rx.popleft()
+            net = self.net
+            net._rx_in_engine += 1              # give_back, inlined
+            returns = net.returns
+            returns.append(buf_id)
+            if len(returns) >= net.return_batch:
+                net.flush_returns()
+            return n
+        finally:
+            lock.release()
+
+    def _wait_data(self) -> None:
+        """Sleep until data, EOF or an error (caller holds ``recv_lock``)."""
+        if not self.connected:
+            raise error(errno.ENOTCONN, "recv")
+        # a pure reader in mid-stream (bulk) is woken once per batch of
+        # buffers; a conversation (rr: it sent since its last read) or a
+        # first read (crr: one request per connection) at every event
+        rx = self.rx
+        if not self._wait(lambda: rx or self.eof or self.error,
+                          self._deadline(), self.consumed > 0 and not self.talking):
+            raise self._would_block("recv")
+
+    # ---- teardown --------------------------------------------------------------------
+    def shutdown(self, how: int) -> None:
+        if how not in (pysocket.SHUT_RD, pysocket.SHUT_WR, pysocket.SHUT_RDWR):
+            raise error(errno.EINVAL, "shutdown")
+        if not self.connected:
+            raise error(errno.ENOTCONN, "shutdown")
+        if how in (pysocket.SHUT_RD, pysocket.SHUT_RDWR):
+            self.shut_rd = True
+        if how in (pysocket.SHUT_WR, pysocket.SHUT_RDWR):
+            with self.send_lock:
+                self._call(layout.OP_SHUTDOWN, "shutdown", value=how)
+                self.shut_wr = True
+
+    def close(self, abort: bool = False) -> None:
+        """Return at once; the engine answers once the data sent is acknowledged, and
+        only then are the send buffers freed and the id forgotten (release())."""
+        if self.closed:
+            return
+        self.closed = True
+        if self.driver.rx_queues.get(self.conn) is self.rx:
+            del self.driver.rx_queues[self.conn]   # later buffers: the general path
+        while self.rx:
+            self.net.give_back(self.rx.popleft()[0])
+        if self.net.driver.closed or self.net.driver.engine_dead:
+            self.release()
+            return
+        cookie = self.driver.new_cookie()
+        self.net.closing[cookie] = self
+        self.driver.post(layout.OP_CLOSE, 0, self.conn, cookie, 0, 0, 0, 0, 0,
+                         ABORT if abort or self.abort_on_close else 0)
+
+    def release(self) -> None:
+        """The engine forgot the connection: free the send share and the id."""
+        if self.ring is not None:
+            self.net.area.free(self.ring.offset, self.ring.size)
+            self.ring = None
+        self._free_retired(1 << 63)
+        if self.net.sockets.get(self.conn) is self:
+            del self.net.sockets[self.conn]
+        if self.driver.rx_queues.get(self.conn) is self.rx:
+            del self.driver.rx_queues[self.conn]
+
+    def __enter__(self) -> "OffloadSocket":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "listening" if self.listening else \
+            "connected" if self.connected else "new"
+        return f"<OffloadSocket conn={self.conn:#x} {state} local={self.local} peer={self.peer}>"
