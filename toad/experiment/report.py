@@ -225,7 +225,8 @@ def notes(details: Iterable[dict]) -> str:
              "softirqs and any other process there), checksum time excluded"]
     if repeats > 1:
         lines.append(f"each figure is the median of {repeats} runs of its point "
-                     f"(workload.repeat); min - max: the spread of the totals")
+                     f"(workload.repeat); min - max: the smallest and largest total (rr/crr: p50) "
+                     f"over those runs")
     pins = {json.dumps(d.get("pinning"), sort_keys=True) for d in details if d.get("pinning")}
     for pin in sorted(pins):
         obtained = ", ".join(f"{k} {v}" for k, v in json.loads(pin).items())
