@@ -130,14 +130,17 @@ class TapDevice:
             try:
                 n = readinto(view)    # None when empty: no exception per batch
             except OSError as exc:    # EBADFD: the device was deleted under us
-                raise TapError(f"{self.label}: read failed: {exc.strerror} (was its "
-                               "namespace deleted by another program?)") from None
+                raise self.read_failed(exc) from None
             if n is None:
                 break
             frame = self.accept(view, n)
             if frame is not None:
                 out.append(frame)
         return out
+
+    def read_failed(self, exc: OSError) -> TapError:
+        return TapError(f"{self.label}: read failed: {exc.strerror} (was its namespace "
+                        "deleted by another program?)")
 
     def read_bare(self, max_frames: int) -> list[tuple[memoryview, bool]]:
         """``read_batch`` without the virtio-net header: each read is one frame, its
@@ -149,8 +152,7 @@ class TapDevice:
             try:
                 n = readinto(view)    # None when empty: no exception per batch
             except OSError as exc:    # EBADFD: the device was deleted under us
-                raise TapError(f"{self.label}: read failed: {exc.strerror} (was its "
-                               "namespace deleted by another program?)") from None
+                raise self.read_failed(exc) from None
             if n is None:
                 break
             if n < ETH_HLEN:

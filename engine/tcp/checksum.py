@@ -158,17 +158,10 @@ def burst_kernel(buf, count):
         end = at + 14 + total
         if total < 40 or end > data.size:
             return -1                      # not a frame of the builder's: stop
-        segment = data[tcp_at:end]
-        n8 = segment.size // 8
-        words = segment[:n8 * 8].view(np.uint64)
-        acc = np.uint64(0)
-        for i in range(n8):
-            x = words[i]
-            acc += (x & _LOW32) + (x >> _SHIFT32)
         pseudo = np.uint64(6 + total - 20)
         for i in range(at + 26, at + 34, 2):         # source and destination address
             pseudo += (np.uint64(data[i]) << np.uint64(8)) | np.uint64(data[i + 1])
-        acc = _fold_swap(acc, _tail(segment, n8 * 8)) + pseudo
+        acc = sum_kernel(data[tcp_at:end]) + pseudo
         acc = (acc & np.uint64(0xFFFF)) + (acc >> np.uint64(16))
         acc = (acc & np.uint64(0xFFFF)) + (acc >> np.uint64(16))
         acc = (acc & np.uint64(0xFFFF)) + (acc >> np.uint64(16))
