@@ -114,7 +114,7 @@ def qp_settings(path: str) -> list[str]:
     if not isinstance(qp, dict):
         raise ToadError(f"{path}: qp must be a mapping")
     return [f"qp.{key}={json.dumps(value)}" for key, value in qp.items()
-            if key not in ("recv_buffers", "recv_buffer_bytes")]
+            if key not in ("recv_buffers", "recv_buffer_bytes", "recv_pool_bytes")]
 
 
 def start(argv: list[str], cpu: int) -> subprocess.Popen:

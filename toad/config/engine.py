@@ -61,6 +61,11 @@ class QueuePairConfig:
     request_entries: int = doc("request ring size (records, power of two)", default=1024)
     event_entries: int = doc("event ring size (records, power of two)", default=4096)
     recv_buffers: int = doc("anonymous receive buffers in the pool", default=64)
+    recv_pool_bytes: int = doc(
+        "when > 0, the pool holds recv_pool_bytes / recv_buffer_bytes buffers (at "
+        "least 8) in place of recv_buffers: an experiment's pool then has the same size "
+        "in bytes at every chunk size (a pool bigger than the caches makes every copy "
+        "out of it slower); 0 = recv_buffers as given", default=0)
     recv_buffer_bytes: int = doc(
         "size of one anonymous receive buffer (the 'chunk'); experiments set it "
         "to the workload's chunk size", default=131072)
@@ -107,6 +112,13 @@ class QueuePairConfig:
         if not 512 <= self.recv_buffer_bytes <= 16 << 20:
             raise ConfigError(
                 f"{path}.recv_buffer_bytes: {self.recv_buffer_bytes} must be 512..16777216")
+        if not 0 <= self.recv_pool_bytes <= 1 << 30:
+            raise ConfigError(f"{path}.recv_pool_bytes: {self.recv_pool_bytes} must be "
+                              f"0..1073741824")
+        if self.recv_pool_bytes:
+            # derived, not chosen: the count follows the pool and the buffer size
+            count = min(65536, max(8, self.recv_pool_bytes // self.recv_buffer_bytes))
+            object.__setattr__(self, "recv_buffers", count)
         if self.send_buffer_bytes < 65536:
             raise ConfigError(f"{path}.send_buffer_bytes: {self.send_buffer_bytes} must be >= 65536")
         if not 0 < self.send_share_bytes <= self.send_buffer_bytes:

@@ -48,8 +48,8 @@ def effective(config: Config, mode: str, unit: int, name: str) -> Config:
     data.update(mode=mode, name=name)
     if config.workload.kind == "bulk":
         data["workload"]["chunk_bytes"] = [unit]
-        # the anonymous receive buffer is the chunk (TOAD); qp.recv_buffers (how many)
-        # stays as configured
+        # the anonymous receive buffer is the chunk (TOAD); how many: qp.recv_buffers
+        # as configured, or qp.recv_pool_bytes / chunk (derived when the config loads)
         data["qp"]["recv_buffer_bytes"] = max(512, unit)
     else:
         data["workload"]["sizes"] = [unit]
