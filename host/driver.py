@@ -358,6 +358,31 @@ class Driver:
             self._awaited.discard(cookie)
             self._done.pop(cookie, None)
 
+    def start(self, opcode: int, **fields) -> int:
+        """Post a request whose answer is claimed later (``answer``): its cookie."""
+        cookie = self.new_cookie()
+        self._awaited.add(cookie)
+        self.post(opcode, cookie=cookie, **fields)
+        return cookie
+
+    def answer(self, cookie: int) -> Optional[Event]:
+        """The COMPLETION or ERROR event of a ``start``ed request once it is in (events
+        ready now are consumed first), else None."""
+        if cookie not in self._done:
+            self.try_poll()
+        event = self._done.pop(cookie, None)
+        if event is not None:
+            self._awaited.discard(cookie)
+        return event
+
+    def answered(self, cookie: int) -> bool:
+        return cookie in self._done
+
+    def forget(self, cookie: int) -> None:
+        """No longer claim a ``start``ed request's answer (it goes to on_event)."""
+        self._awaited.discard(cookie)
+        self._done.pop(cookie, None)
+
     # ---- events ------------------------------------------------------------------------
     def event_ready(self) -> bool:
         return self.published(self.event_consumer)

@@ -39,8 +39,8 @@ def check(event, what: str) -> None:
 
 
 class OffloadSocket:
-    """A TCP socket whose protocol runs in the engine (IPv4 stream sockets only;
-    connect blocks, even in non-blocking mode it answers EINPROGRESS without starting)."""
+    """A TCP socket whose protocol runs in the engine (IPv4 stream sockets only; a
+    non-blocking one is polled by calling it: it has no file descriptor to select on)."""
 
     family = pysocket.AF_INET
     type = pysocket.SOCK_STREAM
@@ -77,6 +77,8 @@ class OffloadSocket:
         self.retired: list = []        # (offset, size, posted at retirement) of old rings
         self.abort_on_close = False    # SO_LINGER {1, 0}
         self.share = network.share     # send-buffer bytes this socket may hold (SO_SNDBUF)
+        self.connecting: tuple[int, int, int] | None = None   # (cookie, addr, port)
+        self.so_error = 0              # a non-blocking connect's failure (SO_ERROR)
         self.send_lock = threading.Lock()
         self.recv_lock = threading.Lock()
 
@@ -199,14 +201,22 @@ class OffloadSocket:
                 raise self._would_block("accept")
 
     def connect(self, address) -> None:
+        """Blocking: the handshake's outcome. Non-blocking (timeout 0), as Linux: the
+        first call starts the handshake and raises EINPROGRESS; later calls raise
+        EALREADY until it is over, then return (or raise its error) once; after that
+        EISCONN. SO_ERROR also reports a failed handshake."""
         self._check_open()
+        if self.connecting is not None:
+            return self._finish_connect()
         if self.connected:
             raise error(errno.EISCONN, "connect")
         addr, port = parse_address(address, "connect")
         if addr == 0:
             addr = aton("127.0.0.1")
         if self.timeout == 0:
-            raise error(errno.EINPROGRESS, "connect on a non-blocking offloaded socket")
+            cookie = self.driver.start(layout.OP_CONNECT, conn=self.conn, addr=addr, port=port)
+            self.connecting = (cookie, addr, port)
+            raise error(errno.EINPROGRESS, "connect")
         try:
             event = self.driver.call(layout.OP_CONNECT, timeout=self.timeout, conn=self.conn,
                                      addr=addr, port=port)
@@ -216,6 +226,39 @@ class OffloadSocket:
         check(event, f"connect to {ntoa(addr)}:{port}")
         self.connected = True
         self.peer = (ntoa(addr), port)
+
+    def _finish_connect(self, in_progress: int = errno.EALREADY) -> None:
+        """A connect started non-blocking: its outcome if in (waiting for it unless
+        the socket is non-blocking: then ``in_progress`` is raised while it is not)."""
+        cookie, addr, port = self.connecting
+        if self.timeout != 0 and not self._wait(lambda: self.driver.answered(cookie),
+                                                self._deadline()):
+            raise TimeoutError("timed out")
+        event = self.driver.answer(cookie)
+        if event is None:
+            raise error(in_progress, "connect in progress")
+        self.connecting = None
+        check(event, f"connect to {ntoa(addr)}:{port}")
+        self.connected = True
+        self.peer = (ntoa(addr), port)
+
+    def getsockopt(self, level: int, option: int, buflen: int = 0) -> int:
+        """SO_ERROR: a non-blocking connect's failure (0 while it is in progress or
+        succeeded), then 0: the poll-for-writable pattern of non-blocking clients."""
+        if (level, option) != (pysocket.SOL_SOCKET, pysocket.SO_ERROR) or buflen:
+            raise error(errno.ENOPROTOOPT, "getsockopt: only SOL_SOCKET SO_ERROR")
+        if self.connecting is not None:
+            cookie, addr, port = self.connecting
+            event = self.driver.answer(cookie)
+            if event is not None:
+                self.connecting = None
+                if event.type == layout.EV_ERROR or event.status:
+                    self.so_error = event.status or errno.EIO
+                else:
+                    self.connected = True
+                    self.peer = (ntoa(addr), port)
+        value, self.so_error = self.so_error, 0
+        return value
 
     def connect_ex(self, address) -> int:
         """connect(), returning the errno instead of raising it (0 on success)."""
@@ -342,7 +385,9 @@ class OffloadSocket:
         if self.shut_wr:
             raise error(errno.EPIPE, "send after shutdown")
         if not self.connected:
-            raise error(errno.ENOTCONN, "send")
+            if self.connecting is None:
+                raise error(errno.ENOTCONN, "send")
+            self._finish_connect(errno.EAGAIN)   # connected now, or raises
 
     def _open_ring(self) -> SendRing:
         """A first, small ring in the send area (taken at the connection's first send)."""
@@ -466,7 +511,9 @@ class OffloadSocket:
     def _wait_data(self) -> None:
         """Sleep until data, EOF or an error (caller holds ``recv_lock``)."""
         if not self.connected:
-            raise error(errno.ENOTCONN, "recv")
+            if self.connecting is None:
+                raise error(errno.ENOTCONN, "recv")
+            self._finish_connect(errno.EAGAIN)   # connected now, or raises
         # a pure reader in mid-stream (bulk) is woken once per batch of
         # buffers; a conversation (rr: it sent since its last read) or a
         # first read (crr: one request per connection) at every event
@@ -494,6 +541,9 @@ class OffloadSocket:
         if self.closed:
             return
         self.closed = True
+        if self.connecting is not None:        # its answer is nobody's now
+            self.driver.forget(self.connecting[0])
+            self.connecting = None
         if self.driver.rx_queues.get(self.conn) is self.rx:
             del self.driver.rx_queues[self.conn]   # later buffers: the general path
         while self.rx:

@@ -459,3 +459,61 @@ def test_tcp_nagle_config_applies_without_setsockopt(engine, nagle):
         listener.close()
     held = run.stop()["connections"].get("tx_held_nagle_sws", 0)
     assert (held > 0) if nagle else (held == 0), held
+
+
+def test_non_blocking_connect_runs_the_handshake_as_linux_does(engine):
+    """EINPROGRESS, then EALREADY while the handshake runs, then the outcome once
+    (0, or the error; SO_ERROR reports it too), then EISCONN."""
+    run = engine()
+    with OffloadNetwork(run.config()) as net:
+        listener = net.listen(7100)
+        thread, box = serve_once(listener, lambda s: s.recv(100))
+        client = net.socket()
+        client.setblocking(False)
+        with pytest.raises(BlockingIOError) as info:
+            client.connect((net.listen_address, 7100))
+        assert info.value.errno == errno.EINPROGRESS
+        outcomes, deadline = [], time.monotonic() + 10   # bounded: no timing assertion
+        while time.monotonic() < deadline:
+            code = client.connect_ex((net.listen_address, 7100))
+            outcomes.append(code)
+            if code != errno.EALREADY:
+                break
+        assert set(outcomes[:-1]) <= {errno.EALREADY} and outcomes[-1] == 0
+        assert client.connect_ex((net.listen_address, 7100)) == errno.EISCONN
+        assert client.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0
+        client.setblocking(True)
+        client.sendall(b"hello")
+        thread.join(10)
+        assert box["result"] == b"hello"
+        client.close()
+
+        # refused: reported once by SO_ERROR (the poll-for-writable pattern)
+        refused = net.socket()
+        refused.setblocking(False)
+        assert refused.connect_ex((net.listen_address, 7199)) == errno.EINPROGRESS
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            status = refused.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if status or refused.connecting is None:
+                break
+        assert status == errno.ECONNREFUSED
+        assert refused.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0
+        with pytest.raises(OSError) as info:
+            refused.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        assert info.value.errno == errno.ENOPROTOOPT
+        refused.close()
+
+        # a send on a socket still connecting: EAGAIN, or it waits when blocking
+        pending = net.socket()
+        thread, box = serve_once(listener, lambda s: s.recv(100))
+        pending.setblocking(False)
+        assert pending.connect_ex((net.listen_address, 7100)) == errno.EINPROGRESS
+        pending.setblocking(True)
+        pending.sendall(b"later")
+        thread.join(10)
+        assert box["result"] == b"later"
+        pending.close()
+        listener.close()
+    summary = run.stop()
+    assert summary["tables"]["qp_connections"] == 0
