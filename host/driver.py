@@ -346,23 +346,24 @@ class Driver:
 
     def call(self, opcode: int, timeout: Optional[float] = None, **fields) -> Event:
         """Post a request and wait for its COMPLETION or ERROR event."""
-        cookie = self.new_cookie()
-        self._awaited.add(cookie)
+        cookie = self.start(opcode, **fields)
         try:
-            self.post(opcode, cookie=cookie, **fields)
             if not self.wait_for(lambda: cookie in self._done, timeout):
                 raise TimeoutError(f"no answer to {layout.OPCODE_NAMES.get(opcode, opcode)} "
                                    f"within {timeout} s")
             return self._done.pop(cookie)
         finally:
-            self._awaited.discard(cookie)
-            self._done.pop(cookie, None)
+            self.forget(cookie)
 
     def start(self, opcode: int, **fields) -> int:
         """Post a request whose answer is claimed later (``answer``): its cookie."""
         cookie = self.new_cookie()
         self._awaited.add(cookie)
-        self.post(opcode, cookie=cookie, **fields)
+        try:
+            self.post(opcode, cookie=cookie, **fields)
+        except BaseException:
+            self._awaited.discard(cookie)
+            raise
         return cookie
 
     def answer(self, cookie: int) -> Optional[Event]:

@@ -237,10 +237,19 @@ class OffloadSocket:
         event = self.driver.answer(cookie)
         if event is None:
             raise error(in_progress, "connect in progress")
+        status = self._connect_done(event)
+        if status:
+            raise error(status, f"connect to {ntoa(addr)}:{port}")
+
+    def _connect_done(self, event) -> int:
+        """Record a started connect's answer: 0 (connected now) or its errno."""
+        _cookie, addr, port = self.connecting
         self.connecting = None
-        check(event, f"connect to {ntoa(addr)}:{port}")
+        if event.type == layout.EV_ERROR or event.status:
+            return event.status or errno.EIO
         self.connected = True
         self.peer = (ntoa(addr), port)
+        return 0
 
     def getsockopt(self, level: int, option: int, buflen: int = 0) -> int:
         """SO_ERROR: a non-blocking connect's failure (0 while it is in progress or
@@ -248,15 +257,9 @@ class OffloadSocket:
         if (level, option) != (pysocket.SOL_SOCKET, pysocket.SO_ERROR) or buflen:
             raise error(errno.ENOPROTOOPT, "getsockopt: only SOL_SOCKET SO_ERROR")
         if self.connecting is not None:
-            cookie, addr, port = self.connecting
-            event = self.driver.answer(cookie)
+            event = self.driver.answer(self.connecting[0])
             if event is not None:
-                self.connecting = None
-                if event.type == layout.EV_ERROR or event.status:
-                    self.so_error = event.status or errno.EIO
-                else:
-                    self.connected = True
-                    self.peer = (ntoa(addr), port)
+                self.so_error = self._connect_done(event)
         value, self.so_error = self.so_error, 0
         return value
 

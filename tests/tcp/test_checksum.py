@@ -99,14 +99,19 @@ def test_fill_partial_gives_a_verifying_checksum():
     assert ck.fold(ck.pseudo_sum(0x0A000001, 0x0A000002, 6, len(tail)) + reference_sum(bytes(tail))) == 0xFFFF
 
 
-@pytest.mark.parametrize("kind", ["bytearray", "memoryview", "readonly", "bytes"])
-def test_region_sum_matches_reference_on_every_buffer_kind(kind):
-    rng = random.Random(7)
-    for _ in range(200):
-        data = bytes(rng.getrandbits(8) for _ in range(rng.randrange(0, 80)))
+def random_regions(seed: int, max_len: int, count: int = 200):
+    """(data, start, end, initial sum) of ``count`` seeded random regions."""
+    rng = random.Random(seed)
+    for _ in range(count):
+        data = bytes(rng.getrandbits(8) for _ in range(rng.randrange(0, max_len)))
         start = rng.randrange(0, len(data) + 1)
         end = rng.randrange(start, len(data) + 1)
-        initial = rng.randrange(0, 1 << 20)
+        yield data, start, end, rng.randrange(0, 1 << 20)
+
+
+@pytest.mark.parametrize("kind", ["bytearray", "memoryview", "readonly", "bytes"])
+def test_region_sum_matches_reference_on_every_buffer_kind(kind):
+    for data, start, end, initial in random_regions(7, 80):
         buf = {"bytearray": bytearray(data), "memoryview": memoryview(bytearray(data)),
                "readonly": memoryview(data), "bytes": data}[kind]
         assert ck.region_sum(buf, start, end, initial) == ck.fold(
@@ -118,12 +123,7 @@ def test_region_frame_entry_point_matches_reference(kind):
     """The per-frame paths call the kernel's entry point directly (no dispatcher):
     same sums on every contiguous buffer kind the NICs hand over, folded to 16 bits,
     including empty regions and odd lengths."""
-    rng = random.Random(11)
-    for _ in range(200):
-        data = bytes(rng.getrandbits(8) for _ in range(rng.randrange(0, 1600)))
-        start = rng.randrange(0, len(data) + 1)
-        end = rng.randrange(start, len(data) + 1)
-        initial = rng.randrange(0, 1 << 20)
+    for data, start, end, initial in random_regions(11, 1600):
         buf = {"bytearray": bytearray(data), "memoryview": memoryview(bytearray(data)),
                "readonly": memoryview(data), "bytes": data,
                "slice": memoryview(bytearray(b"xyz" + data))[3:]}[kind]
