@@ -1,4 +1,5 @@
-"""The host driver's adaptive spin budget (host/driver.py: _adapt_spin, PROBE_MASK)."""
+"""The host driver's adaptive spin budget (host/driver_wait.py: _adapt_spin, PROBE_MASK,
+re-exported by host/driver.py)."""
 from types import SimpleNamespace
 
 from host import driver
