@@ -46,7 +46,6 @@ from toad import layout
 from toad.addresses import pid_alive
 from toad.engine_stats import OeMemory
 from toad.errors import ToadError
-from toad import rings
 from toad.rings import MASK32, RecordRing, full_fence, ring_free
 from toad.shm import (Segment, ShmError, close_semaphore, create_semaphore, open_semaphore,
                       unlink_segment, unlink_semaphore)
@@ -58,8 +57,6 @@ ROW_MASK = (1 << layout.CONN_ROW_BITS) - 1
 _OP_SEND, _SILENT = layout.OP_SEND, layout.REQ_SILENT
 _SLEEPING = layout.ENGINE_SLEEPING_FLAG
 _RECV_DATA = layout.EV_RECV_DATA
-# full_fence's lock operations, called inline on the send path (one frame less)
-_fence_acquire, _fence_release = rings._fence_lock.acquire, rings._fence_lock.release
 
 
 class EngineDead(ToadError):
@@ -276,13 +273,14 @@ class Driver(EventWaits):
             index = (index + 1) & MASK32
             self.request_producer = index
             self.oe_u32[self.req_doorbell] = index  # publish: the record is written
-            if self.engine_may_sleep:
-                _fence_acquire()  # full_fence, inlined: the doorbell is visible
-                _fence_release()  # before we read "engine sleeping"
-                if self.u32[self.engine_flags_word] & _SLEEPING:
-                    self.wake.release()
         finally:
             lock.release()
+        # Releasing a CPython lock is sem_post, an atomic read-modify-write (lock
+        # cmpxchg on x86-64): a full barrier as full_fence's acquire, so the doorbell
+        # is visible before we read "engine sleeping". (A nested release of this RLock
+        # is no barrier; the post that holds it outside rings its doorbell and checks.)
+        if self.engine_may_sleep and self.u32[self.engine_flags_word] & _SLEEPING:
+            self.wake.release()
 
     def _refresh_request_room(self) -> None:
         """Read the engine's request consumer index (caller holds ``_post_lock``);

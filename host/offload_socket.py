@@ -305,29 +305,38 @@ class OffloadSocket:
         write and stay aligned in the ring (only a ring's end splits one)."""
         if flags:
             raise error(errno.EOPNOTSUPP, "sendall flags")
-        # a ready byte view (the bulk loops pass one) is used as is: no cast per call
-        view = data if type(data) is memoryview and data.format == "B" and \
-            data.ndim == 1 and data.c_contiguous else memoryview(data).cast("B")
-        total = len(view)
-        if not total:
-            return
         lock = self.send_lock
         lock.acquire()   # (acquire/release, not ``with``: half the cost)
         try:
             ring = self.ring
             if ring is not None and not (self.closed or self.error or self.shut_wr):
+                # any flat byte buffer is copied as it is (no view or cast per call):
+                # for anything else (other item formats or shapes, no buffer, no len)
+                # len() is not its byte count, but then the copy (or len) raises before
+                # a byte is written, and the general path below casts it
+                try:
+                    total = len(data)
+                except TypeError:
+                    total = 0
                 size, base, posted, acked = ring.size, ring.base, ring.posted, ring.acked
                 position = (posted - base) % size
-                if position + total <= size and \
+                if 0 < total and position + total <= size and \
                         size - posted + (acked if acked > base else base) >= total:
                     offset = ring.offset + position
-                    self.mv[offset:offset + total] = view     # the one copy
-                    self.driver.post_send(self.conn, offset, total)
-                    ring.posted = posted + total
-                    self.talking = True
-                    return
+                    try:
+                        self.mv[offset:offset + total] = data     # the one copy
+                    except (TypeError, ValueError):
+                        pass
+                    else:
+                        self.driver.post_send(self.conn, offset, total)
+                        ring.posted = posted + total
+                        self.talking = True
+                        return
         finally:
             lock.release()
+        view = data if type(data) is memoryview and data.format == "B" and \
+            data.ndim == 1 and data.c_contiguous else memoryview(data).cast("B")
+        total = len(view)
         done = 0
         while done < total:
             done += self._send_view(view[done:] if done else view, True)

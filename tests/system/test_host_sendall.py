@@ -7,6 +7,8 @@ chunk): one SEND per chunk, at chunk-aligned ring positions.
 """
 from __future__ import annotations
 
+import array
+import hashlib
 import os
 import socket
 
@@ -68,4 +70,33 @@ def test_sendall_into_a_partly_free_ring_that_cannot_grow_does_not_hang(engine):
         client.close()
         listener.close()
     assert box.get("result", (0,))[0] == count * chunk, box.get("error")
+    run.stop()
+
+
+def test_sendall_takes_any_buffer_as_its_bytes_and_refuses_non_buffers(engine):  # noqa: F811
+    """The fast path copies a flat byte buffer as it is; other buffers (items wider
+    than a byte, two dimensions, a view that is not 'B') go through a byte cast, so
+    the stream carries their bytes; a str is refused with TypeError, sending nothing."""
+    run = engine()
+    words = array.array("I", range(5000))                       # len 5000, 20000 bytes
+    grid = memoryview(bytes(range(256)) * 16).cast("B", (64, 64))  # len 64, 4096 bytes
+    signed = memoryview(bytearray(os.urandom(3000))).cast("b")
+    pieces = [b"head", bytearray(b"middle"), words, grid, signed, memoryview(b"tail")]
+    expected = b"".join(bytes(memoryview(p).cast("B")) if isinstance(p, memoryview)
+                        else bytes(p) for p in pieces)
+    with OffloadNetwork(run.config()) as net:
+        listener = net.listen(7033)
+        thread, box = serve_once(listener, lambda sock: drain(sock, 4096))
+        client = net.create_connection((net.listen_address, 7033), timeout=5)
+        client.sendall(b"x")           # the ring exists: later calls take the fast path
+        with pytest.raises(TypeError):
+            client.sendall("text")
+        for piece in pieces:
+            client.sendall(piece)
+        client.shutdown(socket.SHUT_WR)
+        thread.join(30)
+        client.close()
+        listener.close()
+    assert box.get("result") == (1 + len(expected),
+                                 hashlib.sha256(b"x" + expected).hexdigest()), box.get("error")
     run.stop()
