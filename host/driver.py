@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import struct
 import threading
 import time
 from collections import deque
@@ -57,6 +58,9 @@ ROW_MASK = (1 << layout.CONN_ROW_BITS) - 1
 _OP_SEND, _SILENT = layout.OP_SEND, layout.REQ_SILENT
 _SLEEPING = layout.ENGINE_SLEEPING_FLAG
 _RECV_DATA = layout.EV_RECV_DATA
+# an event's type, conn, buffer and length (all a RECV_DATA event needs): poll reads the
+# whole body (EVENT_BODY_STRUCT) only for other events
+_RECV_FIELDS = struct.Struct("<H2xI16xI12xQ").unpack_from
 
 
 class EngineDead(ToadError):
@@ -172,8 +176,19 @@ class Driver(EventWaits):
         self.request_consumer_word = layout.QP_HEADER_FIELDS["request_consumer"] // 4
         self.rxbuf_consumer_word = layout.QP_HEADER_FIELDS["rxbuf_consumer"] // 4
         self.engine_flags_word = layout.QP_HEADER_FIELDS["engine_flags"] // 4
+        self._map_event_ring(lay)
+
+    def _map_event_ring(self, lay: layout.QpLayout) -> None:
+        """poll()'s view of the event ring in ``self.mv`` (entries a power of two)."""
         self.event_shift = lay.event_entries.bit_length() - 1
         self.event_phase_word = (lay.event_offset + layout.EVENT_PHASE_OFFSET) // 4
+        # the phase word of event ``event_consumer`` and the value it has once that
+        # event is published (poll's one-load test for "nothing new")
+        self.next_phase_word, self.next_phase = self.event_phase_word, 1
+        # what poll() reads the ring with (one load instead of eight)
+        self._event_ring = (layout.EVENT_BODY_STRUCT.unpack_from, self.mv,
+                            lay.event_entries - 1, self.event_shift, lay.event_offset,
+                            self.event_phase_word)
 
     def _slot_word(self, field: str) -> int:
         return self.oe.slot_word(self.slot, field)
@@ -382,39 +397,41 @@ class Driver(EventWaits):
 
     def poll(self, limit: int = 256) -> int:
         """Consume and dispatch ready events (caller holds the consumer role)."""
-        unpack, mv = layout.EVENT_BODY_STRUCT.unpack_from, self.mv
-        mask, shift = self.layout.event_entries - 1, self.event_shift
-        base, phase_word, u32 = self.layout.event_offset, self.event_phase_word, self.u32
+        u32 = self.u32
+        if u32[self.next_phase_word] != self.next_phase:
+            return 0                  # nothing published (a spinning waiter's usual poll)
+        unpack, mv, mask, shift, base, phase_word = self._event_ring
         index, count, attached = self.event_consumer, 0, 0
-        awaited, on_event, make = self._awaited, self.on_event, Event._make
-        on_recv, rx_queues = self.on_recv_data, self.rx_queues
+        slot, phase = index & mask, ((index >> shift) & 1) ^ 1   # of event ``index``
+        rx_queues = self.rx_queues
         try:
             while count < limit:
-                slot = index & mask
-                if u32[phase_word + slot * 16] != ((index >> shift) & 1) ^ 1:
+                if u32[phase_word + slot * 16] != phase:
                     break
-                values = unpack(mv, base + slot * 64)  # phase seen, then body
-                index = (index + 1) & MASK32
+                at = base + slot * 64
+                kind, conn, buffer, length = _RECV_FIELDS(mv, at)  # phase seen, then body
                 count += 1
-                if values[0] == _RECV_DATA:   # no cookie: never awaited
-                    queue = rx_queues.get(values[2])
-                    if queue is not None and values[10]:
-                        queue.append([values[7], 0, values[10]])  # buffer, start, length
+                slot += 1
+                if slot > mask:               # the ring wrapped: the phase flips
+                    slot, phase = 0, phase ^ 1
+                if kind == _RECV_DATA:        # no cookie: never awaited
+                    queue = rx_queues.get(conn)
+                    if queue is not None and length:
+                        queue.append([buffer, 0, length])  # buffer, start, length
                         attached += 1
                         continue
-                    if on_recv is not None:
-                        on_recv(values)
+                values = unpack(mv, at)
+                if kind == _RECV_DATA:
+                    if self.on_recv_data is not None:
+                        self.on_recv_data(values)
                         continue
-                event = make(values)
-                if on_event is not None and event.cookie not in awaited:
-                    on_event(event)          # (_dispatch's common case, inlined)
-                else:
-                    self._dispatch(event)
+                self._dispatch(Event._make(values))
         finally:   # even if a handler raised: the events taken are consumed
             if attached:
                 self.recv_attached += attached
             if count:
-                self.event_consumer = index
+                self.event_consumer = index = (index + count) & MASK32
+                self.next_phase_word, self.next_phase = phase_word + slot * 16, phase
                 self.oe.u32[self.event_doorbell] = index  # the engine may reuse the slots
                 if self._waiters:
                     with self._cond:
@@ -423,6 +440,8 @@ class Driver(EventWaits):
 
     def try_poll(self) -> int:
         """Consume ready events if no other thread is consuming (never waits)."""
+        if self.u32[self.next_phase_word] != self.next_phase:
+            return 0          # nothing published (a hint only: poll decides under the role)
         if not self._consumer.acquire(blocking=False):
             return 0
         try:
