@@ -486,17 +486,23 @@ class Driver(EventWaits):
             entries = self._rx_entries = [pack(self.recv_buffer_offset(i), size, i)
                                           for i in range(lay.recv_buffers)]
         mask, width, first = lay.rxbuf_entries - 1, layout.RXBUF.itemsize, lay.rxbuf_offset
-        mv = self.mv
+        mv, count = self.mv, len(ids)
         with self._post_lock:
             index = self.rxbuf_producer
             while ring_free(lay.rxbuf_entries, index, self.u32[self.rxbuf_consumer_word]) \
-                    < len(ids):
+                    < count:
                 self.check_engine()
                 time.sleep(0.0001)
-            for buf_id in ids:
-                at = first + (index & mask) * width
-                mv[at:at + width] = entries[buf_id]
-                index = (index + 1) & MASK32
+            slot = index & mask
+            if slot + count <= mask + 1:        # no wrap: all entries in one store
+                at = first + slot * width
+                mv[at:at + count * width] = b"".join(map(entries.__getitem__, ids))
+                index = (index + count) & MASK32
+            else:
+                for buf_id in ids:
+                    at = first + (index & mask) * width
+                    mv[at:at + width] = entries[buf_id]
+                    index = (index + 1) & MASK32
             self._publish_rxbufs(index)
 
     def _publish_rxbufs(self, index: int) -> None:

@@ -1,6 +1,6 @@
 """The driver's rings over plain memory (no engine): the event poll (what each event
 kind becomes, the phase bit across the ring's wrap, the limit, the consumer index it
-publishes).
+publishes) and the receive-buffer returns (entries written in order across the wrap).
 
 Events are written as the engine writes them (body, then the phase word last); the
 driver is built without an engine (Driver.__new__ plus the fields poll uses, and its
@@ -119,3 +119,25 @@ def test_events_taken_before_a_handler_raises_are_consumed():
     drv.on_event = lambda event: None
     assert drv.poll() == 2 and drv.event_consumer == 3
 
+
+def test_returned_buffers_are_written_in_order_across_the_ring_end():
+    ring = Ring()
+    drv = plain_driver(ring)
+    size, entries = 4096, 8
+    drv.layout = SimpleNamespace(rxbuf_entries=entries, rxbuf_offset=64, recv_offset=1 << 20,
+                                 recv_buffer_bytes=size, recv_buffers=32)
+    drv.mv = memoryview(bytearray(64 + entries * 16))
+    drv.u32 = drv.mv.cast("I")
+    drv.rxbuf_consumer_word, drv.rxbuf_doorbell, drv.rxbuf_producer = 0, 5, 0
+    drv._post_lock, drv._rx_entries, drv.engine_may_sleep = threading.RLock(), None, False
+    expected = {}
+    for ids in ([3, 1, 4, 1, 5], [9, 2, 6, 5, 3, 5], [31, 0, 7]):   # 2nd and 3rd wrap
+        for i, buf_id in enumerate(ids):
+            expected[(drv.rxbuf_producer + i) % entries] = buf_id
+        drv.return_buffers(ids)
+        drv.u32[0] = drv.rxbuf_producer          # the engine took them all
+        assert drv.oe.u32[5] == drv.rxbuf_producer
+        for slot, buf_id in expected.items():
+            assert layout.RXBUF_STRUCT.unpack_from(drv.mv, 64 + slot * 16) == \
+                (drv.layout.recv_offset + buf_id * size, size, buf_id)
+    assert drv.rxbuf_producer == 14
