@@ -341,7 +341,7 @@ class Driver(EventWaits):
         spins = 0
         while self.request_space() < count:
             # the engine stops reading requests while the event ring is full: consume
-            if self._consumer.acquire(blocking=False):
+            if self._consumer.acquire(False):
                 try:
                     self.poll()
                 finally:
@@ -442,7 +442,7 @@ class Driver(EventWaits):
         """Consume ready events if no other thread is consuming (never waits)."""
         if self.u32[self.next_phase_word] != self.next_phase:
             return 0          # nothing published (a hint only: poll decides under the role)
-        if not self._consumer.acquire(blocking=False):
+        if not self._consumer.acquire(False):
             return 0
         try:
             return self.poll()

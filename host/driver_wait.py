@@ -45,7 +45,7 @@ class EventWaits:
         while not ready():
             if self.closed:
                 raise closed_error()
-            if self._consumer.acquire(blocking=False):
+            if self._consumer.acquire(False):
                 try:
                     self._consume_until(ready, deadline, batched and not self._waiters)
                 finally:
