@@ -79,8 +79,12 @@ class Dma:
 
     def read(self, offset: int, length: int) -> memoryview:
         """A view of host bytes (a gather read: valid as long as the host keeps them)."""
-        self.check(offset, length)
-        self._count(length)
+        if offset < 0 or length < 0 or offset + length > self.size:
+            self.check(offset, length)
+        self.transactions += 1          # _count, inline (every read of a segment)
+        self.bytes += length
+        if self.bus is not None:
+            self.bus.charge(length)
         return self.view[offset:offset + length]
 
     def read_bytes(self, offset: int, length: int) -> bytes:
@@ -88,8 +92,12 @@ class Dma:
 
     def write(self, offset: int, data) -> None:
         length = len(data) if not isinstance(data, memoryview) else data.nbytes
-        self.check(offset, length)
-        self._count(length)
+        if offset < 0 or offset + length > self.size:
+            self.check(offset, length)
+        self.transactions += 1          # _count, inline (every payload placed)
+        self.bytes += length
+        if self.bus is not None:
+            self.bus.charge(length)
         self.view[offset:offset + length] = data
 
     # Word accessors: aligned offsets only (every ring index and counter is aligned).
@@ -131,8 +139,13 @@ class Dma:
 
     def unpack(self, record: struct.Struct, offset: int) -> tuple:
         """Read one fixed-size record (ring entry) as a tuple."""
-        self.check(offset, record.size)
-        self._count(record.size)
+        size = record.size
+        if offset < 0 or offset + size > self.size:
+            self.check(offset, size)
+        self.transactions += 1          # _count, inline (every request read alone)
+        self.bytes += size
+        if self.bus is not None:
+            self.bus.charge(size)
         return record.unpack_from(self.view, offset)
 
     def pack(self, record: struct.Struct, offset: int, *values) -> None:

@@ -138,6 +138,21 @@ class Dispatcher:
         except DmaError:
             qp.post_error(request, errno.EFAULT, layout.ERR_OUT_OF_BOUNDS)
 
+    def send_one(self, qp, values: tuple) -> bool:
+        """One SEND record (REQUEST_STRUCT values) with :meth:`handle`'s checks (owned
+        connection, range inside the send area), through the send-run handler; False
+        (nothing done) when it needs the general path: no such handler, a check
+        failed, or the handler refused it (the general path posts the error)."""
+        send_run = self.send_run
+        if send_run is None:
+            return False
+        conn, offset, length = values[2], values[7], values[8]
+        lay = qp.layout
+        if (conn not in qp.connections or offset < lay.send_offset
+                or offset + length > lay.send_offset + lay.send_bytes):
+            return False
+        return send_run(qp, conn, ((offset, length),))
+
     def handle_span(self, qp, raw: memoryview, count: int) -> None:
         """Handle ``count`` request records lying contiguously in ``raw``.
 

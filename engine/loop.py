@@ -36,6 +36,7 @@ from toad.shm import close_semaphore, create_semaphore, unlink_semaphore
 HOUSEKEEPING_NS = 1_000_000
 _REQUEST = layout.REQUEST_STRUCT
 _make_request = Request._make
+_OP_SEND = layout.OP_SEND
 assert layout.REQUEST.itemsize == 64
 STATS_FLUSH_NS = 10_000_000
 
@@ -134,7 +135,12 @@ class Engine:
             elif count:      # one record (an rr request): unpacked on its own
                 values = qp.dma.unpack(_REQUEST, qp.request_base
                                        + (qp.request_consumer & qp.request_mask) * 64)
-                self.dispatcher.handle(qp, _make_request(values))
+                dispatcher = self.dispatcher
+                # a SEND (an rr request or reply) goes straight to the send handler
+                # with the checks handle() makes; anything else, or a refused SEND
+                # (its error event), takes the general path
+                if not (values[0] == _OP_SEND and dispatcher.send_one(qp, values)):
+                    dispatcher.handle(qp, _make_request(values))
             if count:
                 qp.consume_requests(count)
                 work += count

@@ -222,17 +222,29 @@ class HostRecvBuffer:
         return self.qp.dma.read_u64(self.counter_offset)
 
     def free_space(self) -> int:
+        pool = self.pool
         if self.detached:
-            return self.pool.limit()
-        free = self.pool.limit() - (self.delivered - self.consumed())
+            return pool.limit()
+        # pool.limit(), self.consumed() and pool.available(), inline: this runs for
+        # every segment sent (its window field) and every returned-buffer doorbell
+        limit = pool.pool_bytes // (pool.receivers or 1)
+        if limit > pool.window_bytes:
+            limit = pool.window_bytes
+        if limit < pool.buffer_bytes:
+            limit = pool.buffer_bytes
+        qp = pool.qp
+        offset = self.counter_offset
+        free = limit - (self.delivered
+                        - (qp.dma.read_u64(offset) if offset is not None else 0))
         # Never offer more than the pool holds right now (shared by the QP's
         # connections; the advertised edge never moves left, so this only slows the
         # window's growth).
-        pool = self.pool.available()
+        room = (((qp.u32[qp.rxbuf_producer_word] - qp.rxbuf_consumer) & 0xFFFFFFFF)
+                + len(pool.cache)) * pool.buffer_bytes
         if self.current is not None:
-            pool += self.current[1] - self.filled
-        if pool < free:
-            free = pool
+            room += self.current[1] - self.filled
+        if room < free:
+            free = room
         if free <= 0:
             if not self.window_closed:          # a slow reader closed the window
                 self.window_closed = True
@@ -251,6 +263,32 @@ class HostRecvBuffer:
         # all taken while anonymous buffers last (a shrunken limit never drops them).
         n = len(data)
         pool = self.pool
+        current = self.current
+        if n and (current is not None or pool.cache):
+            # The usual segment (an rr message, most bulk segments): it fits in the
+            # buffer being filled, or a cached free one, and leaves room in it. The
+            # same writes, counts and post as the loop below, without its list.
+            if current is None:
+                current = pool.cache.popleft()
+                filled = 0
+            else:
+                filled = self.filled
+            offset, length, buf_id = current
+            if filled + n < length:
+                self.qp.dma.write(offset + filled, data)      # DMA
+                filled += n
+                self.delivered += n
+                if push and self.policy.push:
+                    self.delivered += length - filled   # the unused tail is spent too
+                    self.current, self.filled, self.first_at = None, 0, None
+                    self._post(buf_id, filled, _PUSH)
+                    return n
+                self.current, self.filled = current, filled
+                if self.first_at is None:
+                    self.first_at = self.clock()        # the delay policy counts from here
+                return n
+            if self.current is None:      # taken from the cache: the loop starts with it
+                pool.cache.appendleft(current)
         done = 0
         write = self.qp.dma.write
         current, filled = self.current, self.filled

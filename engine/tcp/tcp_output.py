@@ -196,8 +196,14 @@ def send_data(c, out: list, now: float, limit: int) -> None:
     if limit <= off:
         count_limited(c, limit)
         return
-    sack = sack_option(c) if c.sack_enabled and c.reasm.blocks else ()
-    mss, maxseg = segment_sizes(c, sack)
+    if c.sack_enabled and c.reasm.blocks:
+        sack = sack_option(c)
+        mss, maxseg = segment_sizes(c, sack)
+    else:                                           # segment_sizes(c, ()), inline
+        sack = ()
+        mss = c.eff_mss
+        maxseg = c.tso_max
+        maxseg = maxseg - maxseg % mss if maxseg > mss else mss
     fin_ok = c.fin_queued and OUT_FLAGS[c.state] & FIN
     sport, dport, ack = c.local[1], c.remote[1], c.rcv_nxt
     window = advertise(c)
@@ -217,7 +223,10 @@ def send_data(c, out: list, now: float, limit: int) -> None:
             n = maxseg
         if n < avail and n > mss:
             n -= n % mss                            # TSO: whole segments except the tail
-        if n < mss and not may_send_small(c, n, avail, snd_max != c.snd_una):
+        # may_send_small's first case inline (the last bytes, Nagle off or idle)
+        if n < mss and not (n == avail and (c.nodelay or snd_max == c.snd_una
+                                            or c.fin_queued)) \
+                and not may_send_small(c, n, avail, snd_max != c.snd_una):
             c.counters["tx_held_nagle_sws"] += 1
             break
         views = peek(off, n)
