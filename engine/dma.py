@@ -162,7 +162,9 @@ class Dma:
         publishes a complete record (ordering rule 1 of toad/layout.py).
         """
         end = flag_offset + 4
-        size = max(offset + record.size, end) - offset
+        size = record.size
+        if offset + size < end:
+            size = end - offset
         if offset < 0 or offset + size > self.size or flag_offset & 3:
             self.check(-1 if flag_offset & 3 else offset, size)
         self.transactions += 1
