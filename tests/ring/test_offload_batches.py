@@ -276,3 +276,48 @@ def test_the_pool_takes_no_buffer_while_the_event_backlog_is_full():
     qp.flush_backlog()
     assert pool.take() == (lay.recv_offset, 4096, 1)
     assert qp.bad_records == 1                                 # the bad one: reported
+
+
+def test_small_writes_fill_a_buffer_and_cross_into_the_next_in_order():
+    """Writes that fit the buffer being filled (the placement shortcut) and one that
+    crosses its end (the loop) lay the stream out contiguously, post the full buffer,
+    then the pushed rest; a first write larger than a buffer starts with the first
+    cached buffer all the same."""
+    qp, buf, lay, recv, counters = placement()
+    recv.attach(qp.allocate_connection(object()))
+    reader = events_of(buf, lay)
+    stream = bytes((i * 13) & 0xFF for i in range(5010))
+    for start, end in ((0, 1000), (1000, 2000), (2000, 3000)):
+        assert recv.write(memoryview(stream[start:end]), False) == 1000
+    assert len(reader.poll()) == 0 and recv.filled == 3000 and recv.current[2] == 10
+    assert recv.write(memoryview(stream[3000:5000]), False) == 2000    # crosses 4096
+    got = reader.poll()
+    assert list(got["buffer"]) == [10] and list(got["length"]) == [4096]
+    assert recv.current[2] == 11 and recv.filled == 904
+    assert recv.write(memoryview(stream[5000:]), True) == 10
+    got = reader.poll()
+    assert list(got["buffer"]) == [11] and list(got["length"]) == [914]
+    assert list(got["flags"]) == [layout.EVF_PUSH]
+    assert bytes(buf[lay.recv_offset:lay.recv_offset + 5010]) == stream
+    assert recv.delivered == 2 * 4096 and counters["rx_buffers_posted"] == 2
+    qp, buf, lay, recv, _ = placement()
+    recv.attach(qp.allocate_connection(object()))
+    recv.write(memoryview(stream[:100]), False)
+    recv.flush()                                    # leaves cached buffers 11..
+    assert recv.write(memoryview(stream), True) == 5010
+    assert list(events_of(buf, lay).poll()["buffer"]) == [10, 11, 12]
+
+
+@pytest.mark.parametrize("case", ["good", "owner", "range", "refused", "no_run"])
+def test_a_lone_send_goes_to_the_run_handler_only_when_handle_would_accept_it(case):
+    qp, buf, regs, lay = make_qp()
+    conn = qp.allocate_connection(object())
+    disp, rec = dispatcher(accept=case != "refused")
+    if case == "no_run":
+        disp.send_run = None
+    offset = lay.send_offset + lay.send_bytes - 100
+    values = (layout.OP_SEND, layout.REQ_SILENT, conn + (1000 if case == "owner" else 0),
+              7, 0, 0, 0, offset, 101 if case == "range" else 100, 0)
+    assert disp.send_one(qp, values) is (case == "good")
+    assert [(c, list(r)) for c, r in rec.calls] == (
+        [] if case in ("owner", "range", "no_run") else [(conn, [(offset, 100)])])
