@@ -486,6 +486,13 @@ class Stack:
     def _emit_connection(self, conn, segments: list, now: float) -> None:
         local_ip, _, remote_ip, _ = self._keys[conn]
         # _tso_for and conn.gso_size, inline: TSO (at the MSS) except inside the stack
+        if remote_ip == self.ip and self.nic.hears_itself:
+            # our own address over a NIC that hears itself (the engine's loopback
+            # wire): _emit and _route's answer for it, inline; no TSO to ourselves
+            self.builder.tcp_frames(self._own_prefix, local_ip, remote_ip, segments, 0,
+                                    False, conn.config.checksum, self._tx)
+            self.counters["tcp.tx"] += len(segments)
+            return
         gso_size = (conn.eff_mss if self.tso_max and remote_ip != self.ip
                     and remote_ip >> 24 != 127 else 0)
         self._emit(local_ip, remote_ip, segments, now, gso_size, conn.config.checksum)

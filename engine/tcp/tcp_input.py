@@ -336,7 +336,10 @@ def process_ack(c, seg, now: float) -> bool:
 
 def update_window(c, seg) -> None:
     seq, ack = seg.seq, seg.ack
-    if seq_lt(c.snd_wl1, seq) or (c.snd_wl1 == seq and seq_le(c.snd_wl2, ack)):
+    wl1 = c.snd_wl1
+    # seq_lt(wl1, seq) or (wl1 == seq and seq_le(snd_wl2, ack)), inline (per segment)
+    if (wl1 != seq and (seq - wl1) & MASK < HALF) or (
+            wl1 == seq and (ack - c.snd_wl2) & MASK < HALF):
         wnd = seg.window << c.snd_scale
         if wnd != c.snd_wnd:
             c.counters["rx_window_update"] += 1
