@@ -489,7 +489,9 @@ class OffloadSocket:
                 if not rx and not self.eof and not self.error and not self.shut_rd:
                     self._wait_data()
             self.talking = False
-            if not rx:
+            if not rx:               # EOF or an error: this reader is done, so the
+                if self.net.returns:  # buffers it read go back now, not at some
+                    self.net.flush_returns()  # other thread's next wait
                 if self.error and not self.eof:
                     raise error(self.error, "recv")
                 return 0

@@ -100,3 +100,22 @@ def test_sendall_takes_any_buffer_as_its_bytes_and_refuses_non_buffers(engine): 
     assert box.get("result") == (1 + len(expected),
                                  hashlib.sha256(b"x" + expected).hexdigest()), box.get("error")
     run.stop()
+
+
+def test_a_reader_at_eof_gives_its_read_buffers_back_at_once(engine):  # noqa: F811
+    """Buffers read go back in batches (before any wait); a reader that reaches EOF
+    hands back what it holds then, so none stay out while other sockets of the QP
+    wait (a waiting thread does not flush again)."""
+    run = engine("qp.recv_buffer_bytes=4096", "qp.recv_buffers=64")
+    with OffloadNetwork(run.config()) as net:
+        listener = net.listen(7034)
+        thread, box = serve_once(listener, lambda sock: drain(sock, 4096))
+        client = net.create_connection((net.listen_address, 7034), timeout=5)
+        client.sendall(os.urandom(5 * 4096))     # five buffers: fewer than a batch
+        client.shutdown(socket.SHUT_WR)
+        thread.join(30)
+        assert box.get("result", (0,))[0] == 5 * 4096, box.get("error")
+        assert net.returns == [] and net.rx_in_engine == 64
+        client.close()
+        listener.close()
+    run.stop()
