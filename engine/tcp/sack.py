@@ -57,14 +57,17 @@ class Scoreboard:
         self.sacked_bytes = sum(seq_diff(r, l) for l, r in self.blocks)
 
     def prune(self, snd_una: int) -> None:
-        """Forget what the cumulative ACK now covers."""
+        """Forget what the cumulative ACK now covers, and a block it lands inside:
+        a peer that still held the rest of that block would have acknowledged it, so
+        it dropped (reneged on) at least SND.UNA's bytes. Kept as [SND.UNA, right),
+        the block would say the first unacknowledged byte is held."""
         if not self.blocks:
             return
         kept = []
         for left, right in self.blocks:
-            if seq_le(right, snd_una):
+            if seq_le(right, snd_una) or seq_lt(left, snd_una):
                 continue
-            kept.append([snd_una if seq_lt(left, snd_una) else left, right])
+            kept.append([left, right])
         self.blocks = kept
         self._recount()
 

@@ -56,8 +56,13 @@ def output(c, now: float) -> list:
     if c.ack_now and len(out) == sent:
         out.append(build(c, ack_seq(c), ACK, b"", now))
         c.counters["tx_pure_ack"] += 1
-    if c.t_rexmit is None and c.t_persist is None and c.snd_max == c.snd_una:
-        arm_persist(c, now)                     # (its own first test, inline)
+    if c.t_rexmit is None and c.t_persist is None:
+        if c.snd_nxt != c.snd_una:
+            # data in flight keeps the RTO running (RFC 6298 5.1), whatever the pass
+            # above sent or skipped (resend_holes skips what a scoreboard says is held)
+            c.t_rexmit = now + c.rtt.rto()
+        else:
+            arm_persist(c, now)                 # (its own first test, inline)
     return out
 
 
@@ -414,8 +419,14 @@ def window_probe(c, out: list, now: float) -> None:
 
 
 def arm_persist(c, now: float) -> None:
-    """Nothing in flight, data waiting, window too small: start the persist timer."""
-    if c.t_rexmit is not None or c.t_persist is not None or c.snd_max != c.snd_una:
+    """Nothing in flight, data waiting, window too small: start the persist timer.
+
+    "Nothing in flight" is SND.NXT = SND.UNA, not SND.MAX = SND.UNA: after an RTO
+    rewinds SND.NXT, data held by sender SWS avoidance (a window below a segment and
+    below half the largest offered) has nothing in flight either, and without this
+    timer (the RFC 9293 3.8.6.2.1 override) it would wait for a window update the peer
+    has no reason to send."""
+    if c.t_rexmit is not None or c.t_persist is not None or c.snd_nxt != c.snd_una:
         return
     if len(c.send_buffer) == 0 or c.state is State.CLOSED:
         return

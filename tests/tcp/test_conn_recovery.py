@@ -141,3 +141,37 @@ def test_rto_resends_only_what_was_not_sacked():
     conn.cc.cwnd = 100 * 1460                                  # look past slow start
     seqs = [s.seq for s in recv(conn, 5.0)]
     assert seqs == [mine(conn, 1460), mine(conn, 8 * 1460), mine(conn, 9 * 1460)]
+
+
+def test_rto_resends_snd_una_when_the_ack_lands_inside_a_sacked_block():
+    """A cumulative ACK inside a SACKed block means the peer dropped the rest of it
+    (else it would acknowledge it): the block is forgotten, and the RTO resends from
+    SND.UNA (RFC 6298 5.4). Kept as [SND.UNA, SND.MAX), it made the post-RTO pass skip
+    every byte and leave no timer: the engine's shared receive pool ran short, and a
+    connection waited forever (1 run in ~10 of the 256 MB both-ways test)."""
+    conn = sack_loaded(4)
+    conn.rtt.base_rto = 1.0
+    block = ((mine(conn, 1460), mine(conn, 4 * 1460)),)       # segments 2-4 SACKed
+    send(conn, seg(seq=theirs(), ack=mine(conn), sack_blocks=block), t=0.1)
+    recv(conn, 0.1)                                            # segment 1 resent
+    send(conn, seg(seq=theirs(), ack=mine(conn, 2 * 1460)), t=0.2)   # inside the block
+    assert not conn.scoreboard.blocks
+    recv(conn, 0.2)
+    t = conn.next_deadline()
+    conn.on_timer(t)
+    out = recv(conn, t)
+    assert out and out[0].seq == mine(conn, 2 * 1460)
+    assert conn.next_deadline() is not None
+
+
+def test_outstanding_data_always_keeps_the_retransmission_timer():
+    """Whatever a stale scoreboard says, output never leaves data outstanding with no
+    timer running (RFC 6298 5.1; BSD's tcp_output keeps the same invariant)."""
+    conn = sack_loaded(4)
+    conn.rtt.base_rto = 1.0
+    t = conn.next_deadline()
+    conn.on_timer(t)                                           # RTO: back to SND.UNA
+    conn.scoreboard.blocks = [[mine(conn), mine(conn, 4 * 1460)]]   # a lying scoreboard
+    conn.scoreboard.sacked_bytes = 4 * 1460
+    recv(conn, t)
+    assert conn.next_deadline() is not None

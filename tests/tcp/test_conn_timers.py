@@ -150,3 +150,26 @@ def test_window_reopening_resends_a_dropped_probe_at_once():
     out = recv_one(conn, t + 0.01)
     assert out.seq == mine(conn) and out.payload == b"abcdef"
     assert conn.counters["window_reopened_resend_probe"] == 1
+
+
+def test_data_held_after_an_rto_keeps_a_timer_running():
+    """After an RTO rewinds to SND.UNA, a window smaller than a segment (and than half
+    the largest the peer offered) holds the data (sender SWS avoidance) with nothing in
+    flight. A timer must still run, or the connection waits forever for a window update
+    the peer has no reason to send (seen in the engine: a shared receive pool ran short,
+    its window shrank, the RTO fired once, then nothing for good)."""
+    conn = established(config())
+    conn.rtt.base_rto = 1.0
+    conn.send(b"x" * 4000)
+    sent = recv(conn, 0.0)
+    assert sent and sent[0].seq == mine(conn)
+    send(conn, seg(seq=theirs(), ack=mine(conn), window=1000), t=0.1)   # shrinks, acks nothing
+    t = conn.next_deadline()
+    conn.on_timer(t)                                 # the RTO: back to SND.UNA, cwnd 1 MSS
+    recv(conn, t)
+    t2 = conn.next_deadline()
+    assert t2 is not None, "no timer left running with 4000 bytes unacknowledged"
+    conn.on_timer(t2)
+    out = recv_one(conn, t2)                         # the SWS override: what the window takes
+    assert out.seq == mine(conn) and out.payload == b"x" * 1000
+    assert conn.next_deadline() is not None          # and that segment is timed again

@@ -56,8 +56,11 @@ def test_scoreboard_holes_and_pruning():
     assert board.next_hole((una + 1000) & TOP, una) == ((una + 2500) & TOP, (una + 3000) & TOP)
     assert board.hole_bytes_from(una, una) == 1500
     assert board.next_hole((una + 4000) & TOP, una) is None
-    board.prune((una + 1800) & TOP)
-    assert board.sacked_bytes == 700 + 1000
+    board.prune((una + 1800) & TOP)               # inside [1000, 2500): the peer
+    assert board.sacked_bytes == 1000             # dropped its rest (else it would ack it)
+    assert board.blocks == [[(una + 3000) & TOP, (una + 4000) & TOP]]
+    board.prune((una + 3000) & TOP)               # at a block's left edge: kept whole
+    assert board.sacked_bytes == 1000
     assert not board.update([((una - 10) & TOP, una)], una, top)  # below SND.UNA: ignored
 
 
