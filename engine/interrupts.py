@@ -11,7 +11,7 @@ posted since the last interrupt, or once the oldest pending event has waited
 Lost-wake-up freedom: host "store arm; fence; load ring head" against engine "store
 event; fence; load arm". With both fences at least one side sees the other's store:
 either the host finds the event and does not sleep, or the engine sees the arm and
-raises the interrupt (tests/ring/test_wakeups.py checks the interleavings).
+raises the interrupt (tests/ring/test_interrupts.py checks the interleavings).
 """
 from __future__ import annotations
 
