@@ -61,6 +61,8 @@ _RECV_DATA = layout.EV_RECV_DATA
 # an event's type, conn, buffer and length (all a RECV_DATA event needs): poll reads the
 # whole body (EVENT_BODY_STRUCT) only for other events
 _RECV_FIELDS = struct.Struct("<H2xI16xI12xQ").unpack_from
+assert [layout.EVENT.fields[f][1] for f in ("type", "conn", "buffer", "length")] == \
+    [0, 4, 24, 40], "EVENT moved a field _RECV_FIELDS reads: update its format"
 
 
 class EngineDead(ToadError):

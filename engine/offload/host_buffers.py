@@ -125,18 +125,21 @@ class RxPool:
 
     BATCH = 32
     __slots__ = ("qp", "window_bytes", "receivers", "buffer_bytes", "pool_bytes", "cache",
+                 "limit_bytes",
                  "recv_start", "recv_end", "counters")
 
     def __init__(self, qp, window_bytes: int, counters=None):
         self.qp = qp
         self.window_bytes = window_bytes
         self.receivers = 0                        # attached connections of the QP
+        self.limit_bytes = 0                      # one receiver's window limit (below)
         self.buffer_bytes = qp.layout.recv_buffer_bytes
         self.pool_bytes = (qp.layout.recv_buffers - 1) * self.buffer_bytes
         self.cache: deque = deque()               # (offset, length, id) taken, unused
         self.recv_start = qp.layout.recv_offset
         self.recv_end = qp.layout.recv_offset + qp.layout.recv_bytes
         self.counters = counters if counters is not None else {}
+        self.add_receiver(0)
 
     def take(self):
         """The next free anonymous buffer (offset, length, id), or None."""
@@ -171,17 +174,14 @@ class RxPool:
                            length=length)
         raw.release()
 
-    def limit(self) -> int:
+    def add_receiver(self, delta: int) -> None:
+        """A connection attached (+1) or detached (-1): each receiver's window limit
+        is its share of the pool, at most the TCP window, at least one buffer."""
+        self.receivers += delta
         share = self.pool_bytes // (self.receivers or 1)
         if share > self.window_bytes:
             share = self.window_bytes
-        return share if share > self.buffer_bytes else self.buffer_bytes
-
-    def available(self) -> int:
-        """Bytes of free buffers the host has handed over and the engine not taken."""
-        qp = self.qp
-        return (((qp.u32[qp.rxbuf_producer_word] - qp.rxbuf_consumer) & 0xFFFFFFFF)
-                + len(self.cache)) * self.buffer_bytes
+        self.limit_bytes = share if share > self.buffer_bytes else self.buffer_bytes
 
 
 class HostRecvBuffer:
@@ -211,27 +211,18 @@ class HostRecvBuffer:
         """The host knows this connection as ``conn``: release held buffers."""
         self.conn = conn
         self.counter_offset = self.qp.counter_offset(conn) + 8
-        self.pool.receivers += 1
+        self.pool.add_receiver(1)
         for entry in self.held:
             self._post(*entry)
         self.held = []
 
-    def consumed(self) -> int:
-        if self.counter_offset is None:
-            return 0
-        return self.qp.dma.read_u64(self.counter_offset)
-
     def free_space(self) -> int:
         pool = self.pool
         if self.detached:
-            return pool.limit()
-        # pool.limit(), self.consumed() and pool.available(), inline: this runs for
-        # every segment sent (its window field) and every returned-buffer doorbell
-        limit = pool.pool_bytes // (pool.receivers or 1)
-        if limit > pool.window_bytes:
-            limit = pool.window_bytes
-        if limit < pool.buffer_bytes:
-            limit = pool.buffer_bytes
+            return pool.limit_bytes
+        # this runs for every segment sent (its window field) and every returned-buffer
+        # doorbell: the consumed counter and the pool's free buffers are read inline
+        limit = pool.limit_bytes
         qp = pool.qp
         offset = self.counter_offset
         free = limit - (self.delivered
@@ -369,7 +360,7 @@ class HostRecvBuffer:
     def detach(self) -> list:
         """The host closed or vanished: return the ids of buffers we still hold."""
         if not self.detached and self.conn is not None:
-            self.pool.receivers -= 1
+            self.pool.add_receiver(-1)
         self.detached = True
         ids = [entry[0] for entry in self.held]
         if self.current is not None:
