@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import errno
 import socket as pysocket
+from time import perf_counter_ns
 
 from engine.tcp.events import Closed, Established, PeerClosed, Refused, Reset, TimedOut
 from engine.tcp.states import State
 from engine.tcp.wire import ipv4
+from host.copy_timer import COPY_TIMER
 from toad.addresses import parse_address
 
 OPEN_STATES = (State.SYN_SENT, State.SYN_RECEIVED)
@@ -180,7 +182,14 @@ class InhostSocket:
         buffer = conn.send_buffer
         self.block(lambda: buffer.free_space() > 0 or self.failed or conn.state is State.CLOSED)
         self.raise_failure("send")
-        taken = conn.send(view)
+        timer = COPY_TIMER          # one copy in N is timed (host/copy_timer.py)
+        timer.countdown -= 1
+        if timer.countdown:
+            taken = conn.send(view)     # the copy into the stack's send buffer
+        else:
+            start = perf_counter_ns()
+            taken = conn.send(view)
+            timer.add(perf_counter_ns() - start, taken)
         self.network.step()
         return taken
 
@@ -216,7 +225,14 @@ class InhostSocket:
         buffer = self.wait_readable()
         if buffer is None or not view:
             return 0
-        n = buffer.readinto(view)
+        timer = COPY_TIMER
+        timer.countdown -= 1
+        if timer.countdown:
+            n = buffer.readinto(view)   # the copy out of the stack's receive buffer
+        else:
+            start = perf_counter_ns()
+            n = buffer.readinto(view)
+            timer.add(perf_counter_ns() - start, n)
         self.after_read()
         return n
 

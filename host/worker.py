@@ -24,6 +24,7 @@ from toad.config import Config, load
 from toad.errors import ToadError
 from toad.experiment.accounting import calibrate_copy_median
 from host import workloads
+from host.copy_timer import COPY_TIMER
 
 NOT_BUILT = {
     "offload": "offload mode needs host.sockets, not built yet",
@@ -87,6 +88,7 @@ def run_role(config: Config, role: str, ready_path: str | None, args=None) -> di
     kind = config.workload.kind
     unit = plan.chunk if kind == "bulk" else plan.size
     copy_cost, copy_low, copy_high = calibrate_copy_median(unit)
+    COPY_TIMER.period = config.workload.copy_sample
     network = open_network(config, role, getattr(args, "kernel_address", None))
     try:
         if getattr(args, "wait_for", None):
@@ -120,7 +122,8 @@ def run_role(config: Config, role: str, ready_path: str | None, args=None) -> di
         network.close()
     result.update({"role": role, "pid": os.getpid(),
                    "affinity": sorted(os.sched_getaffinity(0)),
-                   "copy_s_per_byte": copy_cost, "copy_s_per_byte_range": [copy_low, copy_high]})
+                   "copy_s_per_byte": copy_cost, "copy_s_per_byte_range": [copy_low, copy_high],
+                   "copy_timed": COPY_TIMER.summary()})
     return result
 
 

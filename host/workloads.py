@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from host.copy_timer import COPY_TIMER
 from toad.errors import ToadError
 from toad.experiment.accounting import process_cpu_seconds, read_cpu_times
 
@@ -103,11 +104,13 @@ class Meter:
     def start(self, nbytes: int, *checks: "Integrity") -> None:
         self.busy0 = read_cpu_times(self.host_cpus)
         self.integrity0, self.bytes0 = sum(c.cpu_s for c in checks), nbytes
+        COPY_TIMER.start()       # boundary copies are sampled inside the interval only
         self.cpu0, self.t0 = process_cpu_seconds(), time.monotonic()
         self.started = True
 
     def stop(self, nbytes: int, *checks: "Integrity") -> None:
         self.t1, self.cpu1 = time.monotonic(), process_cpu_seconds()
+        COPY_TIMER.stop()
         self.integrity1, self.bytes1 = sum(c.cpu_s for c in checks), nbytes
         self.busy1 = read_cpu_times(self.host_cpus)
 

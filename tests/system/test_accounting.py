@@ -23,6 +23,20 @@ def test_copy_plus_driver_is_total_and_copy_is_capped():
     assert capped.copy_pct_per_gbps == pytest.approx(capped.cpu_pct_per_gbps)
 
 
+def test_timed_copy_is_reported_beside_the_calibrated_one_and_capped():
+    # 125 MB moved and copied; calibrated 2%/Gb/s, timed 3x that: the driver keeps
+    # total - calibrated copy, the timed figure stands beside it
+    f = accounting.side_figures(0.1, 125_000_000, 125_000_000, 0.02 / 125_000_000,
+                                0.06 / 125_000_000)
+    assert f.copy_timed_pct_per_gbps == pytest.approx(6.0)
+    assert f.copy_pct_per_gbps + f.driver_pct_per_gbps == pytest.approx(10.0)
+    assert f.as_json()["copy_timed_pct_per_gbps"] == pytest.approx(6.0)
+    capped = accounting.side_figures(0.01, 125_000_000, 125_000_000, 1e-12, 1e-9)
+    assert capped.copy_timed_pct_per_gbps == pytest.approx(capped.cpu_pct_per_gbps)
+    untimed = accounting.side_figures(0.1, 125_000_000, 125_000_000, 1e-10)
+    assert untimed.as_json()["copy_timed_pct_per_gbps"] is None
+
+
 def test_interpolate_cumulative_samples():
     samples = [(0.0, 0.0), (1.0, 10.0), (2.0, 30.0)]
     assert accounting.interpolate(samples, 0.5) == pytest.approx(5.0)

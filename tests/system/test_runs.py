@@ -10,13 +10,15 @@ import pytest
 
 from .helpers import REPO, SHORT, module_exists, requires_tap, run_json, toad
 
-SIDE_KEYS = {"cpu_s", "cpu_pct_per_gbps", "copy_pct_per_gbps", "driver_pct_per_gbps"}
+SIDE_KEYS = {"cpu_s", "cpu_pct_per_gbps", "copy_pct_per_gbps", "driver_pct_per_gbps",
+             "copy_timed_pct_per_gbps"}
 RUN_KEYS = {"mode", "workload", "chunk_bytes", "mtu", "duration_s", "bytes", "goodput_gbps",
             "integrity_ok", "send", "recv", "host_cpus_busy_pct_per_gbps", "engine",
             "total_cpu_pct_per_gbps"}
 
 
-def check_run(run: dict, mode: str, kind: str) -> None:
+def check_run(run: dict, mode: str, kind: str, toad_sides=("send", "recv")) -> None:
+    """``toad_sides``: the sides toad ran (on a TAP the other is the Linux peer)."""
     expected = RUN_KEYS | ({"latency_us"} if kind != "bulk" else set())
     assert set(run) == expected
     assert run["mode"] == mode and run["workload"] == kind
@@ -30,6 +32,11 @@ def check_run(run: dict, mode: str, kind: str) -> None:
         assert figures["driver_pct_per_gbps"] >= 0
         total = figures["copy_pct_per_gbps"] + figures["driver_pct_per_gbps"]
         assert total == pytest.approx(figures["cpu_pct_per_gbps"], abs=2e-4)
+        timed = figures["copy_timed_pct_per_gbps"]
+        if mode == "kernel" or side not in toad_sides:
+            assert timed is None          # the copy happens inside Linux
+        else:                              # sampled copies, within the side's total
+            assert 0 < timed <= figures["cpu_pct_per_gbps"]
     assert set(run["engine"]) == {"cpu_pct", "busy_pct"}
     if kind != "bulk":
         assert 0 < run["latency_us"]["p50"] <= run["latency_us"]["p99"]
@@ -54,7 +61,9 @@ def test_request_response(tmp_path, mode, kind):
     if not module_exists(NETWORK_MODULE[mode]):
         pytest.skip(f"{NETWORK_MODULE[mode]} not built yet")
     doc = run_json(tmp_path, "run", "configs/default.yaml", "--set", f"mode={mode}",
-                   "--set", f"workload.kind={kind}", "--set", "workload.sizes=[64]", *SHORT)
+                   "--set", f"workload.kind={kind}", "--set", "workload.sizes=[64]",
+                   # every copy timed: a short crr run makes few copies
+                   "--set", "workload.copy_sample=1", *SHORT)
     (run,) = doc["runs"]
     check_run(run, mode, kind)
     assert run["chunk_bytes"] == 64
@@ -104,8 +113,8 @@ def test_inhost_against_linux_over_tap(tmp_path):
                    "--set", f"nic.tap.netns=toad-e{tag}", "--set", f"nic.tap.device=toade{tag}",
                    "--set", "workload.chunk_bytes=[65536]", *SHORT)
     assert [d["tap"]["toad_side"] for d in doc["details"]] == ["send", "recv"]
-    for run in doc["runs"]:
-        check_run(run, "inhost", "bulk")
+    for run, detail in zip(doc["runs"], doc["details"]):
+        check_run(run, "inhost", "bulk", toad_sides=(detail["tap"]["toad_side"],))
         assert run["mtu"] == 1500
 
 

@@ -36,6 +36,10 @@ class WorkloadConfig:
         "measured runs per point (mode x chunk or size), interleaved; tables show the "
         "median of each figure and the min-max of the totals, JSON keeps every run",
         default=1)
+    copy_sample: int = doc(
+        "offload and inhost: time one socket-boundary copy in this many (wall clock) "
+        "and report the copy as it cost in the run beside the calibrated one; "
+        "0 = off", default=64)
     peer: Literal["auto", "iperf", "python"] = doc(
         "tap topology: the Linux-side program. auto and python: toad's kernel-mode worker "
         "in the namespace (it checks every byte); iperf is refused by toad run/compare "
@@ -56,3 +60,6 @@ class WorkloadConfig:
             raise ConfigError(f"{path}.repeat: {self.repeat} must be 1..100")
         if not 1 <= self.port <= 65535:
             raise ConfigError(f"{path}.port: {self.port} must be 1..65535")
+        if not 0 <= self.copy_sample <= 1 << 20:
+            raise ConfigError(f"{path}.copy_sample: {self.copy_sample} must be 0..1048576 "
+                              "(0 = off)")

@@ -11,6 +11,10 @@ The figures follow ARCHITECTURE.md "Measurement" and TOAD section IV:
 - "memory copies": bytes copied at the socket boundary times the per-byte cost of a
   chunk-sized copy, calibrated on the worker's own (pinned) CPU right before the run;
   the rest of the side's CPU is "driver" (offload) or "stack" (inhost, kernel).
+- "memory copies, timed in the run" (offload, inhost): the same bytes times the median
+  per-byte cost of the boundary copies sampled during the run (host/copy_timer.py).
+  Beside the calibrated figure it shows what the run's cache traffic added to the copy
+  (the calibrated row books that to the driver). Kernel mode copies inside Linux: none.
 
 Percent of one CPU per Gb/s = 100 * (cpu_s / wall_s) / (Gb/s) = 100 * cpu_s / gigabits,
 so each side's figure only needs CPU seconds and bytes over the same interval.
@@ -135,12 +139,15 @@ class SideFigures:
     cpu_pct_per_gbps: float
     copy_pct_per_gbps: float
     driver_pct_per_gbps: float
+    copy_timed_pct_per_gbps: Optional[float] = None
 
     def as_json(self) -> dict:
+        timed = self.copy_timed_pct_per_gbps
         return {"cpu_s": round(self.cpu_s, 6),
                 "cpu_pct_per_gbps": round(self.cpu_pct_per_gbps, 4),
                 "copy_pct_per_gbps": round(self.copy_pct_per_gbps, 4),
-                "driver_pct_per_gbps": round(self.driver_pct_per_gbps, 4)}
+                "driver_pct_per_gbps": round(self.driver_pct_per_gbps, 4),
+                "copy_timed_pct_per_gbps": None if timed is None else round(timed, 4)}
 
 
 def gigabits(nbytes: float) -> float:
@@ -153,17 +160,21 @@ def pct_per_gbps(cpu_s: float, nbytes: float) -> float:
     return 100.0 * cpu_s / gb if gb > 0 else float("nan")
 
 
-def side_figures(cpu_s: float, nbytes: int, bytes_copied: int,
-                 copy_s_per_byte: float) -> SideFigures:
-    """Split a side's CPU into the boundary copy and the rest (copy + driver = total).
+def side_figures(cpu_s: float, nbytes: int, bytes_copied: int, copy_s_per_byte: float,
+                 timed_s_per_byte: Optional[float] = None) -> SideFigures:
+    """Split a side's CPU into the boundary copy and the rest (copy + driver = total),
+    with the copy as timed in the run beside it when there is one.
 
-    The copy share is capped at the side's total: a calibration that says the copies
+    Both copy shares are capped at the side's total: a copy cost that says the copies
     alone took longer than the whole side would be a measurement artefact, and the
     driver share is never reported negative.
     """
     total = pct_per_gbps(cpu_s, nbytes)
     copy = min(pct_per_gbps(bytes_copied * copy_s_per_byte, nbytes), total)
-    return SideFigures(cpu_s, total, copy, total - copy)
+    timed = None
+    if timed_s_per_byte is not None:
+        timed = min(pct_per_gbps(bytes_copied * timed_s_per_byte, nbytes), total)
+    return SideFigures(cpu_s, total, copy, total - copy, timed)
 
 
 def interpolate(samples: list[tuple[float, float]], when: float) -> Optional[float]:

@@ -40,7 +40,9 @@ def side(result: dict) -> tuple[dict, object]:
         raise RunFailed(f"the {result['role']} side measured no data (a call outlasted the "
                         f"run); raise workload.duration_s")
     cpu_s = max(0.0, m["cpu_s"] - m["integrity_s"])
-    figures = side_figures(cpu_s, m["bytes"], result["bytes_copied"], result["copy_s_per_byte"])
+    timed = result.get("copy_timed") or {}
+    figures = side_figures(cpu_s, m["bytes"], result["bytes_copied"], result["copy_s_per_byte"],
+                           timed.get("s_per_byte"))
     return figures.as_json(), figures
 
 
@@ -165,10 +167,20 @@ def details(send: dict, recv: dict) -> dict:
                      "host_irq_softirq_s": round(m.get("host_irq_s", 0.0), 4),
                      "copy_ns_per_kb": round(r["copy_s_per_byte"] * 1e9 * 1024, 2),
                      "copy_ns_per_kb_range": [round(x * 1e9 * 1024, 2)
-                                              for x in r["copy_s_per_byte_range"]]}
+                                              for x in r["copy_s_per_byte_range"]],
+                     "copy_timed": timed_details(r.get("copy_timed"))}
         if "latency_us" in r:
             out[name]["latency_samples"] = r["latency_us"]["count"]
     return out
+
+
+def timed_details(timed: Optional[dict]) -> Optional[dict]:
+    """The sampled boundary copies (host/copy_timer.py) in ns per KB: p10, median, p90."""
+    if not timed:
+        return None
+    return {"samples": timed["samples"],
+            "ns_per_kb": [round(timed[k] * 1e9 * 1024, 2)
+                          for k in ("s_per_byte_p10", "s_per_byte", "s_per_byte_p90")]}
 
 
 def round4(value: Optional[float]) -> Optional[float]:

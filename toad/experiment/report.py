@@ -5,7 +5,8 @@ JSON (documented in the README; keys are stable)::
     {"toad_version", "config", "machine": {"cpus", "engine_cpus", "host_cpus"},
      "runs": [{"mode", "workload", "chunk_bytes", "mtu", "duration_s", "bytes",
                "goodput_gbps", "integrity_ok",
-               "send": {"cpu_s", "cpu_pct_per_gbps", "copy_pct_per_gbps", "driver_pct_per_gbps"},
+               "send": {"cpu_s", "cpu_pct_per_gbps", "copy_pct_per_gbps", "driver_pct_per_gbps",
+                        "copy_timed_pct_per_gbps" (null in kernel mode or when not sampled)},
                "recv": {...same keys},
                "host_cpus_busy_pct_per_gbps", "engine": {"cpu_pct", "busy_pct"},
                "total_cpu_pct_per_gbps", "latency_us": {"p50", "p99"} (rr/crr only)}],
@@ -110,8 +111,11 @@ def bulk_table(mode: str, runs: list[dict], details: Optional[list[dict]] = None
     stack_label = STACK_LABEL[mode]
     if any(label.startswith("Linux") for _s, _r, label in labelled):
         stack_label += " (Linux: its stack)"
-    rows = [["memory copies"] + [fmt(r[s]["copy_pct_per_gbps"]) for s, r in columns],
-            [stack_label] + [fmt(r[s]["driver_pct_per_gbps"]) for s, r in columns],
+    rows = [["memory copies"] + [fmt(r[s]["copy_pct_per_gbps"]) for s, r in columns]]
+    if any(r[s].get("copy_timed_pct_per_gbps") is not None for s, r in columns):
+        rows.append(["  the same, timed in the run"]
+                    + [fmt(r[s].get("copy_timed_pct_per_gbps")) for s, r in columns])
+    rows += [[stack_label] + [fmt(r[s]["driver_pct_per_gbps"]) for s, r in columns],
             ["total"] + [fmt(r[s]["cpu_pct_per_gbps"]) for s, r in columns],
             *spread_rows(columns),
             ["goodput Gb/s"] + [fmt(r["goodput_gbps"]) for s, r in columns],
@@ -221,6 +225,9 @@ def notes(details: Iterable[dict]) -> str:
              "measured and excluded from the figures",
              "memory copies = bytes copied at the socket boundary x the cost of a "
              "chunk-sized copy calibrated on the worker's CPU just before the run",
+             "timed in the run = the same bytes x the median cost of the boundary copies "
+             "sampled during the run (workload.copy_sample; kernel mode: inside Linux, not "
+             "timed); what it adds over the calibrated copy is in the driver/stack row",
              "host CPUs busy: /proc/stat over the host CPUs (both workers, interrupts, "
              "softirqs and any other process there), checksum time excluded"]
     if repeats > 1:

@@ -1,0 +1,85 @@
+"""The socket-boundary copy, timed where it happens (one copy in ``period``).
+
+The "memory copies" row of a run charges the bytes copied at the boundary with a copy
+cost calibrated on the worker's CPU before the run, the CPU copying alone
+(toad.experiment.accounting.calibrate_copy). Inside a run the same copy reads an
+anonymous buffer the engine's CPU has just written (receive) or overwrites send-ring
+memory the engine's CPU has just read (send), and can cost several times more: the
+cache lines move between the two CPUs. The calibrated figure alone would book that
+difference to the driver.
+
+So the socket layers (host/offload_socket.py, host/inhost_socket.py) time every
+``period``-th boundary copy of their process with the wall clock, inline:
+
+    timer = COPY_TIMER
+    timer.countdown -= 1
+    if timer.countdown:
+        dst[...] = src                       # the usual call: one decrement and a test
+    else:
+        start = perf_counter_ns()
+        dst[...] = src
+        timer.add(perf_counter_ns() - start, nbytes)
+
+Only while a Meter measures (Meter.start arms the timer, Meter.stop disarms it). The
+wall clock (a vDSO read, ~60 ns here; thread_time is a system call of ~0.7 us) counts a
+copy the scheduler interrupted with the time another process ran, so the report uses
+the median ns per byte of the samples, times the bytes copied in the interval; the
+clock's own cost is taken off each sample. Kernel mode copies inside Linux: no sample,
+no timed figure.
+"""
+from __future__ import annotations
+
+import time
+from typing import Optional
+
+MAX_SAMPLES = 1 << 18
+
+
+def _clock_overhead_ns(trials: int = 50) -> int:
+    """The smallest difference of two back-to-back perf_counter_ns readings."""
+    clock = time.perf_counter_ns
+    best = 1 << 62
+    for _ in range(trials):
+        start = clock()
+        best = min(best, clock() - start)
+    return best
+
+
+class CopyTimer:
+    """Samples of the boundary copy's cost, in ns per byte, while armed."""
+
+    __slots__ = ("period", "countdown", "samples", "overhead_ns")
+
+    def __init__(self, period: int = 0) -> None:
+        self.period = period         # copies per timed one; 0 = never time
+        self.countdown = -1          # below zero while disarmed: never reaches 0
+        self.samples: list[float] = []
+        self.overhead_ns = _clock_overhead_ns()
+
+    def start(self) -> None:
+        """Arm (a Meter's interval begins): the ``period``-th next copy is timed."""
+        self.samples = []
+        self.countdown = self.period if self.period > 0 else -1
+
+    def stop(self) -> None:
+        self.countdown = -1
+
+    def add(self, ns: int, nbytes: int) -> None:
+        """One timed copy of ``nbytes``; the next one is ``period`` copies away."""
+        self.countdown = self.period
+        if nbytes > 0 and len(self.samples) < MAX_SAMPLES:
+            self.samples.append(max(0, ns - self.overhead_ns) / nbytes)
+
+    def summary(self) -> Optional[dict]:
+        """{"samples", "s_per_byte" (median), "s_per_byte_p10", "s_per_byte_p90"}, or
+        None when no copy was timed (kernel mode, or the timer is off)."""
+        if not self.samples:
+            return None
+        ordered = sorted(self.samples)
+        n = len(ordered)
+        return {"samples": n, "s_per_byte": ordered[n // 2] * 1e-9,
+                "s_per_byte_p10": ordered[n // 10] * 1e-9,
+                "s_per_byte_p90": ordered[(9 * n) // 10] * 1e-9}
+
+
+COPY_TIMER = CopyTimer()   # one per process: all of a worker's sockets copy through it
