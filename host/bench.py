@@ -6,6 +6,8 @@
                                      stacks on the in-process loopback wire
     toad bench offload [--json FILE] bulk TCP through the engine (offload mode): goodput,
                                      host CPU s/GB per side; --profile profiles the engine
+    toad bench copy [--json FILE]    one chunk copy back to back, after a spin, after a
+                                     sleep (why a copy costs more in a run than calibrated)
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ BENCHES = {
     "tcp": "host.bench_tcp",
     "stack": "host.bench_stack",
     "offload": "host.bench_offload",
+    "copy": "host.bench_copy",
 }
 
 
