@@ -16,9 +16,9 @@ So the socket layers (host/offload_socket.py, host/inhost_socket.py) time every
     if timer.countdown:
         dst[...] = src                       # the usual call: one decrement and a test
     else:
-        start = perf_counter_ns()
+        t0 = perf_counter_ns()
         dst[...] = src
-        timer.add(perf_counter_ns() - start, nbytes)
+        timer.add(perf_counter_ns() - t0, nbytes)
 
 Only while a Meter measures (Meter.start arms the timer, Meter.stop disarms it). The
 wall clock (a vDSO read, ~60 ns here; thread_time is a system call of ~0.7 us) counts a

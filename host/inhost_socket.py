@@ -187,9 +187,9 @@ class InhostSocket:
         if timer.countdown:
             taken = conn.send(view)     # the copy into the stack's send buffer
         else:
-            start = perf_counter_ns()
+            t0 = perf_counter_ns()
             taken = conn.send(view)
-            timer.add(perf_counter_ns() - start, taken)
+            timer.add(perf_counter_ns() - t0, taken)
         self.network.step()
         return taken
 
@@ -230,9 +230,9 @@ class InhostSocket:
         if timer.countdown:
             n = buffer.readinto(view)   # the copy out of the stack's receive buffer
         else:
-            start = perf_counter_ns()
+            t0 = perf_counter_ns()
             n = buffer.readinto(view)
-            timer.add(perf_counter_ns() - start, n)
+            timer.add(perf_counter_ns() - t0, n)
         self.after_read()
         return n
 

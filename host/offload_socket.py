@@ -331,9 +331,9 @@ class OffloadSocket:
                         if timer.countdown:
                             self.mv[offset:offset + total] = data     # the one copy
                         else:
-                            start = perf_counter_ns()
+                            t0 = perf_counter_ns()
                             self.mv[offset:offset + total] = data
-                            timer.add(perf_counter_ns() - start, total)
+                            timer.add(perf_counter_ns() - t0, total)
                     except (TypeError, ValueError):
                         pass
                     else:
@@ -378,9 +378,9 @@ class OffloadSocket:
             if timer.countdown:
                 self.mv[offset:offset + n] = view[:n] if n < want else view   # the one copy
             else:
-                start = perf_counter_ns()
+                t0 = perf_counter_ns()
                 self.mv[offset:offset + n] = view[:n] if n < want else view
-                timer.add(perf_counter_ns() - start, n)
+                timer.add(perf_counter_ns() - t0, n)
             self.driver.post_send(self.conn, offset, n)
             ring.posted = posted + n
             self.talking = True
@@ -522,9 +522,9 @@ class OffloadSocket:
             if timer.countdown:
                 view[:n] = self.mv[base:base + n]   # the one copy at the boundary
             else:
-                start = perf_counter_ns()
+                t0 = perf_counter_ns()
                 view[:n] = self.mv[base:base + n]
-                timer.add(perf_counter_ns() - start, n)
+                timer.add(perf_counter_ns() - t0, n)
             if start + n < length:
                 self.consumed += n
                 self.u64[self.consumed_word] = self.consumed   # the window opens

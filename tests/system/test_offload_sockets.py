@@ -520,3 +520,39 @@ def test_non_blocking_connect_runs_the_handshake_as_linux_does(engine):
         listener.close()
     summary = run.stop()
     assert summary["tables"]["qp_connections"] == 0
+
+
+def test_timing_every_copy_keeps_partial_reads_and_writes_intact(engine):
+    """host/copy_timer.py armed at every copy: the timed branch of send and recv must do
+    what the untimed one does, also for reads that take part of a buffer."""
+    from host.copy_timer import COPY_TIMER
+    run = engine("qp.recv_buffer_bytes=4096", "qp.recv_buffers=64")
+    total = 300_000
+    with OffloadNetwork(run.config()) as net:
+        listener = net.listen(7011)
+
+        def odd_reads(sock):
+            digest, got, buf = hashlib.sha256(), 0, bytearray(1000)   # < a buffer
+            while True:
+                n = sock.recv_into(buf, 700)
+                if not n:
+                    return got, digest.hexdigest()
+                digest.update(memoryview(buf)[:n])
+                got += n
+
+        saved = COPY_TIMER.period
+        COPY_TIMER.period = 1
+        COPY_TIMER.start()
+        try:
+            thread, box = serve_once(listener, odd_reads)
+            with net.create_connection((net.listen_address, 7011), timeout=10) as client:
+                digest = pump(client, total, 3001, 5)
+                client.shutdown(socket.SHUT_WR)
+                thread.join(60)
+        finally:
+            COPY_TIMER.stop()
+            COPY_TIMER.period = saved
+        samples = COPY_TIMER.summary()["samples"]
+    assert box.get("result") == (total, digest), box.get("error")
+    assert samples >= total // 3001 + total // 700     # each send and each read timed
+    run.stop()
