@@ -13,17 +13,22 @@ def compare_plot(runs: list[dict], path: str) -> None:
     """Stacked bars per (mode, side, chunk): memory copies + driver/stack, % CPU per Gb/s."""
     bulk = [r for r in runs if r["workload"] == "bulk"]
     fig, ax = plt.subplots(figsize=(max(6, 1.1 * 2 * len(bulk) + 2), 4.5))
-    labels, copies, rest, ranges = [], [], [], []
+    labels, copies, rest, ranges, timed = [], [], [], [], []
     for r in bulk:
         for side in ("send", "recv"):
             labels.append(f"{r['mode']}\n{side} {size_label(r['chunk_bytes'])}")
             copies.append(r[side]["copy_pct_per_gbps"])
             rest.append(r[side]["driver_pct_per_gbps"])
             ranges.append((r.get("spread") or {}).get(side))
+            timed.append(r[side].get("copy_timed_pct_per_gbps"))
     if labels:
         x = range(len(labels))
-        ax.bar(x, copies, label="memory copies")
+        ax.bar(x, copies, label="memory copies (calibrated)")
         ax.bar(x, rest, bottom=copies, label="driver / stack")
+        marks = [(i, t) for i, t in zip(x, timed) if t is not None]
+        if marks:   # the copy as timed in the run: a line across the bar at its height
+            ax.scatter([i for i, _ in marks], [t for _, t in marks], marker="_", s=400,
+                       color="black", zorder=3, label="memory copies, timed in the run")
         whiskers(ax, [c + d for c, d in zip(copies, rest)], ranges)
         ax.set_xticks(list(x), labels, fontsize=7)
         ax.set_ylabel("% of one host CPU per Gb/s")

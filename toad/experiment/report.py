@@ -257,8 +257,8 @@ def sweep_table(name: str, runs: list[dict], details: list[dict]) -> str:
     mode and the per-side figures."""
     all_details = details
     runs, details = summarize(runs, details)
-    header = [name, "mode", "unit", "Gb/s", "send copy", "send rest", "send total",
-              "recv copy", "recv rest", "recv total", "host+engine"]
+    header = [name, "mode", "unit", "Gb/s", "send copy", "send timed", "send rest",
+              "send total", "recv copy", "recv timed", "recv rest", "recv total", "host+engine"]
     latency = any(r["workload"] != "bulk" for r in runs)
     if latency:
         header += ["p50 us", "p99 us"]
@@ -267,14 +267,15 @@ def sweep_table(name: str, runs: list[dict], details: list[dict]) -> str:
         row = [str(d.get("sweep", {}).get("value")), r["mode"], size_label(r["chunk_bytes"]),
                fmt(r["goodput_gbps"], 3)]
         for s in ("send", "recv"):
-            row += [fmt(r[s]["copy_pct_per_gbps"]), fmt(r[s]["driver_pct_per_gbps"]),
-                    fmt(r[s]["cpu_pct_per_gbps"])]
+            row += [fmt(r[s]["copy_pct_per_gbps"]), fmt(r[s].get("copy_timed_pct_per_gbps")),
+                    fmt(r[s]["driver_pct_per_gbps"]), fmt(r[s]["cpu_pct_per_gbps"])]
         row.append(fmt(r["total_cpu_pct_per_gbps"]))
         if latency:
             lat = r.get("latency_us") or {}
             row += [fmt(lat.get("p50"), 1), fmt(lat.get("p99"), 1)]
         rows.append(row)
-    return ("% of one CPU per Gb/s (copy = memory copies, rest = driver or stack)\n"
+    return ("% of one CPU per Gb/s (copy = memory copies, calibrated; timed = the same "
+            "copies timed in the run; rest = driver or stack)\n"
             + table(header, rows) + "\n\n" + notes(all_details))
 
 
