@@ -168,7 +168,7 @@ class Handlers:
         sock.conn, sock.send_buffer, sock.recv_buffer = conn, send, recv
         sock.state, sock.connect_cookie = CONNECTING, request.cookie
         self.table.bind_stack(conn, sock)
-        self.layer.kick()
+        self.layer.kick(conn)
 
     def accept(self, qp, request) -> None:
         sock = qp.connections[request.conn]
@@ -182,7 +182,7 @@ class Handlers:
         conn_id = qp.allocate_connection(child)
         if conn_id is None:
             conn.abort(self.layer.clock())
-            self.layer.kick()
+            self.layer.kick(conn)
             complete(qp, request, status=errno.EMFILE)
             return
         clear_consumed(qp, conn_id)
@@ -194,6 +194,7 @@ class Handlers:
         child.nodelay = sock.nodelay     # inherited from the listener, as in BSD
         if sock.nodelay is not None:
             conn.set_nodelay(sock.nodelay)
+            self.layer.kick(conn)
         self.table.bind_stack(conn, child)
         self.counters["accepted"] += 1
         complete(qp, request, value=conn_id, addr=conn.remote[0], port=conn.remote[1])
@@ -204,7 +205,7 @@ class Handlers:
         if refused:
             raise RequestError(refused, layout.ERR_BAD_ARGUMENT)
         sock.send_buffer.add(request.offset, request.length)
-        self.layer.kick()
+        self.layer.kick(sock.conn)
 
     def send_run(self, qp, conn_id: int, ranges: list) -> bool:
         """Several SENDs for one connection (validated by the dispatcher), as
@@ -215,7 +216,7 @@ class Handlers:
         add = sock.send_buffer.add
         for offset, length in ranges:
             add(offset, length)
-        self.layer.kick()
+        self.layer.kick(sock.conn)
         return True
 
     def shutdown(self, qp, request) -> None:
@@ -225,7 +226,7 @@ class Handlers:
             return
         if request.value in (socket.SHUT_WR, socket.SHUT_RDWR):
             sock.conn.shutdown(self.layer.clock())
-            self.layer.kick()
+            self.layer.kick(sock.conn)
         complete(qp, request)
 
     def close(self, qp, request) -> None:
@@ -245,12 +246,12 @@ class Handlers:
         if request.value == ABORT or sock.state is CONNECTING:
             self.table.unbind_stack(conn)
             conn.abort(self.layer.clock())
-            self.layer.kick()
+            self.layer.kick(conn)
             release(qp, sock, self.table)
             complete(qp, request)
             return
         conn.close(self.layer.clock())
-        self.layer.kick()
+        self.layer.kick(conn)
         sock.close_cookie = request.cookie
         if len(sock.send_buffer) == 0:
             self.layer.finish_close(sock)
@@ -270,7 +271,7 @@ class Handlers:
             sock.nodelay = bool(value)
             if sock.conn is not None:
                 sock.conn.set_nodelay(bool(value))
-                self.layer.kick()
+                self.layer.kick(sock.conn)
         elif option == layout.OPT_RECV_PUSH:
             sock.policy.push = bool(value)
         elif option == layout.OPT_RECV_DELAY_US:

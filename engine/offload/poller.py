@@ -53,6 +53,11 @@ class OffloadPoller:
         self.table = SocketTable()
         self.handlers = Handlers(self)
         self.kicked = False           # a handler changed a connection: run output
+        # the Stack polls only the connections it or we marked (Stack.mark): every
+        # kick names the connection it changed (None: walk them all)
+        self.tracking = hasattr(stack, "output_tracking")
+        if self.tracking:
+            stack.output_tracking = True
         self.timer_at = None          # the stack's next deadline (recomputed on work)
         self.rx_producers: dict = {}  # qp -> last receive-buffer doorbell seen
         self.pools: dict = {}         # qp -> RxPool (receive windows share the pool)
@@ -73,8 +78,12 @@ class OffloadPoller:
         self.rx_producers[qp] = 0
         self.pools[qp] = RxPool(qp, self.window_bytes)
 
-    def kick(self) -> None:
+    def kick(self, conn=None) -> None:
+        """A request changed ``conn`` (None: some connections, not said which): its
+        output runs in this pass."""
         self.kicked = True
+        if self.tracking:
+            self.stack.mark(conn)
 
     # ---- the poller interface ---------------------------------------------------
     def poll(self, now: float) -> bool:
@@ -107,7 +116,10 @@ class OffloadPoller:
             # Output only when something could have changed what a connection may
             # send: frames in, a timer, a request (kick). An idle pass then costs no
             # walk over the connections.
-            out = stack.poll_transmit(now) if frames or changed else None
+            # With tracking, the Stack also knows when none of them has anything new
+            # (e.g. after a data segment whose ACK is delayed): no call at all.
+            out = (stack.poll_transmit(now) if (frames or changed) and (
+                not self.tracking or stack.output_due()) else None)
             if out:
                 nic.send(out)
             events = stack.events()
@@ -156,7 +168,7 @@ class OffloadPoller:
                 if conn is not None and sock.state is CONNECTED:
                     conn.notify_read(now)
                     if conn.ack_now:  # a window update is due: run output next pass
-                        self.kicked = True
+                        self.kick(conn)
         return changed
 
     def post_delayed(self, now: float) -> bool:
@@ -268,6 +280,8 @@ class OffloadPoller:
             self.table.delayed.discard(sock)
             self.handlers._unbind_port(sock)
         # the RSTs go out now, before the QP's memory is unmapped
+        if self.tracking:
+            self.stack.mark(None)
         self.nic.send(self.stack.poll_transmit(now))
         self.translate(self.stack.events())   # this QP's objects are unbound: skipped
         self.kick()

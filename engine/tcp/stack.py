@@ -91,6 +91,11 @@ class Stack:
         self._parked: dict = {}          # child connection -> its events, until accepted
         self._events: list = []
         self._touched: dict = {}         # connections given segments since the last drain
+        # Output tracking (opt-in, see mark()): connections whose output may have
+        # changed since the last poll_transmit; without tracking every call walks all
+        self.output_tracking = False
+        self._due: dict = {}             # connection -> None, in marking order
+        self._due_all = False
         self._tx: list[TxFrame] = []     # frames ready for the NIC
         self._loop: list = []            # frames looped inside the stack
         self._retired: Counter = Counter()
@@ -125,6 +130,7 @@ class Stack:
         conn.open_active(now)
         self.counters["tcp.active_opens"] += 1
         self._collect(conn)
+        self._due[conn] = None                         # its SYN is due
         return conn
 
     def listen(self, port: int, backlog: int | None = None, buffers=None,
@@ -151,6 +157,26 @@ class Stack:
         for conn in list(listener.half_open) + list(listener.ready):
             conn.abort(self._now)
             self._collect(conn)
+
+    def mark(self, conn=None) -> None:
+        """With ``output_tracking`` on, a caller tells the Stack which connection a user
+        call changed (send, shutdown, close, abort, nodelay, a read opening the window),
+        or None for "not said": the next poll_transmit walks every connection.
+
+        The Stack marks by itself every connection it changes: a segment in, a timer
+        fired, a connect or a passive open. A connection nobody changed since its last
+        walk has nothing new to send (output is idempotent: a second call without input
+        builds nothing), so poll_transmit polls only the marked ones (in table order),
+        and ``output_due()`` says whether it has anything to do at all."""
+        if conn is None:
+            self._due_all = True
+        else:
+            self._due[conn] = None
+
+    def output_due(self) -> bool:
+        """Whether poll_transmit could produce a frame now (always, without tracking)."""
+        return bool(self._due or self._due_all or self._tx or self._loop
+                    or not self.output_tracking)
 
     def events(self) -> list:
         """(Connection | Listener, TcpEvent) pairs since the last call."""
@@ -180,6 +206,7 @@ class Stack:
             deadline = conn.next_deadline()
             if deadline is not None and deadline <= now:
                 conn.on_timer(now)
+                self._due[conn] = None
                 self._collect(conn)
         for conn in self.table.due(now):              # TIME-WAIT connections
             conn.on_timer(now)
@@ -210,9 +237,9 @@ class Stack:
         if self._touched:
             self._drain_touched()
         out: list[TxFrame] = []
-        active, keys = self.table.active, self._keys
+        keys = self._keys
         for _ in range(MAX_LOOP_ROUNDS):
-            for conn in list(active):                   # a copy: polling may free some
+            for conn in self._to_poll():                # a copy: polling may free some
                 if conn not in keys:                    # freed earlier in this round
                     continue
                 segments = conn.poll_transmit(now)
@@ -233,6 +260,20 @@ class Stack:
         out += self._tx
         self._tx = []
         return out
+
+    def _to_poll(self) -> list:
+        """The connections this round of poll_transmit polls, in the table's order:
+        every active one, or with tracking only the marked ones (see mark())."""
+        active = self.table.active
+        due = self._due
+        if due:
+            self._due = {}
+        if self._due_all or not self.output_tracking:
+            self._due_all = False
+            return list(active)
+        if len(due) < 2:
+            return [conn for conn in due if conn in active]
+        return [conn for conn in active if conn in due]
 
     # ---- input -------------------------------------------------------------------
 
@@ -287,6 +328,7 @@ class Stack:
                     self._wake_waiting(conn, now)
                 else:
                     self._touched[conn] = None           # see _to_connection
+                    self._due[conn] = None
                 return
         self._receive_plain(frame, now, csum_ok, looped)
 
@@ -391,6 +433,7 @@ class Stack:
             # Events are drained once per batch (next poll_transmit or events()),
             # so a burst of segments makes one DataReceived, not one per segment.
             self._touched[conn] = None
+            self._due[conn] = None
 
     def _checksum_mode(self, conn, local_port: int) -> str:
         if conn is not None:
@@ -426,6 +469,7 @@ class Stack:
             self._parked[conn] = []
             counters["tcp.passive_opens"] += 1
             self._collect(conn)
+            self._due[conn] = None                     # its SYN-ACK is due
 
     def _reset_closed(self, key, seg: TcpRepr, now: float, counter: str) -> None:
         """RFC 9293 3.10.7.1: answer a segment for no connection with a RST."""
@@ -554,6 +598,7 @@ class Stack:
                 self.table.park(conn, conn.next_deadline())
             else:
                 self.table.unpark(conn, self._keys[conn])
+                self._due[conn] = None                 # polled again from now on
 
     def _on_accept(self, conn) -> None:
         self._owner.pop(conn, None)
