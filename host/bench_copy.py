@@ -12,12 +12,15 @@ region (the calibration's set-up) three ways:
 * after a busy wait of ``--gap-us`` between copies (Python reading the clock, no
   memory of its own);
 * after a sleep of ``--gap-us`` between copies (the CPU goes idle, as a worker
-  waiting for its peer does).
+  waiting for its peer does);
+* after the same busy wait, with the destination slot read (untimed) just before the
+  copy: when this is as cheap as back to back, what the pause costs is the
+  destination's cache lines, not the copy's own work.
 
 Each figure is the median over ``--copies`` timed copies, in ns per KB and in percent
 of one CPU per Gb/s (what that copy would add to a side's figure). JSON: {"cpu",
-"gap_us", "chunks": [{"chunk_bytes", "back_to_back", "after_spin", "after_sleep"},
-each {"ns_per_kb", "pct_per_gbps"}]}.
+"gap_us", "chunks": [{"chunk_bytes", "back_to_back", "after_spin", "after_sleep",
+"after_spin_dst_read"}, each {"ns_per_kb", "pct_per_gbps"}]}.
 """
 from __future__ import annotations
 
@@ -27,12 +30,14 @@ import os
 import statistics
 import sys
 import time
+import zlib
 
 from toad.config import load
 from toad.memory import populated_map
 from toad.pinning import pin
 
 REGION = 4 << 20
+WAYS = ("back_to_back", "after_spin", "after_sleep", "after_spin_dst_read")
 
 
 def parse_args(argv):
@@ -58,9 +63,10 @@ def spin(seconds: float) -> None:
         pass
 
 
-def median_copy_ns(chunk: int, copies: int, pause) -> float:
+def median_copy_ns(chunk: int, copies: int, pause, read_dst: bool = False) -> float:
     """Median ns of one ``chunk`` copy into successive slots of the region, with
-    ``pause()`` (or nothing) before each; one untimed pass first (pages, TLB)."""
+    ``pause()`` (or nothing) before each and, with ``read_dst``, the slot read (a
+    CRC-32 over it, untimed) after the pause; one untimed pass first (pages, TLB)."""
     src = memoryview(os.urandom(chunk))
     area = populated_map(REGION)
     try:
@@ -73,6 +79,8 @@ def median_copy_ns(chunk: int, copies: int, pause) -> float:
             if pause is not None:
                 pause()
             at = (i % slots) * chunk
+            if read_dst:
+                zlib.crc32(dst[at:at + chunk])
             start = clock()
             dst[at:at + chunk] = src
             samples.append(clock() - start)
@@ -92,13 +100,14 @@ def run(args) -> dict:
     cpu = load(args.config).host.cpus[0]
     pin([cpu], what="host.cpus[0]")
     gap = args.gap_us / 1e6
-    ways = {"back_to_back": None, "after_spin": lambda: spin(gap),
-            "after_sleep": lambda: time.sleep(gap)}
+    ways = {"back_to_back": (None, False), "after_spin": (lambda: spin(gap), False),
+            "after_sleep": (lambda: time.sleep(gap), False),
+            "after_spin_dst_read": (lambda: spin(gap), True)}
     chunks = []
     for chunk in args.chunk or [131072, 8192]:
         row = {"chunk_bytes": chunk}
-        for name, pause in ways.items():
-            row[name] = figures(median_copy_ns(chunk, args.copies, pause), chunk)
+        for name, (pause, read_dst) in ways.items():
+            row[name] = figures(median_copy_ns(chunk, args.copies, pause, read_dst), chunk)
         chunks.append(row)
     return {"cpu": cpu, "gap_us": args.gap_us, "chunks": chunks}
 
@@ -107,12 +116,12 @@ def print_table(result: dict) -> None:
     gap = f"{result['gap_us']:g} us"
     print(f"one copy into a 4 MB region on CPU {result['cpu']}, ns per KB "
           f"(% of one CPU per Gb/s), median")
-    print(f"{'chunk':>8}  {'back to back':>16}  {'after ' + gap + ' spin':>20}  "
-          f"{'after ' + gap + ' sleep':>20}")
+    heads = ["back to back", f"after {gap} spin", f"after {gap} sleep",
+             "spin, destination read"]
+    print(f"{'chunk':>8}" + "".join(f"  {h:>22}" for h in heads))
     for row in result["chunks"]:
-        cells = [f"{row[k]['ns_per_kb']:.1f} ({row[k]['pct_per_gbps']:.2f})"
-                 for k in ("back_to_back", "after_spin", "after_sleep")]
-        print(f"{row['chunk_bytes']:>8}  {cells[0]:>16}  {cells[1]:>20}  {cells[2]:>20}")
+        cells = [f"{row[k]['ns_per_kb']:.1f} ({row[k]['pct_per_gbps']:.2f})" for k in WAYS]
+        print(f"{row['chunk_bytes']:>8}" + "".join(f"  {c:>22}" for c in cells))
 
 
 def main(argv) -> int:

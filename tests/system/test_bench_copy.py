@@ -21,7 +21,7 @@ def test_three_ways_per_chunk_with_consistent_units(tmp_path):
     doc = json.loads(out.read_text())
     assert doc["gap_us"] == 5 and [c["chunk_bytes"] for c in doc["chunks"]] == [65536, 4096]
     for row in doc["chunks"]:
-        for way in ("back_to_back", "after_spin", "after_sleep"):
+        for way in ("back_to_back", "after_spin", "after_sleep", "after_spin_dst_read"):
             f = row[way]
             assert f["ns_per_kb"] > 0
             # % per Gb/s = 100 * ns per byte / 8 (rounding aside)
