@@ -27,8 +27,9 @@ from collections import Counter
 from engine.nic.base import NicFeatures, TxFrame
 from toad.config import TcpConfig
 
-from . import neighbours
+from . import neighbours, tracking
 from .timers import next_deadline as connection_deadline
+from .tcp_output import idle as output_idle
 from .arp_cache import ArpCache
 from .checksum import region_frame, region_sum
 from .connection import Connection
@@ -158,25 +159,10 @@ class Stack:
             conn.abort(self._now)
             self._collect(conn)
 
-    def mark(self, conn=None) -> None:
-        """With ``output_tracking`` on, a caller tells the Stack which connection a user
-        call changed (send, shutdown, close, abort, nodelay, a read opening the window),
-        or None for "not said": the next poll_transmit walks every connection.
-
-        The Stack marks by itself every connection it changes: a segment in, a timer
-        fired, a connect or a passive open. A connection nobody changed since its last
-        walk has nothing new to send (output is idempotent: a second call without input
-        builds nothing), so poll_transmit polls only the marked ones (in table order),
-        and ``output_due()`` says whether it has anything to do at all."""
-        if conn is None:
-            self._due_all = True
-        else:
-            self._due[conn] = None
-
-    def output_due(self) -> bool:
-        """Whether poll_transmit could produce a frame now (always, without tracking)."""
-        return bool(self._due or self._due_all or self._tx or self._loop
-                    or not self.output_tracking)
+    # Output tracking (opt-in): engine/tcp/tracking.py
+    mark = tracking.mark
+    output_due = tracking.output_due
+    _to_poll = tracking.to_poll
 
     def events(self) -> list:
         """(Connection | Listener, TcpEvent) pairs since the last call."""
@@ -261,20 +247,6 @@ class Stack:
         self._tx = []
         return out
 
-    def _to_poll(self) -> list:
-        """The connections this round of poll_transmit polls, in the table's order:
-        every active one, or with tracking only the marked ones (see mark())."""
-        active = self.table.active
-        due = self._due
-        if due:
-            self._due = {}
-        if self._due_all or not self.output_tracking:
-            self._due_all = False
-            return list(active)
-        if len(due) < 2:
-            return [conn for conn in due if conn in active]
-        return [conn for conn in active if conn in due]
-
     # ---- input -------------------------------------------------------------------
 
     def receive_frame(self, frame: memoryview, now: float, csum_ok: bool = False,
@@ -328,7 +300,8 @@ class Stack:
                     self._wake_waiting(conn, now)
                 else:
                     self._touched[conn] = None           # see _to_connection
-                    self._due[conn] = None
+                    if not output_idle(conn):            # (see mark())
+                        self._due[conn] = None
                 return
         self._receive_plain(frame, now, csum_ok, looped)
 
@@ -433,7 +406,8 @@ class Stack:
             # Events are drained once per batch (next poll_transmit or events()),
             # so a burst of segments makes one DataReceived, not one per segment.
             self._touched[conn] = None
-            self._due[conn] = None
+            if not output_idle(conn):    # nothing to send (e.g. its ACK is delayed)
+                self._due[conn] = None
 
     def _checksum_mode(self, conn, local_port: int) -> str:
         if conn is not None:

@@ -29,7 +29,7 @@ def output(c, now: float) -> list:
                 and len(c.send_buffer) <= ((c.snd_nxt - c.snd_una) & MASK)):
             # Idle (the common poll): nothing queued, no new data, no ACK owed. The
             # full path below would build nothing either (and arm no persist timer,
-            # as nothing waits to be sent).
+            # as nothing waits to be sent). idle() below is the same test.
             return []
         out = []
     state = c.state
@@ -64,6 +64,14 @@ def output(c, now: float) -> list:
         else:
             arm_persist(c, now)                 # (its own first test, inline)
     return out
+
+
+def idle(c) -> bool:
+    """Whether output(c) would return [] at once, changing nothing (its first test,
+    word for word): the Stack asks after a segment in, and polls only if not."""
+    return (not c.ctl_out and c.state is ESTAB and not c.ack_now and not c.acks_owed
+            and not c.force_probe and not c.in_recovery and c.snd_nxt == c.snd_max
+            and len(c.send_buffer) <= ((c.snd_nxt - c.snd_una) & MASK))
 
 
 MAX_OWED_ACKS = 64             # bound on duplicate ACKs sent in one poll
