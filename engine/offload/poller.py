@@ -8,7 +8,10 @@ receive-buffer doorbells again (a request posted during a long round waits one r
 not the whole pass). It stops when a round did nothing (the loopback wire delivers a
 frame sent in one round to the next one) or after ``MAX_ROUNDS``. Output runs only
 when frames came in, a timer fired or a request/doorbell changed a connection (a
-"kick"), so an idle pass of a busy-polling engine does not walk every connection. Interrupts: the loop
+"kick"), so an idle pass of a busy-polling engine does not walk every connection; and
+the Stack's output tracking (engine/tcp/tracking.py: each kick names its connection)
+makes that output poll only the connections that changed, or nothing at all when none
+has anything to send (an rr request whose ACK is delayed). Interrupts: the loop
 raises each QP's interrupt after its pollers, when the host armed it and moderation
 allows (engine/interrupts.py), so a host sleeping on a CONNECT, an ACCEPT_READY, a
 SEND_SPACE or receive data is woken, and nobody else is; the poller also runs that
