@@ -90,6 +90,14 @@ def test_build_run_has_the_stable_keys_and_excludes_the_checksum():
     assert details["send"]["integrity_s"] == pytest.approx(0.001)
 
 
+def test_a_slow_run_reports_a_goodput_not_zero():
+    # a short crr run can move a few KB in its interval: 1792 B in 1 s is 14.3 kb/s
+    config = from_dict({"mode": "kernel"})
+    run, _ = figures.build_run(config, worker("send", crc_sent=7, nbytes=1792),
+                               worker("recv", crc_recv=7, nbytes=1792))
+    assert run["goodput_gbps"] == pytest.approx(1.43e-5, abs=1e-6)
+
+
 def test_engine_figures_interpolate_cpu_and_busy():
     cpu = [(0.0, 0.0), (2.0, 1.0)]
     busy = [(0.0, {"busy_ns": 0}), (2.0, {"busy_ns": 5e8})]
