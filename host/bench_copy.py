@@ -25,7 +25,6 @@ of one CPU per Gb/s (what that copy would add to a side's figure). JSON: {"cpu",
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -33,6 +32,7 @@ import time
 import zlib
 
 from toad.config import load
+from toad.experiment.report import write_json
 from toad.memory import populated_map
 from toad.pinning import pin
 
@@ -129,9 +129,7 @@ def main(argv) -> int:
     result = run(args)
     print_table(result)
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
-            f.write("\n")
+        write_json(args.json, result)
     return 0
 
 
