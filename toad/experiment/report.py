@@ -225,11 +225,13 @@ def notes(details: Iterable[dict]) -> str:
              "measured and excluded from the figures",
              "memory copies = bytes copied at the socket boundary x the cost of a "
              "chunk-sized copy calibrated on the worker's CPU just before the run",
-             "timed in the run = the same bytes x the median cost of the boundary copies "
-             "sampled during the run (workload.copy_sample; kernel mode: inside Linux, not "
-             "timed); what it adds over the calibrated copy is in the driver/stack row",
              "host CPUs busy: /proc/stat over the host CPUs (both workers, interrupts, "
              "softirqs and any other process there), checksum time excluded"]
+    if any((d.get(side) or {}).get("copy_timed") for d in details for side in ("send", "recv")):
+        lines.insert(2, "timed in the run = the same bytes x the median cost of the boundary "
+                        "copies sampled during the run (workload.copy_sample; kernel mode: "
+                        "inside Linux, not timed); what it adds over the calibrated copy is "
+                        "in the driver/stack row")
     if repeats > 1:
         lines.append(f"each figure is the median of {repeats} runs of its point "
                      f"(workload.repeat); min - max: the smallest and largest total (rr/crr: p50) "
