@@ -22,15 +22,12 @@ def output(c, now: float) -> list:
     out = c.ctl_out
     if out:
         c.ctl_out = []
+    elif idle(c):
+        # Idle (the common poll): nothing queued, no new data, no ACK owed. The full
+        # path below would build nothing either (and arm no persist timer, as nothing
+        # waits to be sent). The Stack's output tracking asks the same idle().
+        return []
     else:
-        state = c.state
-        if (state is ESTAB and not c.ack_now and not c.acks_owed and not c.force_probe
-                and not c.in_recovery and c.snd_nxt == c.snd_max
-                and len(c.send_buffer) <= ((c.snd_nxt - c.snd_una) & MASK)):
-            # Idle (the common poll): nothing queued, no new data, no ACK owed. The
-            # full path below would build nothing either (and arm no persist timer,
-            # as nothing waits to be sent). idle() below is the same test.
-            return []
         out = []
     state = c.state
     if state is CLOSED or state is LISTEN:
@@ -67,8 +64,8 @@ def output(c, now: float) -> list:
 
 
 def idle(c) -> bool:
-    """Whether output(c) would return [] at once, changing nothing (its first test,
-    word for word): the Stack asks after a segment in, and polls only if not."""
+    """Whether output(c) would return [] at once, changing nothing (output's first
+    test): the Stack asks after a segment in, and polls only if not."""
     return (not c.ctl_out and c.state is ESTAB and not c.ack_now and not c.acks_owed
             and not c.force_probe and not c.in_recovery and c.snd_nxt == c.snd_max
             and len(c.send_buffer) <= ((c.snd_nxt - c.snd_una) & MASK))
