@@ -40,6 +40,10 @@ class Segment:
             raise ShmError(f"shared memory {name} {what} ({exc})") from None
         except posix_ipc.PermissionsError as exc:
             raise ShmError(f"shared memory {name}: permission denied ({exc})") from None
+        if not create and shm.size == 0:
+            # shm_open then ftruncate: an opener can come between the two
+            shm.close_fd()
+            raise ShmError(f"shared memory {name} is empty (its creator has not sized it yet)")
         try:
             self.size = shm.size
             prot = mmap.PROT_READ if read_only else mmap.PROT_READ | mmap.PROT_WRITE

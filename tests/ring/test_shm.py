@@ -30,6 +30,24 @@ def test_segment_is_private_and_exclusive():
         Segment(name)
 
 
+def test_a_segment_not_sized_yet_is_not_there_yet():
+    """Between its creator's shm_open and ftruncate a segment is empty: an opener
+    (wait_engine_ready polling the OE memory) gets ShmError and retries, no crash."""
+    import posix_ipc
+    from toad.engine_stats import EngineNotRunning, OeMemory
+    from toad import layout
+    name = f"t{os.getpid()}empty"
+    shm = posix_ipc.SharedMemory(layout.oe_name(name), posix_ipc.O_CREX, mode=0o600)
+    shm.close_fd()
+    try:
+        with pytest.raises(ShmError, match="is empty"):
+            Segment(layout.oe_name(name), read_only=True)
+        with pytest.raises(EngineNotRunning):
+            OeMemory(name, read_only=True)
+    finally:
+        shm.unlink()
+
+
 def test_semaphore_creation_claims_a_name():
     name = f"/toad-test{os.getpid()}-sem"
     sem = create_semaphore(name)
