@@ -506,8 +506,8 @@ class OffloadSocket:
                     self._wait_data()
             self.talking = False
             if not rx:               # EOF or an error: this reader is done, so the
-                if self.net.returns:  # buffers it read go back now, not at some
-                    self.net.flush_returns()  # other thread's next wait
+                if self.net.returns or self.net.released:  # buffers it read go back
+                    self.net.flush_returns()  # now, not at some other thread's next wait
                 if self.error and not self.eof:
                     raise error(self.error, "recv")
                 return 0
@@ -527,18 +527,18 @@ class OffloadSocket:
                 timer.add(perf_counter_ns() - t0, n)
             if start + n < length:
                 self.consumed += n
-                self.u64[self.consumed_word] = self.consumed   # the window opens
                 entry[1] = start + n
                 return n
-            # the buffer's unused tail counts as consumed (the engine spent it too);
-            # the counter is written before the buffer goes back
+            # the buffer's unused tail counts as consumed (the engine spent it too).
+            # The counter the engine opens the window from is written when the buffer
+            # itself goes back (flush_returns), not here: see OffloadNetwork.released
             self.consumed += n + self.buffer_bytes - length
-            self.u64[self.consumed_word] = self.consumed
             rx.popleft()
             net = self.net
             net._rx_in_engine += 1              # give_back, inlined
             returns = net.returns
             returns.append(buf_id)
+            net.released[self.consumed_word] = self.consumed   # (after the append)
             if len(returns) >= net.return_batch:
                 net.flush_returns()
             return n

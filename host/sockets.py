@@ -18,9 +18,10 @@ in host/offload_socket.py (OffloadSocket, re-exported here):
   used its share asks for a SEND_SPACE event at ``qp.send_space_threshold`` freed
   bytes and sleeps;
 - received data arrives in anonymous buffers (RECV_DATA events) that the driver's
-  poll attaches to their connection's queue (registered at adopt, dropped at close); ``recv``/``recv_into`` copy out once, publish
-  the consumed-bytes counter (the engine opens the window from it) and give the
-  buffer back to the pool. Blocked receivers sleep on the QP's interrupt; a socket
+  poll attaches to their connection's queue (registered at adopt, dropped at close);
+  ``recv``/``recv_into`` copy out once and give a buffer read to its end back to the
+  pool (in batches), publishing the consumed-bytes counter (the engine opens the
+  window from it) with it. Blocked receivers sleep on the QP's interrupt; a socket
   that sent nothing since its last read (a bulk reader) is woken once per batch of
   buffers (driver: batched waits), a conversation (rr) at every event.
 
@@ -30,8 +31,8 @@ acknowledged (or the connection is dead): only then are its send rings freed, so
 engine never reads reused memory; ``network.close()`` waits ``qp.close_linger_s`` for
 those answers. CLOSE with value 1 resets (SO_LINGER 0). ACCEPT answers EAGAIN when
 the queue is empty and the socket waits for an ACCEPT_READY event. The consumed
-counter counts buffer space released: bytes read plus each returned buffer's unused
-tail. RECV_DATA of length 0, or for connection 0, gives a buffer back unused.
+counter counts buffer space released: the bytes of each buffer read to its end and
+handed back, its unused tail included (a partly read buffer counts when it is done). RECV_DATA of length 0, or for connection 0, gives a buffer back unused.
 
 Events are handled by whichever thread is consuming the event ring (driver rules), so
 a socket may be used from several threads. Errors are OSError subclasses with Linux's
@@ -40,6 +41,7 @@ errno (ConnectionRefusedError, ConnectionResetError, BrokenPipeError, TimeoutErr
 from __future__ import annotations
 
 import errno
+import threading
 
 from host.driver import Driver, Event
 from host.offload_socket import OffloadSocket, check, error  # noqa: F401 (re-exported)
@@ -78,6 +80,9 @@ class OffloadNetwork:
         self._rx_in_engine = lay.recv_buffers  # (see rx_in_engine)
         self.unowned_returns = 0               # buffers the engine gave back unused
         self.returns: list[int] = []           # read buffers not yet handed back
+        # consumed-counter word -> value, written by flush_returns with the buffers
+        self.released: dict[int, int] = {}
+        self._flush_lock = threading.Lock()
         self.return_batch = max(1, min(RETURN_BATCH, lay.recv_buffers // 8))
         self.driver.post_rx_buffers([(self.driver.recv_buffer_offset(i), lay.recv_buffer_bytes, i)
                                      for i in range(lay.recv_buffers)])
@@ -150,7 +155,7 @@ class OffloadNetwork:
         return sock
 
     def wait(self, ready, timeout: float | None, batched: bool = False) -> bool:
-        if self.returns:
+        if self.returns or self.released:
             self.flush_returns()      # never sleep on buffers the engine may need
         return self.driver.wait_for(ready, timeout, batched)
 
@@ -163,9 +168,37 @@ class OffloadNetwork:
             self.flush_returns()
 
     def flush_returns(self) -> None:
-        batch, self.returns = self.returns, []
-        if batch:
-            self.driver.return_buffers(batch)
+        """Hand the read buffers back, with the consumed counters of their sockets.
+
+        A counter counts only buffers that are back in the pool (or go back in this
+        call). Counted at read time instead, as before, the QP's unreturned read buffers
+        (up to ``return_batch - 1``, plus partly read ones) opened windows with space
+        the pool did not have: with two receiving connections both windows could cover
+        the same free buffers, and the engine ran out of them (``rx_out_of_buffers``,
+        each one repaired by a retransmission, sometimes after an RTO). With the
+        counter here every connection's window stays within its share of the pool.
+        The counters are stored before the doorbell, so the engine's window update on
+        that doorbell reads them; in between, a window they open is one these very
+        buffers fill (x86-64 store order; toad/layout.py)."""
+        with self._flush_lock:           # (flushes in order: counters never go back)
+            # Readers append a buffer, then set its socket's counter, without a lock.
+            # Counters are popped first, then the buffers taken, so every buffer a
+            # counter counts goes back in this call; what readers add meanwhile stays
+            # for the next flush (pop and del are atomic, a swap would lose it).
+            released, counters = self.released, []
+            for word in list(released):
+                total = released.pop(word, None)
+                if total is not None:
+                    counters.append((word, total))
+            returns = self.returns
+            count = len(returns)
+            batch = returns[:count]
+            del returns[:count]
+            u64 = self.driver.u64
+            for word, total in counters:
+                u64[word] = total
+            if batch:
+                self.driver.return_buffers(batch)
 
     def _on_recv_data(self, values: tuple) -> None:
         """A RECV_DATA event (a raw EVENT_BODY_STRUCT tuple) the driver's poll did not

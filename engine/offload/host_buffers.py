@@ -131,7 +131,7 @@ class RxPool:
     def __init__(self, qp, window_bytes: int, counters=None):
         self.qp = qp
         self.window_bytes = window_bytes
-        self.receivers = 0                        # attached connections of the QP
+        self.receivers = 0                        # the QP's connections not detached
         self.limit_bytes = 0                      # one receiver's window limit (below)
         self.buffer_bytes = qp.layout.recv_buffer_bytes
         self.pool_bytes = (qp.layout.recv_buffers - 1) * self.buffer_bytes
@@ -206,12 +206,17 @@ class HostRecvBuffer:
         self.clock = clock               # () -> now (seconds), the poller's time
         self.detached = False
         self.window_closed = False
+        # a receiver from its creation (a child: at its SYN, long before ACCEPT), so
+        # the window a connection advertises is already its share when a peer's
+        # first scaled window goes out (counted at attach, a child's arrival halved
+        # the limit of a connection that had advertised the whole pool: a window the
+        # edge rule kept, that ran the shared pool dry)
+        pool.add_receiver(1)
 
     def attach(self, conn: int) -> None:
         """The host knows this connection as ``conn``: release held buffers."""
         self.conn = conn
         self.counter_offset = self.qp.counter_offset(conn) + 8
-        self.pool.add_receiver(1)
         for entry in self.held:
             self._post(*entry)
         self.held = []
@@ -359,7 +364,7 @@ class HostRecvBuffer:
 
     def detach(self) -> list:
         """The host closed or vanished: return the ids of buffers we still hold."""
-        if not self.detached and self.conn is not None:
+        if not self.detached:
             self.pool.add_receiver(-1)
         self.detached = True
         ids = [entry[0] for entry in self.held]
