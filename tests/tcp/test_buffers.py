@@ -1,4 +1,6 @@
 """The in-host ring buffers behind the SendBuffer/RecvBuffer protocols."""
+import os
+
 import pytest
 
 from engine.tcp.buffers import ByteRecvBuffer, ByteSendBuffer
@@ -38,3 +40,22 @@ def test_recv_buffer_write_read_readinto():
 def test_capacity_must_be_positive():
     with pytest.raises(ValueError, match="capacity"):
         ByteSendBuffer(0)
+
+
+def resident_bytes() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def test_a_ring_costs_only_the_memory_it_holds():
+    """A connection's 4 MB rings are not touched at creation (a memset bytearray was
+    2048 page faults per connection and 8 MB per connection left in TIME-WAIT)."""
+    before = resident_bytes()
+    rings = [(ByteSendBuffer(4 << 20), ByteRecvBuffer(4 << 20)) for _ in range(32)]
+    for send, recv in rings:
+        send.append(b"x" * 64)
+        recv.write(memoryview(b"y" * 64), True)
+    grown = resident_bytes() - before
+    assert grown < 16 << 20, f"32 pairs of 4 MB rings made {grown >> 20} MB resident"
+    send, recv = rings[-1]
+    assert b"".join(send.peek(0, 64)) == b"x" * 64 and len(recv) == 64
