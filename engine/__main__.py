@@ -12,6 +12,7 @@ import sys
 
 from toad.config import load
 from toad.errors import run_main
+from toad.memory import keep_heap
 from toad.pinning import pin
 from toad.shm import StopSignals
 
@@ -29,6 +30,7 @@ def parse_args(argv):
 def main(argv) -> int:
     args = parse_args(argv)
     config = load(args.config, args.set)
+    keep_heap(config.heap_trim_bytes)
     from engine.loop import Engine  # after the config is known to be valid
     from engine.offload import close as close_offload, install as install_offload, stop_watcher
 

@@ -29,6 +29,7 @@ import numpy as np
 from toad.config import load, read_yaml
 from toad.engine_stats import read_engine_stats, wait_engine_ready
 from toad.errors import ToadError
+from toad.memory import keep_heap
 
 PORT = 5301
 
@@ -38,7 +39,9 @@ def worker(role: str, chunk: int, seconds: float, overrides: list[str],
     """One side, in its own process: returns bytes, wall and CPU seconds (and with
     ``call_times`` the median and 90th percentile of a send/recv call, in ns)."""
     from host.sockets import OffloadNetwork
-    net = OffloadNetwork(load(None, overrides))
+    config = load(None, overrides)
+    keep_heap(config.heap_trim_bytes)
+    net = OffloadNetwork(config)
     buf = bytearray(os.urandom(chunk))
     times = np.zeros(1 << 20, np.int64) if call_times else None
     try:

@@ -22,6 +22,7 @@ import sys
 
 from toad.config import load
 from toad.errors import ToadError, run_main
+from toad.memory import keep_heap
 from toad.netns import install_signal_cleanup
 
 CHUNK = 65536
@@ -148,6 +149,7 @@ def write_all(fd: int, data: bytes) -> None:
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     config = load(args.config, args.overrides)
+    keep_heap(config.heap_trim_bytes)
     install_signal_cleanup()
     if args.mode == "offload":   # TCP in the running engine of this config
         from host.sockets import OffloadNetwork

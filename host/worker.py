@@ -22,6 +22,7 @@ import traceback
 
 from toad.config import Config, load
 from toad.errors import ToadError
+from toad.memory import keep_heap
 from toad.experiment.accounting import calibrate_copy_median
 from host import workloads
 from host.copy_timer import COPY_TIMER
@@ -157,6 +158,7 @@ def main(argv: list[str]) -> int:
             raise ToadError("host.worker: --role and --out are required")
         if args.cpu is not None:
             pin(args.cpu)
+        keep_heap(config.heap_trim_bytes)
         write_json(args.out, run_role(config, args.role, args.ready, args))
         return 0
     except ToadError as exc:

@@ -39,6 +39,12 @@ class Config:
     nic: NicConfig = doc("the NIC backend", default_factory=NicConfig)
     tcp: TcpConfig = doc("the TCP/IP stack", default_factory=TcpConfig)
     workload: WorkloadConfig = doc("what the host workers do", default_factory=WorkloadConfig)
+    heap_trim_bytes: int = doc(
+        "glibc malloc's trim threshold (mallopt M_TRIM_THRESHOLD) in every process that "
+        "runs toad's stack or a worker: frames up to 64 KB are allocated and freed per "
+        "segment, and with glibc's own 128 KB threshold each free gave memory back that "
+        "the next frame faulted in again (about 5 page faults per 64 KB segment, a fifth "
+        "of the engine's CPU in the kernel); 0 = glibc's default", default=256 << 20)
     sweep: Optional[str] = doc(
         "toad sweep: the parameter to vary when --param is not given, NAME=V1,V2,... "
         "(e.g. nic.mtu=1500,9000,65535)", default=None)
@@ -47,6 +53,9 @@ class Config:
     def validate(self, path: str) -> None:
         if not re.fullmatch(r"[A-Za-z0-9_.-]{1,40}", self.name):
             raise ConfigError(f"name: {self.name!r} must be 1-40 letters, digits, '_', '-' or '.'")
+        if not 0 <= self.heap_trim_bytes < 1 << 31:
+            raise ConfigError(f"heap_trim_bytes: {self.heap_trim_bytes} must be between 0 "
+                              f"and 2147483647 (0 = glibc's default)")
         # The engine sharing a CPU with host workers is allowed (one-CPU machines have
         # no choice); the launcher's report warns about it instead of refusing.
 
