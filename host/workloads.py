@@ -62,6 +62,20 @@ class Integrity:
         self.timed_bytes = 0     # ... and the bytes they checked
         self.overhead_s = clock_overhead(clock)   # the timer's own cost, off each sample
 
+    def update_known(self, pieces: KnownPieces, index: int) -> None:
+        """``update(piece)`` for a piece of ``pieces``, by table (timed the same way)."""
+        calls = self.calls
+        self.calls = calls + 1
+        if calls & _SAMPLE_MASK:
+            self.crc = pieces.extend(self.crc, index)
+            self.nbytes += pieces.length
+            return
+        start = self.clock()
+        self.crc = pieces.extend(self.crc, index)
+        self.timed_s += max(0.0, self.clock() - start - self.overhead_s)
+        self.timed_bytes += pieces.length
+        self.nbytes += pieces.length
+
     def update(self, view) -> None:
         # (one call per chunk, its Python cost charged to the network: kept short)
         calls = self.calls
@@ -83,6 +97,41 @@ class Integrity:
         if not self.timed_bytes:
             return self.timed_s
         return self.timed_s * self.nbytes / self.timed_bytes
+
+
+class KnownPieces:
+    """The CRC-32 of a stream of known, equal-length pieces without a pass over them.
+
+    CRC-32 is affine in its starting value: ``crc32(piece, v) == M(v) ^ crc32(piece)``
+    where M is linear and depends only on ``len(piece)``. M is kept as four byte
+    tables; each piece's own CRC is computed once. A bulk sender writes only such
+    pieces, so extending its CRC costs four table lookups instead of a pass over the
+    chunk (at 128 KB the pass was ~36 us per chunk: at 7 Gb/s a third of the host CPU
+    both workers share).
+    """
+
+    def __init__(self, pieces: list) -> None:
+        length = len(pieces[0])
+        if any(len(piece) != length for piece in pieces):
+            raise ValueError("KnownPieces: the pieces must have one length")
+        zeros = bytes(length)
+        base = _crc32(zeros)
+        columns = [_crc32(zeros, 1 << bit) ^ base for bit in range(32)]   # M(1 << bit)
+        self.tables = []
+        for byte in range(4):
+            table = [0] * 256
+            for value in range(1, 256):
+                low = value & -value                  # M is linear: one column per bit
+                table[value] = table[value ^ low] ^ columns[8 * byte + low.bit_length() - 1]
+            self.tables.append(table)
+        self.crcs = [_crc32(piece) for piece in pieces]
+        self.length = length
+
+    def extend(self, crc: int, index: int) -> int:
+        """``crc32(pieces[index], crc)``."""
+        t0, t1, t2, t3 = self.tables
+        return (t0[crc & 0xFF] ^ t1[(crc >> 8) & 0xFF] ^ t2[(crc >> 16) & 0xFF]
+                ^ t3[crc >> 24] ^ self.crcs[index])
 
 
 @dataclass
@@ -190,12 +239,13 @@ def bulk_send(sock, plan: Plan) -> dict:
     # the slices at offsets i * 7919 mod span, made once (no slicing per write)
     views = [data[offset:offset + chunk]
              for offset in ((i * 7919) % span for i in range(SEND_SLICES))]
+    known = KnownPieces(views)
     integrity, meter = Integrity(), Meter(plan.host_cpus)
     sent = 0
-    sendall, update, clock = sock.sendall, integrity.update, time.monotonic
+    sendall, update, clock = sock.sendall, integrity.update_known, time.monotonic
     start = clock()
     measure_at, stop_at = start + plan.warmup_s, start + plan.warmup_s + plan.duration_s
-    for view in itertools.cycle(views):
+    for index, view in itertools.cycle(enumerate(views)):
         now = clock()
         if now >= measure_at:
             if not meter.started:
@@ -203,7 +253,7 @@ def bulk_send(sock, plan: Plan) -> dict:
             elif now >= stop_at and sent > meter.bytes0:
                 break  # at least one write inside the interval, however long a write blocks
         sendall(view)
-        update(view)
+        update(known, index)
         sent += chunk
     meter.stop(sent, integrity)
     sock.shutdown(socket.SHUT_WR)

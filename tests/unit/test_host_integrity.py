@@ -1,7 +1,10 @@
 """The workers' running checksum: exact CRC, sampled CPU time charged per byte."""
+import random
 import zlib
 
-from host.workloads import SAMPLE_EVERY, Integrity, clock_overhead
+import pytest
+
+from host.workloads import SAMPLE_EVERY, Integrity, KnownPieces, clock_overhead
 
 
 class Clock:
@@ -53,3 +56,20 @@ def test_cpu_time_extrapolates_the_timed_calls():
 
 def test_empty_checker_costs_nothing():
     assert Integrity(Clock(0.1)).cpu_s == 0.0
+
+
+@pytest.mark.parametrize("length", [1, 8191, 131072])
+def test_known_pieces_extend_the_crc_as_a_pass_over_them_would(length):
+    rng = random.Random(length)
+    pieces = [rng.randbytes(length) for _ in range(5)]
+    known = KnownPieces(pieces)
+    by_table, by_pass = Integrity(), Integrity()
+    crc = 0
+    for index in [rng.randrange(5) for _ in range(40)]:
+        by_table.update_known(known, index)
+        by_pass.update(memoryview(pieces[index]))
+        crc = zlib.crc32(pieces[index], crc)
+    assert by_table.crc == by_pass.crc == crc
+    assert by_table.nbytes == by_pass.nbytes == 40 * length
+    with pytest.raises(ValueError, match="one length"):
+        KnownPieces([b"ab", b"abc"])
