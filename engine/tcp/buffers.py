@@ -3,9 +3,9 @@
 The connection never owns its stream storage: it talks to a ``SendBuffer`` and a
 ``RecvBuffer`` (docs/stack-api.md). The engine supplies buffers backed by host
 memory and anonymous receive buffers; the in-host stack uses the ring buffers
-below. Both rings are one fixed anonymous mapping that is never resized, so memoryviews
-handed out by ``peek`` stay valid (the bytes under them change only once they are
-acknowledged and released).
+below. Each ring is one fixed anonymous mapping that is never resized, so
+memoryviews handed out by ``peek`` stay valid (the bytes under them change only once
+they are acknowledged and released).
 """
 from __future__ import annotations
 
