@@ -176,9 +176,12 @@ class RxPool:
 
     def add_receiver(self, delta: int) -> None:
         """A connection attached (+1) or detached (-1): each receiver's window limit
-        is its share of the pool, at most the TCP window, at least one buffer."""
+        is its share of the pool less one buffer, at most the TCP window, at least
+        one buffer. The buffer held back absorbs a partly filled buffer posted
+        (PSH, delay) after the window was advertised: its unused tail is spent, but
+        the peer may still send up to the advertised edge."""
         self.receivers += delta
-        share = self.pool_bytes // (self.receivers or 1)
+        share = self.pool_bytes // (self.receivers or 1) - self.buffer_bytes
         if share > self.window_bytes:
             share = self.window_bytes
         self.limit_bytes = share if share > self.buffer_bytes else self.buffer_bytes
