@@ -63,7 +63,9 @@ class Integrity:
         self.overhead_s = clock_overhead(clock)   # the timer's own cost, off each sample
 
     def update_known(self, pieces: KnownPieces, index: int) -> None:
-        """``update(piece)`` for a piece of ``pieces``, by table (timed the same way)."""
+        """``update(piece)`` for a piece of ``pieces``, by table (timed the same way;
+        written out like ``update``, not through a shared helper: both run once per
+        chunk and their untimed Python is charged to the network)."""
         calls = self.calls
         self.calls = calls + 1
         if calls & _SAMPLE_MASK:
