@@ -108,8 +108,8 @@ class KnownPieces:
     where M is linear and depends only on ``len(piece)``. M is kept as four byte
     tables; each piece's own CRC is computed once. A bulk sender writes only such
     pieces, so extending its CRC costs four table lookups instead of a pass over the
-    chunk (at 128 KB the pass was ~36 us per chunk: at 7 Gb/s a third of the host CPU
-    both workers share).
+    chunk (at 128 KB the pass was ~36 us per chunk: at 7 Gb/s about a quarter of a
+    CPU per side, on the one CPU both workers share).
     """
 
     def __init__(self, pieces: list) -> None:
