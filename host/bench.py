@@ -14,9 +14,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-from toad.config import load
 from toad.errors import run_main
-from toad.memory import keep_heap
 
 BENCHES = {
     "rings": "host.bench_rings",
@@ -31,7 +29,6 @@ def main(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in BENCHES:
         print(__doc__.strip(), file=sys.stderr)
         return 0 if argv and argv[0] in ("-h", "--help") else 2
-    keep_heap(load(None).heap_trim_bytes)   # as the engine and workers (toad/memory.py)
     module = importlib.import_module(BENCHES[argv[0]])
     return module.main(argv[1:])
 

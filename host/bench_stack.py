@@ -48,8 +48,9 @@ from engine.tcp.checksum import copy_sum, ones_sum
 from engine.tcp.framing import FrameBuilder, ethernet_prefix
 from engine.tcp.stack import Stack
 from engine.tcp.wire.tcp import ACK, TcpRepr
-from toad.config import TcpConfig
+from toad.config import TcpConfig, load
 from toad.errors import ToadError, run_main
+from toad.memory import keep_heap
 
 MAC_A = bytes.fromhex("02000000000a")
 MAC_B = bytes.fromhex("02000000000b")
@@ -342,6 +343,7 @@ def parse_args(argv):
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
+    keep_heap(load(None).heap_trim_bytes)   # the stacks run here, as in the engine
     result = {"checksum_us": checksum_figures(), "build_us": build_figures(args.modes),
               "bulk": [], "load_average": os.getloadavg()}
     for name, sizes in result["checksum_us"].items():

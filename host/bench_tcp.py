@@ -25,6 +25,7 @@ import time
 
 from toad.config import load
 from toad.errors import ToadError
+from toad.memory import keep_heap
 from toad.netns import have_net_admin, install_signal_cleanup
 
 CASES = {
@@ -272,6 +273,8 @@ def main(argv: list[str]) -> int:
     if not have_net_admin():
         raise ToadError("toad bench tcp needs root (or CAP_NET_ADMIN) and /dev/net/tun")
     install_signal_cleanup()
+    # the stack runs in this process: the heap rule of its config (--set included)
+    keep_heap(config_for(args.case_list[0], args.overrides).heap_trim_bytes)
     iperf = shutil.which("iperf") is not None
     toad_cpu, peer_cpus = pin()
     profiler = None
