@@ -11,129 +11,26 @@ close). So one code path measures the three modes.
   each round trip is sampled.
 - crr: rr with a new connection per request (TOAD's "short-lived connections").
 
-Integrity: each side keeps a CRC-32 of the whole byte stream it sent and received
-(zlib.crc32 measured fastest here: ~3.7 GB/s against ~3.1 for adler32 and <= 1.7 for
-hashlib's digests). The checksum's own CPU time is measured with ``thread_time``
-around every SAMPLE_EVERY-th call, charged per byte to the others, and reported apart,
-so it can be excluded from the figures (thread_time is a system call of ~1 us here:
-timing every call cost as much as the checksum of 4 KB, and half of it landed in the
-network's share).
+Integrity (host.integrity): each side keeps the exact CRC-32 of the whole byte stream
+it sent and received; a bulk receiver also compares every byte with the one the
+sender wrote. The check's own CPU time is measured apart, so it can be excluded from
+the figures.
 """
 from __future__ import annotations
 
 import itertools
 import socket
 import time
-import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from host.copy_timer import COPY_TIMER
+from host.integrity import ExpectedStream, Integrity, SendPattern, pattern
 from toad.errors import ToadError
 from toad.experiment.accounting import process_cpu_seconds, read_cpu_times
 
 MAX_LATENCY_SAMPLES = 1 << 20
-SAMPLE_EVERY = 16        # checksum calls per timed one (a power of two)
-_SAMPLE_MASK = SAMPLE_EVERY - 1
-_crc32 = zlib.crc32
-SEND_SLICES = 61         # bulk sender: distinct chunk-sized slices of its pattern, in turn
-
-
-def clock_overhead(clock=time.thread_time, trials: int = 20) -> float:
-    """What a ``clock() ... clock()`` pair adds to the time it measures (one call's
-    cost: the smallest difference of two back-to-back readings)."""
-    best = float("inf")
-    for _ in range(trials):
-        start = clock()
-        best = min(best, clock() - start)
-    return best
-
-
-class Integrity:
-    """A running CRC-32 of a byte stream and the CPU time spent computing it."""
-
-    def __init__(self, clock=time.thread_time) -> None:
-        self.clock = clock
-        self.crc = 0
-        self.nbytes = 0
-        self.calls = 0
-        self.timed_s = 0.0       # thread CPU time of the timed calls...
-        self.timed_bytes = 0     # ... and the bytes they checked
-        self.overhead_s = clock_overhead(clock)   # the timer's own cost, off each sample
-
-    def update_known(self, pieces: KnownPieces, index: int) -> None:
-        """``update(piece)`` for a piece of ``pieces``, by table (timed the same way;
-        written out like ``update``, not through a shared helper: both run once per
-        chunk and their untimed Python is charged to the network)."""
-        calls = self.calls
-        self.calls = calls + 1
-        if calls & _SAMPLE_MASK:
-            self.crc = pieces.extend(self.crc, index)
-            self.nbytes += pieces.length
-            return
-        start = self.clock()
-        self.crc = pieces.extend(self.crc, index)
-        self.timed_s += max(0.0, self.clock() - start - self.overhead_s)
-        self.timed_bytes += pieces.length
-        self.nbytes += pieces.length
-
-    def update(self, view) -> None:
-        # (one call per chunk, its Python cost charged to the network: kept short)
-        calls = self.calls
-        self.calls = calls + 1
-        if calls & _SAMPLE_MASK:       # calls 1, 17, 33... are timed
-            self.crc = _crc32(view, self.crc)
-            self.nbytes += len(view)
-            return
-        start = self.clock()
-        self.crc = _crc32(view, self.crc)
-        self.timed_s += max(0.0, self.clock() - start - self.overhead_s)
-        self.timed_bytes += len(view)
-        self.nbytes += len(view)
-
-    @property
-    def cpu_s(self) -> float:
-        """Checksum CPU seconds so far: the timed calls' cost per byte, for all bytes
-        (the first call is always timed, so any checked bytes have a cost)."""
-        if not self.timed_bytes:
-            return self.timed_s
-        return self.timed_s * self.nbytes / self.timed_bytes
-
-
-class KnownPieces:
-    """The CRC-32 of a stream of known, equal-length pieces without a pass over them.
-
-    CRC-32 is affine in its starting value: ``crc32(piece, v) == M(v) ^ crc32(piece)``
-    where M is linear and depends only on ``len(piece)``. M is kept as four byte
-    tables; each piece's own CRC is computed once. A bulk sender writes only such
-    pieces, so extending its CRC costs four table lookups instead of a pass over the
-    chunk (at 128 KB the pass was ~36 us per chunk: at 7 Gb/s about a quarter of a
-    CPU per side, on the one CPU both workers share).
-    """
-
-    def __init__(self, pieces: list) -> None:
-        length = len(pieces[0])
-        if any(len(piece) != length for piece in pieces):
-            raise ValueError("KnownPieces: the pieces must have one length")
-        zeros = bytes(length)
-        base = _crc32(zeros)
-        columns = [_crc32(zeros, 1 << bit) ^ base for bit in range(32)]   # M(1 << bit)
-        self.tables = []
-        for byte in range(4):
-            table = [0] * 256
-            for value in range(1, 256):
-                low = value & -value                  # M is linear: one column per bit
-                table[value] = table[value ^ low] ^ columns[8 * byte + low.bit_length() - 1]
-            self.tables.append(table)
-        self.crcs = [_crc32(piece) for piece in pieces]
-        self.length = length
-
-    def extend(self, crc: int, index: int) -> int:
-        """``crc32(pieces[index], crc)``."""
-        t0, t1, t2, t3 = self.tables
-        return (t0[crc & 0xFF] ^ t1[(crc >> 8) & 0xFF] ^ t2[(crc >> 16) & 0xFF]
-                ^ t3[crc >> 24] ^ self.crcs[index])
 
 
 @dataclass
@@ -173,11 +70,6 @@ class Meter:
                 "cpu_s": self.cpu1 - self.cpu0,
                 "integrity_s": self.integrity1 - self.integrity0,
                 "bytes": self.bytes1 - self.bytes0, "host_busy_s": busy, "host_irq_s": irq}
-
-
-def pattern(nbytes: int, seed: int) -> memoryview:
-    """Random bytes the senders draw their data from (so reordering is detected)."""
-    return memoryview(np.random.default_rng(seed).integers(0, 256, nbytes, dtype=np.uint8).tobytes())
 
 
 def set_nodelay(sock) -> None:
@@ -234,14 +126,11 @@ class Plan:
 
 
 def bulk_send(sock, plan: Plan) -> dict:
-    """Write ``chunk``-byte slices of a random pattern for warmup + duration seconds."""
+    """Write the ``chunk``-byte slices of ``SendPattern`` in turn for warmup + duration
+    seconds."""
     chunk = plan.chunk
-    data = pattern(4 * chunk + 4093, plan.seed)
-    span = len(data) - chunk
-    # the slices at offsets i * 7919 mod span, made once (no slicing per write)
-    views = [data[offset:offset + chunk]
-             for offset in ((i * 7919) % span for i in range(SEND_SLICES))]
-    known = KnownPieces(views)
+    sending = SendPattern(chunk, plan.seed)
+    views, known = sending.views, sending.known
     integrity, meter = Integrity(), Meter(plan.host_cpus)
     sent = 0
     sendall, update, clock = sock.sendall, integrity.update_known, time.monotonic
@@ -268,16 +157,18 @@ def bulk_send(sock, plan: Plan) -> dict:
 
 
 def bulk_recv(sock, plan: Plan) -> dict:
-    """Read ``chunk`` bytes per call until EOF; measuring starts warmup_s after byte 1.
+    """Read ``chunk`` bytes per call until EOF, each byte checked against what
+    ``bulk_send`` writes; measuring starts warmup_s after byte 1.
 
     ``plan.flip_at`` (tests only, from TOAD_TEST_FLIP_AT): flip the byte at that
     stream offset after it arrived, to prove a damaged stream fails the run.
     """
     chunk = plan.chunk
-    buf = memoryview(bytearray(chunk))
-    integrity, meter = Integrity(), Meter(plan.host_cpus)
+    buffer = bytearray(chunk)
+    buf = memoryview(buffer)
+    integrity, meter = ExpectedStream(SendPattern(chunk, plan.seed), buffer), Meter(plan.host_cpus)
     got, measure_at, flip_at = 0, None, plan.flip_at
-    recv_into, update = sock.recv_into, integrity.update
+    recv_into, received = sock.recv_into, integrity.received
     while True:
         n = recv_into(buf, chunk)
         if n == 0:
@@ -286,14 +177,16 @@ def bulk_recv(sock, plan: Plan) -> dict:
             measure_at = time.monotonic() + plan.warmup_s
         if got <= flip_at < got + n:
             buf[flip_at - got] ^= 0xFF
-        update(buf if n == chunk else buf[:n])
+        received(n)
         got += n
         if not meter.started and time.monotonic() >= measure_at:
             meter.start(got, integrity)
+    integrity.finish()
     if not meter.started:
         meter.start(got, integrity)  # nothing measured: the launcher reports it
     meter.stop(got, integrity)
     return {"measured": meter.as_json(), "crc_recv": integrity.crc, "total_bytes": got,
+            "first_bad_offset": integrity.first_bad,
             "bytes_copied": meter.bytes1 - meter.bytes0}
 
 
@@ -332,7 +225,7 @@ def _transact(sock, request: memoryview, reply: memoryview, sent: Integrity,
 def rr_client(network, address: tuple[str, int], plan: Plan, new_connection: bool) -> dict:
     """Requests of ``size`` bytes for warmup + duration; one connection or one each (crr)."""
     size = plan.size
-    data = pattern(4 * size + 4093, plan.seed)
+    data = memoryview(pattern(4 * size + 4093, plan.seed))
     span = len(data) - size
     reply = memoryview(bytearray(size))
     sent, got, meter, lat = Integrity(), Integrity(), Meter(plan.host_cpus), Latencies()

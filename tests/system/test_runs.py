@@ -91,7 +91,8 @@ def test_offload_runs_or_says_it_is_not_built(tmp_path):
 
 
 def test_a_damaged_stream_fails_the_run_instead_of_giving_a_figure(tmp_path):
-    """The receiver flips one byte it got (TOAD_TEST_FLIP_AT): CRC-32 must catch it."""
+    """The receiver flips one byte it got (TOAD_TEST_FLIP_AT): its comparison with
+    what was sent, and the CRC-32, must catch it and say where."""
     out = tmp_path / "out.json"
     env = dict(os.environ, TOAD_TEST_FLIP_AT="100000")
     done = subprocess.run([sys.executable, "-m", "toad", "run", "configs/default.yaml",
@@ -101,6 +102,7 @@ def test_a_damaged_stream_fails_the_run_instead_of_giving_a_figure(tmp_path):
     assert done.returncode != 0
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "integrity check failed" in lines[0], done.stderr
+    assert "at stream offset 100000" in lines[0] and "sender CRC" in lines[0]
     assert not out.exists()
 
 

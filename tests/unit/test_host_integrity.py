@@ -1,10 +1,12 @@
-"""The workers' running checksum: exact CRC, sampled CPU time charged per byte."""
+"""The workers' integrity checks: exact CRCs, the bulk receiver's byte comparison,
+sampled CPU time charged per byte."""
 import random
 import zlib
 
 import pytest
 
-from host.workloads import SAMPLE_EVERY, Integrity, KnownPieces, clock_overhead
+from host.integrity import (SAMPLE_EVERY, SEND_SLICES, ExpectedStream, Integrity, KnownPieces,
+                            SendPattern, clock_overhead)
 
 
 class Clock:
@@ -73,3 +75,57 @@ def test_known_pieces_extend_the_crc_as_a_pass_over_them_would(length):
     assert by_table.nbytes == by_pass.nbytes == 40 * length
     with pytest.raises(ValueError, match="one length"):
         KnownPieces([b"ab", b"abc"])
+
+
+def stream_of(sent: SendPattern, nbytes: int) -> bytes:
+    """The bytes bulk_send writes: the pattern's slices in turn."""
+    pieces = -(-nbytes // sent.chunk)
+    return b"".join(bytes(sent.views[k % SEND_SLICES]) for k in range(pieces))[:nbytes]
+
+
+def feed(check: ExpectedStream, buffer: bytearray, stream: bytes, reads: list) -> None:
+    """Deliver ``stream`` in reads of the given sizes, as recv_into would."""
+    at = 0
+    for n in reads:
+        buffer[:n] = stream[at:at + n]
+        check.received(n)
+        at += n
+
+
+@pytest.mark.parametrize("chunk", [1000, 8192])
+def test_expected_stream_keeps_the_exact_crc_across_odd_reads(chunk):
+    sent = SendPattern(chunk, seed=3)
+    rng = random.Random(chunk)
+    reads = [chunk] * 5 + [rng.randrange(1, chunk + 1) for _ in range(150)]
+    stream = stream_of(sent, sum(reads))
+    buffer = bytearray(chunk)
+    check = ExpectedStream(sent, buffer)
+    feed(check, buffer, stream, reads)
+    check.finish()                                 # the last piece arrived in part
+    assert check.first_bad == -1
+    assert check.crc == zlib.crc32(stream)
+    assert check.nbytes == len(stream) and check.offset == len(stream)
+
+
+@pytest.mark.parametrize("bad", [0, 699, 999, 1000, 4321, 7997])
+def test_expected_stream_finds_the_first_differing_byte(bad):
+    chunk = 1000
+    sent = SendPattern(chunk, seed=5)
+    reads = [700, 1000, 300, 1000, 1000, 1000, 1000, 1000, 1000]
+    stream = bytearray(stream_of(sent, sum(reads)))
+    stream[bad] ^= 0x40
+    stream[bad + 2] ^= 0x01                        # a later difference is not the first
+    buffer = bytearray(chunk)
+    check = ExpectedStream(sent, buffer)
+    feed(check, buffer, bytes(stream), reads)
+    check.finish()
+    assert check.first_bad == bad
+    assert check.crc == zlib.crc32(stream)         # still the CRC of what arrived
+    assert check.crc != zlib.crc32(stream_of(sent, sum(reads)))
+
+
+def test_expected_stream_is_what_bulk_send_writes():
+    """The sender's slices are the ones the receiver expects, in the same order."""
+    sent = SendPattern(512, seed=1)
+    assert len(sent.views) == SEND_SLICES and all(len(v) == 512 for v in sent.views)
+    assert SendPattern(512, seed=1).data == sent.data != SendPattern(512, seed=2).data

@@ -25,6 +25,9 @@ def check_integrity(kind: str, send: dict, recv: dict) -> None:
     if send.get("crc_sent") != recv.get("crc_recv"):
         problems.append(f"sender CRC {send.get('crc_sent'):#010x} != receiver CRC "
                         f"{recv.get('crc_recv'):#010x}")
+    if recv.get("first_bad_offset", -1) >= 0:
+        problems.append(f"the first byte that differs from what was sent is at stream "
+                        f"offset {recv['first_bad_offset']}")
     if kind == "bulk" and send.get("total_bytes") != recv.get("total_bytes"):
         problems.append(f"{send.get('total_bytes')} bytes sent, {recv.get('total_bytes')} received")
     if kind != "bulk" and recv.get("crc_sent") != send.get("crc_recv"):
