@@ -74,7 +74,8 @@ class QueuePairConfig:
     send_share_bytes: int = doc(
         "send-buffer bytes one connection may hold before its writer sleeps", default=1024 * 1024)
     send_space_threshold: int = doc(
-        "a sleeping writer asks to be woken when this many bytes are freed", default=131072)
+        "a sleeping writer asks to be woken when this many bytes are freed (at most half "
+        "its ring, so it refills while the rest drains)", default=131072)
     max_connections: int = doc("rows in the per-QP cumulative counter table", default=1024)
     busy_poll_us: int = doc(
         "host driver: spin this long waiting for an event before sleeping on the "
