@@ -221,12 +221,13 @@ def render(runs: list[dict], details: list[dict]) -> str:
 def notes(details: Iterable[dict]) -> str:
     details = list(details)
     repeats = 1 + max((d.get("repeat", 0) for d in details), default=0)
-    lines = ["integrity: every run's CRC-32 matched; the checksum's own CPU time is "
-             "measured and excluded from the figures",
+    lines = ["integrity: every run's CRC-32 matched (bulk: every byte was also compared "
+             "with what was sent); the check's own CPU time is measured and excluded "
+             "from the figures",
              "memory copies = bytes copied at the socket boundary x the cost of a "
              "chunk-sized copy calibrated on the worker's CPU just before the run",
              "host CPUs busy: /proc/stat over the host CPUs (both workers, interrupts, "
-             "softirqs and any other process there), checksum time excluded"]
+             "softirqs and any other process there), integrity check time excluded"]
     if any((d.get(side) or {}).get("copy_timed") for d in details for side in ("send", "recv")):
         lines.insert(2, "timed in the run = the same bytes x the median cost of the boundary "
                         "copies sampled during the run (workload.copy_sample; kernel mode: "
