@@ -140,9 +140,9 @@ class SendPattern:
         self.chunk = chunk
         self.data = pattern(4 * chunk + 4093, seed)
         span = len(self.data) - chunk
-        self.starts = [(i * SLICE_STRIDE) % span for i in range(SEND_SLICES)]
         whole = memoryview(self.data)
-        self.views = [whole[start:start + chunk] for start in self.starts]
+        self.views = [whole[start:start + chunk]
+                      for start in ((i * SLICE_STRIDE) % span for i in range(SEND_SLICES))]
         self.known = KnownPieces(self.views)
 
 
@@ -214,13 +214,12 @@ class ExpectedStream(Integrity):
         """The ``take`` bytes at ``position`` differ from the sender's somewhere: fold
         in the current piece's agreeing head, then all the received rest by a pass,
         and note where the difference is."""
-        data, start = memoryview(self.sent.data), self.sent.starts[index] + within
-        self.crc = _crc32(data[start - within:start], self.crc)
-        got = memoryview(self.buffer)
+        piece, got = self.sent.views[index], memoryview(self.buffer)
+        self.crc = _crc32(piece[:within], self.crc)
         self.crc = _crc32(got[position:n], self.crc)
         self.first_bad = offset + position + next(
             i for i, (a, b) in enumerate(zip(got[position:position + take],
-                                             data[start:start + take])) if a != b)
+                                             piece[within:within + take])) if a != b)
 
     def finish(self) -> None:
         """Fold in a last piece that arrived only in part (agreeing so far)."""
