@@ -74,6 +74,7 @@ class OffloadSocket:
         self.shut_rd = self.shut_wr = False
         self.talking = False           # sent since its last read: a reader waits per event
         self.accept_ready = 0          # ACCEPT_READY events seen
+        self.accept_matched = 0        # of those, the ones an ACCEPT answered (or EAGAIN)
         self.space_events = 0          # SEND_SPACE events seen
         self.ring: SendRing | None = None
         self.retired: list = []        # (offset, size, posted at retirement) of old rings
@@ -120,8 +121,13 @@ class OffloadSocket:
 
     def setsockopt(self, level: int, option: int, value) -> None:
         if level == pysocket.IPPROTO_TCP and option == pysocket.TCP_NODELAY:
-            self._call(layout.OP_SETOPT, "setsockopt", option=layout.OPT_NODELAY,
-                       value=int(bool(value)))
+            # Posted, not waited for (as Linux sets it without a round trip): the engine
+            # applies requests in order, so the option holds for every later SEND. It
+            # cannot fail for a socket this QP owns; if the engine refused the request
+            # anyway, its ERROR event sets the socket's error (host/sockets.py).
+            self._check_open()
+            self.driver.post(layout.OP_SETOPT, layout.REQ_SILENT, self.conn,
+                             option=layout.OPT_NODELAY, value=int(bool(value)))
         elif level == pysocket.SOL_SOCKET and option == pysocket.SO_LINGER:
             on, seconds = struct.unpack("ii", value)
             self.abort_on_close = bool(on) and seconds == 0   # close() sends an RST
@@ -189,17 +195,26 @@ class OffloadSocket:
         if not self.listening:
             raise error(errno.EINVAL, "accept: socket is not listening")
         deadline = None if self.timeout is None else time.monotonic() + self.timeout
+        # The engine posts one ACCEPT_READY per connection it queues, before any ACCEPT
+        # can take it, so an ACCEPT is asked only when an event is not matched yet: a
+        # server waiting for its next connection makes one round trip, not two (a
+        # probe answered EAGAIN, then the ACCEPT after the event).
+        unmatched = lambda: self.accept_ready > self.accept_matched or self.closed
         while True:
-            seen = self.accept_ready
-            event = self.driver.call(layout.OP_ACCEPT, conn=self.conn)
-            if event.type == layout.EV_COMPLETION and event.status == 0:
-                peer = (ntoa(event.addr), event.port)
-                child = OffloadSocket(self.net, event.value, connected=True, peer=peer)
-                child.local = (self.net.listen_address, self.local[1])
-                return self.net.adopt(child), peer
-            if event.status != errno.EAGAIN:
-                check(event, "accept")
-            if not self._wait(lambda: self.accept_ready != seen or self.closed, deadline):
+            self._check_open()
+            if unmatched():
+                seen = self.accept_ready
+                event = self.driver.call(layout.OP_ACCEPT, conn=self.conn)
+                if event.type == layout.EV_COMPLETION and event.status == 0:
+                    self.accept_matched += 1
+                    peer = (ntoa(event.addr), event.port)
+                    child = OffloadSocket(self.net, event.value, connected=True, peer=peer)
+                    child.local = (self.net.listen_address, self.local[1])
+                    return self.net.adopt(child), peer
+                if event.status != errno.EAGAIN:
+                    check(event, "accept")
+                self.accept_matched = seen  # those connections died before they were taken
+            if not self._wait(unmatched, deadline):
                 raise self._would_block("accept")
 
     def connect(self, address) -> None:

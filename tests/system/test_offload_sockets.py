@@ -21,6 +21,7 @@ import time
 import pytest
 
 from host.sockets import OffloadNetwork
+from toad import layout
 from toad.config import load
 from toad.engine_stats import wait_engine_ready
 
@@ -467,6 +468,69 @@ def test_tcp_nagle_config_applies_without_setsockopt(engine, nagle):
         listener.close()
     held = run.stop()["connections"].get("tx_held_nagle_sws", 0)
     assert (held > 0) if nagle else (held == 0), held
+
+
+def test_nodelay_is_posted_and_a_waiting_accept_asks_once(engine):
+    """TCP_NODELAY costs no round trip yet holds for the SENDs after it (Nagle on in
+    the engine, the peer's ACK delayed: without it the second write would wait);
+    an accept already waiting when the connection comes makes one ACCEPT request;
+    a connection reset before it was accepted leaves accept waiting, not stuck."""
+    run = engine("tcp.nagle=true", "tcp.delayed_ack_ms=200")
+    with OffloadNetwork(run.config()) as net:
+        calls: list[int] = []
+        call = net.driver.call
+
+        def counted(opcode, *args, **fields):
+            calls.append(opcode)
+            return call(opcode, *args, **fields)
+
+        net.driver.call = counted
+        listener = net.listen(7020)
+        calls.clear()
+        accepted = threading.Event()
+
+        def two_writes(sock):
+            accepted.set()
+            got = b""
+            while len(got) < 20:
+                got += sock.recv(100)
+            return got
+
+        thread, box = serve_once(listener, two_writes)
+        time.sleep(0.1)                   # the accept waits before the client connects
+        client = net.socket()
+        client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        client.connect((net.listen_address, 7020))
+        assert accepted.wait(10)
+        client.sendall(b"a" * 10)
+        time.sleep(0.02)                  # two SEND requests, never one span
+        client.sendall(b"b" * 10)
+        thread.join(10)
+        assert "error" not in box and box["result"] == b"a" * 10 + b"b" * 10
+        assert calls.count(layout.OP_ACCEPT) == 1, calls
+        assert layout.OP_SETOPT not in calls, calls
+        client.close()
+
+        # a child reset before accept: its ACCEPT_READY is answered EAGAIN, then the
+        # next connection is accepted
+        doomed = net.create_connection((net.listen_address, 7020), timeout=5)
+        net.driver.wait_for(lambda: listener.accept_ready == 2, 5)
+        doomed.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        doomed.close()
+        time.sleep(0.1)                   # the RST crosses the loopback wire
+        listener.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            listener.accept()
+        assert listener.accept_matched == listener.accept_ready == 2
+        listener.setblocking(True)
+        thread, box = serve_once(listener, lambda s: s.recv(10))
+        with net.create_connection((net.listen_address, 7020), timeout=5) as late:
+            late.sendall(b"late")
+            thread.join(10)
+        assert box.get("result") == b"late", box
+        listener.close()
+    held = run.stop()["connections"].get("tx_held_nagle_sws", 0)
+    assert held == 0, held
 
 
 def test_non_blocking_connect_runs_the_handshake_as_linux_does(engine):
