@@ -97,7 +97,8 @@ class InhostNetwork:
         self.nic = open_nic(config, side, self.address)
         try:
             self.stack = Stack(config.tcp, self.address, self.nic.features.mac,
-                               self.nic.features, seed=os.getpid())
+                               self.nic.features, seed=os.getpid(),
+                               arp_timeout=config.nic.arp_timeout_s)
         except BaseException:
             self.nic.close()
             raise

@@ -45,7 +45,8 @@ def install(engine, clock=time.perf_counter) -> OffloadPoller:
     config = engine.config
     nic, address = build_nic(config, clock)
     try:
-        stack = Stack(config.tcp, address, nic.features.mac, nic.features)
+        stack = Stack(config.tcp, address, nic.features.mac, nic.features,
+                      arp_timeout=config.nic.arp_timeout_s)
         poller = OffloadPoller(config, stack, nic, clock)
         poller.handlers.register(engine.dispatcher)
         engine.slots.attach_hooks.append(poller.on_attach)

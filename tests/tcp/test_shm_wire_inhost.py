@@ -213,3 +213,24 @@ def test_unwritable_pcap_is_a_clear_error(tmp_path):
     from toad.errors import ToadError
     with pytest.raises(ToadError, match="nic.pcap"):
         InhostNetwork(config("c", f"nic.pcap={tmp_path}/missing/dir/x.pcap"))
+
+
+def test_arp_timeout_reaches_both_stacks():
+    """nic.arp_timeout_s is the ARP cache's timeout in the in-host worker's stack and
+    in the engine's (installed here on a stand-in loop: only its stack is looked at)."""
+    from types import SimpleNamespace
+
+    from engine.offload import close, install
+
+    cfg = config("arp", "nic.arp_timeout_s=7.5")
+    with InhostNetwork(cfg) as network:
+        assert network.stack.arp.timeout == 7.5
+    loop = SimpleNamespace(config=cfg, dispatcher=SimpleNamespace(
+        register=lambda *a: None, register_send_run=lambda *a: None),
+        slots=SimpleNamespace(attach_hooks=[]), add_poller=lambda p: None,
+        raise_interrupts=None, service_all=None)
+    poller = install(loop)
+    try:
+        assert poller.stack.arp.timeout == 7.5
+    finally:
+        close(poller)

@@ -85,7 +85,8 @@ class NicConfig:
     tap: TapConfig = doc("TAP device settings", default_factory=TapConfig)
     pcap: Optional[str] = doc("file path to capture every frame (pcap), null = off", default=None)
     arp_timeout_s: float = doc("seconds an ARP entry is trusted before it is re-asked "
-                               "(Stack(arp_timeout=...))", default=60.0)
+                               "(the engine's stack in offload mode, each worker's in inhost mode)",
+                               default=60.0)
 
     def validate(self, path: str) -> None:
         if not 576 <= self.mtu <= 65535:
