@@ -3,8 +3,11 @@
     toad doctor [CONFIG]
 
 Checks the CPUs and pinning (an engine CPU of its own), room in /dev/shm, TAP and
-network-namespace permission, and iperf 2. Exit status 0 when everything a loopback
-run needs is there (TAP, netns and iperf only matter for tap-linux.yaml), 1 otherwise.
+network-namespace permission, and the Linux programs of the TAP tools: iperf 2 (the
+peer of ``toad bench tcp`` and of the interop tests), socat and tshark (interop tests).
+Experiment runs over TAP use toad's own Python peer in the namespace, so they need
+none of the three. Exit status 0 when everything a loopback run needs is there (TAP,
+netns and the programs only matter over TAP), 1 otherwise.
 """
 from __future__ import annotations
 
@@ -107,15 +110,25 @@ def iperf_version() -> Optional[str]:
 def check_iperf() -> tuple[str, str, str]:
     version = iperf_version()
     if version is None:
-        return WARN, "iperf 2: not installed (tap runs use a Python peer)", "apt-get install iperf"
+        return WARN, ("iperf 2: not installed (toad bench tcp falls back to a Python peer; "
+                      "the iperf interop tests are skipped)"), "apt-get install iperf"
     if "version 2" not in version:
         return WARN, f"iperf: {version} is not iperf 2", "apt-get install iperf (version 2)"
-    return OK, f"iperf 2: {version}", ""
+    return OK, f"iperf 2: {version} (toad bench tcp, interop tests)", ""
+
+
+def check_program(name: str, package: str, use: str) -> tuple[str, str, str]:
+    path = shutil.which(name)
+    if path is None:
+        return WARN, f"{name}: not installed ({use} are skipped)", f"apt-get install {package}"
+    return OK, f"{name}: {path} ({use})", ""
 
 
 def checks(config: Config) -> list[tuple[str, str, str]]:
     return [check_cpus(config), check_pinning(), check_shm(config), check_tap(),
-            check_netns(), check_iperf()]
+            check_netns(), check_iperf(),
+            check_program("socat", "socat", "the socat interop tests"),
+            check_program("tshark", "tshark", "the tshark pcap checks")]
 
 
 def main(argv: Sequence[str]) -> int:

@@ -37,7 +37,7 @@ def test_compare_kernel_only_prints_the_toad_table_and_plots(tmp_path):
 def test_doctor_reports_each_check():
     done = toad("doctor")
     assert done.returncode in (0, 1)
-    for word in ("CPUs", "pinning", "/dev/shm", "TAP", "netns", "iperf"):
+    for word in ("CPUs", "pinning", "/dev/shm", "TAP", "netns", "iperf", "socat", "tshark"):
         assert word in done.stdout
 
 
