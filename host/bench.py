@@ -7,7 +7,8 @@
     toad bench offload [--json FILE] bulk TCP through the engine (offload mode): goodput,
                                      host CPU s/GB per side; --profile profiles the engine
     toad bench copy [--json FILE]    one chunk copy back to back, after a spin, after a
-                                     sleep (why a copy costs more in a run than calibrated)
+                                     sleep, after a spin and a read of the destination
+                                     (why a copy costs more in a run than calibrated)
 """
 from __future__ import annotations
 

@@ -1,12 +1,12 @@
-"""``toad bench copy [--chunk N]... [--gap-us G] [--json FILE]``: what one boundary
-copy costs back to back, and after a pause.
+"""``toad bench copy [CONFIG] [--chunk N]... [--gap-us G] [--copies N] [--json FILE]``:
+what one boundary copy costs back to back, and after a pause.
 
 A run's "memory copies" row is calibrated back to back (one copy after another, as
 toad.experiment.accounting.calibrate_copy does); the row "timed in the run" times the
 same copies where the socket layer makes them (host/copy_timer.py), each after other
 work, and finds them several times dearer. This bench isolates the pause: on one
 pinned CPU (``host.cpus[0]``) it copies a chunk into successive slots of a 4 MB
-region (the calibration's set-up) three ways:
+region (the calibration's set-up) four ways:
 
 * back to back;
 * after a busy wait of ``--gap-us`` between copies (Python reading the clock, no
@@ -41,7 +41,9 @@ WAYS = ("back_to_back", "after_spin", "after_sleep", "after_spin_dst_read")
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(prog="toad bench copy", description=__doc__.splitlines()[0])
+    # the description: the docstring's first paragraph, as one line
+    p = argparse.ArgumentParser(prog="toad bench copy",
+                                description=" ".join(__doc__.split("\n\n")[0].split()))
     p.add_argument("config", nargs="?", help="YAML config (its host.cpus[0]; default: built-in)")
     p.add_argument("--chunk", type=int, action="append", help="bytes (repeatable; "
                    "default 131072 and 8192)")

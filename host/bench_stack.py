@@ -324,7 +324,9 @@ def frame_figures(modes) -> dict:
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(prog="toad bench stack", description=__doc__.splitlines()[0])
+    # the description: the docstring's first paragraph, as one line
+    p = argparse.ArgumentParser(prog="toad bench stack",
+                                description=" ".join(__doc__.split("\n\n")[0].split()))
     p.add_argument("--mb", type=int, default=256, help="MB per bulk run at MTU 65535 "
                    "(MTU 1500 runs move a quarter of it); default 256")
     p.add_argument("--modes", default="offloaded,integrated,software,off",

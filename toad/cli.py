@@ -20,14 +20,16 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "run": ("call", "toad.experiment.commands:run_main", "one experiment from a YAML config"),
     "compare": ("call", "toad.experiment.commands:compare_main",
                 "the same workload in each mode, TOAD-style table"),
-    "sweep": ("call", "toad.experiment.commands:sweep_main", "vary one parameter, table and plot"),
+    "sweep": ("call", "toad.experiment.commands:sweep_main",
+              "vary one parameter: a table (a plot with --plot)"),
     "doctor": ("call", "toad.doctor:main", "what this machine allows, each with the fix"),
     "perturb": ("call", "toad.perturb:main", "host copy bandwidth, engine idle vs copying"),
     "config-reference": ("call", "toad.config.reference_cmd:main",
                          "every config key with its type, default and meaning"),
     "engine": ("exec", "engine", "run the engine alone in the foreground"),
     "nc": ("exec", "host.nc", "netcat over toad (inhost or offload)"),
-    "bench": ("exec", "host.bench", "micro-benchmarks: toad bench rings [--json FILE]"),
+    "bench": ("exec", "host.bench",
+              "micro-benchmarks: toad bench rings|tcp|stack|offload|copy [--json FILE]"),
 }
 
 

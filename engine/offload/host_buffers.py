@@ -17,10 +17,12 @@ bytes placed plus the unused tail of every buffer posted partly filled, and the 
 cumulative ``consumed`` counter likewise adds a buffer's unused tail when it returns
 the buffer. So a slow reader closes the window instead of draining the pool, and a
 partly filled buffer costs the window a whole buffer, as it costs the pool. ``limit``
-is the QP's pool less one buffer shared by the QP's receiving connections
-(:class:`RxPool`), and never more than ``tcp.recv_buffer_bytes``. Running out of
-anonymous buffers is counted (``rx_out_of_buffers``) and recoverable: the bytes are
-refused, hence never acknowledged, and the peer sends them again.
+is each receiver's share (:class:`RxPool`): the QP's pool less one buffer, divided by
+the QP's receiving connections, less one more buffer (held back for a partly filled
+buffer's unused tail); never more than ``tcp.recv_buffer_bytes``, never less than one
+buffer. Running out of anonymous buffers is counted (``rx_out_of_buffers``) and
+recoverable: the bytes are refused, hence never acknowledged, and the peer sends them
+again.
 """
 from __future__ import annotations
 

@@ -4,8 +4,9 @@ The figures follow ARCHITECTURE.md "Measurement" and TOAD section IV:
 
 - Process CPU time of each worker (user + system, all threads, ``getrusage``) over its
   own measured interval, minus the time the worker spent on the integrity checksum
-  (measured with ``thread_time`` around each checksum call): the checksum is the
-  experiment's cost, not the network's.
+  (host/integrity.py times one checksum call in SAMPLE_EVERY with ``thread_time``,
+  less the timer's own cost, and charges its cost per byte to every checked byte):
+  the checksum is the experiment's cost, not the network's.
 - Busy time of the host CPUs from ``/proc/stat`` (every state but idle and iowait).
 - Engine CPU time from ``/proc/<pid>/stat`` (utime + stime).
 - "memory copies": bytes copied at the socket boundary times the per-byte cost of a

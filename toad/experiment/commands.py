@@ -2,7 +2,10 @@
 
     toad run CONFIG [--set key=value]... [--json FILE] [--plot FILE]
     toad compare [CONFIG] [--modes kernel,inhost,offload] [--set ...] [--json FILE] [--plot FILE]
-    toad sweep CONFIG --param NAME=V1,V2,... [--modes ...] [--set ...] [--json FILE] [--plot FILE]
+    toad sweep CONFIG [--param NAME=V1,V2,...] [--modes ...] [--set ...] [--json FILE] [--plot FILE]
+
+``toad sweep`` varies the config's ``sweep:`` key when --param is not given, and
+writes a PNG only with --plot.
 
 Each run is one (mode, chunk or size) pair, ``workload.repeat`` times over (all pairs
 once, then again: repeats.py); the first failing run stops the command with one line
