@@ -99,7 +99,8 @@ def stats_dict(oe: OeMemory) -> dict:
     for slot in range(oe.layout.max_qps):
         row = oe.qp_stats[slot]
         if int(row["enables"]):
-            qps.append({"slot": slot, **{n: int(row[n]) for n in layout.QP_STATS.names}})
+            qps.append({"slot": slot, "host_pid": int(oe.slots[slot]["host_pid"]),
+                        **{n: int(row[n]) for n in layout.QP_STATS.names}})
     out["qps"] = qps
     return out
 

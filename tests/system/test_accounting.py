@@ -106,6 +106,32 @@ def test_engine_figures_interpolate_cpu_and_busy():
     assert pct == pytest.approx(50.0)
 
 
+def test_each_sides_interrupts_come_from_its_own_qp_over_its_interval():
+    """The engine's per-QP counter, matched by the worker's pid, interpolated at the
+    side's t0 and t1 (1.0 and 2.0 s); another QP's interrupts are not counted; the
+    offload table shows them per MB."""
+    from toad.experiment import report
+
+    def block(t, mine, other):
+        return (t, {"busy_ns": 0, "qps": [{"slot": 0, "host_pid": 1, "interrupts": mine},
+                                          {"slot": 1, "host_pid": 99, "interrupts": other}]})
+
+    engine = {"cpu": [(0.0, 0.0), (3.0, 1.0)], "cpu_busy": [],
+              "busy": [block(0.0, 0, 0), block(3.0, 300, 9000)]}
+    config = from_dict({"mode": "offload"})
+    run, details = figures.build_run(config, worker("send", crc_sent=7),
+                                     worker("recv", crc_recv=7), engine)
+    assert details["recv"]["interrupts"] == {"count": 100, "per_s": 100.0, "per_mb": 100.0}
+    assert "interrupts" not in run["recv"]         # the stable run keys are unchanged
+    text = report.bulk_table("offload", [run], [details])
+    assert "interrupts per MB" in text and "100.000" in text
+    # a QP the samples never show (e.g. the Linux side over TAP): no figure
+    engine["busy"] = [(t, {"busy_ns": 0, "qps": []}) for t in (0.0, 3.0)]
+    _run, details = figures.build_run(config, worker("send", crc_sent=7),
+                                      worker("recv", crc_recv=7), engine)
+    assert details["recv"]["interrupts"] is None
+
+
 def bulk(mode, chunk, send_pct, recv_pct):
     return {"mode": mode, "workload": "bulk", "chunk_bytes": chunk,
             "send": {"cpu_pct_per_gbps": send_pct}, "recv": {"cpu_pct_per_gbps": recv_pct}}

@@ -128,9 +128,27 @@ def build_run(config: Config, send: dict, recv: dict, engine=None) -> tuple[dict
         lat = send["latency_us"]
         run["latency_us"] = {"p50": lat["p50"], "p99": lat["p99"]}
     info = details(send, recv)
+    if engine is not None:
+        for name, result in (("send", send), ("recv", recv)):
+            info[name]["interrupts"] = side_interrupts(result, engine["busy"])
     info["other_load_pct"] = {"host": other_host_load(reference, other),
                               "engine": other_engine_load((m["t0"], m["t1"]), engine)}
     return run, info
+
+
+def side_interrupts(result: dict, busy_samples) -> Optional[dict]:
+    """The interrupts the engine raised for this side's QP over its measured interval
+    (the stats block's per-QP counter, found by the worker's pid): the count, per
+    second and per MB moved. None when the samples do not cover it."""
+    m = result["measured"]
+    series = [(t, float(row["interrupts"])) for t, block in busy_samples or ()
+              for row in block.get("qps", ()) if row.get("host_pid") == result["pid"]]
+    ends = [interpolate(series, t) for t in (m["t0"], m["t1"])] if len(series) >= 2 else [None]
+    if None in ends or m["wall_s"] <= 0 or m["bytes"] <= 0:
+        return None
+    count = ends[1] - ends[0]
+    return {"count": round(count), "per_s": round(count / m["wall_s"], 1),
+            "per_mb": round(count / (m["bytes"] / 1e6), 3)}
 
 
 def other_host_load(reference: dict, other: dict) -> Optional[float]:

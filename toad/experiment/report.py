@@ -79,6 +79,12 @@ def irq_pct(detail: Optional[dict]) -> Optional[float]:
     return 100.0 * side.get("host_irq_softirq_s", 0.0) / (side["bytes"] * 8 / 1e9)
 
 
+def interrupts_per_mb(detail: Optional[dict], side: str) -> Optional[float]:
+    """Interrupts the engine raised for ``side``'s QP per MB it moved (offload)."""
+    irq = ((detail or {}).get(side) or {}).get("interrupts")
+    return None if not irq else irq["per_mb"]
+
+
 def table_columns(runs: list[dict], details: list[dict]) -> list[tuple[str, dict, str]]:
     """(side, run, label) per column: sending then receiving, largest chunk first.
 
@@ -123,6 +129,9 @@ def bulk_table(mode: str, runs: list[dict], details: Optional[list[dict]] = None
                                                for s, r in columns],
             ["  of which irq + softirq"] + [fmt(irq[id(r)]) for s, r in columns]]
     if mode == "offload":
+        by_run = {id(r): d for r, d in zip(runs, details)}
+        rows.append(["interrupts per MB"] + [fmt(interrupts_per_mb(by_run[id(r)], s), 3)
+                                             for s, r in columns])
         rows.append(["engine CPU % / busy %"] + [
             f"{fmt(r['engine']['cpu_pct'], 0)} / {fmt(r['engine']['busy_pct'], 0)}"
             for s, r in columns])
@@ -265,6 +274,9 @@ def sweep_table(name: str, runs: list[dict], details: list[dict]) -> str:
     latency = any(r["workload"] != "bulk" for r in runs)
     if latency:
         header += ["p50 us", "p99 us"]
+    irq = any(interrupts_per_mb(d, s) is not None for d in details for s in ("send", "recv"))
+    if irq:
+        header += ["send irq/MB", "recv irq/MB"]
     rows = []
     for r, d in zip(runs, details):
         row = [str(d.get("sweep", {}).get("value")), r["mode"], size_label(r["chunk_bytes"]),
@@ -276,6 +288,8 @@ def sweep_table(name: str, runs: list[dict], details: list[dict]) -> str:
         if latency:
             lat = r.get("latency_us") or {}
             row += [fmt(lat.get("p50"), 1), fmt(lat.get("p99"), 1)]
+        if irq:
+            row += [fmt(interrupts_per_mb(d, s), 3) for s in ("send", "recv")]
         rows.append(row)
     return ("% of one CPU per Gb/s (copy = memory copies, calibrated; timed = the same "
             "copies timed in the run; rest = driver or stack)\n"
