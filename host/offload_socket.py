@@ -17,6 +17,7 @@ from collections import deque
 from time import perf_counter_ns
 from typing import TYPE_CHECKING
 
+from host.copy_align import MIN_BYTES, AlignedCopier, address
 from host.copy_timer import COPY_TIMER
 from host.send_buffers import SendRing
 from toad import layout
@@ -75,6 +76,9 @@ class OffloadSocket:
         self.talking = False           # sent since its last read: a reader waits per event
         self.accept_ready = 0          # ACCEPT_READY events seen
         self.accept_matched = 0        # of those, the ones an ACCEPT answered (or EAGAIN)
+        self.copier = AlignedCopier()  # receive copies that dodge memcpy's slow case
+        self.copy_target = None        # the last recv_into target and its address
+        self.copy_addr = 0
         self.space_events = 0          # SEND_SPACE events seen
         self.ring: SendRing | None = None
         self.retired: list = []        # (offset, size, posted at retirement) of old rings
@@ -537,13 +541,27 @@ class OffloadSocket:
             if want < n:
                 n = want
             base = self.recv_offset + buf_id * self.buffer_bytes + start
+            if n >= MIN_BYTES:     # memcpy's slow distance is possible (copy_align.py)
+                if target is not self.copy_target:
+                    self.copy_target, self.copy_addr = target, address(view)
+                dst_addr = self.copy_addr
+            else:
+                dst_addr = None
             timer = COPY_TIMER                      # one copy in N is timed
             timer.countdown -= 1
             if timer.countdown:
-                view[:n] = self.mv[base:base + n]   # the one copy at the boundary
+                if dst_addr is None:
+                    view[:n] = self.mv[base:base + n]   # the one copy at the boundary
+                else:
+                    self.copier.copy(view[:n] if n < len(view) else view, dst_addr,
+                                     self.mv[base:base + n], self.net.mem_addr + base)
             else:
                 t0 = perf_counter_ns()
-                view[:n] = self.mv[base:base + n]
+                if dst_addr is None:
+                    view[:n] = self.mv[base:base + n]
+                else:
+                    self.copier.copy(view[:n] if n < len(view) else view, dst_addr,
+                                     self.mv[base:base + n], self.net.mem_addr + base)
                 timer.add(perf_counter_ns() - t0, n)
             if start + n < length:
                 self.consumed += n

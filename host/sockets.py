@@ -43,6 +43,7 @@ from __future__ import annotations
 import errno
 import threading
 
+from host.copy_align import address
 from host.driver import Driver, Event
 from host.offload_socket import OffloadSocket, check, error  # noqa: F401 (re-exported)
 from host.send_buffers import SendArea
@@ -73,6 +74,7 @@ class OffloadNetwork:
         self.threshold = config.qp.send_space_threshold
         self.buffer_bytes = lay.recv_buffer_bytes
         self.recv_offset = lay.recv_offset
+        self.mem_addr = address(self.driver.mv)   # where the QP's memory is mapped
         self.sockets: dict[int, OffloadSocket] = {}
         self.orphans: dict[int, list] = {}     # events that beat their ACCEPT answer
         self.closing: dict[int, OffloadSocket] = {}   # CLOSE cookie -> socket

@@ -533,6 +533,35 @@ def test_nodelay_is_posted_and_a_waiting_accept_asks_once(engine):
     assert held == 0, held
 
 
+def test_a_reader_buffer_at_memcpys_slow_distance_gets_every_byte(engine):
+    """A recv_into target 16 bytes into a page, 16 bytes after the page-aligned
+    receive buffers modulo a page (memcpy's slow case here): the copies go through
+    the socket's scratch buffer (host/copy_align.py) and every byte arrives."""
+    from host.copy_align import PAGE, address
+
+    run = engine()
+    total = 4 << 20
+    with OffloadNetwork(run.config()) as net:
+        assert (net.mem_addr + net.recv_offset) % PAGE == 0
+        assert net.buffer_bytes % PAGE == 0
+        listener = net.listen(7030)
+        thread, box = serve_once(listener, lambda s: pump(s, total, 65536, 5))
+        with net.create_connection((net.listen_address, 7030), timeout=5) as client:
+            raw = bytearray(net.buffer_bytes + 2 * PAGE)
+            start = (16 - address(raw)) % PAGE
+            view = memoryview(raw)[start:start + net.buffer_bytes]
+            digest, got = hashlib.sha256(), 0
+            while (n := client.recv_into(view)) > 0:
+                digest.update(view[:n])
+                got += n
+            thread.join(10)
+            assert "error" not in box and got == total
+            assert digest.hexdigest() == box["result"]
+            assert client.copier.bounced > 0
+        listener.close()
+    run.stop()
+
+
 def test_non_blocking_connect_runs_the_handshake_as_linux_does(engine):
     """EINPROGRESS, then EALREADY while the handshake runs, then the outcome once
     (0, or the error; SO_ERROR reports it too), then EISCONN."""
