@@ -17,7 +17,7 @@ from collections import deque
 from time import perf_counter_ns
 from typing import TYPE_CHECKING
 
-from host.copy_align import MIN_BYTES, AlignedCopier, address
+from host.copy_align import MIN_BYTES, PAGE, SLOW_BELOW, AlignedCopier, address
 from host.copy_timer import COPY_TIMER
 from host.send_buffers import SendRing
 from toad import layout
@@ -541,27 +541,24 @@ class OffloadSocket:
             if want < n:
                 n = want
             base = self.recv_offset + buf_id * self.buffer_bytes + start
-            if n >= MIN_BYTES:     # memcpy's slow distance is possible (copy_align.py)
+            slow = False           # memcpy's slow distance (host/copy_align.py)?
+            if n >= MIN_BYTES:
                 if target is not self.copy_target:
                     self.copy_target, self.copy_addr = target, address(view)
-                dst_addr = self.copy_addr
-            else:
-                dst_addr = None
+                slow = 0 < (self.copy_addr - self.net.mem_addr - base) % PAGE < SLOW_BELOW
             timer = COPY_TIMER                      # one copy in N is timed
             timer.countdown -= 1
             if timer.countdown:
-                if dst_addr is None:
+                if not slow:
                     view[:n] = self.mv[base:base + n]   # the one copy at the boundary
                 else:
-                    self.copier.copy(view[:n] if n < len(view) else view, dst_addr,
-                                     self.mv[base:base + n], self.net.mem_addr + base)
+                    self._bounce(view, n, base)
             else:
                 t0 = perf_counter_ns()
-                if dst_addr is None:
+                if not slow:
                     view[:n] = self.mv[base:base + n]
                 else:
-                    self.copier.copy(view[:n] if n < len(view) else view, dst_addr,
-                                     self.mv[base:base + n], self.net.mem_addr + base)
+                    self._bounce(view, n, base)
                 timer.add(perf_counter_ns() - t0, n)
             if start + n < length:
                 self.consumed += n
@@ -582,6 +579,12 @@ class OffloadSocket:
             return n
         finally:
             lock.release()
+
+    def _bounce(self, view: memoryview, n: int, base: int) -> None:
+        """recv_into's copy of ``n`` bytes at QP offset ``base`` through the scratch
+        buffer (the destination is at memcpy's slow distance from it)."""
+        self.copier.copy(view[:n] if n < len(view) else view, self.copy_addr,
+                         self.mv[base:base + n], self.net.mem_addr + base)
 
     def _wait_data(self) -> None:
         """Sleep until data, EOF or an error (caller holds ``recv_lock``)."""
