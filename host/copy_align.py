@@ -1,13 +1,14 @@
 """A boundary copy that avoids memcpy's slow case on this machine's CPU.
 
-glibc's memcpy (2.36) copies about 2.5 KB or more with ``rep movsb``. On the AMD EPYC of
-the development VM, that copy runs at about 550 ns per KB instead of 35 when the
+glibc's memcpy (2.36) takes another path for copies of about 2.5 KB or more (by its
+size threshold, ``rep movsb``; not confirmed with a profiler). On the AMD EPYC of the
+development VM that copy runs at about 550 ns per KB instead of 35 when the
 destination lies 1 to 31 bytes after the source modulo 4096 (measured in steps of 4
 bytes; 32 and up are fast; copying in smaller pieces does not help). An offloaded
 socket's receive buffers start on page boundaries, and a buffer of 128 KB or more that
 a program gets from malloc starts 16 bytes into a page (glibc's mmap chunk header): such a
-reader met the slow case on every read. In one `toad compare` it cost the 128 KB
-receiving side 6-7% of a CPU per Gb/s instead of about 2. Whether a worker's buffer
+reader met the slow case on every read. In four `toad compare` runs it cost the 128
+KB receiving side 6-8% of a CPU per Gb/s instead of about 2. Whether a worker's buffer
 lands there can depend on as little as its environment, since that moves the heap.
 
 ``copy(dst, dst_addr, src, src_addr)`` therefore copies through a scratch buffer

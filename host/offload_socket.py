@@ -541,7 +541,7 @@ class OffloadSocket:
             if want < n:
                 n = want
             base = self.recv_offset + buf_id * self.buffer_bytes + start
-            slow = False           # memcpy's slow distance (host/copy_align.py)?
+            slow = False           # copy_align.slow_distance, inline (per read)
             if n >= MIN_BYTES:
                 if target is not self.copy_target:
                     self.copy_target, self.copy_addr = target, address(view)
