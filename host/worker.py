@@ -104,7 +104,8 @@ def run_role(config: Config, role: str, ready_path: str | None, args=None) -> di
                 if kind == "bulk":
                     sock, _ = listener.accept()
                     try:
-                        result = workloads.bulk_recv(sock, plan)
+                        result = workloads.bulk_recv(sock, plan,
+                                                     getattr(args, "stream_header", 0) or 0)
                     finally:
                         sock.close()
                 else:
@@ -146,6 +147,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--kernel-address", help="TAP peer: Linux sockets on this address")
     parser.add_argument("--connect-to", help="address of the receiving side (TAP runs)")
     parser.add_argument("--wait-for", help="connect only once this file exists")
+    parser.add_argument("--stream-header", type=int, default=0, metavar="N",
+                        help="bulk receiver: the sender puts up to N bytes of its own "
+                             "ahead of the stream (iperf 2's header)")
     parser.add_argument("--check", action="store_true",
                         help="only check that the config's mode can run here")
     args = parser.parse_args(argv)

@@ -156,10 +156,40 @@ def bulk_send(sock, plan: Plan) -> dict:
             "bytes_copied": meter.bytes1 - meter.bytes0}
 
 
-def bulk_recv(sock, plan: Plan) -> dict:
+def skip_stream_header(sock, integrity: ExpectedStream, longest: int) -> tuple[int, int]:
+    """Read past a sending program's own header (iperf 2's, host/iperf_peer.py): the
+    stream ``bulk_send`` writes must start within its first ``longest`` bytes. Checks
+    the bytes read after the header; returns (bytes read, header length), the length
+    -1 if the stream's start was not found (nothing after it is compared then)."""
+    sent = integrity.sent
+    marker = bytes(sent.views[0][:min(64, sent.chunk)])
+    head = bytearray(longest + len(marker))
+    view = memoryview(head)
+    got = 0
+    while got < len(head):
+        n = sock.recv_into(view[got:])
+        if n == 0:
+            break
+        got += n
+    start = head.find(marker, 0, got)
+    if start < 0:
+        integrity.first_bad = 0
+        return got, -1
+    buffer, position = integrity.buffer, start
+    while position < got:      # what followed the header, as reads of the buffer
+        take = min(got - position, len(buffer))
+        buffer[:take] = head[position:position + take]
+        integrity.received(take)
+        position += take
+    return got, start
+
+
+def bulk_recv(sock, plan: Plan, header_max: int = 0) -> dict:
     """Read ``chunk`` bytes per call until EOF, each byte checked against what
     ``bulk_send`` writes; measuring starts warmup_s after byte 1.
 
+    ``header_max``: the sender is another program that puts up to that many bytes of
+    its own ahead of the stream (skip_stream_header); they are counted, not checked.
     ``plan.flip_at`` (tests only, from TOAD_TEST_FLIP_AT): flip the byte at that
     stream offset after it arrived, to prove a damaged stream fails the run.
     """
@@ -167,7 +197,10 @@ def bulk_recv(sock, plan: Plan) -> dict:
     buffer = bytearray(chunk)
     buf = memoryview(buffer)
     integrity, meter = ExpectedStream(SendPattern(chunk, plan.seed), buffer), Meter(plan.host_cpus)
-    got, measure_at, flip_at = 0, None, plan.flip_at
+    got, measure_at, flip_at, header = 0, None, plan.flip_at, None
+    if header_max:
+        got, header = skip_stream_header(sock, integrity, header_max)
+        measure_at = time.monotonic() + plan.warmup_s if got else None
     recv_into, received = sock.recv_into, integrity.received
     while True:
         n = recv_into(buf, chunk)
@@ -185,9 +218,12 @@ def bulk_recv(sock, plan: Plan) -> dict:
     if not meter.started:
         meter.start(got, integrity)  # nothing measured: the launcher reports it
     meter.stop(got, integrity)
-    return {"measured": meter.as_json(), "crc_recv": integrity.crc, "total_bytes": got,
-            "first_bad_offset": integrity.first_bad,
-            "bytes_copied": meter.bytes1 - meter.bytes0}
+    result = {"measured": meter.as_json(), "crc_recv": integrity.crc, "total_bytes": got,
+              "first_bad_offset": integrity.first_bad,
+              "bytes_copied": meter.bytes1 - meter.bytes0}
+    if header is not None:
+        result["stream_header_bytes"] = header
+    return result
 
 
 class Latencies:

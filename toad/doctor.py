@@ -110,11 +110,11 @@ def iperf_version() -> Optional[str]:
 def check_iperf() -> tuple[str, str, str]:
     version = iperf_version()
     if version is None:
-        return WARN, ("iperf 2: not installed (toad bench tcp falls back to a Python peer; "
-                      "the iperf interop tests are skipped)"), "apt-get install iperf"
+        return WARN, ("iperf 2: not installed (tap-linux.yaml and toad bench tcp fall back "
+                      "to a Python peer; the iperf interop tests are skipped)"), "apt-get install iperf"
     if "version 2" not in version:
         return WARN, f"iperf: {version} is not iperf 2", "apt-get install iperf (version 2)"
-    return OK, f"iperf 2: {version} (toad bench tcp, interop tests)", ""
+    return OK, f"iperf 2: {version} (tap-linux.yaml's sender, toad bench tcp, interop tests)", ""
 
 
 def check_program(name: str, package: str, use: str) -> tuple[str, str, str]:

@@ -3,6 +3,7 @@ exists runs, integrity holds and the accounting is consistent."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 
@@ -118,6 +119,30 @@ def test_inhost_against_linux_over_tap(tmp_path):
     for run, detail in zip(doc["runs"], doc["details"]):
         check_run(run, "inhost", "bulk", toad_sides=(detail["tap"]["toad_side"],))
         assert run["mtu"] == 1500
+    # peer: auto. Where toad receives, iperf 2 (when installed) sends toad's stream
+    # after its own header; where toad sends, the Python worker receives
+    assert doc["details"][0]["tap"]["peer"].startswith("python")
+    if shutil.which("iperf"):
+        assert doc["details"][1]["tap"]["peer"].startswith("iperf 2")
+        assert doc["details"][1]["recv"]["stream_header_bytes"] == 60   # iperf 2.1's
+        assert doc["runs"][1]["send"]["cpu_s"] > 0                        # iperf's own
+
+
+def test_peer_iperf_without_iperf_is_one_clear_error(monkeypatch):
+    from toad.config import ConfigError, load
+    from toad.experiment import tap
+    config = load("configs/tap-linux.yaml", ["workload.peer=iperf"])
+    monkeypatch.setattr(tap, "iperf_version", lambda: None)
+    with pytest.raises(ConfigError, match="workload.peer: iperf 2 is not installed"):
+        tap.iperf_sends(config)
+    monkeypatch.setattr(tap, "iperf_version", lambda: "iperf 3.12")
+    with pytest.raises(ConfigError, match=r"\(iperf 3.12\)"):
+        tap.iperf_sends(config)
+    assert not tap.iperf_sends(load("configs/tap-linux.yaml", ["workload.peer=auto"]))
+    monkeypatch.setattr(tap, "iperf_version", lambda: "iperf version 2.1.8 (12 August 2022)")
+    assert tap.iperf_sends(config)
+    assert not tap.iperf_sends(load("configs/tap-linux.yaml", ["workload.peer=python"]))
+    assert not tap.iperf_sends(load("configs/tap-linux.yaml", ["workload.kind=rr"]))
 
 
 def test_repeated_runs_keep_every_run_and_summarise(tmp_path):

@@ -41,9 +41,11 @@ class WorkloadConfig:
         "and report the copy as it cost in the run beside the calibrated one; "
         "0 = off", default=64)
     peer: Literal["auto", "iperf", "python"] = doc(
-        "tap topology: the Linux-side program. auto and python: toad's kernel-mode worker "
-        "in the namespace (it checks every byte); iperf is refused by toad run/compare "
-        "because iperf 2 cannot check the bytes it receives", default="auto")
+        "tap topology, bulk: the Linux sender where toad receives. auto: iperf 2 when "
+        "installed (fed toad's stream through a FIFO, every byte after its header "
+        "checked), else toad's kernel-mode worker in the namespace; iperf: iperf 2 or an "
+        "error; python: the worker. Where toad sends, the receiver is always the worker "
+        "(iperf 2's server cannot check the bytes it gets)", default="auto")
 
     def validate(self, path: str) -> None:
         if self.duration_s <= 0:

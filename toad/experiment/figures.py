@@ -19,13 +19,19 @@ from .accounting import gigabits, interpolate, overlap, pct_per_gbps, side_figur
 from .launcher import RunFailed
 
 
+STREAM_HEADER_MAX = 256   # bytes a sending program (iperf 2) may put ahead of the stream
+
+
 def check_integrity(kind: str, send: dict, recv: dict) -> None:
     """Raise RunFailed unless every byte stream arrived as it was sent."""
     problems = []
-    if send.get("crc_sent") != recv.get("crc_recv"):
+    if recv.get("stream_header_bytes", 0) < 0:
+        problems.append("the sender's stream did not start within the first "
+                        f"{STREAM_HEADER_MAX} bytes (after iperf's header)")
+    elif send.get("crc_sent") != recv.get("crc_recv"):
         problems.append(f"sender CRC {send.get('crc_sent'):#010x} != receiver CRC "
                         f"{recv.get('crc_recv'):#010x}")
-    if recv.get("first_bad_offset", -1) >= 0:
+    if recv.get("first_bad_offset", -1) >= 0 and recv.get("stream_header_bytes", 0) >= 0:
         problems.append(f"the first byte that differs from what was sent is at stream "
                         f"offset {recv['first_bad_offset']}")
     if kind == "bulk" and send.get("total_bytes") != recv.get("total_bytes"):
@@ -192,6 +198,8 @@ def details(send: dict, recv: dict) -> dict:
                      "copy_timed": timed_details(r.get("copy_timed"))}
         if "latency_us" in r:
             out[name]["latency_samples"] = r["latency_us"]["count"]
+    if "stream_header_bytes" in recv:   # the sender was iperf (host/iperf_peer.py)
+        out["recv"]["stream_header_bytes"] = recv["stream_header_bytes"]
     return out
 
 

@@ -242,6 +242,13 @@ def notes(details: Iterable[dict]) -> str:
                         "copies sampled during the run (workload.copy_sample; kernel mode: "
                         "inside Linux, not timed); what it adds over the calibrated copy is "
                         "in the driver/stack row")
+    headers = sorted({d["recv"]["stream_header_bytes"] for d in details
+                      if "stream_header_bytes" in (d.get("recv") or {})})
+    if headers:
+        lines.append("Linux sending to toad: iperf 2 (-F), fed toad's stream through a FIFO; "
+                     f"the {'/'.join(map(str, headers))} bytes of its own header ahead of "
+                     "the stream are counted, not compared; its CPU figures are iperf's "
+                     "whole run")
     if repeats > 1:
         lines.append(f"each figure is the median of {repeats} runs of its point "
                      f"(workload.repeat); min - max: the smallest and largest total (rr/crr: p50) "

@@ -224,10 +224,11 @@ def engine_running(name: str) -> bool:
 
 def start_worker(launcher: Launcher, path: Path, role: str, cpu: int,
                  extra: tuple[str, ...] = (), prefix: tuple[str, ...] = (),
-                 name: Optional[str] = None) -> Child:
+                 name: Optional[str] = None, module: str = "host.worker") -> Child:
+    """``python -m host.worker`` (or ``module``, which takes the same arguments)."""
     name = name or role
     out = launcher.workdir / f"{name}.json"
-    argv = ["-m", "host.worker", "--config", str(path), "--role", role,
+    argv = ["-m", module, "--config", str(path), "--role", role,
             "--cpu", str(cpu), "--out", str(out), *extra]
     if role == "recv" and "--ready" not in extra:
         argv += ["--ready", str(launcher.workdir / "recv.ready")]
