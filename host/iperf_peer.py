@@ -18,6 +18,7 @@ is this program's thread: a stand-in for the file iperf would read, not counted)
 from __future__ import annotations
 
 import argparse
+import fcntl
 import os
 import resource
 import shutil
@@ -47,6 +48,15 @@ class Feeder(threading.Thread):
         self.integrity = Integrity()
         self.written = 0
         self.error: BaseException | None = None
+        self.opened = False
+
+    def release(self) -> None:
+        """iperf ended without opening the FIFO: let the blocked open return."""
+        if not self.opened:
+            try:
+                os.close(os.open(self.fifo, os.O_RDONLY | os.O_NONBLOCK))
+            except OSError:
+                pass
 
     def run(self) -> None:
         try:
@@ -54,9 +64,9 @@ class Feeder(threading.Thread):
         except OSError as exc:
             self.error = exc
             return
+        self.opened = True
         try:
             try:
-                import fcntl
                 fcntl.fcntl(fd, F_SETPIPE_SZ, PIPE_BYTES)
             except OSError:
                 pass                                  # the default pipe size works too
@@ -100,6 +110,7 @@ def run(config, address: str, workdir: str) -> dict:
                               capture_output=True, text=True,
                               timeout=plan.warmup_s + plan.duration_s + 60)
         t1, cpu1, busy1 = time.monotonic(), children_cpu_seconds(), read_cpu_times(plan.host_cpus)
+        feeder.release()
         feeder.join(10)
     finally:
         os.unlink(fifo)
