@@ -231,6 +231,8 @@ class Handlers:
 
     def close(self, qp, request) -> None:
         sock = qp.connections[request.conn]
+        if sock.close_cookie is not None:   # a CLOSE of this id waits for its acks:
+            raise RequestError(errno.EALREADY, layout.ERR_BAD_ARGUMENT)  # it stands
         self._unbind_port(sock)
         if sock.listener is not None:
             self.stack.close_listener(sock.listener)

@@ -1,0 +1,57 @@
+"""Record sequences the offload fuzzer (tests/ring/test_offload_fuzz.py) found, kept as
+plain tests: each bad record is answered with an ERROR event, counted in
+``bad_records`` and dropped, and what was right before it still completes."""
+from __future__ import annotations
+
+import errno
+
+from toad import layout
+
+from offload_rig import Rig, record   # tests/ring/offload_rig.py
+
+LISTEN_PORT = 5001
+
+
+def connected_pair(rig: Rig) -> tuple[int, int]:
+    """A connection from QP 0 to a listener on QP 1, accepted: (QP 0's id, QP 1's)."""
+    a, b = rig.hosts
+    listener = b.call(layout.OP_SOCKET).value
+    assert b.call(layout.OP_BIND, conn=listener, addr=rig.address, port=LISTEN_PORT).status == 0
+    assert b.call(layout.OP_LISTEN, conn=listener, value=4).status == 0
+    conn = a.call(layout.OP_SOCKET).value
+    a.post([record(layout.OP_CONNECT, conn=conn, cookie=rig.cookie(), addr=rig.address,
+                   port=LISTEN_PORT)])
+    rig.settle()
+    event = b.call(layout.OP_ACCEPT, conn=listener)
+    assert event.status == 0
+    return conn, event.value
+
+
+def test_second_close_while_the_first_lingers_is_refused_and_the_first_is_answered():
+    """CLOSE, CLOSE of one connection whose sent data is not acknowledged yet: the
+    second CLOSE took the place of the first's cookie, so the first was never
+    answered (a host waiting for it, as network.close() does, waited in vain) and the
+    bad record was not counted. Now the second is an ERROR (EALREADY), counted, and
+    the first is answered once the data is acknowledged."""
+    rig = Rig()
+    try:
+        a, b = rig.hosts
+        conn, _ = connected_pair(rig)
+        lay = a.lay
+        a.drv.mv[lay.send_offset:lay.send_offset + 3000] = b"x" * 3000
+        a.post([record(layout.OP_SEND, layout.REQ_SILENT, conn, 7, offset=lay.send_offset,
+                       length=3000),
+                record(layout.OP_CLOSE, 0, conn, 8),     # the records the fuzzer found,
+                record(layout.OP_CLOSE, 0, conn, 9)])    # in one doorbell
+        for _ in range(20):
+            rig.advance(0.25)
+            rig.settle()
+        answers = {e.cookie: e for e in a.events if e.cookie in (8, 9)}
+        assert answers[8].type == layout.EV_COMPLETION and answers[8].status == 0
+        assert (answers[9].type, answers[9].status, answers[9].reason, answers[9].value) == \
+            (layout.EV_ERROR, errno.EALREADY, layout.ERR_BAD_ARGUMENT, layout.OP_CLOSE)
+        assert a.bad_records() == 1
+        assert conn not in a.qp().connections
+        assert a.call(layout.OP_ECHO, value=1).value == 1
+    finally:
+        rig.close()
