@@ -66,6 +66,7 @@ class QueuePair:
         self.events = 0
         self.bad_records = 0
         self.bad_doorbell_seen: Optional[int] = None
+        self.bad_rxbuf_doorbell_seen: Optional[int] = None
         for field in ("request_consumer", "rxbuf_consumer", "engine_flags"):
             dma.write_u32(_H[field], 0)
 
@@ -228,13 +229,20 @@ class QueuePair:
         while the event backlog is full: see report).
 
         Entries outside the receive area are refused: counted, reported with an
-        ERROR event (reason ERR_BAD_RXBUF) and skipped.
+        ERROR event (reason ERR_BAD_RXBUF) and skipped. A doorbell claiming more
+        entries than the ring holds yields nothing and is reported as ERR_BAD_DOORBELL,
+        once per value (as the request doorbell, engine/loop.py).
         """
         lay = self.layout
         while not self.backlog_full():
             producer = self.u32[self.rxbuf_producer_word]
             available = ring_count(producer, self.rxbuf_consumer)
-            if available == 0 or available > lay.rxbuf_entries:
+            if available > lay.rxbuf_entries:
+                if self.bad_rxbuf_doorbell_seen != producer:
+                    self.bad_rxbuf_doorbell_seen = producer
+                    self.report(errno.EINVAL, layout.ERR_BAD_DOORBELL, value=producer)
+                return None
+            if available == 0:
                 return None
             off = lay.rxbuf_offset + (self.rxbuf_consumer & (lay.rxbuf_entries - 1)) * layout.RXBUF.itemsize
             offset, length, buf_id = self.dma.unpack(layout.RXBUF_STRUCT, off)

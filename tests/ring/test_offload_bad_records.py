@@ -55,3 +55,37 @@ def test_second_close_while_the_first_lingers_is_refused_and_the_first_is_answer
         assert a.call(layout.OP_ECHO, value=1).value == 1
     finally:
         rig.close()
+
+
+def test_bad_receive_buffer_doorbell_is_reported_once():
+    """A receive-buffer doorbell moved by more than the ring while the engine needs
+    buffers: the engine took none (right) but said nothing and counted nothing. Now
+    it is ERR_BAD_DOORBELL, once per value, counted in bad_records, as for the
+    request doorbell; once the doorbell is right again the data flows."""
+    rig = Rig()
+    try:
+        a, b = rig.hosts
+        conn, child = connected_pair(rig)
+        drv = b.drv
+        bad = (drv.rxbuf_producer + 100) & 0xFFFF_FFFF
+        drv.oe.u32[drv.rxbuf_doorbell] = bad
+        drv.set_bytes_consumed(child, 1 << 30)    # the host's word: the window is open
+        lay = a.lay
+        a.post([record(layout.OP_SEND, layout.REQ_SILENT, conn, 5, offset=lay.send_offset,
+                       length=40_000)])
+        for _ in range(20):
+            rig.advance(0.01)
+            rig.settle()
+        errors = [e for e in b.events if e.type == layout.EV_ERROR]
+        assert [(e.reason, e.value) for e in errors] == [(layout.ERR_BAD_DOORBELL, bad)]
+        assert b.bad_records() == 1
+        drv.oe.u32[drv.rxbuf_doorbell] = drv.rxbuf_producer     # back to the truth
+        for _ in range(40):
+            rig.advance(0.25)
+            rig.settle()
+            b.return_held(len(b.held))
+        assert a.drv.bytes_acked(conn) == 40_000                 # nothing was lost
+        assert b.bad_records() == 1
+        assert b.call(layout.OP_ECHO, value=3).value == 3
+    finally:
+        rig.close()
