@@ -21,17 +21,17 @@ import argparse
 import fcntl
 import os
 import resource
-import shutil
 import subprocess
 import sys
 import threading
 import time
 
 from host.integrity import Integrity, SendPattern
+from host.workloads import Meter
 from host.worker import fail, pin, plan_of, write_json
 from toad.config import load
 from toad.errors import ToadError
-from toad.experiment.accounting import calibrate_copy_median, read_cpu_times
+from toad.experiment.accounting import calibrate_copy_median
 
 F_SETPIPE_SZ = 1031
 PIPE_BYTES = 1 << 20
@@ -39,14 +39,13 @@ PIPE_BYTES = 1 << 20
 
 class Feeder(threading.Thread):
     """Writes the bulk sender's chunks into the FIFO until ``seconds`` have passed
-    since iperf opened it; keeps their CRC and count."""
+    since iperf opened it; keeps their CRC."""
 
     def __init__(self, fifo: str, chunk: int, seed: int, seconds: float) -> None:
         super().__init__(daemon=True)
         self.fifo, self.seconds = fifo, seconds
         self.pattern = SendPattern(chunk, seed)
         self.integrity = Integrity()
-        self.written = 0
         self.error: BaseException | None = None
         self.opened = False
 
@@ -78,7 +77,6 @@ class Feeder(threading.Thread):
                 while done < len(view):
                     done += os.write(fd, view[done:])
                 update(known, index)
-                self.written += len(view)
                 index = index + 1 if index + 1 < len(views) else 0
         except BrokenPipeError as exc:               # iperf went away early
             self.error = exc
@@ -94,22 +92,18 @@ def children_cpu_seconds() -> float:
 def run(config, address: str, workdir: str) -> dict:
     """Feed iperf through a FIFO in ``workdir`` (the launcher's: removed with it)."""
     plan = plan_of(config)
-    iperf = shutil.which("iperf")
-    if iperf is None:
-        raise ToadError("workload.peer: iperf is not installed (apt-get install iperf), "
-                        "or use peer: python")
     copy_cost, copy_low, copy_high = calibrate_copy_median(plan.chunk)
     fifo = os.path.join(workdir, f"iperf-stream-{os.getpid()}")
     os.mkfifo(fifo)
     try:
         feeder = Feeder(fifo, plan.chunk, plan.seed, plan.warmup_s + plan.duration_s)
-        busy0, cpu0, t0 = read_cpu_times(plan.host_cpus), children_cpu_seconds(), time.monotonic()
+        meter = Meter(plan.host_cpus, cpu_clock=children_cpu_seconds)   # iperf's CPU
+        meter.start(0)
         feeder.start()
-        done = subprocess.run([iperf, "-c", address, "-p", str(config.workload.port),
+        done = subprocess.run(["iperf", "-c", address, "-p", str(config.workload.port),
                                "-F", fifo, "-l", str(plan.chunk), "-y", "C"],
                               capture_output=True, text=True,
                               timeout=plan.warmup_s + plan.duration_s + 60)
-        t1, cpu1, busy1 = time.monotonic(), children_cpu_seconds(), read_cpu_times(plan.host_cpus)
         feeder.release()
         feeder.join(10)
     finally:
@@ -121,14 +115,11 @@ def run(config, address: str, workdir: str) -> dict:
     if feeder.error is not None:
         raise ToadError(f"iperf stopped reading its input early ({feeder.error})")
     sent = int(report[-1].split(",")[7])
-    cpus = [c for c in busy1 if c in busy0]
+    meter.stop(sent)
     return {
-        "measured": {"t0": t0, "t1": t1, "wall_s": t1 - t0, "cpu_s": cpu1 - cpu0,
-                     "integrity_s": 0.0, "bytes": sent,
-                     "host_busy_s": sum(busy1[c][0] - busy0[c][0] for c in cpus),
-                     "host_irq_s": sum(busy1[c][1] - busy0[c][1] for c in cpus)},
+        "measured": meter.as_json(),
         "crc_sent": feeder.integrity.crc, "total_bytes": sent, "bytes_copied": sent,
-        "payload_bytes": feeder.written, "role": "send", "pid": os.getpid(),
+        "role": "send", "pid": os.getpid(),
         "affinity": sorted(os.sched_getaffinity(0)), "copy_s_per_byte": copy_cost,
         "copy_s_per_byte_range": [copy_low, copy_high], "copy_timed": None,
     }

@@ -27,7 +27,6 @@ import subprocess
 from typing import Callable
 
 from toad.config import Config, ConfigError
-
 from toad.doctor import iperf_version
 
 from .figures import STREAM_HEADER_MAX
