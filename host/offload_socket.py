@@ -42,8 +42,9 @@ def check(event, what: str) -> None:
 
 
 class OffloadSocket:
-    """A TCP socket whose protocol runs in the engine (IPv4 stream sockets only; a
-    non-blocking one is polled by calling it: it has no file descriptor to select on)."""
+    """A TCP socket whose protocol runs in the engine (IPv4 stream sockets only). It
+    has no file descriptor (``fileno()`` is its connection id): host/offload_selector.py
+    waits for readiness on many."""
 
     family = pysocket.AF_INET
     type = pysocket.SOCK_STREAM
