@@ -229,6 +229,11 @@ def bulk_recv(sock, plan: Plan, header_max: int = 0) -> dict:
     return result
 
 
+LATENCY_KEYS = ("p50", "p90", "p99", "p999", "min", "max", "mean")
+CDF_PERCENTS = (0, 1, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95, 98, 99, 99.5, 99.9,
+                99.99, 100)
+
+
 class Latencies:
     """Round-trip times in nanoseconds, kept in a preallocated array."""
 
@@ -242,10 +247,17 @@ class Latencies:
             self.count += 1
 
     def as_json(self) -> dict:
+        """count, p50/p90/p99/p99.9, min, max, mean (us), and ``cdf``: [percent, us]
+        at CDF_PERCENTS (the distribution's shape for plots, without the samples)."""
         if not self.count:
-            return {"count": 0, "p50": None, "p99": None}
-        p50, p99 = np.percentile(self.samples[:self.count], [50, 99]) / 1000.0
-        return {"count": self.count, "p50": round(float(p50), 3), "p99": round(float(p99), 3)}
+            return {"count": 0, **{key: None for key in LATENCY_KEYS}, "cdf": []}
+        us = self.samples[:self.count] / 1000.0
+        points = np.percentile(us, CDF_PERCENTS)
+        at = dict(zip(CDF_PERCENTS, (round(float(v), 3) for v in points)))
+        return {"count": self.count, "p50": at[50], "p90": at[90], "p99": at[99],
+                "p999": at[99.9], "min": at[0], "max": at[100],
+                "mean": round(float(us.mean()), 3),
+                "cdf": [[percent, value] for percent, value in at.items()]}
 
 
 def _transact(sock, request: memoryview, reply: memoryview, sent: Integrity,

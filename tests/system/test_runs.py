@@ -40,7 +40,14 @@ def check_run(run: dict, mode: str, kind: str, toad_sides=("send", "recv")) -> N
             assert 0 < timed <= figures["cpu_pct_per_gbps"]
     assert set(run["engine"]) == {"cpu_pct", "busy_pct"}
     if kind != "bulk":
-        assert 0 < run["latency_us"]["p50"] <= run["latency_us"]["p99"]
+        lat = run["latency_us"]
+        assert set(lat) == {"p50", "p90", "p99", "p999", "min", "max", "mean", "cdf"}
+        assert 0 < lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["p999"] \
+            <= lat["max"] and lat["min"] <= lat["mean"] <= lat["max"]
+        percents = [p for p, _ in lat["cdf"]]
+        values = [v for _, v in lat["cdf"]]
+        assert percents[0] == 0 and percents[-1] == 100 and percents == sorted(percents)
+        assert values == sorted(values) and values[-1] == lat["max"]
 
 
 def test_kernel_bulk_two_chunks(tmp_path):

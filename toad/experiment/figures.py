@@ -132,7 +132,9 @@ def build_run(config: Config, send: dict, recv: dict, engine=None) -> tuple[dict
     run["total_cpu_pct_per_gbps"] = round4(total)
     if kind != "bulk":
         lat = send["latency_us"]
-        run["latency_us"] = {"p50": lat["p50"], "p99": lat["p99"]}
+        # p50, p90, p99, p999, min, max, mean and cdf (host/workloads.py Latencies);
+        # the sample count goes in the details
+        run["latency_us"] = {key: value for key, value in lat.items() if key != "count"}
     info = details(send, recv)
     if engine is not None:
         for name, result in (("send", send), ("recv", recv)):

@@ -12,6 +12,9 @@ from .report import size_label  # noqa: E402
 def compare_plot(runs: list[dict], path: str) -> None:
     """Stacked bars per (mode, side, chunk): memory copies + driver/stack, % CPU per Gb/s."""
     bulk = [r for r in runs if r["workload"] == "bulk"]
+    if not bulk:
+        latency_plot(runs, path)
+        return
     fig, ax = plt.subplots(figsize=(max(6, 1.1 * 2 * len(bulk) + 2), 4.5))
     labels, copies, rest, ranges, timed = [], [], [], [], []
     for r in bulk:
@@ -21,7 +24,7 @@ def compare_plot(runs: list[dict], path: str) -> None:
             rest.append(r[side]["driver_pct_per_gbps"])
             ranges.append((r.get("spread") or {}).get(side))
             timed.append(r[side].get("copy_timed_pct_per_gbps"))
-    if labels:
+    if labels:      # (always: the latency-only case returned above)
         x = range(len(labels))
         ax.bar(x, copies, label="memory copies (calibrated)")
         ax.bar(x, rest, bottom=copies, label="driver / stack")
@@ -33,8 +36,6 @@ def compare_plot(runs: list[dict], path: str) -> None:
         ax.set_xticks(list(x), labels, fontsize=7)
         ax.set_ylabel("% of one host CPU per Gb/s")
         ax.legend()
-    else:
-        latency_bars(ax, runs)
     ax.set_title("host CPU per Gb/s by mode (TOAD Tables I/II)")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -48,6 +49,27 @@ def whiskers(ax, totals: list[float], ranges: list) -> None:
         ax.errorbar([i for i, _t, _r in points], [t for _i, t, _r in points],
                     yerr=[[t - r[0] for _i, t, r in points], [r[1] - t for _i, t, r in points]],
                     fmt="none", ecolor="black", capsize=3, label="min - max over runs")
+
+
+def latency_plot(runs: list[dict], path: str) -> None:
+    """rr/crr: p50/p99 bars per run, and each run's latency CDF (log time axis)."""
+    fig, (bars, cdf) = plt.subplots(1, 2, figsize=(max(10, 1.1 * len(runs) + 6), 4.5))
+    latency_bars(bars, runs)
+    bars.set_title("request/response latency")
+    for r in runs:
+        points = (r.get("latency_us") or {}).get("cdf") or []
+        if points:
+            cdf.plot([us for _, us in points], [percent for percent, _ in points], ".-",
+                     label=f"{r['mode']} {r['workload']} {size_label(r['chunk_bytes'])}")
+    cdf.set_xscale("log")
+    cdf.set_xlabel("latency (us)")
+    cdf.set_ylabel("% of requests at or below")
+    cdf.set_title("latency CDF")
+    cdf.grid(True, which="both", alpha=0.3)
+    cdf.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def latency_bars(ax, runs: list[dict]) -> None:

@@ -9,7 +9,9 @@ JSON (documented in the README; keys are stable)::
                         "copy_timed_pct_per_gbps" (null in kernel mode or when not sampled)},
                "recv": {...same keys},
                "host_cpus_busy_pct_per_gbps", "engine": {"cpu_pct", "busy_pct"},
-               "total_cpu_pct_per_gbps", "latency_us": {"p50", "p99"} (rr/crr only)}],
+               "total_cpu_pct_per_gbps",
+               "latency_us": {"p50", "p99", "p90", "p999", "min", "max", "mean",
+                              "cdf": [[percent, us], ...]} (rr/crr only)}],
      "details": [one object per run: pinning obtained, warnings, checksum CPU excluded,
                  copy calibration, repeat index; informative, not part of the stable keys],
      "summary": [with workload.repeat > 1 only: per point, the median run and its
@@ -156,7 +158,7 @@ def span_text(run: dict, key: str, digits: int = 2) -> str:
 
 
 def rr_table(runs: list[dict]) -> str:
-    header = ["mode", "workload", "size", "p50 us", "p99 us", "client %CPU/Gb/s",
+    header = ["mode", "workload", "size", "p50 us", "p99 us", "p99.9 us", "client %CPU/Gb/s",
               "server %CPU/Gb/s", "Gb/s"]
     repeated = any("spread" in r for r in runs)
     if repeated:
@@ -165,7 +167,7 @@ def rr_table(runs: list[dict]) -> str:
     for r in runs:
         row = [r["mode"], r["workload"], size_label(r["chunk_bytes"]),
                fmt(r["latency_us"]["p50"], 1), fmt(r["latency_us"]["p99"], 1),
-               fmt(r["send"]["cpu_pct_per_gbps"]), fmt(r["recv"]["cpu_pct_per_gbps"]),
+               fmt(r["latency_us"].get("p999"), 1), fmt(r["send"]["cpu_pct_per_gbps"]), fmt(r["recv"]["cpu_pct_per_gbps"]),
                fmt(r["goodput_gbps"], 3)]
         if repeated:
             row.insert(4, span_text(r, "p50", 1))
