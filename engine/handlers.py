@@ -73,6 +73,9 @@ def handle_nop(qp, request: Request) -> None:
 
 
 def handle_echo(qp, request: Request) -> None:
+    # REQ_SILENT as for every request: a probe has no reason to be the exception
+    if request.flags & layout.REQ_SILENT:
+        return
     # positional: type, flags, conn, cookie, status, reason, port, buffer, addr,
     # offset, length, value (the interface's own latency probe, kept lean)
     qp.post_event(layout.EV_COMPLETION, 0, request.conn, request.cookie, 0, 0, request.port,

@@ -89,3 +89,19 @@ def test_bad_receive_buffer_doorbell_is_reported_once():
         assert b.call(layout.OP_ECHO, value=3).value == 3
     finally:
         rig.close()
+
+
+def test_silent_echo_posts_nothing():
+    """ECHO answered even with REQ_SILENT, unlike every other request: a silent
+    ECHO that succeeds now posts nothing, as a silent NOP does."""
+    rig = Rig()
+    try:
+        a = rig.hosts[0]
+        silent = rig.cookie()
+        a.post([record(layout.OP_ECHO, layout.REQ_SILENT, 0, silent, value=1)])
+        rig.settle()
+        assert a.call(layout.OP_ECHO, value=2).value == 2      # read after the silent one
+        assert [e for e in a.events if e.cookie == silent] == []
+    finally:
+        rig.close()
+

@@ -362,8 +362,6 @@ def must_answer(values: tuple) -> bool:
         return True                        # ERROR, unknown opcode
     if opcode in (layout.OP_SEND, layout.OP_SEND_SPACE):
         return False                       # answered only if refused (SEND_SPACE: by conn)
-    if opcode == layout.OP_ECHO:
-        return True
     return not flags & layout.REQ_SILENT   # a silent success is not answered
 
 
