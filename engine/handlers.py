@@ -1,8 +1,9 @@
 """Request handling: validation, then a dispatch table opcode -> handler(qp, request).
 
-Every request is validated before its handler runs, from the table below:
+Every request is validated before its handler runs, from the tables below:
 requests about a connection must name one this QP owns; a SEND's (offset, length)
-must lie inside this QP's send-buffer area. A failure answers with an ERROR event
+must lie inside this QP's send-buffer area; a request answered with a new connection
+id (SOCKET, ACCEPT) must not be silent. A failure answers with an ERROR event
 (cookie, errno, reason code) and a counter; the engine carries on.
 
 This module handles NOP, ECHO, SOCKET (allocate a connection id) and CLOSE (free it).
@@ -51,6 +52,13 @@ NEEDS_CONNECTION = frozenset({layout.OP_BIND, layout.OP_LISTEN, layout.OP_CONNEC
                               layout.OP_ACCEPT, layout.OP_SEND, layout.OP_SHUTDOWN,
                               layout.OP_CLOSE, layout.OP_SETOPT, layout.OP_SEND_SPACE})
 NEEDS_SEND_RANGE = frozenset({layout.OP_SEND})
+# Requests whose answer is a new connection id: silent, the host never learns the id
+# and it (with an accepted connection) lives until the QP detaches. Such a request is
+# refused (ERROR, bad_records), not answered despite the flag: REQ_SILENT means "no
+# COMPLETION on success", so a host that sets it here is wrong, and an ERROR tells it
+# so without allocating anything. (BIND/LISTEN's port is only informative: the host
+# knows the connection and can CLOSE it.)
+NEEDS_ANSWER = frozenset({layout.OP_SOCKET, layout.OP_ACCEPT})
 KNOWN_OPCODES = frozenset(layout.OPCODE_NAMES)
 # opcode, conn, offset, length of a REQUEST record (what a SEND run needs)
 _SEND_FIELDS = struct.Struct("<H2xI16xQQ24x")
@@ -132,6 +140,9 @@ class Dispatcher:
         handler = self.handlers.get(opcode)
         if handler is None:
             qp.post_error(request, errno.EOPNOTSUPP, layout.ERR_UNSUPPORTED)
+            return
+        if opcode in NEEDS_ANSWER and request.flags & layout.REQ_SILENT:
+            qp.post_error(request, errno.EINVAL, layout.ERR_BAD_ARGUMENT)
             return
         # handled errors become ERROR events; anything else is a bug and stops the engine
         try:

@@ -215,7 +215,8 @@ OPCODE_NAMES = {OP_NOP: "NOP", OP_ECHO: "ECHO", OP_SOCKET: "SOCKET", OP_BIND: "B
                 OP_SETOPT: "SETOPT", OP_SEND_SPACE: "SEND_SPACE"}
 
 # Request flags.
-REQ_SILENT = 0x1    # no COMPLETION event on success (errors are always reported)
+REQ_SILENT = 0x1    # no COMPLETION event on success (errors are always reported);
+                    # refused on SOCKET and ACCEPT (engine/handlers.py NEEDS_ANSWER)
 
 # Socket option ids for OP_SETOPT.
 OPT_NODELAY = 1

@@ -105,3 +105,36 @@ def test_silent_echo_posts_nothing():
     finally:
         rig.close()
 
+
+def test_silent_socket_and_accept_are_refused():
+    """A silent SOCKET or ACCEPT succeeded without telling the host the new
+    connection id: the id (and an accepted connection) lived until the QP detached.
+    Their answer is the id, so they cannot be silent: each is an ERROR (EINVAL,
+    ERR_BAD_ARGUMENT), counted, and nothing is allocated; the child waiting for
+    the silent ACCEPT is still there for the next one."""
+    rig = Rig()
+    try:
+        a, b = rig.hosts
+        listener = b.call(layout.OP_SOCKET).value
+        assert b.call(layout.OP_LISTEN, conn=listener, value=4).status == 0
+        port = b.events[-1].port
+        conn = a.call(layout.OP_SOCKET).value
+        a.post([record(layout.OP_CONNECT, conn=conn, cookie=rig.cookie(), addr=rig.address,
+                       port=port)])
+        rig.settle()
+        owned = len(b.qp().connections)
+        socket, accept = rig.cookie(), rig.cookie()
+        b.post([record(layout.OP_SOCKET, layout.REQ_SILENT, 0, socket),
+                record(layout.OP_ACCEPT, layout.REQ_SILENT, listener, accept)])
+        rig.settle()
+        answers = [(e.type, e.cookie, e.status, e.reason, e.value) for e in b.events
+                   if e.cookie in (socket, accept)]
+        assert answers == [
+            (layout.EV_ERROR, socket, errno.EINVAL, layout.ERR_BAD_ARGUMENT, layout.OP_SOCKET),
+            (layout.EV_ERROR, accept, errno.EINVAL, layout.ERR_BAD_ARGUMENT, layout.OP_ACCEPT)]
+        assert b.bad_records() == 2
+        assert len(b.qp().connections) == owned
+        event = b.call(layout.OP_ACCEPT, conn=listener)
+        assert event.type == layout.EV_COMPLETION and event.status == 0
+    finally:
+        rig.close()

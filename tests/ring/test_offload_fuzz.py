@@ -11,9 +11,9 @@ offload poller (loopback NIC) runs in this process, one loop iteration at a time
 
 After every example: the loop never raised; both QPs still answer an ECHO; each QP's
 ``bad_records`` only grew, and equals the ERROR events it got plus the reports the
-engine dropped; an unknown opcode and a connection id the QP cannot own got exactly
-one ERROR each; no request got two answers and every request that must be answered
-was; every RECV_DATA names a buffer the host handed over (no more often than it
+engine dropped; an unknown opcode, a connection id the QP cannot own and a silent
+SOCKET or ACCEPT got exactly one ERROR each; no request got two answers and every
+request that must be answered was; every RECV_DATA names a buffer the host handed over (no more often than it
 did), no longer than its entry. The thread that serves slot commands is gone.
 
 The runs here are short (about 15 s for both properties); for a longer hunt set
@@ -30,7 +30,7 @@ from collections import Counter
 import pytest
 from hypothesis import HealthCheck, given, note, settings, strategies as st
 
-from engine.handlers import NEEDS_CONNECTION
+from engine.handlers import NEEDS_ANSWER, NEEDS_CONNECTION
 from engine.offload.handlers import ABORT
 from toad import layout
 from toad.addresses import aton
@@ -362,6 +362,8 @@ def must_answer(values: tuple) -> bool:
         return True                        # ERROR, unknown opcode
     if opcode in (layout.OP_SEND, layout.OP_SEND_SPACE):
         return False                       # answered only if refused (SEND_SPACE: by conn)
+    if opcode in NEEDS_ANSWER:
+        return True                        # a new id: an ERROR when silent
     return not flags & layout.REQ_SILENT   # a silent success is not answered
 
 
@@ -399,6 +401,8 @@ def check_example(fuzz: Fuzz) -> None:
                 assert cookie in errors, f"QP {host.slot}: {values} not refused"
                 assert (errors[cookie].status, errors[cookie].reason) == \
                     (errno.EBADF, layout.ERR_WRONG_CONNECTION), values
+            elif opcode in NEEDS_ANSWER and values[1] & layout.REQ_SILENT:
+                assert cookie in errors, f"QP {host.slot}: silent {values} not refused"
         # counted == answered + dropped
         qp = host.qp()
         n_errors = sum(e.type == layout.EV_ERROR for e in host.events)
