@@ -198,7 +198,8 @@ class QueuePair:
     def report(self, status: int, reason: int, **fields) -> None:
         """Report something malformed the host wrote: counted in ``bad_records``
         and answered with an ERROR event, except while ``backlog_max`` events wait
-        unread (then only counted, also in ``reports_dropped``).
+        unread (then only counted, also in ``reports_dropped``; both are published
+        in the QP's stats row, engine/slots.py flush_qp_stats).
 
         Why the event backlog stays bounded: requests are read only while the event
         ring has room for their answers, and a connection posts at most a few events

@@ -216,8 +216,9 @@ class SlotManager:
         u64[row + field["events"]] += qp.events
         u64[row + field["interrupts"]] += qp.interrupt.raised
         u64[row + field["bad_records"]] += qp.bad_records
+        u64[row + field["reports_dropped"]] += qp.reports_dropped
         u64[row + field["dma_bytes"]] += qp.dma.bytes
         u64[row + field["dma_transactions"]] += qp.dma.transactions
-        qp.requests = qp.events = qp.bad_records = 0
+        qp.requests = qp.events = qp.bad_records = qp.reports_dropped = 0
         qp.interrupt.raised = 0
         qp.dma.bytes = qp.dma.transactions = 0

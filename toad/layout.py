@@ -36,7 +36,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2                   # 2: QP_STATS.reports_dropped
 OE_MAGIC = 0x314D454F44414F54        # b"TOADOEM1" little-endian
 QP_MAGIC = 0x3150514441414F54        # b"TOAADQP1" little-endian
 FEATURES = 0                         # no optional features yet; bits reserved for later
@@ -117,6 +117,7 @@ QP_STATS = _dtype([
     ("dma_bytes", "u8", 32),     # bytes moved by emulated DMA
     ("dma_transactions", "u8", 40),  # DMA transactions
     ("enables", "u8", 48),       # times the slot was enabled
+    ("reports_dropped", "u8", 56),  # bad_records whose ERROR was dropped (events unread)
 ], 64)
 
 # Slot commands written by a host into QP_SLOT.command (then command_seq += 1).

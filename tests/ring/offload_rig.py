@@ -228,6 +228,11 @@ class Host:
         stats = self.rig.engine.registers.qp_stats[self.slot]
         return int(stats["bad_records"]) + self.qp().bad_records
 
+    def reports_dropped(self) -> int:
+        """As bad_records: the ERROR reports the engine dropped, flushed or not."""
+        stats = self.rig.engine.registers.qp_stats[self.slot]
+        return int(stats["reports_dropped"]) + self.qp().reports_dropped
+
 
 def record(opcode: int, flags: int = 0, conn: int = 0, cookie: int = 0, addr: int = 0,
            port: int = 0, option: int = 0, offset: int = 0, length: int = 0,

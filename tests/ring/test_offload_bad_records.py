@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 
 from toad import layout
+from toad.engine_stats import read_engine_stats
 
 from offload_rig import Rig, record   # tests/ring/offload_rig.py
 
@@ -136,5 +137,30 @@ def test_silent_socket_and_accept_are_refused():
         assert len(b.qp().connections) == owned
         event = b.call(layout.OP_ACCEPT, conn=listener)
         assert event.type == layout.EV_COMPLETION and event.status == 0
+    finally:
+        rig.close()
+
+
+def test_dropped_reports_are_published_in_the_stats_block():
+    """Reports dropped while a host reads no events were counted only in the
+    engine's QueuePair: ``toad``'s stats (the OE stats block) showed bad_records
+    without saying how many of them never reached the host as an ERROR."""
+    rig = Rig()
+    try:
+        b = rig.hosts[1]
+        b.deaf = True
+        qp = b.qp()
+        for i in range(b.lay.event_entries + qp.backlog_max):   # events nobody reads
+            qp.post_event(layout.EV_COMPLETION, cookie=1 << 40 | i)
+        drv = b.drv
+        for delta in (100, 200, 300):          # bad request doorbells, one report each
+            drv.oe.u32[drv.req_doorbell] = (drv.request_producer + delta) & 0xFFFF_FFFF
+            rig.step()
+        drv.oe.u32[drv.req_doorbell] = drv.request_producer
+        rig.engine.flush_stats()
+        row = read_engine_stats(rig.name)["qps"]
+        stats = next(q for q in row if q["slot"] == b.slot)
+        assert (stats["bad_records"], stats["reports_dropped"]) == (3, 3)
+        assert b.reports_dropped() == 3        # flushed and not yet flushed: a total
     finally:
         rig.close()

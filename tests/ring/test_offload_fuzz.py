@@ -404,11 +404,10 @@ def check_example(fuzz: Fuzz) -> None:
             elif opcode in NEEDS_ANSWER and values[1] & layout.REQ_SILENT:
                 assert cookie in errors, f"QP {host.slot}: silent {values} not refused"
         # counted == answered + dropped
-        qp = host.qp()
         n_errors = sum(e.type == layout.EV_ERROR for e in host.events)
-        assert host.bad_records() == n_errors + qp.reports_dropped, \
+        assert host.bad_records() == n_errors + host.reports_dropped(), \
             f"QP {host.slot}: bad_records {host.bad_records()}, ERROR events {n_errors}, " \
-            f"dropped reports {qp.reports_dropped}"
+            f"dropped reports {host.reports_dropped()}"
     # the engine still serves both QPs
     for host in rig.hosts:
         event = host.call(layout.OP_ECHO, value=0x5EED0000 + host.slot)
