@@ -249,7 +249,8 @@ ERR_OUT_OF_BOUNDS = 2     # offset/length outside the QP's segment region (IOMMU
 ERR_WRONG_CONNECTION = 3  # connection id not owned by this QP
 ERR_UNSUPPORTED = 4       # opcode defined but not handled by this engine build
 ERR_BAD_DOORBELL = 5      # producer index moved by more than the ring size
-ERR_BAD_RXBUF = 6         # receive-buffer entry outside the receive area
+ERR_BAD_RXBUF = 6         # receive-buffer entry outside the receive area (EFAULT), or
+                          # an id the engine already holds (EALREADY)
 ERR_NO_RESOURCES = 7      # e.g. the connection table is full
 ERR_BAD_ARGUMENT = 8
 ERROR_NAMES = {ERR_UNKNOWN_OPCODE: "unknown opcode", ERR_OUT_OF_BOUNDS: "out of bounds",

@@ -26,7 +26,7 @@ from engine.tcp.states import State
 from engine.tcp.wire import ipv4
 from toad import layout
 
-from .host_buffers import HostRecvBuffer, HostSendBuffer
+from .host_buffers import HostRecvBuffer, HostSendBuffer, give_back
 from .sockets import (BOUND, CONNECTED, CONNECTING, DEAD, LISTENING, NEW, EngineSocket,
                       RecvPolicy, release)
 
@@ -142,7 +142,7 @@ class Handlers:
             if self.table.by_stack.get(listener) is sock and isinstance(recv, HostRecvBuffer) \
                     and recv.conn is None:
                 for buf_id in recv.detach():
-                    qp.post_event(layout.EV_RECV_DATA, 0, 0, 0, 0, 0, 0, buf_id, 0, 0, 0)
+                    give_back(qp, 0, buf_id)
                 self.counters["children_lost_before_accept"] += 1
             forget(conn)
 

@@ -165,15 +165,19 @@ class RxPool:
     def _check_entries(self, raw) -> None:
         """Check and cache the entries in ``raw`` (at most BATCH): struct and Python
         compares beat numpy at this size (thread-CPU micro, 8 KB buffers: 0.6 vs
-        1.9 us per buffer for batches of 8, 0.33 vs 0.61 for 32)."""
+        1.9 us per buffer for batches of 8, 0.33 vs 0.61 for 32). An id the engine
+        already holds (qp.rx_held: added here, removed by the RECV_DATA that names
+        it) is refused, so no buffer is ever filled twice."""
         start, end, most = self.recv_start, self.recv_end, self.buffer_bytes
+        held = self.qp.rx_held
         for entry in _RXBUF_STRUCT.iter_unpack(raw):
             offset, length, buf_id = entry
-            if start <= offset and offset + length <= end and 0 < length <= most:
+            if (start <= offset and offset + length <= end and 0 < length <= most
+                    and buf_id not in held):
+                held.add(buf_id)
                 self.cache.append(entry)
                 continue
-            self.qp.report(14, layout.ERR_BAD_RXBUF, buffer=buf_id, offset=offset,
-                           length=length)
+            self.qp.refuse_rx_entry(offset, length, buf_id)
         raw.release()
 
     def add_receiver(self, delta: int) -> None:
@@ -187,6 +191,13 @@ class RxPool:
         if share > self.window_bytes:
             share = self.window_bytes
         self.limit_bytes = share if share > self.buffer_bytes else self.buffer_bytes
+
+
+def give_back(qp, conn: int, buf_id: int) -> None:
+    """Hand an unfilled buffer back to the host (an empty RECV_DATA, e.g. one a
+    closed connection held): the engine no longer holds it."""
+    qp.rx_held.discard(buf_id)
+    qp.post_event(_RECV_DATA, 0, conn, 0, 0, 0, 0, buf_id, 0, 0, 0)
 
 
 class HostRecvBuffer:
@@ -336,10 +347,14 @@ class HostRecvBuffer:
             return
         self.counters["rx_buffers_posted"] += len(entries)
         conn = self.conn
+        held = self.qp.rx_held
         if len(entries) == 1:
             buf_id, length, flags = entries[0]
+            held.discard(buf_id)             # the host's again (RxPool._check_entries)
             self.qp.post_event(_RECV_DATA, flags, conn, 0, 0, 0, 0, buf_id, 0, 0, length)
             return
+        for entry in entries:
+            held.discard(entry[0])
         self.qp.post_many([(_RECV_DATA, flags, conn, 0, 0, 0, 0, buf_id, 0, 0, length, 0)
                            for buf_id, length, flags in entries])
 
@@ -360,6 +375,7 @@ class HostRecvBuffer:
             self.held.append((buf_id, length, flags))
             return
         self.counters["rx_buffers_posted"] += 1
+        self.qp.rx_held.discard(buf_id)      # the host's again (RxPool._check_entries)
         self.qp.post_event(_RECV_DATA, flags, self.conn, 0, 0, 0, 0, buf_id, 0, 0, length)
 
     def delay_due(self, now: float) -> bool:
@@ -368,7 +384,8 @@ class HostRecvBuffer:
         return first is not None and self.policy.delay_s > 0 and now - first >= self.policy.delay_s
 
     def detach(self) -> list:
-        """The host closed or vanished: return the ids of buffers we still hold."""
+        """The host closed or vanished: return the ids of buffers we still hold
+        (still marked in qp.rx_held: the caller hands them back, give_back)."""
         if not self.detached:
             self.pool.add_receiver(-1)
         self.detached = True

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from toad import layout
+from .host_buffers import give_back
 
 NEW, BOUND, LISTENING, CONNECTING, CONNECTED, DEAD = range(6)
 
@@ -80,7 +80,7 @@ def release(qp, sock: EngineSocket, table: SocketTable) -> None:
     if sock.recv_buffer is not None:
         ids = sock.recv_buffer.detach()
         for buf_id in ids:   # buffers the host gave us and we never filled for it
-            qp.post_event(layout.EV_RECV_DATA, 0, sock.conn_id, 0, 0, 0, 0, buf_id, 0, 0, 0)
+            give_back(qp, sock.conn_id, buf_id)
     if sock.send_buffer is not None:
         sock.send_buffer.detach()
     table.lingering.discard(sock)

@@ -20,6 +20,7 @@ from pathlib import Path
 from engine import loop as engine_loop
 from engine.loop import Engine
 from engine.offload import close as close_offload, install
+from engine.offload.host_buffers import HostRecvBuffer
 from host.driver import Driver
 from toad import layout
 from toad.config import load
@@ -227,6 +228,25 @@ class Host:
         """Flushed (stats block) plus not yet flushed: a total that only grows."""
         stats = self.rig.engine.registers.qp_stats[self.slot]
         return int(stats["bad_records"]) + self.qp().bad_records
+
+    def engine_buffers(self) -> list[int]:
+        """Ids of the receive buffers the engine holds for this QP: taken from the
+        ring and not yet named by a RECV_DATA (the pool's cache, each receive
+        buffer's current and held ones). Each should appear once."""
+        qp = self.qp()
+        poller = self.rig.poller
+        pool = poller.pools.get(qp)
+        ids = [entry[2] for entry in pool.cache] if pool is not None else []
+        buffers = {id(r): r for r in (c.recv_buffer for c in poller.stack.table.connections())
+                   if isinstance(r, HostRecvBuffer) and r.qp is qp}
+        for sock in qp.connections.values():
+            if sock is not None and sock.recv_buffer is not None:
+                buffers[id(sock.recv_buffer)] = sock.recv_buffer
+        for recv in buffers.values():
+            if recv.current is not None:
+                ids.append(recv.current[2])
+            ids.extend(entry[0] for entry in recv.held)
+        return ids
 
     def reports_dropped(self) -> int:
         """As bad_records: the ERROR reports the engine dropped, flushed or not."""

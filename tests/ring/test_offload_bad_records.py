@@ -164,3 +164,62 @@ def test_dropped_reports_are_published_in_the_stats_block():
         assert b.reports_dropped() == 3        # flushed and not yet flushed: a total
     finally:
         rig.close()
+
+
+def test_a_receive_buffer_the_engine_holds_is_not_taken_twice():
+    """An id returned twice in one batch, and one returned while the engine still
+    held it: the engine took every copy and filled one buffer with two payloads,
+    the second over the first before the host read it. Now each copy of an id the
+    engine holds is an ERROR (ERR_BAD_RXBUF, EALREADY), counted and skipped, and
+    the data arrives whole."""
+    rig = Rig()
+    try:
+        a, b = rig.hosts
+        conn, child = connected_pair(rig)
+        lay, drv = b.lay, b.drv
+        sent = bytes(range(250)) * 160
+        start = a.lay.send_offset
+        a.drv.mv[start:start + len(sent)] = sent
+        got, seen = bytearray(), 0
+
+        def receive() -> None:
+            """Read what arrived, as the socket layer does; check the engine's ids."""
+            nonlocal seen
+            held = b.engine_buffers()
+            assert len(held) == len(set(held)), f"the engine holds a buffer twice: {held}"
+            for event in b.events[seen:]:
+                if event.type == layout.EV_RECV_DATA and event.conn == child:
+                    offset = drv.recv_buffer_offset(event.buffer)
+                    got.extend(drv.mv[offset:offset + event.length])
+            seen = len(b.events)
+
+        # a first message: the engine takes the buffers the rig handed over (0..5)
+        a.post([record(layout.OP_SEND, layout.REQ_SILENT, conn, rig.cookie(), offset=start,
+                       length=1000)])
+        rig.settle()
+        receive()
+        assert drv.rxbuf_taken() == drv.rxbuf_producer
+        spare = lay.recv_buffers - 2             # one the rig kept back: the host's
+        b.held = [entry for entry in b.held if entry[0] != spare]
+        size = lay.recv_buffer_bytes
+        b.give([(drv.recv_buffer_offset(spare), size, spare),
+                (drv.recv_buffer_offset(spare), size, spare),     # twice in one batch
+                (drv.recv_buffer_offset(3), size, 3)])            # the engine holds it
+        a.post([record(layout.OP_SEND, layout.REQ_SILENT, conn, rig.cookie(),
+                       offset=start + 1000, length=len(sent) - 1000)])
+        for _ in range(200):
+            rig.advance(0.01)
+            rig.step()
+            receive()
+            b.return_held(len(b.held))
+            if len(got) >= len(sent) and a.drv.bytes_acked(conn) == len(sent):
+                break
+        assert got == sent
+        assert a.drv.bytes_acked(conn) == len(sent)
+        errors = [(e.reason, e.status, e.buffer) for e in b.events if e.type == layout.EV_ERROR]
+        assert errors == [(layout.ERR_BAD_RXBUF, errno.EALREADY, spare),
+                          (layout.ERR_BAD_RXBUF, errno.EALREADY, 3)]
+        assert b.bad_records() == 2
+        assert b.call(layout.OP_ECHO, value=4).value == 4
+    finally:
+        rig.close()

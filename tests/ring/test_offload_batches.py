@@ -3,6 +3,7 @@
 receive-buffer take, and a span of SENDs handled with one call."""
 from __future__ import annotations
 
+import errno
 from collections import Counter
 
 import numpy as np
@@ -95,6 +96,27 @@ def test_a_large_batch_of_returned_buffers_is_checked_entry_by_entry():
     assert qp.bad_records == 2 and qp.rxbuf_consumer == 12
     assert list(events_of(buf, lay).poll()["buffer"]) == [3, 7]
 
+
+def test_an_id_the_engine_holds_is_refused_until_a_recv_data_names_it():
+    """Both take paths (the batch, and QueuePair.take_rx_buffer behind it) refuse a
+    copy of an id the engine holds; once a RECV_DATA gave the buffer back, the id
+    is good again."""
+    qp, buf, regs, lay = make_qp("qp.event_entries=16")
+    recv = HostRecvBuffer(RxPool(qp, 1 << 20), RecvPolicy(True, 0.0), Counter(),
+                          lambda: 0.0)
+    recv.attach(qp.allocate_connection(object()))
+    first, second = (lay.recv_offset, 4096, 5), (lay.recv_offset + 4096, 4096, 6)
+    give_buffers(buf, regs, lay, [first, second, first])      # 5 twice in one batch
+    recv.write(memoryview(bytes(4096)), False)     # takes the batch, fills and posts 5
+    assert qp.rx_held == {6}                       # 6: cached, not filled yet
+    give_buffers(buf, regs, lay, [second, first], start=3)
+    assert qp.take_rx_buffer() == first            # 5 is the host's again: good
+    events = events_of(buf, lay).poll()
+    assert [(e["type"], e["status"], e["buffer"]) for e in events] == [
+        (layout.EV_ERROR, errno.EALREADY, 5), (layout.EV_RECV_DATA, 0, 5),
+        (layout.EV_ERROR, errno.EALREADY, 6)]
+    assert set(events[events["type"] == layout.EV_ERROR]["reason"]) == {layout.ERR_BAD_RXBUF}
+    assert qp.bad_records == 2 and qp.rx_held == {5, 6}
 
 def placement(policy=True):
     qp, buf, regs, lay = make_qp("qp.recv_buffers=8", "qp.event_entries=16")

@@ -13,8 +13,10 @@ After every example: the loop never raised; both QPs still answer an ECHO; each 
 ``bad_records`` only grew, and equals the ERROR events it got plus the reports the
 engine dropped; an unknown opcode, a connection id the QP cannot own and a silent
 SOCKET or ACCEPT got exactly one ERROR each; no request got two answers and every
-request that must be answered was; every RECV_DATA names a buffer the host handed over (no more often than it
-did), no longer than its entry. The thread that serves slot commands is gone.
+request that must be answered was; every RECV_DATA names a buffer the host handed
+over (no more often than it did), no longer than its entry. After every step the
+engine holds no receive-buffer id twice, and its record of the ids it holds
+(``rx_held``) is exactly them. The thread that serves slot commands is gone.
 
 The runs here are short (about 15 s for both properties); for a longer hunt set
 TOAD_FUZZ_EXAMPLES (e.g. 3000: about 6 minutes). Sequences they found are plain
@@ -385,6 +387,15 @@ def cannot_own(host, conn: int) -> bool:
     return conn >> layout.CONN_ROW_BITS != host.slot or row == 0 or row >= host.lay.counter_rows
 
 
+def check_buffers(host) -> None:
+    """The engine holds no receive buffer twice (it would fill it twice), and its
+    record of the ids it holds (qp.rx_held) is exactly them."""
+    held = host.engine_buffers()
+    assert len(held) == len(set(held)), f"QP {host.slot}: the engine holds {held}"
+    assert set(held) == host.qp().rx_held, \
+        f"QP {host.slot}: the engine holds {sorted(held)}, rx_held {sorted(host.qp().rx_held)}"
+
+
 def check_example(fuzz: Fuzz) -> None:
     rig = fuzz.rig
     for host in rig.hosts:
@@ -438,6 +449,7 @@ def run_example(steps: list) -> None:
                 total = host.bad_records()
                 assert total >= host.bad_seen, f"QP {host.slot}: bad_records went down"
                 host.bad_seen = total
+                check_buffers(host)
         fuzz.drain()
         check_example(fuzz)
     except BaseException:
