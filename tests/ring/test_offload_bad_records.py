@@ -1,6 +1,7 @@
 """Record sequences the offload fuzzer (tests/ring/test_offload_fuzz.py) found, kept as
 plain tests: each bad record is answered with an ERROR event, counted in
-``bad_records`` and dropped, and what was right before it still completes."""
+``bad_records`` and dropped, and what was right before it still completes. Also what
+it saw around them: REQ_SILENT on ECHO, and the dropped reports' count in the stats."""
 from __future__ import annotations
 
 import errno
