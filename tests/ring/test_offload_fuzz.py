@@ -5,9 +5,10 @@ Property-based: hypothesis draws sequences of request records for the offload op
 QP, closed ones and random words, the engine's own address and listening ports,
 option ids and values, send ranges inside, across and far past the send area, huge
 SEND_SPACE targets), interleaved with legitimate socket calls and with receive-buffer
-returns (good, duplicated, out of range, with bad doorbells). A real Engine with its
-offload poller (loopback NIC) runs in this process, one loop iteration at a time
-(tests/ring/offload_rig.py), so an example is fast and replays exactly.
+returns (good, returned twice, duplicated, out of range, with bad doorbells). A real
+Engine with its offload poller (loopback NIC) runs in this process, one loop
+iteration at a time (tests/ring/offload_rig.py), so an example is fast and replays
+exactly.
 
 After every example: the loop never raised; both QPs still answer an ECHO; each QP's
 ``bad_records`` only grew, and equals the ERROR events it got plus the reports the
@@ -106,7 +107,7 @@ STEPS = [
     (8, st.tuples(st.just("send"), HOST, st.integers(1, 20_000))),
     (4, st.tuples(st.just("close"), HOST, st.booleans(), st.booleans())),
     (8, st.tuples(st.just("pump"), st.integers(1, 40), ADVANCE)),
-    (6, st.tuples(st.just("return"), HOST, st.integers(1, 8))),
+    (6, st.tuples(st.just("return"), HOST, st.integers(1, 8), st.booleans())),
     (6, st.tuples(st.just("rx"), HOST, RX_ENTRIES)),
     (4, st.tuples(st.just("rx_doorbell"), HOST, RX_DOORBELL)),
     (2, st.tuples(st.just("req_doorbells"), HOST, REQ_DOORBELLS)),
@@ -269,9 +270,17 @@ class Fuzz:
         for _ in range(iterations):
             self.rig.step()
 
-    def do_return(self, h, count) -> None:
-        self.log.append(("return", h, count))
-        self.hosts[h].return_held(count)
+    def do_return(self, h, count, twice=False) -> None:
+        """Give back buffers the engine filled; ``twice``: each one again right after
+        (a host returning an id twice before the engine takes either copy)."""
+        host = self.hosts[h]
+        self.log.append(("return", h, count, twice))
+        before = list(host.held)
+        host.return_held(min(count, host.rx_room() // 2) if twice else count)
+        if twice:
+            size = host.lay.recv_buffer_bytes
+            host.give([(host.drv.recv_buffer_offset(buf_id), size, buf_id)
+                       for buf_id, conn in before if (buf_id, conn) not in host.held])
 
     def do_rx(self, h, entries) -> None:
         host = self.hosts[h]
@@ -474,7 +483,7 @@ def test_offload_records_never_crash_the_engine(steps):
           suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.one_of(
     st.tuples(st.just("rx"), HOST, RX_ENTRIES),
-    st.tuples(st.just("return"), HOST, st.integers(1, 8)),
+    st.tuples(st.just("return"), HOST, st.integers(1, 8), st.booleans()),
     st.tuples(st.just("rx_doorbell"), HOST, RX_DOORBELL),
     st.tuples(st.just("send"), st.just(0), st.integers(1, 20_000)),
     st.tuples(st.just("consumed"), HOST, CONN, st.one_of(st.sampled_from([0, 4096]), U64)),
