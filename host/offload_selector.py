@@ -32,7 +32,6 @@ from collections.abc import Mapping
 from selectors import EVENT_READ, EVENT_WRITE, BaseSelector, SelectorKey
 
 from host.offload_socket import OffloadSocket
-from toad import layout
 
 
 def readable(sock: OffloadSocket) -> bool:
@@ -162,5 +161,4 @@ class OffloadSelector(BaseSelector):
             if target <= max(acked, ring.base) or self._asked.get(sock, -1) > acked:
                 continue
             self._asked[sock] = target
-            sock.driver.post(layout.OP_SEND_SPACE, 0, sock.conn, 0, 0, 0, 0, 0,
-                             acked, target - acked)
+            sock.ask_space(acked, target - acked)

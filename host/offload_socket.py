@@ -485,7 +485,7 @@ class OffloadSocket:
         # never more than is outstanding (a partly free ring whose size the threshold
         # reaches would wait for bytes never sent); short never exceeds it
         want = min(want, ring.posted - ring.acked)
-        self.driver.post(layout.OP_SEND_SPACE, 0, self.conn, 0, 0, 0, 0, 0, ring.acked, want)
+        self.ask_space(ring.acked, want)
         u64, word, target = self.u64, self.acked_word, ring.acked + want
 
         def ready() -> bool:
@@ -500,6 +500,11 @@ class OffloadSocket:
         if self.error:
             raise error(self.error, "send")
         return ring
+
+    def ask_space(self, acked: int, want: int) -> None:
+        """Ask for a SEND_SPACE event once the engine's acked count reaches
+        ``acked + want`` (the engine keeps one such target per connection)."""
+        self.driver.post(layout.OP_SEND_SPACE, 0, self.conn, 0, 0, 0, 0, 0, acked, want)
 
     # ---- receiving -------------------------------------------------------------------
     def recv(self, bufsize: int, flags: int = 0) -> bytes:

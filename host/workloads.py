@@ -229,7 +229,7 @@ def bulk_recv(sock, plan: Plan, header_max: int = 0) -> dict:
     return result
 
 
-LATENCY_KEYS = ("p50", "p90", "p99", "p999", "min", "max", "mean")
+PERCENTILE_KEYS = {"p50": 50, "p90": 90, "p99": 99, "p999": 99.9, "min": 0, "max": 100}
 CDF_PERCENTS = (0, 1, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95, 98, 99, 99.5, 99.9,
                 99.99, 100)
 
@@ -250,12 +250,12 @@ class Latencies:
         """count, p50/p90/p99/p99.9, min, max, mean (us), and ``cdf``: [percent, us]
         at CDF_PERCENTS (the distribution's shape for plots, without the samples)."""
         if not self.count:
-            return {"count": 0, **{key: None for key in LATENCY_KEYS}, "cdf": []}
+            return {"count": 0, **dict.fromkeys(PERCENTILE_KEYS), "mean": None, "cdf": []}
         us = self.samples[:self.count] / 1000.0
         points = np.percentile(us, CDF_PERCENTS)
         at = dict(zip(CDF_PERCENTS, (round(float(v), 3) for v in points)))
-        return {"count": self.count, "p50": at[50], "p90": at[90], "p99": at[99],
-                "p999": at[99.9], "min": at[0], "max": at[100],
+        return {"count": self.count,
+                **{key: at[percent] for key, percent in PERCENTILE_KEYS.items()},
                 "mean": round(float(us.mean()), 3),
                 "cdf": [[percent, value] for percent, value in at.items()]}
 

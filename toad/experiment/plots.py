@@ -24,18 +24,17 @@ def compare_plot(runs: list[dict], path: str) -> None:
             rest.append(r[side]["driver_pct_per_gbps"])
             ranges.append((r.get("spread") or {}).get(side))
             timed.append(r[side].get("copy_timed_pct_per_gbps"))
-    if labels:      # (always: the latency-only case returned above)
-        x = range(len(labels))
-        ax.bar(x, copies, label="memory copies (calibrated)")
-        ax.bar(x, rest, bottom=copies, label="driver / stack")
-        marks = [(i, t) for i, t in zip(x, timed) if t is not None]
-        if marks:   # the copy as timed in the run: a line across the bar at its height
-            ax.scatter([i for i, _ in marks], [t for _, t in marks], marker="_", s=400,
-                       color="black", zorder=3, label="memory copies, timed in the run")
-        whiskers(ax, [c + d for c, d in zip(copies, rest)], ranges)
-        ax.set_xticks(list(x), labels, fontsize=7)
-        ax.set_ylabel("% of one host CPU per Gb/s")
-        ax.legend()
+    x = range(len(labels))
+    ax.bar(x, copies, label="memory copies (calibrated)")
+    ax.bar(x, rest, bottom=copies, label="driver / stack")
+    marks = [(i, t) for i, t in zip(x, timed) if t is not None]
+    if marks:   # the copy as timed in the run: a line across the bar at its height
+        ax.scatter([i for i, _ in marks], [t for _, t in marks], marker="_", s=400,
+                   color="black", zorder=3, label="memory copies, timed in the run")
+    whiskers(ax, [c + d for c, d in zip(copies, rest)], ranges)
+    ax.set_xticks(list(x), labels, fontsize=7)
+    ax.set_ylabel("% of one host CPU per Gb/s")
+    ax.legend()
     ax.set_title("host CPU per Gb/s by mode (TOAD Tables I/II)")
     fig.tight_layout()
     fig.savefig(path, dpi=100)

@@ -158,8 +158,8 @@ def span_text(run: dict, key: str, digits: int = 2) -> str:
 
 
 def rr_table(runs: list[dict]) -> str:
-    header = ["mode", "workload", "size", "p50 us", "p99 us", "p99.9 us", "client %CPU/Gb/s",
-              "server %CPU/Gb/s", "Gb/s"]
+    header = ["mode", "workload", "size", "p50 us", "p99 us", "p99.9 us",
+              "client %CPU/Gb/s", "server %CPU/Gb/s", "Gb/s"]
     repeated = any("spread" in r for r in runs)
     if repeated:
         header.insert(4, "p50 min - max (runs)")
@@ -167,7 +167,8 @@ def rr_table(runs: list[dict]) -> str:
     for r in runs:
         row = [r["mode"], r["workload"], size_label(r["chunk_bytes"]),
                fmt(r["latency_us"]["p50"], 1), fmt(r["latency_us"]["p99"], 1),
-               fmt(r["latency_us"].get("p999"), 1), fmt(r["send"]["cpu_pct_per_gbps"]), fmt(r["recv"]["cpu_pct_per_gbps"]),
+               fmt(r["latency_us"].get("p999"), 1),
+               fmt(r["send"]["cpu_pct_per_gbps"]), fmt(r["recv"]["cpu_pct_per_gbps"]),
                fmt(r["goodput_gbps"], 3)]
         if repeated:
             row.insert(4, span_text(r, "p50", 1))
