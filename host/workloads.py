@@ -67,12 +67,13 @@ class Meter:
 
     def as_json(self) -> dict:
         cpus = [c for c in self.busy1 if c in self.busy0]
-        busy = sum(self.busy1[c][0] - self.busy0[c][0] for c in cpus)
-        irq = sum(self.busy1[c][1] - self.busy0[c][1] for c in cpus)
+        busy, irq, steal = (sum(getattr(self.busy1[c], key) - getattr(self.busy0[c], key)
+                                for c in cpus) for key in ("busy", "irq", "steal"))
         return {"t0": self.t0, "t1": self.t1, "wall_s": self.t1 - self.t0,
                 "cpu_s": self.cpu1 - self.cpu0,
                 "integrity_s": self.integrity1 - self.integrity0,
-                "bytes": self.bytes1 - self.bytes0, "host_busy_s": busy, "host_irq_s": irq}
+                "bytes": self.bytes1 - self.bytes0, "host_busy_s": busy, "host_irq_s": irq,
+                "host_steal_s": steal}
 
 
 def set_nodelay(sock) -> None:

@@ -53,7 +53,20 @@ def test_read_cpu_busy_parses_proc_stat(tmp_path):
                     "cpu1 1 1 1 1 1 1 1 1 0 0\nintr 5\n")
     busy = accounting.read_cpu_busy([0], path=str(stat))
     assert list(busy) == [0]
-    assert busy[0] == pytest.approx((100 + 2 + 50 + 3 + 4 + 1) / accounting.CLOCK_TICKS)
+    # user + nice + system + irq + softirq; idle, iowait and steal (the 1) are not busy
+    assert busy[0] == pytest.approx((100 + 2 + 50 + 3 + 4) / accounting.CLOCK_TICKS)
+    times = accounting.read_cpu_times([0, 1], path=str(stat))
+    assert times[0].irq == pytest.approx(7 / accounting.CLOCK_TICKS)
+    assert times[0].steal == pytest.approx(1 / accounting.CLOCK_TICKS)
+    assert times[1].busy == pytest.approx(5 / accounting.CLOCK_TICKS)
+
+
+def test_a_stat_line_without_steal_reads_as_none_stolen(tmp_path):
+    """Old kernels print four to seven fields: the missing ones are zero."""
+    stat = tmp_path / "stat"
+    stat.write_text("cpu0 100 0 50 1000\n")
+    times = accounting.read_cpu_times([0], path=str(stat))
+    assert times[0] == (150 / accounting.CLOCK_TICKS, 0.0, 0.0)
 
 
 def test_calibrated_copy_cost_is_positive_and_plausible():
@@ -104,6 +117,32 @@ def test_engine_figures_interpolate_cpu_and_busy():
     engine, pct = figures.engine_figures((0.5, 1.5), cpu, busy, 125_000_000)
     assert engine == {"cpu_pct": 50.0, "busy_pct": 25.0}
     assert pct == pytest.approx(50.0)
+
+
+def test_steal_time_is_reported_apart_and_warned_of_on_the_engine_cpu():
+    """Steal time, sampled on the engine CPU and metered over the host CPUs, goes in
+    the details as % of one CPU over the reference interval (1.0 to 2.0 s), never into
+    the busy figures; the report shows its range and warns when the engine lost more
+    than 5%."""
+    from toad.experiment import report
+
+    send, recv = worker("send", crc_sent=7), worker("recv", crc_recv=7)
+    recv["measured"]["host_steal_s"] = 0.02           # 2% of one CPU over 1 s
+    engine = {"cpu": [(0.0, 0.0), (3.0, 1.0)], "cpu_busy": [(0.0, 0.0), (3.0, 3.0)],
+              "cpu_steal": [(0.0, 0.0), (3.0, 0.3)], "busy": []}
+    run, details = figures.build_run(from_dict({"mode": "offload"}), send, recv, engine)
+    assert details["steal_pct"] == {"host": 2.0, "engine": 10.0}
+    assert details["recv"]["host_steal_s"] == 0.02
+    assert "steal_pct" not in run                      # the stable run keys are unchanged
+    lines = report.steal_notes([details])
+    assert "engine CPU 10.0-10.0%, host CPUs 2.0-2.0%" in lines[0]
+    assert lines[1].startswith("warning: the hypervisor took more than 5% of the engine")
+    # a quiet hypervisor: no line; a worker that did not meter steal: no figure
+    engine["cpu_steal"] = [(0.0, 0.0), (3.0, 0.003)]
+    del recv["measured"]["host_steal_s"]
+    _run, details = figures.build_run(from_dict({"mode": "offload"}), send, recv, engine)
+    assert details["steal_pct"] == {"host": None, "engine": 0.1}
+    assert report.steal_notes([details]) == []
 
 
 def test_each_sides_interrupts_come_from_its_own_qp_over_its_interval():

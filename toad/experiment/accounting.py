@@ -7,7 +7,11 @@ The figures follow ARCHITECTURE.md "Measurement" and TOAD section IV:
   (host/integrity.py times one checksum call in SAMPLE_EVERY with ``thread_time``,
   less the timer's own cost, and charges its cost per byte to every checked byte):
   the checksum is the experiment's cost, not the network's.
-- Busy time of the host CPUs from ``/proc/stat`` (every state but idle and iowait).
+- Busy time of the host CPUs from ``/proc/stat`` (every state but idle, iowait and
+  steal). Steal is time the hypervisor gave the virtual CPU's host core to something
+  else: the guest did no work then, so it is not busy time; it is kept apart and
+  reported (a run whose engine CPU was stolen from moved fewer bytes for reasons
+  outside toad).
 - Engine CPU time from ``/proc/<pid>/stat`` (utime + stime).
 - "memory copies": bytes copied at the socket boundary times the per-byte cost of a
   chunk-sized copy, calibrated on the worker's own (pinned) CPU right before the run;
@@ -26,7 +30,7 @@ import os
 import resource
 import time
 from dataclasses import dataclass
-from typing import Iterable, Optional
+from typing import Iterable, NamedTuple, Optional
 
 from toad.memory import populated_map
 
@@ -41,20 +45,29 @@ def process_cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+class CpuTimes(NamedTuple):
+    """Seconds since boot of one CPU, from /proc/stat."""
+    busy: float      # user, nice, system, irq, softirq (not idle, iowait or steal)
+    irq: float       # irq + softirq (part of busy)
+    steal: float     # the hypervisor ran something else on this virtual CPU
+
+
 def read_cpu_busy(cpus: Iterable[int], path: str = "/proc/stat") -> dict[int, float]:
-    """Busy seconds (all states but idle and iowait) of each CPU in ``cpus`` since boot."""
-    return {cpu: busy for cpu, (busy, _irq) in read_cpu_times(cpus, path).items()}
+    """Busy seconds (:attr:`CpuTimes.busy`) of each CPU in ``cpus`` since boot."""
+    return {cpu: times.busy for cpu, times in read_cpu_times(cpus, path).items()}
 
 
-def read_cpu_times(cpus: Iterable[int], path: str = "/proc/stat") -> dict[int, tuple[float, float]]:
-    """(busy, irq + softirq) seconds of each CPU in ``cpus`` since boot.
+def read_cpu_times(cpus: Iterable[int], path: str = "/proc/stat") -> dict[int, CpuTimes]:
+    """:class:`CpuTimes` of each CPU in ``cpus`` since boot.
 
     Interrupt and softirq time is busy time no process is charged for: Linux's
     loopback receive path runs there, so kernel mode's per-process figures miss it
-    while the /proc/stat figure includes it.
+    while the /proc/stat figure includes it. Steal time is not busy time (field 8,
+    zero on bare metal); guest time is already inside user time, so only the first
+    eight fields count.
     """
     wanted = set(cpus)
-    busy: dict[int, tuple[float, float]] = {}
+    times: dict[int, CpuTimes] = {}
     with open(path) as f:
         for line in f:
             if not line.startswith("cpu") or line.startswith("cpu "):
@@ -63,12 +76,11 @@ def read_cpu_times(cpus: Iterable[int], path: str = "/proc/stat") -> dict[int, t
             cpu = int(name[3:])
             if cpu not in wanted:
                 continue
-            ticks = [int(v) for v in values]
-            idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)
-            # guest time is already included in user time; count the first 8 fields only
-            irq = ticks[5] + ticks[6] if len(ticks) > 6 else 0
-            busy[cpu] = ((sum(ticks[:8]) - idle) / CLOCK_TICKS, irq / CLOCK_TICKS)
-    return busy
+            ticks = [int(v) for v in values[:8]] + [0] * (8 - len(values[:8]))
+            user, nice, system, _idle, _iowait, irq, softirq, steal = ticks
+            times[cpu] = CpuTimes((user + nice + system + irq + softirq) / CLOCK_TICKS,
+                                  (irq + softirq) / CLOCK_TICKS, steal / CLOCK_TICKS)
+    return times
 
 
 def busy_seconds_between(before: dict, after: dict) -> float:

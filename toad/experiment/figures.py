@@ -141,6 +141,8 @@ def build_run(config: Config, send: dict, recv: dict, engine=None) -> tuple[dict
             info[name]["interrupts"] = side_interrupts(result, engine["busy"])
     info["other_load_pct"] = {"host": other_host_load(reference, other),
                               "engine": other_engine_load((m["t0"], m["t1"]), engine)}
+    info["steal_pct"] = {"host": host_steal(reference),
+                         "engine": engine_steal((m["t0"], m["t1"]), engine)}
     return run, info
 
 
@@ -183,6 +185,27 @@ def other_engine_load(span: tuple[float, float], engine) -> Optional[float]:
     return round(100.0 * max(0.0, (busy[1] - busy[0]) - (own[1] - own[0])) / wall, 1)
 
 
+def host_steal(reference: dict) -> Optional[float]:
+    """% of one CPU the hypervisor took from the host CPUs (steal time, summed over
+    them) over the reference interval; None from a worker that did not read it."""
+    m = reference["measured"]
+    if "host_steal_s" not in m or m["wall_s"] <= 0:
+        return None
+    return round(100.0 * m["host_steal_s"] / m["wall_s"], 1)
+
+
+def engine_steal(span: tuple[float, float], engine) -> Optional[float]:
+    """% of the engine CPU's time the hypervisor ran something else over ``span``."""
+    samples = (engine or {}).get("cpu_steal")
+    wall = span[1] - span[0]
+    if not samples or wall <= 0:
+        return None
+    ends = [interpolate(samples, t) for t in span]
+    if None in ends:
+        return None
+    return round(100.0 * max(0.0, ends[1] - ends[0]) / wall, 1)
+
+
 def details(send: dict, recv: dict) -> dict:
     out = {}
     for name, r in (("send", send), ("recv", recv)):
@@ -194,6 +217,7 @@ def details(send: dict, recv: dict) -> dict:
                      "wall_s": round(m["wall_s"], 4),
                      "host_busy_s": round(m["host_busy_s"], 4),
                      "host_irq_softirq_s": round(m.get("host_irq_s", 0.0), 4),
+                     "host_steal_s": round(m.get("host_steal_s", 0.0), 4),
                      "copy_ns_per_kb": round(r["copy_s_per_byte"] * 1e9 * 1024, 2),
                      "copy_ns_per_kb_range": [round(x * 1e9 * 1024, 2)
                                               for x in r["copy_s_per_byte_range"]],

@@ -28,7 +28,7 @@ from typing import Callable, Optional
 
 from toad.errors import ToadError
 
-from .accounting import read_cpu_busy, read_pid_cpu_seconds
+from .accounting import read_cpu_times, read_pid_cpu_seconds
 
 SHM = Path("/dev/shm")
 GRACE_S = 3.0
@@ -84,10 +84,11 @@ class Sampler:
     pid: int
     period_s: float = 0.05
     stats: Optional[Callable[[], Optional[dict]]] = None
-    cpu_of: Optional[int] = None  # also sample this CPU's busy time (/proc/stat)
+    cpu_of: Optional[int] = None  # also sample this CPU's busy and steal time (/proc/stat)
     cpu: list = field(default_factory=list)
     busy: list = field(default_factory=list)
     cpu_busy: list = field(default_factory=list)
+    cpu_steal: list = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: Optional[threading.Thread] = None
 
@@ -106,7 +107,10 @@ class Sampler:
         if value is not None:
             self.cpu.append((now, value))
         if self.cpu_of is not None:
-            self.cpu_busy.append((now, read_cpu_busy([self.cpu_of]).get(self.cpu_of, 0.0)))
+            times = read_cpu_times([self.cpu_of]).get(self.cpu_of)
+            if times is not None:
+                self.cpu_busy.append((now, times.busy))
+                self.cpu_steal.append((now, times.steal))
         if self.stats is not None:
             block = self.stats()
             if block is not None:

@@ -239,7 +239,8 @@ def notes(details: Iterable[dict]) -> str:
              "memory copies = bytes copied at the socket boundary x the cost of a "
              "chunk-sized copy calibrated on the worker's CPU just before the run",
              "host CPUs busy: /proc/stat over the host CPUs (both workers, interrupts, "
-             "softirqs and any other process there), integrity check time excluded"]
+             "softirqs and any other process there; not steal), integrity check time "
+             "excluded"]
     if any((d.get(side) or {}).get("copy_timed") for d in details for side in ("send", "recv")):
         lines.insert(2, "timed in the run = the same bytes x the median cost of the boundary "
                         "copies sampled during the run (workload.copy_sample; kernel mode: "
@@ -261,6 +262,7 @@ def notes(details: Iterable[dict]) -> str:
         obtained = ", ".join(f"{k} {v}" for k, v in json.loads(pin).items())
         lines.append(f"pinning obtained (CPUs): {obtained}")
     lines += load_notes(details)
+    lines += steal_notes(details)
     seen = set()
     for d in details:
         for w in d.get("warnings", []):
@@ -317,4 +319,28 @@ def load_notes(details: list[dict], limit_pct: float = 5.0) -> list[str]:
                        f"{len([v for v in values if v is not None])} runs (up to "
                        f"{max(loaded):.0f}% of one CPU): goodput and /proc/stat figures are "
                        f"disturbed, per-process figures much less")
+    return out
+
+
+def steal_notes(details: list[dict], shown_pct: float = 0.5,
+                warn_pct: float = 5.0) -> list[str]:
+    """Steal time (the hypervisor ran something else on this VM's CPUs) over the
+    runs: one line with its range when any run had some, and a warning for the
+    engine CPU, whose stolen time comes straight out of the goodput."""
+    spans, worst = [], []
+    for key, what in (("engine", "engine CPU"), ("host", "host CPUs")):
+        values = [v for d in details
+                  if (v := (d.get("steal_pct") or {}).get(key)) is not None]
+        if values and max(values) >= shown_pct:
+            spans.append(f"{what} {min(values):.1f}-{max(values):.1f}%")
+        if key == "engine" and values and max(values) > warn_pct:
+            worst = [v for v in values if v > warn_pct]
+    out = []
+    if spans:
+        out.append("hypervisor steal (the VM's CPU ran something else; /proc/stat, not "
+                   "counted as busy): " + ", ".join(spans) + " of one CPU over the runs")
+    if worst:
+        out.append(f"warning: the hypervisor took more than {warn_pct:.0f}% of the engine "
+                   f"CPU in {len(worst)} run(s) (up to {max(worst):.0f}%): goodput and "
+                   f"the engine figures of those runs are disturbed")
     return out

@@ -167,7 +167,8 @@ def collect(launcher: Launcher, run_config: Config, send: Child, recv: Child,
     if engine is not None:
         sampler = launcher.samplers[0]
         sampler.stop()
-        samples = {"cpu": sampler.cpu, "busy": sampler.busy, "cpu_busy": sampler.cpu_busy}
+        samples = {"cpu": sampler.cpu, "busy": sampler.busy, "cpu_busy": sampler.cpu_busy,
+                   "cpu_steal": sampler.cpu_steal}
     results = {"send": read_json(send.out_path), "recv": read_json(recv.out_path)}
     run, details = build_run(run_config, results["send"], results["recv"], samples)
     details["pinning"] = pinning(run_config, results, engine)
