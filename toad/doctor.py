@@ -2,12 +2,13 @@
 
     toad doctor [CONFIG]
 
-Checks the CPUs and pinning (an engine CPU of its own), room in /dev/shm, TAP and
-network-namespace permission, and the Linux programs of the TAP tools: iperf 2 (the
-peer of ``toad bench tcp`` and of the interop tests), socat and tshark (interop tests).
-Experiment runs over TAP use toad's own Python peer in the namespace, so they need
-none of the three. Exit status 0 when everything a loopback run needs is there (TAP,
-netns and the programs only matter over TAP), 1 otherwise.
+Checks the CPUs and pinning (an engine CPU of its own), hypervisor steal time on them
+(a VM whose CPUs are taken away now and then moves fewer bytes), room in /dev/shm, TAP
+and network-namespace permission, and the Linux programs of the TAP tools: iperf 2
+(tap-linux's Linux sender where toad receives, the peer of ``toad bench tcp`` and of
+the interop tests), socat and tshark (interop tests). Without iperf 2, runs over TAP
+use toad's own Python peer in the namespace. Exit status 0 when everything a loopback
+run needs is there (TAP, netns and the programs only matter over TAP), 1 otherwise.
 """
 from __future__ import annotations
 
@@ -16,9 +17,11 @@ import argparse
 import os
 import shutil
 import subprocess
+import time
 from typing import Optional, Sequence
 
 from toad.config import Config, load
+from toad.experiment.accounting import read_cpu_times
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
 CAP_NET_ADMIN, CAP_SYS_ADMIN = 12, 21
@@ -56,6 +59,33 @@ def check_pinning() -> tuple[str, str, str]:
         return FAIL, f"pinning refused: {exc.strerror}", "run outside a cpuset that forbids sched_setaffinity"
     finally:
         os.sched_setaffinity(0, mine)
+
+
+STEAL_WARN_PCT = 5.0
+
+
+def check_steal(config: Config, sample_s: float = 0.5,
+                path: str = "/proc/stat") -> tuple[str, str, str]:
+    """Steal time (the hypervisor ran something else on a virtual CPU) on the engine
+    and host CPUs over ``sample_s`` now, and since boot."""
+    cpus = sorted({config.engine.cpu, *config.host.cpus} & os.sched_getaffinity(0))
+    before, t0 = read_cpu_times(cpus, path), time.monotonic()
+    time.sleep(sample_s)
+    after, wall = read_cpu_times(cpus, path), time.monotonic() - t0
+    if not after:
+        return WARN, "steal time: /proc/stat shows none of the configured CPUs", ""
+    now = {c: min(100.0, 100.0 * (after[c].steal - before[c].steal) / max(wall, 1e-9))
+           for c in after if c in before}
+    boot = sum(t.steal for t in after.values())
+    if boot == 0:
+        return OK, "steal time: none (bare metal, or a hypervisor that does not report it)", ""
+    text = ("steal time (the hypervisor ran something else on these virtual CPUs) over "
+            f"{sample_s:g} s: " + ", ".join(f"CPU {c} {v:.1f}%" for c, v in sorted(now.items()))
+            + f"; {boot:.0f} s in all since boot")
+    if now.get(config.engine.cpu, 0.0) > STEAL_WARN_PCT:
+        return WARN, text, ("the engine CPU is being taken away: goodput will be low and "
+                            "vary; rerun later or on a quieter host (runs report their steal)")
+    return OK, text, ""
 
 
 def check_shm(config: Config) -> tuple[str, str, str]:
@@ -125,8 +155,8 @@ def check_program(name: str, package: str, use: str) -> tuple[str, str, str]:
 
 
 def checks(config: Config) -> list[tuple[str, str, str]]:
-    return [check_cpus(config), check_pinning(), check_shm(config), check_tap(),
-            check_netns(), check_iperf(),
+    return [check_cpus(config), check_pinning(), check_steal(config), check_shm(config),
+            check_tap(), check_netns(), check_iperf(),
             check_program("socat", "socat", "the socat interop tests"),
             check_program("tshark", "tshark", "the tshark pcap checks")]
 

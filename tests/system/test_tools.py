@@ -37,8 +37,29 @@ def test_compare_kernel_only_prints_the_toad_table_and_plots(tmp_path):
 def test_doctor_reports_each_check():
     done = toad("doctor")
     assert done.returncode in (0, 1)
-    for word in ("CPUs", "pinning", "/dev/shm", "TAP", "netns", "iperf", "socat", "tshark"):
+    for word in ("CPUs", "pinning", "steal time", "/dev/shm", "TAP", "netns", "iperf",
+                 "socat", "tshark"):
         assert word in done.stdout
+
+
+def test_doctor_warns_when_the_engine_cpu_is_stolen_from(monkeypatch):
+    """The steal check samples /proc/stat twice: 0.05 s of steal on the engine CPU (1)
+    over a 0.01 s sample is a warning with its fix; none since boot reads as none."""
+    from toad import doctor
+    from toad.config import from_dict
+    from toad.experiment.accounting import CpuTimes
+
+    config = from_dict({"engine": {"cpu": 1}, "host": {"cpus": [0]}})
+    monkeypatch.setattr(doctor.os, "sched_getaffinity", lambda pid: {0, 1})
+    reads = iter([{0: CpuTimes(1.0, 0.0, 2.0), 1: CpuTimes(1.0, 0.0, 3.0)},
+                  {0: CpuTimes(1.0, 0.0, 2.0), 1: CpuTimes(1.0, 0.0, 3.05)}])
+    monkeypatch.setattr(doctor, "read_cpu_times", lambda cpus, path: next(reads))
+    status, text, fix = doctor.check_steal(config, sample_s=0.01)
+    assert status == doctor.WARN and "CPU 0 0.0%" in text and "engine CPU" in fix
+    quiet = {0: CpuTimes(1.0, 0.0, 0.0), 1: CpuTimes(1.0, 0.0, 0.0)}
+    monkeypatch.setattr(doctor, "read_cpu_times", lambda cpus, path: quiet)
+    assert doctor.check_steal(config, sample_s=0.0)[:2] == (
+        doctor.OK, "steal time: none (bare metal, or a hypervisor that does not report it)")
 
 
 def test_perturb_reports_both_bandwidths(tmp_path):
