@@ -73,7 +73,7 @@ def check_steal(config: Config, sample_s: float = 0.5,
     time.sleep(sample_s)
     after, wall = read_cpu_times(cpus, path), time.monotonic() - t0
     if not after:
-        return WARN, "steal time: /proc/stat shows none of the configured CPUs", ""
+        return WARN, "steal time: none of the configured CPUs is available to this process", ""
     now = {c: min(100.0, 100.0 * (after[c].steal - before[c].steal) / max(wall, 1e-9))
            for c in after if c in before}
     boot = sum(t.steal for t in after.values())

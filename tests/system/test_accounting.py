@@ -46,12 +46,12 @@ def test_interpolate_cumulative_samples():
     assert accounting.interpolate([], 1.0) is None
 
 
-def test_read_cpu_busy_parses_proc_stat(tmp_path):
+def test_read_cpu_times_parses_proc_stat(tmp_path):
     stat = tmp_path / "stat"
     stat.write_text("cpu  10 0 10 100 5 0 0 0 0 0\n"
                     "cpu0 100 2 50 1000 7 3 4 1 0 0\n"
                     "cpu1 1 1 1 1 1 1 1 1 0 0\nintr 5\n")
-    busy = accounting.read_cpu_busy([0], path=str(stat))
+    busy = {cpu: t.busy for cpu, t in accounting.read_cpu_times([0], path=str(stat)).items()}
     assert list(busy) == [0]
     # user + nice + system + irq + softirq; idle, iowait and steal (the 1) are not busy
     assert busy[0] == pytest.approx((100 + 2 + 50 + 3 + 4) / accounting.CLOCK_TICKS)

@@ -52,11 +52,6 @@ class CpuTimes(NamedTuple):
     steal: float     # the hypervisor ran something else on this virtual CPU
 
 
-def read_cpu_busy(cpus: Iterable[int], path: str = "/proc/stat") -> dict[int, float]:
-    """Busy seconds (:attr:`CpuTimes.busy`) of each CPU in ``cpus`` since boot."""
-    return {cpu: times.busy for cpu, times in read_cpu_times(cpus, path).items()}
-
-
 def read_cpu_times(cpus: Iterable[int], path: str = "/proc/stat") -> dict[int, CpuTimes]:
     """:class:`CpuTimes` of each CPU in ``cpus`` since boot.
 
@@ -81,11 +76,6 @@ def read_cpu_times(cpus: Iterable[int], path: str = "/proc/stat") -> dict[int, C
             times[cpu] = CpuTimes((user + nice + system + irq + softirq) / CLOCK_TICKS,
                                   (irq + softirq) / CLOCK_TICKS, steal / CLOCK_TICKS)
     return times
-
-
-def busy_seconds_between(before: dict, after: dict) -> float:
-    """Sum over CPUs of the busy seconds between two :func:`read_cpu_busy` snapshots."""
-    return sum(after[c] - before[c] for c in after if c in before)
 
 
 def read_pid_cpu_seconds(pid: int) -> Optional[float]:
@@ -202,6 +192,14 @@ def interpolate(samples: list[tuple[float, float]], when: float) -> Optional[flo
                 return v_b
             return v_a + (v_b - v_a) * (when - t_a) / (t_b - t_a)
     return samples[-1][1]
+
+
+def span_delta(samples: list[tuple[float, float]], span: tuple[float, float]) -> Optional[float]:
+    """How much a cumulative counter sampled as (time, value) pairs grew over
+    ``span``, interpolated at both ends; None without samples."""
+    if not samples:
+        return None
+    return interpolate(samples, span[1]) - interpolate(samples, span[0])
 
 
 def overlap(a: tuple[float, float], b: tuple[float, float]) -> float:

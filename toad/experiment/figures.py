@@ -15,7 +15,7 @@ from typing import Optional
 
 from toad.config import Config
 
-from .accounting import gigabits, interpolate, overlap, pct_per_gbps, side_figures
+from .accounting import gigabits, interpolate, overlap, pct_per_gbps, side_figures, span_delta
 from .launcher import RunFailed
 
 
@@ -175,14 +175,11 @@ def other_host_load(reference: dict, other: dict) -> Optional[float]:
 
 def other_engine_load(span: tuple[float, float], engine) -> Optional[float]:
     """% of the engine CPU used by anything but the engine over ``span``."""
-    if not engine or not engine.get("cpu_busy") or not engine.get("cpu"):
+    engine, wall = engine or {}, span[1] - span[0]
+    busy, own = span_delta(engine.get("cpu_busy"), span), span_delta(engine.get("cpu"), span)
+    if wall <= 0 or busy is None or own is None:
         return None
-    wall = span[1] - span[0]
-    busy = [interpolate(engine["cpu_busy"], t) for t in span]
-    own = [interpolate(engine["cpu"], t) for t in span]
-    if wall <= 0 or None in busy or None in own:
-        return None
-    return round(100.0 * max(0.0, (busy[1] - busy[0]) - (own[1] - own[0])) / wall, 1)
+    return round(100.0 * max(0.0, busy - own) / wall, 1)
 
 
 def host_steal(reference: dict) -> Optional[float]:
@@ -196,14 +193,10 @@ def host_steal(reference: dict) -> Optional[float]:
 
 def engine_steal(span: tuple[float, float], engine) -> Optional[float]:
     """% of the engine CPU's time the hypervisor ran something else over ``span``."""
-    samples = (engine or {}).get("cpu_steal")
-    wall = span[1] - span[0]
-    if not samples or wall <= 0:
+    stolen, wall = span_delta((engine or {}).get("cpu_steal"), span), span[1] - span[0]
+    if stolen is None or wall <= 0:
         return None
-    ends = [interpolate(samples, t) for t in span]
-    if None in ends:
-        return None
-    return round(100.0 * max(0.0, ends[1] - ends[0]) / wall, 1)
+    return round(100.0 * max(0.0, stolen) / wall, 1)
 
 
 def details(send: dict, recv: dict) -> dict:

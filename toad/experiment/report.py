@@ -327,14 +327,12 @@ def steal_notes(details: list[dict], shown_pct: float = 0.5,
     """Steal time (the hypervisor ran something else on this VM's CPUs) over the
     runs: one line with its range when any run had some, and a warning for the
     engine CPU, whose stolen time comes straight out of the goodput."""
-    spans, worst = [], []
-    for key, what in (("engine", "engine CPU"), ("host", "host CPUs")):
-        values = [v for d in details
-                  if (v := (d.get("steal_pct") or {}).get(key)) is not None]
-        if values and max(values) >= shown_pct:
-            spans.append(f"{what} {min(values):.1f}-{max(values):.1f}%")
-        if key == "engine" and values and max(values) > warn_pct:
-            worst = [v for v in values if v > warn_pct]
+    values = {key: [v for d in details if (v := (d.get("steal_pct") or {}).get(key)) is not None]
+              for key in ("engine", "host")}
+    spans = [f"{what} {min(values[key]):.1f}-{max(values[key]):.1f}%"
+             for key, what in (("engine", "engine CPU"), ("host", "host CPUs"))
+             if values[key] and max(values[key]) >= shown_pct]
+    worst = [v for v in values["engine"] if v > warn_pct]
     out = []
     if spans:
         out.append("hypervisor steal (the VM's CPU ran something else; /proc/stat, not "
