@@ -24,11 +24,16 @@ def parse_args(argv):
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config key, e.g. --set engine.cpu=1")
     parser.add_argument("--quiet", action="store_true", help="no start/stop lines")
+    parser.add_argument("--compile", action="store_true",
+                        help="only compile (or load) the engine's compiled code, then exit")
     return parser.parse_args(argv)
 
 
 def main(argv) -> int:
     args = parse_args(argv)
+    if args.compile:
+        import engine.loop, engine.offload  # noqa: E401,F401 (their kernels compile)
+        return 0
     config = load(args.config, args.set)
     keep_heap(config.heap_trim_bytes)
     from engine.loop import Engine  # after the config is known to be valid

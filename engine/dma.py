@@ -10,7 +10,6 @@ processor waits on would; it is off by default.
 """
 from __future__ import annotations
 
-import struct
 import time
 from typing import Optional
 
@@ -57,6 +56,9 @@ class Dma:
 
     def __init__(self, buffer, size: int, bus: Optional[BusModel] = None):
         self.view = memoryview(buffer)
+        # the same bytes for compiled code (the rings and counters: engine/ring_calls.py
+        # checks and counts those accesses itself)
+        self.seg = np.frombuffer(buffer, np.uint8, count=size)
         self.u32 = self.view[:size - size % 8].cast("I")   # aligned word access
         self.u64 = self.view[:size - size % 8].cast("Q")
         self.size = size
@@ -137,67 +139,6 @@ class Dma:
             self.bus.charge(8)
         self.u64[offset >> 3] = value
 
-    def unpack(self, record: struct.Struct, offset: int) -> tuple:
-        """Read one fixed-size record (ring entry) as a tuple."""
-        size = record.size
-        if offset < 0 or offset + size > self.size:
-            self.check(offset, size)
-        self.transactions += 1          # _count, inline (every request read alone)
-        self.bytes += size
-        if self.bus is not None:
-            self.bus.charge(size)
-        return record.unpack_from(self.view, offset)
-
-    def pack(self, record: struct.Struct, offset: int, *values) -> None:
-        """Write one fixed-size record."""
-        self.check(offset, record.size)
-        self._count(record.size)
-        record.pack_into(self.view, offset, *values)
-
-    def write_record(self, record: struct.Struct, offset: int, values: tuple,
-                     flag_offset: int, flag: int) -> None:
-        """One transaction writing a record body, THEN its flag word (phase bit).
-
-        ``flag_offset`` is inside the record; the body store comes first so the flag
-        publishes a complete record (ordering rule 1 of toad/layout.py).
-        """
-        end = flag_offset + 4
-        size = record.size
-        if offset + size < end:
-            size = end - offset
-        if offset < 0 or offset + size > self.size or flag_offset & 3:
-            self.check(-1 if flag_offset & 3 else offset, size)
-        self.transactions += 1
-        self.bytes += size
-        if self.bus is not None:
-            self.bus.charge(size)
-        record.pack_into(self.view, offset, *values)
-        self.u32[flag_offset >> 2] = flag
-
-    def write_records(self, record: struct.Struct, offset: int, stride: int, bodies: list,
-                      flag_at: int, flag: int) -> None:
-        """One transaction writing ``len(bodies)`` records ``stride`` bytes apart from
-        ``offset``: each record's body, THEN its flag word at ``flag_at`` inside it
-        (as :meth:`write_record` does for one), checked once for the whole span."""
-        count = len(bodies)
-        if not count:
-            return
-        size = (count - 1) * stride + max(record.size, flag_at + 4)
-        if offset < 0 or offset + size > self.size or (offset + flag_at) & 3 or stride & 3:
-            self.check(-1 if (offset + flag_at) & 3 or stride & 3 else offset, size)
-        self.transactions += 1
-        self.bytes += size
-        if self.bus is not None:
-            self.bus.charge(size)
-        pack, view, u32 = record.pack_into, self.view, self.u32
-        word = (offset + flag_at) >> 2
-        step = stride >> 2
-        for values in bodies:
-            pack(view, offset, *values)
-            u32[word] = flag        # publishes this record (its body is written)
-            offset += stride
-            word += step
-
     def array(self, offset: int, count: int, dtype: np.dtype) -> np.ndarray:
         """A typed view of ``count`` records (one transaction), e.g. a batch of a ring."""
         length = count * dtype.itemsize
@@ -206,6 +147,7 @@ class Dma:
         return np.frombuffer(self.view, dtype=dtype, count=count, offset=offset)
 
     def close(self) -> None:
+        self.seg = None
         self.u32.release()
         self.u64.release()
         self.view.release()

@@ -6,18 +6,18 @@ must lie inside this QP's send-buffer area; a request answered with a new connec
 id (SOCKET, ACCEPT) must not be silent. A failure answers with an ERROR event
 (cookie, errno, reason code) and a counter; the engine carries on.
 
-This module handles NOP, ECHO, SOCKET (allocate a connection id) and CLOSE (free it).
-The socket layer registers its own handlers for the other opcodes (and replaces
+NOP and ECHO never get here: the compiled request pass answers them
+(engine/ring_calls.py serve_requests), and hands every other record over in ring
+order. This module handles SOCKET (allocate a connection id) and CLOSE (free it). The
+socket layer registers its own handlers for the other opcodes (and replaces
 SOCKET/CLOSE) with :meth:`Dispatcher.register`; until then they are answered with
 ERROR / ERR_UNSUPPORTED, never silently dropped.
 """
 from __future__ import annotations
 
 import errno
-import struct
 from typing import Callable, NamedTuple
 
-import numpy as np
 
 from engine.dma import DmaError
 from toad import layout
@@ -26,7 +26,8 @@ Handler = Callable[["QueuePair", "Request"], None]  # noqa: F821 (engine.qp.Queu
 
 
 class Request(NamedTuple):
-    """One request record, in REQUEST_STRUCT field order."""
+    """One request record, in REQUEST field order (64-bit fields signed: see
+    REQUEST_SIGNED)."""
     opcode: int
     flags: int
     conn: int
@@ -60,11 +61,8 @@ NEEDS_SEND_RANGE = frozenset({layout.OP_SEND})
 # knows the connection and can CLOSE it.)
 NEEDS_ANSWER = frozenset({layout.OP_SOCKET, layout.OP_ACCEPT})
 KNOWN_OPCODES = frozenset(layout.OPCODE_NAMES)
-# opcode, conn, offset, length of a REQUEST record (what a SEND run needs)
-_SEND_FIELDS = struct.Struct("<H2xI16xQQ24x")
-assert _SEND_FIELDS.size == layout.REQUEST.itemsize
-assert layout.REQUEST.fields["conn"][1] == 4 and layout.REQUEST.fields["offset"][1] == 24
-assert layout.REQUEST.fields["length"][1] == 32
+REQUEST_SIGNED = layout.REQUEST_SIGNED
+assert REQUEST_SIGNED.names == Request._fields
 
 
 def complete(qp, request: Request, status: int = 0, value: int = 0, **fields) -> None:
@@ -73,21 +71,6 @@ def complete(qp, request: Request, status: int = 0, value: int = 0, **fields) ->
         return
     qp.post_event(layout.EV_COMPLETION, conn=request.conn, cookie=request.cookie,
                   status=status, value=value, **fields)
-
-
-def handle_nop(qp, request: Request) -> None:
-    if not request.flags & layout.REQ_SILENT:
-        qp.post_event(layout.EV_COMPLETION, 0, request.conn, request.cookie)
-
-
-def handle_echo(qp, request: Request) -> None:
-    # REQ_SILENT as for every request: a probe has no reason to be the exception
-    if request.flags & layout.REQ_SILENT:
-        return
-    # positional: type, flags, conn, cookie, status, reason, port, buffer, addr,
-    # offset, length, value (the interface's own latency probe, kept lean)
-    qp.post_event(layout.EV_COMPLETION, 0, request.conn, request.cookie, 0, 0, request.port,
-                  0, request.addr, 0, request.length, request.value)
 
 
 def handle_socket(qp, request: Request) -> None:
@@ -107,10 +90,8 @@ class Dispatcher:
 
     def __init__(self):
         self.handlers: dict[int, Handler] = {
-            layout.OP_NOP: handle_nop, layout.OP_ECHO: handle_echo,
             layout.OP_SOCKET: handle_socket, layout.OP_CLOSE: handle_close,
         }
-        self.bulk_nops = 0
         # send_run(qp, conn, [(offset, length)...]) -> bool: a span of SENDs for one
         # connection, already validated; False = handle them one by one instead
         self.send_run = None
@@ -152,58 +133,40 @@ class Dispatcher:
         except DmaError:
             qp.post_error(request, errno.EFAULT, layout.ERR_OUT_OF_BOUNDS)
 
-    def send_one(self, qp, values: tuple) -> bool:
-        """One SEND record (REQUEST_STRUCT values) with :meth:`handle`'s checks (owned
-        connection, range inside the send area), through the send-run handler; False
-        (nothing done) when it needs the general path: no such handler, a check
-        failed, or the handler refused it (the general path posts the error)."""
-        send_run = self.send_run
-        if send_run is None:
-            return False
-        conn, offset, length = values[2], values[7], values[8]
-        lay = qp.layout
-        if (conn not in qp.connections or offset < lay.send_offset
-                or offset + length > lay.send_offset + lay.send_bytes):
-            return False
-        return send_run(qp, conn, ((offset, length),))
-
-    def handle_span(self, qp, raw: memoryview, count: int) -> None:
-        """Handle ``count`` request records lying contiguously in ``raw``.
-
-        A span made only of SENDs for one connection (the bulk sender's) goes to the
-        send-run handler with one call. Silent NOPs (batched doorbell tests and
-        benchmarks) are recognised with one vectorised check and only counted; every
-        other record is unpacked and dispatched in ring order.
-        """
-        if count >= 2 and self.send_run is not None and self._sends(qp, raw):
-            return
-        record = layout.REQUEST_STRUCT
-        if count >= 8:
-            batch = np.frombuffer(raw, layout.REQUEST, count)
-            others = np.flatnonzero((batch["opcode"] != layout.OP_NOP)
-                                    | ((batch["flags"] & layout.REQ_SILENT) == 0))
-            self.bulk_nops += count - len(others)
-            del batch
-            for i in others.tolist():
-                self.handle(qp, Request._make(record.unpack_from(raw, i * 64)))
-            return
-        for values in record.iter_unpack(raw):
+    def handle_records(self, qp, records: list) -> None:
+        """Handle request records (tuples in Request order), in ring order. A run of
+        SENDs for one connection goes to the send-run handler with one call when every
+        one of them passes :meth:`handle`'s checks (the bulk sender's case); else each
+        record is handled on its own (their errors, one per record)."""
+        i, count = 0, len(records)
+        while i < count:
+            values = records[i]
+            if values[0] == layout.OP_SEND and self.send_run is not None:
+                conn, end = values[2], i + 1
+                while end < count and records[end][0] == layout.OP_SEND \
+                        and records[end][2] == conn:
+                    end += 1
+                if self._sends(qp, conn, records[i:end]):
+                    i = end
+                    continue
+                for values in records[i:end]:
+                    self.handle(qp, Request._make(values))
+                i = end
+                continue
             self.handle(qp, Request._make(values))
+            i += 1
 
-    def _sends(self, qp, raw) -> bool:
-        """A span of SENDs for one connection this QP owns, every range inside its send
-        area (the checks :meth:`handle` makes per record): handled with one call.
-        Plain struct and Python compares: cheaper than numpy below ~64 records."""
-        opcode, conn, _, _ = _SEND_FIELDS.unpack_from(raw, 0)
-        if opcode != layout.OP_SEND or not qp.owns(conn):
+    def _sends(self, qp, conn: int, records: list) -> bool:
+        """SENDs for ``conn``: handled with one call if this QP owns it and every range
+        lies inside its send area (the checks :meth:`handle` makes per record)."""
+        if not qp.owns(conn):
             return False
         lay = qp.layout
-        start = lay.send_offset
-        end = start + lay.send_bytes
+        start, end = lay.send_offset, lay.send_offset + lay.send_bytes
         ranges = []
-        for opcode, owner, offset, length in _SEND_FIELDS.iter_unpack(raw):
-            if opcode != layout.OP_SEND or owner != conn or offset < start \
-                    or offset + length > end:
+        for values in records:
+            offset, length = values[7], values[8]
+            if offset < start or length < 0 or offset + length > end:
                 return False
             ranges.append((offset, length))
         if not self.send_run(qp, conn, ranges):

@@ -1,10 +1,11 @@
 """The engine's single-threaded event loop (TOAD section III-B: one pinned CPU, polling).
 
-Each iteration: service every attached QP (flush queued events, read the request
-ring up to its doorbell, dispatch, publish the consumer index), call every poller
-(``poll(now) -> did_work``), raise the interrupt of each QP that got events if its
-host armed one, advance the heartbeat. About every millisecond it also does housekeeping: slot commands
-(enable / disable), host-death checks (pidfd), the stats block.
+Each iteration (:meth:`Engine.iteration`): service every attached QP (flush queued
+events, take the request records up to its doorbell in one compiled call that answers
+NOP and ECHO itself, dispatch the others), call every poller (``poll(now) ->
+did_work``), raise the interrupt of each QP that got events if its host armed one,
+advance the heartbeat. About every millisecond it also does housekeeping: slot
+commands (enable / disable), host-death checks (pidfd), the stats block.
 
 Pollers are how later layers plug in without touching this loop: the interrupt
 moderation timer is one; the NIC + TCP stack will be another. A poller has
@@ -24,20 +25,16 @@ from typing import Optional
 import posix_ipc
 
 from engine.dma import BusModel
-from engine.handlers import Dispatcher, Request
+from engine.handlers import REQUEST_SIGNED, Dispatcher
 from engine.interrupts import InterruptPoller
 from engine.qp import QueuePair
 from engine.registers import RegisterFile
 from engine.slots import SlotManager
 from toad import layout
-from toad.rings import MASK32, full_fence
+from toad.rings import full_fence
 from toad.shm import close_semaphore, create_semaphore, unlink_semaphore
 
 HOUSEKEEPING_NS = 1_000_000
-_REQUEST = layout.REQUEST_STRUCT
-_make_request = Request._make
-_OP_SEND = layout.OP_SEND
-assert layout.REQUEST.itemsize == 64
 STATS_FLUSH_NS = 10_000_000
 
 
@@ -63,6 +60,8 @@ class Engine:
         self.idle_wakeups = 0
         self.started_ns = time.monotonic_ns()
         self.last_flush = 0
+        self.next_housekeeping = 0
+        self.last_work = 0
         self.adaptive = config.engine.polling == "adaptive"
         self.idle_ns = config.engine.idle_us * 1000
         self.slice_s = config.engine.sleep_slice_ms / 1000.0
@@ -74,86 +73,74 @@ class Engine:
     # ---- the loop ------------------------------------------------------------------
     def run(self, stop) -> None:
         """Serve until ``stop.stopped`` becomes true (set by a signal handler)."""
-        clock, u64, heartbeat = self.clock, self.registers.u64, self.registers.heartbeat_word
+        clock = self.clock
         self.registers.set_state(layout.ENGINE_RUNNING)
-        last_work = next_housekeeping = clock()
+        self.last_work = clock()
         while not stop.stopped:
             start = clock()
-            work = self.service_all(start)
-            now = start / 1e9
-            for poller in self.pollers:
-                if poller.poll(now):
-                    work += 1
-            self.raise_interrupts(start)  # events posted by requests or pollers
-            self.iterations += 1
-            u64[heartbeat] = self.iterations
-            if start >= next_housekeeping:
-                work += self.housekeeping(start)
-                next_housekeeping = start + HOUSEKEEPING_NS
-            if work:
-                last_work = clock()
-                self.busy_ns += last_work - start
-            elif self.adaptive and start - last_work >= self.idle_ns:
+            if not self.iteration(start) and self.adaptive \
+                    and start - self.last_work >= self.idle_ns:
                 self.sleep(start)
         self.registers.set_state(layout.ENGINE_STOPPING)
+
+    def iteration(self, now_ns: int) -> int:
+        """One pass of the loop at time ``now_ns`` (the engine's clock): requests,
+        pollers, interrupts, heartbeat, housekeeping when due. Returns the work done
+        (records handled, pollers that worked); busy time is counted when nonzero."""
+        work = self.service_all(now_ns)
+        now = now_ns / 1e9
+        for poller in self.pollers:
+            if poller.poll(now):
+                work += 1
+        self.raise_interrupts(now_ns)  # events posted by requests or pollers
+        self.iterations += 1
+        self.registers.u64[self.registers.heartbeat_word] = self.iterations
+        if now_ns >= self.next_housekeeping:
+            work += self.housekeeping(now_ns)
+            self.next_housekeeping = now_ns + HOUSEKEEPING_NS
+        if work:
+            self.last_work = self.clock()
+            self.busy_ns += self.last_work - now_ns
+        return work
 
     def raise_interrupts(self, now_ns: int) -> None:
         """Raise the interrupt of each QP that got events since the last check, if
         its host armed one (moderation applies). Pollers call this too, right after
         they post events, so a sleeping host does not wait for the rest of their pass."""
         for qp in self.active:
-            if qp.event_producer != qp.interrupt.checked_index:
-                qp.interrupt.after_post(qp.event_producer, now_ns)
+            producer = qp.event_producer
+            if producer != qp.interrupt.checked_index:
+                qp.interrupt.after_post(producer, now_ns)
 
     def service_all(self, now_ns: int) -> int:
         """Serve every attached QP's request ring (the loop, and the offload poller
         between its rounds); returns the number of records handled."""
         work = 0
         for qp in self.active:
-            # service()'s idle test first, inline: this runs several times per rr leg
-            if qp.u32[qp.request_producer_word] != qp.request_consumer or qp.backlog:
+            if qp.requests_waiting():
                 work += self.service(qp, now_ns)
         return work
 
     def service(self, qp: QueuePair, now_ns: int) -> int:
-        """One pass over a QP's rings; returns the number of records handled."""
-        producer = qp.u32[qp.request_producer_word]
-        if producer == qp.request_consumer and not qp.backlog:
-            return 0   # idle QP: the common case, kept cheap
-        work = qp.flush_backlog() if qp.backlog else 0
-        count = (producer - qp.request_consumer) & MASK32
-        if count > qp.request_entries:
-            self._bad_doorbell(qp, producer)
-        elif count:
-            # each request may answer one event: take no more than the ring has room for
-            room = qp.event_room if qp.event_room >= count else qp.event_space()
-            count = min(count, room)
-            if count >= 2:   # one DMA read per span (two if the ring wraps)
-                handle_span = self.dispatcher.handle_span
-                for offset, records in qp.request_spans(count):
-                    raw = qp.dma.read(offset, records * 64)
-                    handle_span(qp, raw, records)
-                    raw.release()
-            elif count:      # one record (an rr request): unpacked on its own
-                values = qp.dma.unpack(_REQUEST, qp.request_base
-                                       + (qp.request_consumer & qp.request_mask) * 64)
-                dispatcher = self.dispatcher
-                # a SEND (an rr request or reply) goes straight to the send handler
-                # with the checks handle() makes; anything else, or a refused SEND
-                # (its error event), takes the general path
-                if not (values[0] == _OP_SEND and dispatcher.send_one(qp, values)):
-                    dispatcher.handle(qp, _make_request(values))
-            if count:
-                qp.consume_requests(count)
-                work += count
-        return work
+        """One pass over a QP's rings; returns the number of records handled.
 
-    def _bad_doorbell(self, qp: QueuePair, producer: int) -> None:
-        # the value judged bad, not a second read: the host may have restored a good
-        # doorbell since (after our report), and a good value is no error
-        if qp.bad_doorbell_seen != producer:  # report each bad value once
-            qp.bad_doorbell_seen = producer
-            qp.report(22, layout.ERR_BAD_DOORBELL, value=producer)
+        Requests are taken only once no event waits in the backlog: each may answer
+        with an event, and the compiled pass posts NOP and ECHO answers straight into
+        the ring, which must not overtake older events."""
+        work = qp.flush_backlog() if qp.backlog else 0
+        before = qp.requests
+        handle = self.dispatcher.handle_records
+        while True:
+            copied = qp.serve_requests() if not qp.backlog else \
+                min(qp.pending_requests(), 0)      # (only a bad doorbell is news)
+            if copied < 0:         # the value the call judged (the host may fix it since)
+                qp.bad_doorbell_seen = qp.report_doorbell(qp.bad_doorbell,
+                                                          qp.bad_doorbell_seen)
+                break
+            if not copied:
+                break
+            handle(qp, qp.request_out[:copied].view(REQUEST_SIGNED).tolist())
+        return work + qp.requests - before
 
     def housekeeping(self, now_ns: int) -> int:
         work = self.slots.scan_commands()

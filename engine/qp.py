@@ -1,10 +1,12 @@
 """Engine-side state of one queue pair: rings, connections, counters, reclaim hooks.
 
 A :class:`QueuePair` exists from the moment a host enables its slot until the slot is
-disabled or its host dies. It owns the persistent mapping of the host segment (only
-reached through ``self.dma``), the engine's ring indices, the QP's connection table,
-and the list of reclaim hooks run at detach so the socket layer can reset
-connections and free what they hold.
+disabled or its host dies. It owns the persistent mapping of the host segment: payload
+is reached through ``self.dma`` (engine/dma.py), the rings and counter rows through
+the compiled calls of engine/ring_calls.py on ``self.seg`` (the same mapping as
+bytes) and ``self.state`` (the engine's indices and counters). It also holds the QP's
+connection table, the events waiting for room in the event ring, and the reclaim
+hooks run at detach so the socket layer can reset connections and free what they hold.
 
 Connection ids carry the slot (``slot << 20 | row``); the row is also the
 connection's row in the QP's counter table. A request naming a connection this QP
@@ -16,15 +18,17 @@ import errno
 from collections import deque
 from typing import Any, Callable, Optional
 
+import numpy as np
+
+from engine import ring_calls as calls
 from toad import layout
-from toad.rings import MASK32, ring_count
 
 CONN_SHIFT = layout.CONN_ROW_BITS
-
+ROW_MASK = (1 << CONN_SHIFT) - 1
 _H = layout.QP_HEADER_FIELDS
-_EVENT_BODY = layout.EVENT_BODY_STRUCT
-_PHASE_OFFSET = layout.EVENT_PHASE_OFFSET
-assert layout.EVENT.itemsize == 64
+# int64 word of each ENGINE_QP field (Python reads them through ``words``)
+FIELD = {name: i for i, name in enumerate(calls.ENGINE_QP.names)}
+_REQUESTS, _EVENTS, _CONSUMER = FIELD["requests"], FIELD["events"], FIELD["request_consumer"]
 
 
 class QueuePair:
@@ -36,48 +40,79 @@ class QueuePair:
         self.host_pid = host_pid
         self.segment = segment
         self.dma = dma
+        self.seg = dma.seg                    # the mapping as bytes (compiled calls)
+        self.regs = registers_u32             # OE memory as uint32 (this QP's doorbells)
         self.layout = lay
-        self.u32 = registers_u32
         self.words = words
         self.interrupt = interrupt
         self.pidfd = pidfd
         self.request_producer_word = words["request_producer"]
-        self.event_consumer_word = words["event_consumer"]
         self.rxbuf_producer_word = words["rxbuf_producer"]
-        self.request_consumer = 0
-        self.event_producer = 0
-        self.rxbuf_consumer = 0
-        self.event_mask = lay.event_entries - 1
-        self.event_shift = lay.event_entries.bit_length() - 1
-        self.event_base = lay.event_offset
-        self.event_room = lay.event_entries   # cached free slots (refreshed when 0)
-        self.request_mask = lay.request_entries - 1
-        self.request_entries = lay.request_entries
-        self.request_base = lay.request_offset
+        self.state = calls.new_state(lay, dma.size, words)
+        self.fields = self.state.view(np.int64)   # the same record, one word per field
         self.connections: dict[int, Any] = {}
         self._free_rows = list(range(lay.counter_rows - 1, 0, -1))  # row 0 is never used
-        self.backlog: deque = deque()   # events waiting for room in the event ring
+        self.backlog: deque = deque()   # event bodies waiting for room in the event ring
         # past this many unread events the engine takes no receive buffers and sends
         # no error reports for this QP (see report): the backlog stays bounded
         self.backlog_max = lay.event_entries
         self.reports_dropped = 0
         self.reclaim_hooks: list[Callable[["QueuePair"], None]] = []
-        self.requests = 0
-        self.events = 0
         self.bad_records = 0
         self.bad_doorbell_seen: Optional[int] = None
         self.bad_rxbuf_doorbell_seen: Optional[int] = None
-        # ids of the receive buffers the engine holds: from taking one from the ring
-        # until a RECV_DATA names it. A second copy of a held id (a host returning it
-        # twice) would get a second payload DMA-written over the first. A set, not a
-        # bytearray indexed by id: ids are the host's choice (any u32), and add /
-        # discard / lookup cost ~50 ns more per buffer than indexing (0.3-0.6 us per
-        # buffer checked). Bounded: the engine takes buffers only as it fills them.
-        self.rx_held: set = set()
+        # which receive buffers the engine holds (1 per id below recv_buffers): from
+        # taking one from the ring until a RECV_DATA names it. A second copy of a held
+        # id (a host returning it twice) would get a second payload over the first.
+        self.held = np.zeros(lay.recv_buffers, np.uint8)
+        # the request records served_requests copies out for the dispatcher
+        self.request_out = np.zeros(lay.request_entries, layout.REQUEST)
+        self.request_raw = self.request_out.view(np.uint8)
         for field in ("request_consumer", "rxbuf_consumer", "engine_flags"):
             dma.write_u32(_H[field], 0)
 
-    # ---- connections -------------------------------------------------------------
+    # ---- counters published with the QP's stats row (engine/slots.py) ----------------
+    @property
+    def requests(self) -> int:
+        return int(self.fields[_REQUESTS])
+
+    @property
+    def events(self) -> int:
+        return int(self.fields[_EVENTS])
+
+    @property
+    def request_consumer(self) -> int:
+        return int(self.fields[_CONSUMER])
+
+    @property
+    def event_producer(self) -> int:
+        return int(self.fields[FIELD["event_producer"]])
+
+    @property
+    def rxbuf_consumer(self) -> int:
+        return int(self.fields[FIELD["rxbuf_consumer"]])
+
+    @property
+    def bad_doorbell(self) -> int:
+        """The last doorbell value a compiled call refused."""
+        return int(self.fields[FIELD["bad_doorbell"]])
+
+    def take_counts(self) -> dict:
+        """Requests, events and DMA moved by the compiled calls since the last take
+        (the engine's stats flush adds them to the QP's row)."""
+        f = self.fields
+        names = ("requests", "events", "dma_bytes", "dma_transactions", "bulk_nops")
+        out = {name: int(f[FIELD[name]]) for name in names}
+        for name in names:
+            f[FIELD[name]] = 0
+        return out
+
+    @property
+    def rx_held(self) -> set:
+        """Ids of the receive buffers the engine holds (for checks and tools)."""
+        return set(np.flatnonzero(self.held).tolist())
+
+    # ---- connections -------------------------------------------------------------------
     def allocate_connection(self, state: Any) -> Optional[int]:
         """A new connection id owned by this QP, or None when the table is full."""
         if not self._free_rows:
@@ -94,111 +129,69 @@ class QueuePair:
         """Free a connection id (its counter row becomes reusable)."""
         if conn in self.connections:
             del self.connections[conn]
-            self._free_rows.append(conn & ((1 << CONN_SHIFT) - 1))
-
-    def counter_offset(self, conn: int) -> int:
-        return self.layout.counters_offset + (conn & ((1 << CONN_SHIFT) - 1)) * layout.COUNTER_ROW.itemsize
+            self._free_rows.append(conn & ROW_MASK)
 
     def set_bytes_acked(self, conn: int, total: int) -> None:
         """Mirror the cumulative bytes sent-and-acked (no event, no interrupt)."""
-        self.dma.write_u64(self.counter_offset(conn), total)
+        calls.store_acked(self.seg, self.state, conn, total)
 
     def bytes_consumed(self, conn: int) -> int:
         """Cumulative bytes the application has read (written by the host)."""
-        return self.dma.read_u64(self.counter_offset(conn) + 8)
+        return calls.load_consumed(self.seg, self.state, conn)
+
+    def clear_consumed(self, conn: int) -> None:
+        """A reused counter row still holds its last connection's consumed count: zero
+        it before the host learns the id (after that only the host writes it)."""
+        calls.store_consumed(self.seg, self.state, conn, 0)
 
     def check_send_range(self, offset: int, length: int) -> bool:
         lay = self.layout
-        return lay.send_offset <= offset and offset + length <= lay.send_offset + lay.send_bytes
+        return lay.send_offset <= offset and 0 <= length \
+            and offset + length <= lay.send_offset + lay.send_bytes
 
-    # ---- request ring --------------------------------------------------------------
+    # ---- request ring --------------------------------------------------------------------
     def pending_requests(self) -> int:
         """Records the host has published and the engine not yet read (-1: bad doorbell)."""
-        count = ring_count(self.u32[self.request_producer_word], self.request_consumer)
-        return count if count <= self.layout.request_entries else -1
+        return calls.requests_pending(self.regs, self.state)
 
-    def request_offset(self, index: int) -> int:
-        return self.layout.request_offset + (index & self.request_mask) * layout.REQUEST.itemsize
+    def requests_waiting(self) -> bool:
+        """The loop's idle test: a doorbell moved, or events wait for room."""
+        return bool(self.backlog) or calls.requests_pending(self.regs, self.state) != 0
 
-    def request_spans(self, count: int) -> list[tuple[int, int]]:
-        """(byte offset, records) pieces of the next ``count`` requests (wrap split)."""
-        first = self.request_consumer & self.request_mask
-        head = min(count, self.layout.request_entries - first)
-        spans = [(self.request_offset(self.request_consumer), head)]
-        if count > head:
-            spans.append((self.layout.request_offset, count - head))
-        return spans
+    def serve_requests(self) -> int:
+        """Take published requests (ECHO and NOP answered in the call); the others
+        are copied to ``request_out``: returns how many, -1 for a bad doorbell."""
+        return calls.serve_requests(self.seg, self.regs, self.state, self.request_raw)
 
-    def consume_requests(self, count: int) -> None:
-        """Publish how far the engine has read (the host reuses those slots)."""
-        self.request_consumer = (self.request_consumer + count) & MASK32
-        self.requests += count
-        self.dma.write_u32(_H["request_consumer"], self.request_consumer)
-
-    # ---- event ring ----------------------------------------------------------------
+    # ---- event ring ----------------------------------------------------------------------
     def event_space(self) -> int:
-        """Free event slots, from the host's consumer register (also refreshes the cache)."""
-        used = ring_count(self.event_producer, self.u32[self.event_consumer_word])
-        room = max(0, self.layout.event_entries - used) if used <= self.layout.event_entries else 0
-        self.event_room = room
-        return room
+        """Free event slots, from the host's consumer register."""
+        return calls.event_space(self.regs, self.state)
 
     def post_event(self, kind: int, flags: int = 0, conn: int = 0, cookie: int = 0,
                    status: int = 0, reason: int = 0, port: int = 0, buffer: int = 0,
                    addr: int = 0, offset: int = 0, length: int = 0, value: int = 0) -> None:
-        """Post one event, or queue it when the ring has no room (never overwrite)."""
-        body = (kind, flags, conn, cookie & 0xFFFFFFFFFFFFFFFF, status, reason, port, buffer,
-                addr, offset, length, value)
-        if self.backlog or (self.event_room <= 0 and not self.event_space()):
-            self.backlog.append(body)
-            return
-        index = self.event_producer   # (_write_event, inlined: the hottest path)
-        off = self.event_base + (index & self.event_mask) * 64
-        self.dma.write_record(_EVENT_BODY, off, body, off + _PHASE_OFFSET,
-                              ((index >> self.event_shift) & 1) ^ 1)
-        self.event_producer = (index + 1) & MASK32
-        self.event_room -= 1
-        self.events += 1
+        """Post one event, or queue it when the ring has no room (never overwrite).
+        64-bit fields are given as signed values (a host's u64 cookie as the request
+        dispatcher reads it) or small non-negative ones."""
+        if self.backlog or not calls.post_event(self.seg, self.regs, self.state, kind, flags,
+                                                conn, cookie, status, reason, port, buffer,
+                                                addr, offset, length, value):
+            self.backlog.append((kind, flags, conn, cookie, status, reason, port, buffer,
+                                 addr, offset, length, value))
 
     def post_many(self, bodies: list) -> None:
-        """Post event bodies (post_event's field order) in order: as many post_event
-        calls, with one room check and one DMA transaction per unwrapped run."""
-        count = len(bodies)
-        if self.backlog or (self.event_room < count and self.event_space() < count):
-            for body in bodies:
-                self.post_event(*body)      # some or all wait in the backlog
-            return
-        index = self.event_producer
-        done = 0
-        while done < count:
-            slot = index & self.event_mask
-            run = min(count - done, self.event_mask + 1 - slot)   # up to the ring's end
-            self.dma.write_records(_EVENT_BODY, self.event_base + slot * 64, 64,
-                                   bodies[done:done + run] if run < count else bodies,
-                                   _PHASE_OFFSET, ((index >> self.event_shift) & 1) ^ 1)
-            index = (index + run) & MASK32
-            done += run
-        self.event_producer = index
-        self.event_room -= count
-        self.events += count
-
-    def _write_event(self, body: tuple) -> None:
-        index = self.event_producer
-        off = self.event_base + (index & self.event_mask) * 64
-        # one DMA transaction: the body, then the phase word that publishes it
-        self.dma.write_record(_EVENT_BODY, off, body, off + _PHASE_OFFSET,
-                              ((index >> self.event_shift) & 1) ^ 1)
-        self.event_producer = (index + 1) & MASK32
-        self.event_room -= 1
-        self.events += 1
+        """Post event bodies (post_event's field order), in order."""
+        post = self.post_event
+        for body in bodies:
+            post(*body)
 
     def flush_backlog(self) -> int:
         """Move queued events into the ring as room appears; returns events posted."""
-        posted = 0
-        space = self.event_space()
-        while self.backlog and space:
-            self._write_event(self.backlog.popleft())
-            space -= 1
+        posted, backlog = 0, self.backlog
+        post = calls.post_event
+        while backlog and post(self.seg, self.regs, self.state, *backlog[0]):
+            backlog.popleft()
             posted += 1
         return posted
 
@@ -231,53 +224,54 @@ class QueuePair:
         self.post_event(layout.EV_ERROR, conn=request.conn, cookie=request.cookie,
                         status=status, reason=reason, value=request.opcode)
 
-    # ---- receive-buffer ring ----------------------------------------------------------
+    def report_doorbell(self, producer: int, last_seen: Optional[int]) -> int:
+        """A doorbell that claims more records than its ring holds: reported once per
+        value (the value judged bad, not a second read: the host may have restored a
+        good one since, and a good value is no error). Returns the value."""
+        if last_seen != producer:
+            self.report(errno.EINVAL, layout.ERR_BAD_DOORBELL, value=producer)
+        return producer
+
+    # ---- receive-buffer ring ---------------------------------------------------------------
+    def take_rx_buffers(self, taken: np.ndarray, refused: np.ndarray) -> int:
+        """Take checked free buffers into ``taken`` (RXBUF_TAKEN records); returns how
+        many. Refused entries are reported (ERR_BAD_RXBUF, the errno saying why: EFAULT
+        outside the receive area, EINVAL an id of no buffer (ids are below
+        ``recv_buffers``), EALREADY an id the engine holds); a bad
+        doorbell is reported once per value. Nothing is taken while the event backlog
+        is full (see report)."""
+        if self.backlog_full():
+            return 0
+        result = calls.take_rxbufs(self.seg, self.regs, self.state, self.held, taken, refused)
+        if result < 0:
+            self.bad_rxbuf_doorbell_seen = self.report_doorbell(
+                int(self.fields[FIELD["bad_doorbell"]]), self.bad_rxbuf_doorbell_seen)
+            return 0
+        bad = result >> calls.REFUSED_SHIFT
+        if bad:
+            for offset, length, buf_id, status in refused[:bad].tolist():
+                self.report(status, layout.ERR_BAD_RXBUF, buffer=buf_id, offset=offset,
+                            length=length)
+        return result & ((1 << calls.REFUSED_SHIFT) - 1)
+
     def take_rx_buffer(self) -> Optional[tuple[int, int, int]]:
-        """The next valid free anonymous buffer (offset, length, id), or None (also
-        while the event backlog is full: see report).
-
-        Entries outside the receive area, or naming an id the engine already holds,
-        are refused: counted, reported with an ERROR event (reason ERR_BAD_RXBUF, see
-        refuse_rx_entry) and skipped. A doorbell claiming more entries than the ring
-        holds yields nothing and is reported as ERR_BAD_DOORBELL, once per value (as
-        the request doorbell, engine/loop.py).
-        """
-        lay = self.layout
-        while not self.backlog_full():
-            producer = self.u32[self.rxbuf_producer_word]
-            available = ring_count(producer, self.rxbuf_consumer)
-            if available > lay.rxbuf_entries:
-                if self.bad_rxbuf_doorbell_seen != producer:
-                    self.bad_rxbuf_doorbell_seen = producer
-                    self.report(errno.EINVAL, layout.ERR_BAD_DOORBELL, value=producer)
+        """The next valid free anonymous buffer (offset, length, id), or None."""
+        taken = np.zeros(1, calls.RXBUF_TAKEN)
+        refused = np.zeros(self.layout.rxbuf_entries, calls.RXBUF_REFUSED)
+        while self.take_rx_buffers(taken, refused) == 0:
+            if self.rx_buffers_pending() <= 0 or self.backlog_full():
                 return None
-            if available == 0:
-                return None
-            off = lay.rxbuf_offset + (self.rxbuf_consumer & (lay.rxbuf_entries - 1)) * layout.RXBUF.itemsize
-            offset, length, buf_id = self.dma.unpack(layout.RXBUF_STRUCT, off)
-            self.rxbuf_consumer = (self.rxbuf_consumer + 1) & MASK32
-            self.dma.write_u32(_H["rxbuf_consumer"], self.rxbuf_consumer)
-            end = lay.recv_offset + lay.recv_bytes
-            if (lay.recv_offset <= offset and offset + length <= end
-                    and 0 < length <= lay.recv_buffer_bytes and buf_id not in self.rx_held):
-                self.rx_held.add(buf_id)
-                return offset, length, buf_id
-            self.refuse_rx_entry(offset, length, buf_id)
-        return None
+        return tuple(taken[0].tolist())
 
-    def refuse_rx_entry(self, offset: int, length: int, buf_id: int) -> None:
-        """Report a receive-buffer entry that failed the checks (made inline by the
-        callers, the hot path): ERR_BAD_RXBUF, the errno saying which check."""
-        lay = self.layout
-        end = lay.recv_offset + lay.recv_bytes
-        if lay.recv_offset <= offset and offset + length <= end \
-                and 0 < length <= lay.recv_buffer_bytes:
-            status = errno.EALREADY      # the engine holds this id: this copy is dropped
-        else:
-            status = errno.EFAULT        # not (all) in the receive area
-        self.report(status, layout.ERR_BAD_RXBUF, buffer=buf_id, offset=offset, length=length)
+    def rx_buffers_pending(self) -> int:
+        """Entries in the receive-buffer ring not taken yet (-1: a bad doorbell)."""
+        return calls.rxbufs_pending(self.regs, self.state)
 
-    # ---- lifetime ---------------------------------------------------------------------
+    def release_rx_buffer(self, buf_id: int) -> None:
+        """A RECV_DATA names ``buf_id``: the buffer is the host's again."""
+        self.held[buf_id] = 0
+
+    # ---- lifetime ---------------------------------------------------------------------------
     def set_engine_flags(self, flags: int) -> None:
         self.dma.write_u32(_H["engine_flags"], flags)
 
@@ -292,6 +286,7 @@ class QueuePair:
     def _release_mapping(self) -> None:
         self.connections.clear()
         self.backlog.clear()
+        self.seg = None                # views of the mapping go before it is unmapped
         self.interrupt.close()
         self.dma.close()
         self.segment.close()

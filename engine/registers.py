@@ -55,6 +55,7 @@ class RegisterFile:
         buf = self.segment.map
         self.u32 = memoryview(buf).cast("I")
         self.u64 = memoryview(buf).cast("Q")
+        self.words32 = np.frombuffer(buf, np.uint32)   # the same, for compiled calls
         lay = self.layout
         self.stats = np.frombuffer(buf, layout.ENGINE_STATS, 1, lay.stats_offset)[0]
         self.qp_stats = np.frombuffer(buf, layout.QP_STATS, lay.max_qps, lay.qp_stats_offset)
@@ -137,6 +138,6 @@ class RegisterFile:
         """Unmap and remove OE memory (the engine is the owner)."""
         self.u32.release()
         self.u64.release()
-        self.stats = self.qp_stats = self.slots = None
+        self.stats = self.qp_stats = self.slots = self.words32 = None
         self.segment.close()
         self.segment.unlink()

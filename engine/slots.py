@@ -121,7 +121,8 @@ class SlotManager:
             line = InterruptLine(semaphore, self.u32, w,
                                  self.engine.config.interrupts.moderation_events,
                                  self.engine.config.interrupts.moderation_us)
-            return QueuePair(slot, pid, segment, dma, lay, self.u32, w, line, pidfd)
+            return QueuePair(slot, pid, segment, dma, lay, self.registers.words32, w, line,
+                             pidfd)
         except (ShmError, EnableError) as exc:
             os.close(pidfd)
             if semaphore is not None:
@@ -212,13 +213,14 @@ class SlotManager:
     def flush_qp_stats(self, qp: QueuePair) -> None:
         u64, field = self.registers.u64, self.registers.qp_stats_fields
         row = self.registers.qp_stats_word(qp.slot)
-        u64[row + field["requests"]] += qp.requests
-        u64[row + field["events"]] += qp.events
+        rings = qp.take_counts()            # what the compiled ring calls did
+        u64[row + field["requests"]] += rings["requests"]
+        u64[row + field["events"]] += rings["events"]
         u64[row + field["interrupts"]] += qp.interrupt.raised
         u64[row + field["bad_records"]] += qp.bad_records
         u64[row + field["reports_dropped"]] += qp.reports_dropped
-        u64[row + field["dma_bytes"]] += qp.dma.bytes
-        u64[row + field["dma_transactions"]] += qp.dma.transactions
-        qp.requests = qp.events = qp.bad_records = qp.reports_dropped = 0
+        u64[row + field["dma_bytes"]] += qp.dma.bytes + rings["dma_bytes"]
+        u64[row + field["dma_transactions"]] += qp.dma.transactions + rings["dma_transactions"]
+        qp.bad_records = qp.reports_dropped = 0
         qp.interrupt.raised = 0
         qp.dma.bytes = qp.dma.transactions = 0

@@ -10,7 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from toad.compiled import warm
+
 SHM = Path("/dev/shm")
+warm()   # compile (first run) or load every kernel once, before any test process starts
 
 
 def toad_shm_entries() -> set[str]:

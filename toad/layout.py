@@ -15,19 +15,19 @@ Two kinds of shared memory exist (ARCHITECTURE.md, "The host/engine interface"):
 
 Every block is a numpy structured dtype with explicit offsets and a comment per
 field. Both sides find regions through offsets published in a header (magic,
-version, feature bits), never by recomputing them. The hot paths use
-``struct.Struct`` twins of the record dtypes (:func:`record_struct`), which pack and
-unpack a whole record in one call; a unit test checks that each twin matches its dtype.
+version, feature bits), never by recomputing them. The compiled ring calls take their
+field offsets from these dtypes (toad/rings/records.py); Python code reads records
+through :func:`record_view` of them; the host driver still packs them with ``struct``
+twins (:func:`record_struct`).
 
-Ordering rules (relied on by toad/rings.py, engine/ and host/driver.py):
+Ordering rules (written once, beside the code that follows them, in
+toad/rings/records.py and toad/rings/atomics.py):
 
 1. A record (request, event, receive-buffer entry) is fully written before the
-   index or phase bit that publishes it. Single stores from one thread become
-   visible in program order on x86-64 (TSO); on a weakly ordered CPU a release
-   fence would be needed at each "publish" comment.
+   index or phase bit that publishes it: the publishing store has release order,
+   the other side's load of it acquire order.
 2. "Store a flag, then load the other side's flag" (sleeping / wake-up, arming an
-   interrupt / posting an event) needs a full fence between the store and the load:
-   :func:`toad.rings.full_fence`.
+   interrupt / posting an event) needs a full fence between the store and the load.
 """
 from __future__ import annotations
 
@@ -413,6 +413,32 @@ def check_qp_layout(lay: QpLayout, segment_bytes: int) -> str | None:
     if lay.recv_buffers * lay.recv_buffer_bytes != lay.recv_bytes:
         return "recv area size != recv_buffers * recv_buffer_bytes"
     return None
+
+
+# --------------------------------------------------------------------------------
+# views of the records for Python code
+# --------------------------------------------------------------------------------
+
+def record_view(dtype: np.dtype, skip: tuple[str, ...] = ("reserved",),
+                signed: bool = False) -> np.dtype:
+    """``dtype`` without the ``skip`` fields, the others in offset order at their
+    offsets (``tolist`` of a view gives one tuple per record). ``signed``: 64-bit
+    fields read as int64, as the compiled calls take them (a host may write any u64;
+    every bounds check refuses a negative value)."""
+    names = [n for n in sorted(dtype.names, key=lambda n: dtype.fields[n][1]) if n not in skip]
+    formats = [np.dtype("<i8") if signed and dtype.fields[n][0] == np.dtype("<u8")
+               else dtype.fields[n][0] for n in names]
+    return np.dtype({"names": names, "formats": formats,
+                     "offsets": [dtype.fields[n][1] for n in names],
+                     "itemsize": dtype.itemsize})
+
+
+# REQUEST's fields with the 64-bit ones signed: opcode, flags, conn, cookie, addr, port,
+# option, offset, length, value
+REQUEST_SIGNED = record_view(REQUEST, signed=True)
+# EVENT's body: type, flags, conn, cookie, status, reason, port, buffer, addr, offset,
+# length, value (the phase word is the ring's, not the event's)
+EVENT_FIELDS = record_view(EVENT, skip=("reserved", "phase"))
 
 
 # --------------------------------------------------------------------------------

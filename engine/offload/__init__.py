@@ -47,12 +47,12 @@ def install(engine, clock=time.perf_counter) -> OffloadPoller:
     try:
         stack = Stack(config.tcp, address, nic.features.mac, nic.features,
                       arp_timeout=config.nic.arp_timeout_s)
-        poller = OffloadPoller(config, stack, nic, clock)
+        poller = OffloadPoller(config, stack, nic, clock,
+                               raise_interrupts=engine.raise_interrupts,
+                               service_requests=engine.service_all)
         poller.handlers.register(engine.dispatcher)
         engine.slots.attach_hooks.append(poller.on_attach)
         engine.add_poller(poller)
-        poller.raise_interrupts = engine.raise_interrupts
-        poller.service_requests = engine.service_all
         if nic.fileno() is not None:
             poller.watcher = FdWatcher(nic.fileno(), engine)
     except BaseException:

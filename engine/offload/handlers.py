@@ -63,7 +63,7 @@ class Handlers:
 
     def buffers(self, qp, sock: EngineSocket, conn_id):
         """A new (send, recv) buffer pair in ``qp``'s memory for ``sock``."""
-        send = HostSendBuffer(qp.dma, None if conn_id is None else qp.counter_offset(conn_id))
+        send = HostSendBuffer(qp, conn_id)
         recv = HostRecvBuffer(self.layer.pools[qp], sock.policy, self.counters,
                               self.layer.clock)
         if conn_id is not None:
@@ -89,7 +89,7 @@ class Handlers:
         if conn_id is None:
             raise RequestError(errno.EMFILE, layout.ERR_NO_RESOURCES)
         sock.conn_id = conn_id
-        clear_consumed(qp, conn_id)
+        qp.clear_consumed(conn_id)
         self.counters["sockets"] += 1
         complete(qp, request, value=conn_id)
 
@@ -185,11 +185,11 @@ class Handlers:
             self.layer.kick(conn)
             complete(qp, request, status=errno.EMFILE)
             return
-        clear_consumed(qp, conn_id)
+        qp.clear_consumed(conn_id)
         child.conn_id, child.conn, child.state = conn_id, conn, CONNECTED
         child.send_buffer, child.recv_buffer = conn.send_buffer, conn.recv_buffer
         child.recv_buffer.policy = child.policy
-        child.send_buffer.counter_offset = qp.counter_offset(conn_id)
+        child.send_buffer.conn = conn_id
         child.recv_buffer.attach(conn_id)
         child.nodelay = sock.nodelay     # inherited from the listener, as in BSD
         if sock.nodelay is not None:
@@ -319,9 +319,3 @@ def complete_cookie(qp, sock: EngineSocket, cookie: int, status: int = 0, value:
     """Answer a deferred request (CONNECT, CLOSE) by its cookie."""
     qp.post_event(layout.EV_COMPLETION, conn=sock.conn_id, cookie=cookie, status=status,
                   value=value)
-
-
-def clear_consumed(qp, conn_id: int) -> None:
-    """A reused counter row still holds its last connection's consumed count: zero it
-    before the host learns the id (after that only the host writes it)."""
-    qp.dma.write_u64(qp.counter_offset(conn_id) + 8, 0)

@@ -28,29 +28,28 @@ from __future__ import annotations
 
 from collections import deque
 
+import numpy as np
+
+from engine import ring_calls
 from toad import layout
 
-ROW_MASK = (1 << layout.CONN_ROW_BITS) - 1
-_RXBUF_CONSUMER = layout.QP_HEADER_FIELDS["rxbuf_consumer"]
-_RXBUF_STRUCT = layout.RXBUF_STRUCT
-_RXBUF_SIZE = layout.RXBUF.itemsize
 _RECV_DATA = layout.EV_RECV_DATA
 _PUSH = layout.EVF_PUSH
-assert _RXBUF_STRUCT.size == _RXBUF_SIZE
 UNLIMITED = 1 << 62
 
 
 class HostSendBuffer:
     """Descriptors (host offset, length) of unacknowledged and unsent host bytes."""
 
-    __slots__ = ("dma", "ranges", "size", "acked", "counter_offset")
+    __slots__ = ("qp", "dma", "ranges", "size", "acked", "conn")
 
-    def __init__(self, dma, counter_offset: int | None):
-        self.dma = dma
+    def __init__(self, qp, conn: int | None):
+        self.qp = qp
+        self.dma = qp.dma
         self.ranges: deque = deque()     # [offset, length] lists, stream order
         self.size = 0
         self.acked = 0                   # cumulative bytes acknowledged
-        self.counter_offset = counter_offset
+        self.conn = conn                 # the host's id (its counter row), once known
 
     def __len__(self) -> int:
         return self.size
@@ -109,28 +108,26 @@ class HostSendBuffer:
                 break
             n -= head[1]
             ranges.popleft()
-        if self.counter_offset is not None:
-            self.dma.write_u64(self.counter_offset, self.acked)
+        if self.conn is not None:
+            self.qp.set_bytes_acked(self.conn, self.acked)
 
     def detach(self) -> None:
         """The host id is gone: keep sending nothing new, write no counter."""
-        self.counter_offset = None
+        self.conn = None
 
 
 class RxPool:
     """One QP's anonymous buffers as the receive windows see them.
 
-    Free buffers are taken from the receive-buffer ring in batches (one DMA read of
-    up to ``BATCH`` entries, each checked, one consumer-index write) into a small
-    cache, instead of one ring access per buffer.
+    Free buffers are taken from the receive-buffer ring in batches (one compiled call
+    takes and checks up to ``BATCH`` entries) into a small cache.
     """
 
     BATCH = 32
     __slots__ = ("qp", "window_bytes", "receivers", "buffer_bytes", "pool_bytes", "cache",
-                 "limit_bytes",
-                 "recv_start", "recv_end", "counters")
+                 "limit_bytes", "taken", "refused")
 
-    def __init__(self, qp, window_bytes: int, counters=None):
+    def __init__(self, qp, window_bytes: int):
         self.qp = qp
         self.window_bytes = window_bytes
         self.receivers = 0                        # the QP's connections not detached
@@ -138,9 +135,8 @@ class RxPool:
         self.buffer_bytes = qp.layout.recv_buffer_bytes
         self.pool_bytes = (qp.layout.recv_buffers - 1) * self.buffer_bytes
         self.cache: deque = deque()               # (offset, length, id) taken, unused
-        self.recv_start = qp.layout.recv_offset
-        self.recv_end = qp.layout.recv_offset + qp.layout.recv_bytes
-        self.counters = counters if counters is not None else {}
+        self.taken = np.zeros(self.BATCH, ring_calls.RXBUF_TAKEN)
+        self.refused = np.zeros(self.BATCH, ring_calls.RXBUF_REFUSED)
         self.add_receiver(0)
 
     def take(self):
@@ -148,37 +144,17 @@ class RxPool:
         if self.cache:
             return self.cache.popleft()
         qp = self.qp
-        lay = qp.layout
-        available = (qp.u32[qp.rxbuf_producer_word] - qp.rxbuf_consumer) & 0xFFFFFFFF
-        if available == 0 or len(qp.backlog) >= qp.backlog_max:
-            return None      # (a host reading no events gets no more of them: qp.report)
-        if available > lay.rxbuf_entries:
-            return qp.take_rx_buffer()            # a bad doorbell: the QP reports it
-        first = qp.rxbuf_consumer & (lay.rxbuf_entries - 1)
-        count = min(available, self.BATCH, lay.rxbuf_entries - first)
-        self._check_entries(qp.dma.read(lay.rxbuf_offset + first * _RXBUF_SIZE,
-                                   count * _RXBUF_SIZE))
-        qp.rxbuf_consumer = (qp.rxbuf_consumer + count) & 0xFFFFFFFF
-        qp.dma.write_u32(_RXBUF_CONSUMER, qp.rxbuf_consumer)  # the host may reuse those slots
-        return self.cache.popleft() if self.cache else None
+        while True:
+            count = qp.take_rx_buffers(self.taken, self.refused)
+            if count:
+                self.cache.extend(self.taken[:count].tolist())
+                return self.cache.popleft()
+            if qp.rx_buffers_pending() <= 0 or qp.backlog_full():
+                return None                       # (refused ones: take the next batch)
 
-    def _check_entries(self, raw) -> None:
-        """Check and cache the entries in ``raw`` (at most BATCH): struct and Python
-        compares beat numpy at this size (thread-CPU micro, 8 KB buffers: 0.6 vs
-        1.9 us per buffer for batches of 8, 0.33 vs 0.61 for 32). An id the engine
-        already holds (qp.rx_held: added here, removed by the RECV_DATA that names
-        it) is refused, so no buffer is ever filled twice."""
-        start, end, most = self.recv_start, self.recv_end, self.buffer_bytes
-        held = self.qp.rx_held
-        for entry in _RXBUF_STRUCT.iter_unpack(raw):
-            offset, length, buf_id = entry
-            if (start <= offset and offset + length <= end and 0 < length <= most
-                    and buf_id not in held):
-                held.add(buf_id)
-                self.cache.append(entry)
-                continue
-            self.qp.refuse_rx_entry(offset, length, buf_id)
-        raw.release()
+    def room(self) -> int:
+        """Free buffers the engine could take now (in the ring and cached)."""
+        return max(self.qp.rx_buffers_pending(), 0) + len(self.cache)
 
     def add_receiver(self, delta: int) -> None:
         """A connection attached (+1) or detached (-1): each receiver's window limit
@@ -196,7 +172,7 @@ class RxPool:
 def give_back(qp, conn: int, buf_id: int) -> None:
     """Hand an unfilled buffer back to the host (an empty RECV_DATA, e.g. one a
     closed connection held): the engine no longer holds it."""
-    qp.rx_held.discard(buf_id)
+    qp.release_rx_buffer(buf_id)
     qp.post_event(_RECV_DATA, 0, conn, 0, 0, 0, 0, buf_id, 0, 0, 0)
 
 
@@ -204,14 +180,12 @@ class HostRecvBuffer:
     """Places in-order payload into anonymous host buffers and posts them."""
 
     __slots__ = ("qp", "conn", "pool", "policy", "delivered", "current", "filled",
-                 "first_at", "held", "counters", "clock", "detached", "counter_offset",
-                 "window_closed")
+                 "first_at", "held", "counters", "clock", "detached", "window_closed")
 
     def __init__(self, pool: RxPool, policy, counters, clock):
         self.qp = pool.qp
         self.pool = pool
         self.conn = None                 # host connection id (None until accepted)
-        self.counter_offset = None
         self.policy = policy             # RecvPolicy (push, delay_s), per socket
         self.delivered = 0               # cumulative buffer bytes used (placed + tails)
         self.current = None              # (offset, length, id) being filled
@@ -232,7 +206,6 @@ class HostRecvBuffer:
     def attach(self, conn: int) -> None:
         """The host knows this connection as ``conn``: release held buffers."""
         self.conn = conn
-        self.counter_offset = self.qp.counter_offset(conn) + 8
         for entry in self.held:
             self._post(*entry)
         self.held = []
@@ -242,17 +215,14 @@ class HostRecvBuffer:
         if self.detached:
             return pool.limit_bytes
         # this runs for every segment sent (its window field) and every returned-buffer
-        # doorbell: the consumed counter and the pool's free buffers are read inline
-        limit = pool.limit_bytes
-        qp = pool.qp
-        offset = self.counter_offset
-        free = limit - (self.delivered
-                        - (qp.dma.read_u64(offset) if offset is not None else 0))
+        # doorbell
+        conn = self.conn
+        free = pool.limit_bytes - (self.delivered
+                                   - (pool.qp.bytes_consumed(conn) if conn is not None else 0))
         # Never offer more than the pool holds right now (shared by the QP's
         # connections; the advertised edge never moves left, so this only slows the
         # window's growth).
-        room = (((qp.u32[qp.rxbuf_producer_word] - qp.rxbuf_consumer) & 0xFFFFFFFF)
-                + len(pool.cache)) * pool.buffer_bytes
+        room = pool.room() * pool.buffer_bytes
         if self.current is not None:
             room += self.current[1] - self.filled
         if room < free:
@@ -346,17 +316,10 @@ class HostRecvBuffer:
             self.held.extend(entries)
             return
         self.counters["rx_buffers_posted"] += len(entries)
-        conn = self.conn
-        held = self.qp.rx_held
-        if len(entries) == 1:
-            buf_id, length, flags = entries[0]
-            held.discard(buf_id)             # the host's again (RxPool._check_entries)
-            self.qp.post_event(_RECV_DATA, flags, conn, 0, 0, 0, 0, buf_id, 0, 0, length)
-            return
-        for entry in entries:
-            held.discard(entry[0])
-        self.qp.post_many([(_RECV_DATA, flags, conn, 0, 0, 0, 0, buf_id, 0, 0, length, 0)
-                           for buf_id, length, flags in entries])
+        conn, qp = self.conn, self.qp
+        for buf_id, length, flags in entries:
+            qp.release_rx_buffer(buf_id)     # the host's again
+            qp.post_event(_RECV_DATA, flags, conn, 0, 0, 0, 0, buf_id, 0, 0, length)
 
     def flush(self, push: bool = False) -> None:
         """Post the current buffer (if it holds bytes) to the host."""
@@ -375,7 +338,7 @@ class HostRecvBuffer:
             self.held.append((buf_id, length, flags))
             return
         self.counters["rx_buffers_posted"] += 1
-        self.qp.rx_held.discard(buf_id)      # the host's again (RxPool._check_entries)
+        self.qp.release_rx_buffer(buf_id)    # the host's again
         self.qp.post_event(_RECV_DATA, flags, self.conn, 0, 0, 0, 0, buf_id, 0, 0, length)
 
     def delay_due(self, now: float) -> bool:
@@ -385,7 +348,7 @@ class HostRecvBuffer:
 
     def detach(self) -> list:
         """The host closed or vanished: return the ids of buffers we still hold
-        (still marked in qp.rx_held: the caller hands them back, give_back)."""
+        (still held by the QP: the caller hands them back, give_back)."""
         if not self.detached:
             self.pool.add_receiver(-1)
         self.detached = True

@@ -47,7 +47,8 @@ ERRNO_OF = {Reset: errno.ECONNRESET, Refused: errno.ECONNREFUSED, TimedOut: errn
 class OffloadPoller:
     """Owns the Stack and the NIC; serves every QP's sockets."""
 
-    def __init__(self, config, stack, nic, clock=time.perf_counter):
+    def __init__(self, config, stack, nic, clock=time.perf_counter, raise_interrupts=None,
+                 service_requests=None):
         self.config = config
         self.stack = stack
         self.nic = nic
@@ -68,12 +69,12 @@ class OffloadPoller:
         # the loop's interrupt check (Engine.raise_interrupts), run as soon as a round
         # posted events: a host sleeping on them wakes before the round's output and
         # the further rounds (ACKs crossing the wire) are done
-        self.raise_interrupts = None
+        self.raise_interrupts = raise_interrupts
         # the loop's request-ring pass (Engine.service_all), run between rounds with
         # the receive-buffer doorbells: a request the host posted while a round was
         # busy (e.g. an rr response posted while the engine handled the ACK of the
         # request) is picked up at the next round, not after the whole pass
-        self.service_requests = None
+        self.service_requests = service_requests
 
     # ---- set-up ------------------------------------------------------------------
     def on_attach(self, qp) -> None:
@@ -145,7 +146,7 @@ class OffloadPoller:
     def work_pending(self) -> bool:
         """Checked by the loop after it set "sleeping": a host returned receive
         buffers (the driver rings the rxbuf doorbell without waking an awake engine)."""
-        return any(qp.u32[qp.rxbuf_producer_word] != seen
+        return any(qp.regs[qp.rxbuf_producer_word] != seen
                    for qp, seen in self.rx_producers.items())
 
     def next_deadline(self):
@@ -161,7 +162,7 @@ class OffloadPoller:
         """The host returned anonymous buffers (it read data): reopen windows."""
         changed = False
         for qp, seen in self.rx_producers.items():
-            producer = qp.u32[qp.rxbuf_producer_word]
+            producer = int(qp.regs[qp.rxbuf_producer_word])
             if producer == seen:
                 continue
             self.rx_producers[qp] = producer

@@ -4,18 +4,19 @@ it, as the checksum/copy-cost papers propose).
 
 The numba kernels sum the buffer as native (little-endian) 64-bit words: RFC 1071's
 sum is byte-order independent, so the folded result only needs one byte swap at the
-end. Unaligned views are fine on x86 (and numba does not check alignment). Only two
-kernels are compiled (for writable and read-only buffers), with ``cache=True``, so a
-machine pays the JIT once.
+end. Unaligned views are fine on x86 (and numba does not check alignment). The
+kernels have explicit signatures (writable and read-only buffers) and are cached
+(toad/compiled.py), so a machine pays the JIT once.
 
 Sums returned here are 16-bit folded and NOT complemented; :func:`finish` turns a sum
 into the value written in a header.
 """
 from __future__ import annotations
 
-import numba
 import numpy as np
 from numba import types
+
+from toad.compiled import entry, helper, kernel, loaded
 
 # Explicit signatures: the kernels load from the on-disk cache at import, so the
 # first checksum of a process does not pay numba's type inference (about a second).
@@ -25,7 +26,7 @@ _LOW32 = np.uint64(0xFFFFFFFF)
 _SHIFT32 = np.uint64(32)
 
 
-@numba.njit(cache=True, nogil=True)
+@helper(nogil=True)
 def _fold_swap(acc, tail_sum):
     """Fold a 64-bit little-endian-domain sum to 16 bits and swap to network order."""
     acc = (acc & _LOW32) + (acc >> _SHIFT32) + tail_sum
@@ -36,7 +37,7 @@ def _fold_swap(acc, tail_sum):
     return ((acc & np.uint64(0xFF)) << np.uint64(8)) | (acc >> np.uint64(8))
 
 
-@numba.njit(cache=True, nogil=True)
+@helper(nogil=True)
 def _tail(buf, start):
     """Little-endian-domain sum of the bytes from ``start`` (fewer than 8 of them)."""
     n = buf.size
@@ -50,7 +51,7 @@ def _tail(buf, start):
     return tail
 
 
-@numba.njit([types.uint64(_WRITABLE), types.uint64(_READONLY)], cache=True, nogil=True)
+@kernel(*[types.uint64(_WRITABLE), types.uint64(_READONLY)], nogil=True)
 def sum_kernel(buf):
     """One's-complement sum of a uint8 array, network order, folded, not complemented."""
     n8 = buf.size // 8
@@ -62,8 +63,8 @@ def sum_kernel(buf):
     return _fold_swap(acc, _tail(buf, n8 * 8))
 
 
-@numba.njit([types.uint64(_WRITABLE, types.int64, _WRITABLE),
-             types.uint64(_WRITABLE, types.int64, _READONLY)], cache=True, nogil=True)
+@kernel(*[types.uint64(_WRITABLE, types.int64, _WRITABLE),
+             types.uint64(_WRITABLE, types.int64, _READONLY)], nogil=True)
 def copy_sum_kernel(dst, head, src):
     """Sum ``dst[:head]`` (headers already written; ``head`` even), then copy ``src``
     into ``dst[head:]`` summing it in the same pass; returns the sum of both."""
@@ -93,7 +94,7 @@ _REGION_SIGNATURES = [types.uint64(kind, types.int64, types.int64, types.int64)
                                    types.ByteArray(types.uint8, 1, "C"))]
 
 
-@numba.njit(_REGION_SIGNATURES, cache=True, nogil=True)
+@kernel(*_REGION_SIGNATURES, nogil=True)
 def region_kernel(buf, start, end, initial):
     """Folded sum of ``buf[start:end]`` plus ``initial`` (network order, any size
     below 2**48), not complemented."""
@@ -110,11 +111,11 @@ def region_kernel(buf, start, end, initial):
     return (acc & np.uint64(0xFFFF)) + (acc >> np.uint64(16))
 
 
-@numba.njit([types.uint64(_WRITABLE, types.int64, types.int64, kind, types.int64)
+@kernel(*[types.uint64(_WRITABLE, types.int64, types.int64, kind, types.int64)
              for kind in (types.MemoryView(types.uint8, 1, "C"),
                           types.MemoryView(types.uint8, 1, "C", readonly=True),
                           types.ByteArray(types.uint8, 1, "C"),
-                          types.Bytes(types.uint8, 1, "C"))], cache=True, nogil=True)
+                          types.Bytes(types.uint8, 1, "C"))], nogil=True)
 def frame_copy_sum_kernel(frame, start, head, src, initial):
     """``copy_sum_kernel`` on ``frame[start:]`` taking the payload as the buffer it is
     (no np.frombuffer per call), plus ``initial``; returns the folded sum."""
@@ -124,26 +125,14 @@ def frame_copy_sum_kernel(frame, start, head, src, initial):
     return (acc & np.uint64(0xFFFF)) + (acc >> np.uint64(16))
 
 
-def _direct_entry(dispatcher, signature):
-    """The compiled overload's own entry point for ``signature``: it unboxes its
-    arguments (any C-contiguous buffer for a buffer argument, through the buffer
-    protocol) without the dispatcher's type resolution, which costs about half of
-    a 1500-byte frame's checksum call (0.64 -> 0.31 us on this VM). Falls back to
-    the dispatcher when numba does not expose it."""
-    try:
-        return dispatcher.overloads[signature].entry_point
-    except (AttributeError, KeyError):
-        return dispatcher
+# region_kernel on a frame of the per-frame paths, called directly (compiled.entry:
+# about half of a 1500-byte frame's checksum call is the dispatcher's type
+# resolution). Callers pass only contiguous byte buffers (memoryview, bytearray or
+# bytes: what struct.unpack_from accepts); a non-buffer raises TypeError.
+region_frame = entry(region_kernel, 0)
 
 
-# region_kernel on a frame of the per-frame paths. Callers pass only contiguous
-# byte buffers (memoryview, bytearray or bytes: what struct.unpack_from accepts);
-# a non-buffer raises TypeError as the dispatcher would.
-region_frame = _direct_entry(region_kernel, _REGION_SIGNATURES[0].args)
-
-
-@numba.njit([types.int64(types.ByteArray(types.uint8, 1, "C"), types.int64)],
-            cache=True, nogil=True)
+@kernel(types.int64(types.ByteArray(types.uint8, 1, "C"), types.int64), nogil=True)
 def burst_kernel(buf, count):
     """Fill the TCP checksums of ``count`` frames laid end to end in ``buf``, each
     Ethernet + IPv4 (no options) + TCP with its checksum field zero, as the frame
@@ -172,7 +161,7 @@ def burst_kernel(buf, count):
     return at
 
 
-burst_frames = _direct_entry(burst_kernel, (types.ByteArray(types.uint8, 1, "C"), types.int64))
+burst_frames = entry(burst_kernel)
 
 
 def region_sum(buf, start: int, end: int, initial: int = 0) -> int:
@@ -246,3 +235,6 @@ def fill_partial(frame, csum_start: int, csum_offset: int) -> None:
     value = finish(ones_sum(view[csum_start:]))
     view[at] = value >> 8
     view[at + 1] = value & 0xFF
+
+
+loaded(__name__)

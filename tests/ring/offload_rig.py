@@ -2,8 +2,7 @@
 and host drivers on it: for tests that post arbitrary records and check what the
 engine answers (tests/ring/test_offload_fuzz.py).
 
-The engine's loop is :meth:`Rig.iteration`, the body of ``Engine.run``, called from
-the test thread; a helper thread acknowledges slot commands only while a driver
+The engine's loop is ``Engine.iteration``, called from the test thread; a helper thread acknowledges slot commands only while a driver
 enables or disables its QP (the driver blocks until the engine acknowledges).
 Time is a fake clock that moves 1 us per read plus what the test adds
 (:meth:`Rig.advance`), so stack timers fire when the test says, on any machine.
@@ -17,7 +16,6 @@ import threading
 from collections import Counter
 from pathlib import Path
 
-from engine import loop as engine_loop
 from engine.loop import Engine
 from engine.offload import close as close_offload, install
 from engine.offload.host_buffers import HostRecvBuffer
@@ -128,11 +126,12 @@ class Host:
         return None
 
     # ---- receive buffers ---------------------------------------------------------
-    def valid_entry(self, offset: int, length: int) -> bool:
-        """The engine's rule for a receive-buffer entry (RxPool._check_entries)."""
+    def valid_entry(self, offset: int, length: int, buf_id: int) -> bool:
+        """The engine's rule for a receive-buffer entry (engine/ring_calls.py
+        take_rxbufs), but for the id the engine may hold already."""
         lay = self.lay
         return (lay.recv_offset <= offset and offset + length <= lay.recv_offset + lay.recv_bytes
-                and 0 < length <= lay.recv_buffer_bytes)
+                and 0 < length <= lay.recv_buffer_bytes and 0 <= buf_id < lay.recv_buffers)
 
     def rx_room(self) -> int:
         return ring_free(self.lay.rxbuf_entries, self.drv.rxbuf_producer, self.drv.rxbuf_taken())
@@ -143,7 +142,7 @@ class Host:
         if not entries:
             return 0
         for offset, length, buf_id in entries:
-            if self.valid_entry(offset, length):
+            if self.valid_entry(offset, length, buf_id):
                 self.given[buf_id] += 1
                 self.given_length[buf_id] = max(self.given_length.get(buf_id, 0), length)
         self.drv.post_rx_buffers(entries)
@@ -272,7 +271,6 @@ class Rig:
         self.engine.registers.set_state(layout.ENGINE_RUNNING)   # (Engine.run does)
         self.hosts: list[Host] = []
         self._cookies = itertools.count(1)
-        self.next_housekeeping = 0
         try:
             self.poller = install(self.engine, clock=self.clock.seconds)
         except BaseException:
@@ -318,21 +316,8 @@ class Rig:
             raise errors[0]
 
     def iteration(self) -> int:
-        """One pass of Engine.run's loop."""
-        engine = self.engine
-        start = engine.clock()
-        work = engine.service_all(start)
-        now = start / 1e9
-        for poller in engine.pollers:
-            if poller.poll(now):
-                work += 1
-        engine.raise_interrupts(start)
-        engine.iterations += 1
-        engine.registers.u64[engine.registers.heartbeat_word] = engine.iterations
-        if start >= self.next_housekeeping:
-            work += engine.housekeeping(start)
-            self.next_housekeeping = start + engine_loop.HOUSEKEEPING_NS
-        return work
+        """One pass of the engine's loop (Engine.iteration)."""
+        return self.engine.iteration(self.engine.clock())
 
     def step(self) -> int:
         """One iteration, then every host takes its events."""

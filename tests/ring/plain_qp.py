@@ -2,6 +2,8 @@
 layer's batched paths: no shared memory, no engine process."""
 from __future__ import annotations
 
+import numpy as np
+
 from engine.dma import Dma
 from engine.qp import QueuePair
 from toad import layout
@@ -26,7 +28,7 @@ def make_qp(*overrides):
                                        "qp.event_entries=8", "qp.max_connections=4",
                                        *overrides]).qp)
     buf = bytearray(lay.total_bytes)
-    regs = [0] * len(WORD_NAMES)
+    regs = np.zeros(len(WORD_NAMES), np.uint32)
     words = {name: i for i, name in enumerate(WORD_NAMES)}
     qp = QueuePair(3, 1, Closable(), Dma(buf, len(buf)), lay, regs, words, Closable(), -1)
     return qp, buf, regs, lay

@@ -1,4 +1,4 @@
-"""The engine's batched paths over a plain buffer: several events in one DMA run
+"""The engine's batched paths over a plain buffer: several events posted in order
 (QueuePair.post_many), buffer placement posting several RECV_DATA at once, the few-entry
 receive-buffer take, and a span of SENDs handled with one call."""
 from __future__ import annotations
@@ -9,8 +9,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from engine.dma import DmaError
-from engine.handlers import Dispatcher
+from engine.handlers import REQUEST_SIGNED, Dispatcher
 from engine.offload.host_buffers import HostRecvBuffer, RxPool
 from engine.offload.sockets import RecvPolicy
 from toad import layout
@@ -50,15 +49,6 @@ def test_post_many_never_overwrites_unconsumed_events():
     qp.flush_backlog()
     got += list(reader.poll()["cookie"])
     assert got == list(range(10))
-
-
-def test_write_records_is_bounds_checked():
-    qp, buf, regs, lay = make_qp()
-    with pytest.raises(DmaError):
-        qp.dma.write_records(layout.EVENT_BODY_STRUCT, len(buf) - 64, 64,
-                             [body(1), body(2)], layout.EVENT_PHASE_OFFSET, 1)
-    assert qp.dma.refused == 1
-    assert not any(buf[len(buf) - 64:])             # nothing was written
 
 
 def give_buffers(buf, regs, lay, entries, start=0):
@@ -105,22 +95,22 @@ def test_an_id_the_engine_holds_is_refused_until_a_recv_data_names_it():
     recv = HostRecvBuffer(RxPool(qp, 1 << 20), RecvPolicy(True, 0.0), Counter(),
                           lambda: 0.0)
     recv.attach(qp.allocate_connection(object()))
-    first, second = (lay.recv_offset, 4096, 5), (lay.recv_offset + 4096, 4096, 6)
+    first, second = (lay.recv_offset, 4096, 1), (lay.recv_offset + 4096, 4096, 2)
     give_buffers(buf, regs, lay, [first, second, first])      # 5 twice in one batch
-    recv.write(memoryview(bytes(4096)), False)     # takes the batch, fills and posts 5
-    assert qp.rx_held == {6}                       # 6: cached, not filled yet
+    recv.write(memoryview(bytes(4096)), False)     # takes the batch, fills and posts 1
+    assert qp.rx_held == {2}                       # 2: cached, not filled yet
     give_buffers(buf, regs, lay, [second, first], start=3)
-    assert qp.take_rx_buffer() == first            # 5 is the host's again: good
+    assert qp.take_rx_buffer() == first            # 1 is the host's again: good
     events = events_of(buf, lay).poll()
     assert [(e["type"], e["status"], e["buffer"]) for e in events] == [
-        (layout.EV_ERROR, errno.EALREADY, 5), (layout.EV_RECV_DATA, 0, 5),
-        (layout.EV_ERROR, errno.EALREADY, 6)]
+        (layout.EV_ERROR, errno.EALREADY, 1), (layout.EV_RECV_DATA, 0, 1),
+        (layout.EV_ERROR, errno.EALREADY, 2)]
     assert set(events[events["type"] == layout.EV_ERROR]["reason"]) == {layout.ERR_BAD_RXBUF}
-    assert qp.bad_records == 2 and qp.rx_held == {5, 6}
+    assert qp.bad_records == 2 and qp.rx_held == {1, 2}
 
 def placement(policy=True):
     qp, buf, regs, lay = make_qp("qp.recv_buffers=8", "qp.event_entries=16")
-    give_buffers(buf, regs, lay, [(lay.recv_offset + i * 4096, 4096, 10 + i)
+    give_buffers(buf, regs, lay, [(lay.recv_offset + i * 4096, 4096, i)
                                   for i in range(8)])
     counters = Counter()
     recv = HostRecvBuffer(RxPool(qp, 1 << 20), RecvPolicy(policy, 0.0), counters,
@@ -135,7 +125,7 @@ def test_one_write_fills_several_buffers_and_posts_them_in_order():
     assert recv.write(memoryview(data), True) == len(data)
     got = events_of(buf, lay).poll()
     assert list(got["type"]) == [layout.EV_RECV_DATA] * 4
-    assert list(got["buffer"]) == [10, 11, 12, 13]
+    assert list(got["buffer"]) == [0, 1, 2, 3]
     assert list(got["length"]) == [4096, 4096, 4096, 2048]
     assert list(got["flags"]) == [0, 0, 0, layout.EVF_PUSH]
     placed = bytes(buf[lay.recv_offset:lay.recv_offset + len(data)])
@@ -158,11 +148,11 @@ def test_buffers_filled_before_the_host_knows_the_connection_are_held():
     qp, buf, lay, recv, counters = placement()
     recv.write(memoryview(bytes(9000)), True)
     assert len(events_of(buf, lay).poll()) == 0
-    assert [entry[0] for entry in recv.held] == [10, 11, 12]
+    assert [entry[0] for entry in recv.held] == [0, 1, 2]
     conn = qp.allocate_connection(object())
     recv.attach(conn)
     got = events_of(buf, lay).poll()
-    assert list(got["buffer"]) == [10, 11, 12] and set(got["conn"]) == {conn}
+    assert list(got["buffer"]) == [0, 1, 2] and set(got["conn"]) == {conn}
     assert counters["rx_buffers_posted"] == 3
 
 
@@ -180,12 +170,12 @@ class SendRecorder:
         self.singles.append((request.offset, request.length))
 
 
-def span_of_sends(qp, lay, records):
-    raw = bytearray(64 * len(records))
+def sends(records):
+    """SEND records (cookie i) as the dispatcher gets them from the request ring."""
+    out = np.zeros(len(records), layout.REQUEST)
     for i, (conn, offset, length) in enumerate(records):
-        layout.REQUEST_STRUCT.pack_into(raw, i * 64, layout.OP_SEND, layout.REQ_SILENT,
-                                        conn, i, 0, 0, 0, offset, length, 0)
-    return memoryview(raw)
+        out[i] = (layout.OP_SEND, layout.REQ_SILENT, conn, i, 0, 0, 0, offset, length, 0, b"")
+    return out.view(REQUEST_SIGNED).tolist()
 
 
 def dispatcher(accept=True):
@@ -201,13 +191,16 @@ def test_a_span_of_sends_for_one_connection_is_one_call():
     conn = qp.allocate_connection(object())
     disp, rec = dispatcher()
     records = [(conn, lay.send_offset + 100 * i, 100) for i in range(10)]
-    disp.handle_span(qp, span_of_sends(qp, lay, records), 10)
+    disp.handle_records(qp, sends(records))
     assert rec.calls == [(conn, [(r[1], 100) for r in records])]
     assert rec.singles == [] and disp.send_runs == 1
 
 
 @pytest.mark.parametrize("bad", ["range", "wrap", "owner", "mixed"])
-def test_a_span_with_a_bad_send_is_handled_record_by_record(bad):
+def test_a_bad_send_takes_its_run_record_by_record(bad):
+    """SENDs are grouped in runs of one connection: a run with a bad range is handled
+    record by record (one ERROR, for that record); a record of another connection
+    (owned or not) ends a run and starts the next."""
     qp, buf, regs, lay = make_qp()
     conn = qp.allocate_connection(object())
     other = qp.allocate_connection(object())
@@ -218,17 +211,23 @@ def test_a_span_with_a_bad_send_is_handled_record_by_record(bad):
         records[4] = (conn, (1 << 64) - 10, 100)
     elif bad == "owner":
         records[4] = (conn + 1000, lay.send_offset, 100)
-    else:                                            # two connections: no single run
+    else:                                            # two connections: three runs
         records[4] = (other, lay.send_offset, 100)
     disp, rec = dispatcher()
-    disp.handle_span(qp, span_of_sends(qp, lay, records), 10)
-    assert rec.calls == []
-    if bad == "mixed":
-        assert len(rec.singles) == 10
+    disp.handle_records(qp, sends(records))
+    errors = events_of(buf, lay).poll()
+    if bad in ("range", "wrap"):
+        assert rec.calls == [] and len(rec.singles) == 9
     else:
-        assert len(rec.singles) == 9
-        error = events_of(buf, lay).poll()
-        assert list(error["type"]) == [layout.EV_ERROR] and list(error["cookie"]) == [4]
+        ranges = [(r[1], 100) for r in records]
+        expect = [(conn, ranges[:4]), (conn, ranges[5:])]
+        if bad == "mixed":
+            expect.insert(1, (other, ranges[4:5]))
+        assert rec.calls == expect and rec.singles == []
+    if bad == "mixed":
+        assert len(errors) == 0
+    else:
+        assert list(errors["type"]) == [layout.EV_ERROR] and list(errors["cookie"]) == [4]
 
 
 def test_two_sends_are_a_run_too():
@@ -236,7 +235,7 @@ def test_two_sends_are_a_run_too():
     conn = qp.allocate_connection(object())
     disp, rec = dispatcher()
     records = [(conn, lay.send_offset, 100), (conn, lay.send_offset + 100, 50)]
-    disp.handle_span(qp, span_of_sends(qp, lay, records), 2)
+    disp.handle_records(qp, sends(records))
     assert rec.calls == [(conn, [(lay.send_offset, 100), (lay.send_offset + 100, 50)])]
 
 
@@ -245,7 +244,7 @@ def test_a_refused_run_falls_back_to_one_request_at_a_time():
     conn = qp.allocate_connection(object())
     disp, rec = dispatcher(accept=False)
     records = [(conn, lay.send_offset + 100 * i, 100) for i in range(8)]
-    disp.handle_span(qp, span_of_sends(qp, lay, records), 8)
+    disp.handle_records(qp, sends(records))
     assert len(rec.calls) == 1 and len(rec.singles) == 8 and disp.send_runs == 0
 
 
@@ -260,7 +259,7 @@ def test_a_short_pushed_message_fills_one_buffer_as_the_general_path_would(size)
     assert recv.write(memoryview(data), True) == size
     got = events_of(buf, lay).poll()
     assert list(got["type"]) == [layout.EV_RECV_DATA]
-    assert list(got["buffer"]) == [10] and list(got["length"]) == [size]
+    assert list(got["buffer"]) == [0] and list(got["length"]) == [size]
     assert list(got["flags"]) == [layout.EVF_PUSH]
     assert bytes(buf[lay.recv_offset:lay.recv_offset + size]) == data
     assert recv.delivered == 4096 and recv.current is None and recv.first_at is None
@@ -311,23 +310,23 @@ def test_small_writes_fill_a_buffer_and_cross_into_the_next_in_order():
     stream = bytes((i * 13) & 0xFF for i in range(5010))
     for start, end in ((0, 1000), (1000, 2000), (2000, 3000)):
         assert recv.write(memoryview(stream[start:end]), False) == 1000
-    assert len(reader.poll()) == 0 and recv.filled == 3000 and recv.current[2] == 10
+    assert len(reader.poll()) == 0 and recv.filled == 3000 and recv.current[2] == 0
     assert recv.write(memoryview(stream[3000:5000]), False) == 2000    # crosses 4096
     got = reader.poll()
-    assert list(got["buffer"]) == [10] and list(got["length"]) == [4096]
-    assert recv.current[2] == 11 and recv.filled == 904
+    assert list(got["buffer"]) == [0] and list(got["length"]) == [4096]
+    assert recv.current[2] == 1 and recv.filled == 904
     assert recv.write(memoryview(stream[5000:]), True) == 10
     got = reader.poll()
-    assert list(got["buffer"]) == [11] and list(got["length"]) == [914]
+    assert list(got["buffer"]) == [1] and list(got["length"]) == [914]
     assert list(got["flags"]) == [layout.EVF_PUSH]
     assert bytes(buf[lay.recv_offset:lay.recv_offset + 5010]) == stream
     assert recv.delivered == 2 * 4096 and counters["rx_buffers_posted"] == 2
     qp, buf, lay, recv, _ = placement()
     recv.attach(qp.allocate_connection(object()))
     recv.write(memoryview(stream[:100]), False)
-    recv.flush()                                    # leaves cached buffers 11..
+    recv.flush()                                    # leaves cached buffers 1..
     assert recv.write(memoryview(stream), True) == 5010
-    assert list(events_of(buf, lay).poll()["buffer"]) == [10, 11, 12]
+    assert list(events_of(buf, lay).poll()["buffer"]) == [0, 1, 2]
 
 
 @pytest.mark.parametrize("case", ["good", "owner", "range", "refused", "no_run"])
@@ -340,9 +339,10 @@ def test_a_lone_send_goes_to_the_run_handler_only_when_handle_would_accept_it(ca
     offset = lay.send_offset + lay.send_bytes - 100
     values = (layout.OP_SEND, layout.REQ_SILENT, conn + (1000 if case == "owner" else 0),
               7, 0, 0, 0, offset, 101 if case == "range" else 100, 0)
-    assert disp.send_one(qp, values) is (case == "good")
+    disp.handle_records(qp, [values])
     assert [(c, list(r)) for c, r in rec.calls] == (
         [] if case in ("owner", "range", "no_run") else [(conn, [(offset, 100)])])
+    assert len(rec.singles) == (0 if case in ("good", "owner", "range") else 1)
 
 
 def test_a_connection_counts_as_a_receiver_from_its_creation_to_its_detach():

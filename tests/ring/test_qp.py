@@ -1,6 +1,8 @@
 """Engine-side QP state (engine/qp.py) over a plain buffer: rings and resources."""
 from __future__ import annotations
 
+import errno
+
 import numpy as np
 
 from engine.handlers import Dispatcher, Request
@@ -26,23 +28,24 @@ def test_event_ring_never_overwrites_unconsumed_events():
     assert got == list(range(20))
 
 
-def test_receive_buffers_outside_the_receive_area_are_refused():
-    qp, buf, regs, lay = make_qp()
+def test_receive_buffers_outside_the_receive_area_or_the_pool_are_refused():
+    qp, buf, regs, lay = make_qp()                   # 4 buffers: ids 0..3
     entries = [(lay.recv_offset, 4096, 1), (lay.total_bytes - 100, 4096, 2),
-               (lay.send_offset, 100, 3), (lay.recv_offset + 4096, 8192, 4),
-               (lay.recv_offset + 4096, 4096, 5)]
+               (lay.send_offset, 100, 3), (lay.recv_offset + 4096, 8192, 0),
+               (lay.recv_offset + 4096, 4096, 4), (lay.recv_offset + 4096, 4096, 0)]
     ring = np.frombuffer(buf, layout.RXBUF, lay.rxbuf_entries, lay.rxbuf_offset)
     for i, (off, length, buf_id) in enumerate(entries):
         ring[i] = (off, length, buf_id)
     regs[2] = len(entries)                           # rxbuf doorbell
     assert qp.take_rx_buffer() == (lay.recv_offset, 4096, 1)
-    assert qp.take_rx_buffer() == (lay.recv_offset + 4096, 4096, 5)
+    assert qp.take_rx_buffer() == (lay.recv_offset + 4096, 4096, 0)
     assert qp.take_rx_buffer() is None
-    assert qp.bad_records == 3
+    assert qp.bad_records == 4
     errors = events_of(buf, lay).poll()
-    assert list(errors["reason"]) == [layout.ERR_BAD_RXBUF] * 3
-    assert list(errors["buffer"]) == [2, 3, 4]
-    assert int.from_bytes(buf[layout.QP_HEADER_FIELDS["rxbuf_consumer"]:][:4], "little") == 5
+    assert list(errors["reason"]) == [layout.ERR_BAD_RXBUF] * 4
+    assert list(errors["buffer"]) == [2, 3, 0, 4]
+    assert list(errors["status"]) == [errno.EFAULT] * 3 + [errno.EINVAL]
+    assert int.from_bytes(buf[layout.QP_HEADER_FIELDS["rxbuf_consumer"]:][:4], "little") == 6
 
 
 def test_connection_table_and_counters():
@@ -114,5 +117,5 @@ def test_a_host_that_reads_no_events_cannot_grow_the_backlog_without_end():
     qp.flush_backlog()
     assert not qp.backlog_full()
     start = qp.rxbuf_consumer
-    ring[start % lay.rxbuf_entries] = (lay.recv_offset, 4096, 7)   # a good buffer next
-    assert qp.take_rx_buffer() == (lay.recv_offset, 4096, 7)
+    ring[start % lay.rxbuf_entries] = (lay.recv_offset, 4096, 3)   # a good buffer next
+    assert qp.take_rx_buffer() == (lay.recv_offset, 4096, 3)

@@ -1,4 +1,4 @@
-"""The memory contract (toad/layout.py): offsets, struct twins, region checks."""
+"""The memory contract (toad/layout.py): offsets, record views, region checks."""
 from __future__ import annotations
 
 import numpy as np
@@ -18,6 +18,22 @@ def test_record_sizes_and_cache_lines():
     # host-written doorbells and engine-written status live on different cache lines
     assert layout.QP_SLOT.fields["request_producer"][1] // 64 != layout.QP_SLOT.fields["state"][1] // 64
     assert layout.QP_HEADER.fields["request_consumer"][1] // 64 != layout.QP_HEADER.fields["magic"][1] // 64
+
+
+def test_record_views_keep_every_field_at_its_offset():
+    """A record written through its dtype reads the same through its Python view; a
+    u64 of 2**64 - 1 reads as -1 through the signed one (same bits)."""
+    for dtype, view, skip in ((layout.REQUEST, layout.REQUEST_SIGNED, ("reserved",)),
+                              (layout.EVENT, layout.EVENT_FIELDS, ("reserved", "phase"))):
+        names = [n for n in dtype.names if n not in skip]
+        assert set(view.names) == set(names) and view.itemsize == dtype.itemsize
+        record = np.zeros(1, dtype)
+        for i, name in enumerate(names):
+            record[name] = i + 3
+        assert record.view(view).tolist()[0] == tuple(i + 3 for i in range(len(names)))
+    record = np.zeros(1, layout.REQUEST)
+    record["cookie"] = (1 << 64) - 1
+    assert int(record.view(layout.REQUEST_SIGNED)["cookie"][0]) == -1
 
 
 @pytest.mark.parametrize("dtype,twin,skip", [
