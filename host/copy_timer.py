@@ -8,8 +8,13 @@ memory the engine's CPU has just read (send), and can cost several times more: t
 cache lines move between the two CPUs. The calibrated figure alone would book that
 difference to the driver.
 
-So the socket layers (host/offload_socket.py, host/inhost_socket.py) time every
-``period``-th boundary copy of their process with the wall clock, inline:
+So the socket layers time every ``period``-th boundary copy of their process. The
+offloaded socket's copy happens inside a compiled call (host/datapath.py), which
+reads the CPU's time-stamp counter around the memcpy alone; :meth:`CopyTimer.add_cycles`
+converts it with the TSC's rate, measured against the clock when this module loads
+(the TSC must run at a constant rate: ``constant_tsc``; without it the offloaded
+copies are not timed). The in-host socket (host/inhost_socket.py) times its copy with
+the wall clock, inline:
 
     timer = COPY_TIMER
     timer.countdown -= 1
@@ -33,6 +38,32 @@ import time
 from typing import Optional
 
 MAX_SAMPLES = 1 << 18
+CALIBRATE_NS = 2_000_000      # how long the TSC is compared with the clock
+
+
+def constant_tsc() -> bool:
+    """The CPU's time-stamp counter ticks at a constant rate (/proc/cpuinfo flags)."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("flags"):
+                    return "constant_tsc" in line.split()
+    except OSError:
+        pass
+    return False
+
+
+def ns_per_cycle() -> Optional[float]:
+    """Nanoseconds per TSC cycle, from a short busy comparison with the clock; None
+    when the TSC is not constant-rate."""
+    if not constant_tsc():
+        return None
+    from toad.rings.atomics import read_cycles
+    clock = time.perf_counter_ns
+    start_ns, start_cycles = clock(), read_cycles()
+    while clock() - start_ns < CALIBRATE_NS:
+        pass
+    return (clock() - start_ns) / max(1, read_cycles() - start_cycles)
 
 
 def _clock_overhead_ns(trials: int = 50) -> int:
@@ -48,18 +79,32 @@ def _clock_overhead_ns(trials: int = 50) -> int:
 class CopyTimer:
     """Samples of the boundary copy's cost, in ns per byte, while armed."""
 
-    __slots__ = ("period", "countdown", "samples", "overhead_ns")
+    __slots__ = ("period", "countdown", "samples", "overhead_ns", "cycle_ns")
 
     def __init__(self, period: int = 0) -> None:
         self.period = period         # copies per timed one; 0 = never time
         self.countdown = -1          # below zero while disarmed: never reaches 0
         self.samples: list[float] = []
         self.overhead_ns = _clock_overhead_ns()
+        self.cycle_ns: Optional[float] = None   # ns per TSC cycle, once measured
 
     def start(self) -> None:
         """Arm (a Meter's interval begins): the ``period``-th next copy is timed."""
         self.samples = []
         self.countdown = self.period if self.period > 0 else -1
+
+    def calibrate(self) -> None:
+        """Measure the TSC's rate (once per process, by the offloaded socket layer when
+        it starts: it busy-waits 2 ms)."""
+        if self.cycle_ns is None:
+            self.cycle_ns = ns_per_cycle() or 0.0
+
+    def add_cycles(self, cycles: int, nbytes: int) -> None:
+        """One copy timed in TSC cycles inside a compiled call (no clock overhead to
+        take off); not counted without a calibrated constant-rate TSC."""
+        self.countdown = self.period
+        if self.cycle_ns and nbytes > 0 and len(self.samples) < MAX_SAMPLES:
+            self.samples.append(cycles * self.cycle_ns / nbytes)
 
     def stop(self) -> None:
         self.countdown = -1

@@ -21,9 +21,15 @@ the engine's heartbeat while waiting, so a dead engine is a clear error within
 ``engine.heartbeat_timeout_ms``, never a hang. The wait machinery (wait_for, the
 spin and sleep loops) is host/driver_wait.py's EventWaits, a mixin of Driver.
 
-Threads: posting takes ``_post_lock``; events are consumed by whichever waiting
-thread holds ``_consumer`` and dispatched (completions by cookie, the rest to
-``on_event``); other waiters sleep on a condition the consumer notifies.
+Every ring operation is a compiled call of host/datapath.py on the driver's state
+arrays (``qp``, ``conns``, ``bufs``); the socket layer's send and receive calls are
+too, one per socket call. A compiled call holds the GIL, so it is atomic with
+respect to the process's other threads: the ring state needs no lock.
+
+Threads: events are consumed by whichever waiting thread holds ``_consumer`` and
+dispatched (completions by cookie, the rest to ``on_event``); other waiters sleep on
+a condition the consumer notifies. RECV_DATA for a registered connection
+(:meth:`Driver.register`) is attached to its row by the compiled poll itself.
 ``on_event`` runs in the consuming thread: it may post requests, but must not wait
 (``call``/``wait_for``) itself. ``close`` from one thread while another waits wakes
 the waiter, which raises OSError(EBADF); the semaphore and mappings go only once it
@@ -33,7 +39,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import struct
 import threading
 import time
 from collections import deque
@@ -41,28 +46,24 @@ from typing import Callable, NamedTuple, Optional
 
 import numpy as np
 
+from host import datapath
+from host.datapath import COUNT, NO_SLOT, WAKE
 from host.driver_wait import (MIN_SPIN_S, PROBE_MASK, SPIN_PAYS_S,  # noqa: F401
                               EventWaits, closed_error)
 from toad import layout
 from toad.addresses import pid_alive
 from toad.engine_stats import OeMemory
 from toad.errors import ToadError
-from toad.rings import MASK32, RecordRing, full_fence, ring_free
+from toad.rings import MASK32, ring_free
 from toad.shm import (Segment, ShmError, close_semaphore, create_semaphore, open_semaphore,
                       unlink_segment, unlink_semaphore)
 
 SLEEP_SLICE_S = 0.05
 CLOSE_WAIT_S = 1.0        # close(): longest wait for another thread to leave its wait
-_REQUEST = layout.REQUEST_STRUCT
 ROW_MASK = (1 << layout.CONN_ROW_BITS) - 1
-_OP_SEND, _SILENT = layout.OP_SEND, layout.REQ_SILENT
-_SLEEPING = layout.ENGINE_SLEEPING_FLAG
-_RECV_DATA = layout.EV_RECV_DATA
-# an event's type, conn, buffer and length (all a RECV_DATA event needs): poll reads the
-# whole body (EVENT_BODY_STRUCT) only for other events
-_RECV_FIELDS = struct.Struct("<H2xI16xI12xQ").unpack_from
-assert [layout.EVENT.fields[f][1] for f in ("type", "conn", "buffer", "length")] == \
-    [0, 4, 24, 40], "EVENT moved a field _RECV_FIELDS reads: update its format"
+POLL_OUT = 256            # events one poll hands to Python at most
+Q = {name: i for i, name in enumerate(datapath.HOST_QP.names)}   # qp's int64 words
+_SIGN = 1 << 63
 
 
 class EngineDead(ToadError):
@@ -70,7 +71,7 @@ class EngineDead(ToadError):
 
 
 class Event(NamedTuple):
-    """One event record (EVENT_BODY_STRUCT field order)."""
+    """One event record (EVENT field order, without reserved and phase)."""
     type: int
     flags: int
     conn: int
@@ -85,22 +86,23 @@ class Event(NamedTuple):
     value: int
 
 
+EVENT_FIELDS = layout.EVENT_FIELDS          # tolist() of poll's records: Event tuples
+REQUEST_FIELDS = layout.REQUEST_SIGNED      # post_many's records
+assert EVENT_FIELDS.names == Event._fields
+
+
+def signed(value: int) -> int:
+    """A u64 field's value as the int64 the compiled calls store (same bits)."""
+    return value - (1 << 64) if value >= _SIGN else value
+
 
 class Driver(EventWaits):
     """One QP of engine ``config.name`` for this process."""
 
-    def __init__(self, config, on_event: Optional[Callable[[Event], None]] = None,
-                 on_recv_data: Optional[Callable[[tuple], None]] = None):
+    def __init__(self, config, on_event: Optional[Callable[[Event], None]] = None):
         self.name = config.name
         self.on_event = on_event
-        # RECV_DATA events (the common ones) as raw EVENT_BODY_STRUCT tuples: no
-        # Event is built for them (used only together with on_event)
-        self.on_recv_data = on_recv_data if on_event is not None else None
         self.events: deque = deque()      # events nobody claimed (when on_event is None)
-        # conn -> the deque its RECV_DATA buffers go to: poll() attaches those itself
-        # ([buffer, 0, length] entries; the common event: no call, no Event built)
-        self.rx_queues: dict[int, deque] = {}
-        self.recv_attached = 0            # RECV_DATA events poll() attached so far
         self.busy_poll_s = config.qp.busy_poll_us / 1e6
         self.spin_s = self.busy_poll_s    # the next wait's spin budget (_adapt_spin)
         self.yield_spin = config.qp.busy_poll_mode == "yield"
@@ -113,6 +115,7 @@ class Driver(EventWaits):
         self.layout = lay = layout.qp_layout(config.qp)
         self.oe = OeMemory(self.name)
         self.segment = self.irq = self.wake = None
+        self.seg = self.regs = self.mv = self.u32 = self.u64 = None
         self.closed = False
         self.engine_dead = False
         self.heartbeat_timeout = int(self.oe.config["heartbeat_timeout_ms"]) / 1000.0
@@ -121,7 +124,6 @@ class Driver(EventWaits):
         self.engine_pid = self.oe.pid()
         self._last_heartbeat, self._heartbeat_seen = -1, time.monotonic()
         self.check_engine()
-        self._post_lock = threading.RLock()   # re-entrant: on_event may post
         self._consumer = threading.Lock()
         self._cond = threading.Condition()
         self._waiters = 0
@@ -130,13 +132,13 @@ class Driver(EventWaits):
         self._awaited: set[int] = set()
         self._done: dict[int, Event] = {}
         self._cookies = itertools.count(1)
+        self._undelivered: deque = deque()     # events taken but not dispatched yet
         self.sleeps = 0              # times a waiter slept on the interrupt semaphore
         self.irq_timeouts = 0        # ... and woke up by timeout instead of an interrupt
         self.waited_s = self.slept_s = 0.0   # time in wait_for, and asleep in it
         self.sleep_slice = SLEEP_SLICE_S  # longest single sleep (heartbeat checked between)
-        self.request_producer = self.event_consumer = self.rxbuf_producer = 0
-        self.request_room = 0        # request slots known free (post_send's cache)
-        self._rx_entries: Optional[list[bytes]] = None   # return_buffers' packed entries
+        self.out = np.zeros(POLL_OUT, layout.EVENT)        # events poll copies out
+        self.out_raw, self.out_fields = self.out.view(np.uint8), self.out.view(EVENT_FIELDS)
         try:
             self.slot, self.irq = self._claim_slot()
             self.wake = open_semaphore(layout.wake_name(self.name))
@@ -171,26 +173,10 @@ class Driver(EventWaits):
         self.mv = memoryview(buf)
         self.u32 = self.mv.cast("I")
         self.u64 = self.mv.cast("Q")
-        self.requests = RecordRing(buf, lay.request_offset, lay.request_entries, layout.REQUEST)
-        self.request_base = lay.request_offset
-        self.request_mask = lay.request_entries - 1
-        self.request_entries = lay.request_entries
+        self.seg = np.frombuffer(buf, np.uint8)          # the same, for compiled calls
+        self.regs = np.frombuffer(self.oe.segment.map, np.uint32)   # OE memory
         self.request_consumer_word = layout.QP_HEADER_FIELDS["request_consumer"] // 4
         self.rxbuf_consumer_word = layout.QP_HEADER_FIELDS["rxbuf_consumer"] // 4
-        self.engine_flags_word = layout.QP_HEADER_FIELDS["engine_flags"] // 4
-        self._map_event_ring(lay)
-
-    def _map_event_ring(self, lay: layout.QpLayout) -> None:
-        """poll()'s view of the event ring in ``self.mv`` (entries a power of two)."""
-        self.event_shift = lay.event_entries.bit_length() - 1
-        self.event_phase_word = (lay.event_offset + layout.EVENT_PHASE_OFFSET) // 4
-        # the phase word of event ``event_consumer`` and the value it has once that
-        # event is published (poll's one-load test for "nothing new")
-        self.next_phase_word, self.next_phase = self.event_phase_word, 1
-        # what poll() reads the ring with (one load instead of eight)
-        self._event_ring = (layout.EVENT_BODY_STRUCT.unpack_from, self.mv,
-                            lay.event_entries - 1, self.event_shift, lay.event_offset,
-                            self.event_phase_word)
 
     def _slot_word(self, field: str) -> int:
         return self.oe.slot_word(self.slot, field)
@@ -210,6 +196,12 @@ class Driver(EventWaits):
         self.rxbuf_doorbell = self._slot_word("rxbuf_producer")
         self.irq_enabled_word = self._slot_word("irq_enabled")
         self.irq_index_word = self._slot_word("irq_event_index")
+        words = {field: self._slot_word(field) for field in
+                 ("request_producer", "event_consumer", "rxbuf_producer", "irq_event_index",
+                  "irq_enabled")}
+        self.qp, self.conns, self.bufs = datapath.new_state(
+            self.layout, words, self.engine_may_sleep, 1)
+        self.q = self.qp.view(np.int64)          # the same record, one word per field
         if self._command(layout.CMD_ENABLE) != layout.SLOT_ACTIVE:
             code = u32[self._slot_word("error")]
             raise ToadError(f"engine {self.name!r} refused QP slot {self.slot}: "
@@ -254,6 +246,37 @@ class Driver(EventWaits):
         self.engine_dead = True
         raise EngineDead(f"engine {self.name!r} {why}; is `toad engine` running?")
 
+    # ---- indices (the compiled calls keep them in ``qp``) ----------------------------
+    @property
+    def request_producer(self) -> int:
+        return int(self.q[Q["request_producer"]])
+
+    @property
+    def request_room(self) -> int:
+        """Request slots known free (the engine's consumer index is read when 0)."""
+        return int(self.q[Q["request_room"]])
+
+    @property
+    def event_consumer(self) -> int:
+        return int(self.q[Q["event_consumer"]])
+
+    @property
+    def rxbuf_producer(self) -> int:
+        return int(self.q[Q["rxbuf_producer"]])
+
+    @property
+    def recv_attached(self) -> int:
+        """RECV_DATA events the compiled poll attached to their connection so far."""
+        return int(self.q[Q["attached"]])
+
+    def wake_engine(self, result: int) -> int:
+        """Post the engine's wake semaphore if a compiled call said it sleeps; returns
+        the call's count."""
+        if result > 0 and result & WAKE:
+            self.wake.release()
+            return result & COUNT
+        return result
+
     # ---- requests --------------------------------------------------------------------------
     def new_cookie(self) -> int:
         return next(self._cookies)  # itertools.count: atomic under the GIL
@@ -261,93 +284,46 @@ class Driver(EventWaits):
     def post(self, opcode: int, flags: int = 0, conn: int = 0, cookie: int = 0,
              addr: int = 0, port: int = 0, option: int = 0, offset: int = 0,
              length: int = 0, value: int = 0) -> None:
-        """Post one request and ring the doorbell."""
-        with self._post_lock:
-            if ((self.request_producer - self.u32[self.request_consumer_word]) & MASK32) \
-                    >= self.request_entries:
-                self._wait_request_space(1)   # may dispatch events whose handlers post
-            index = self.request_producer
-            _REQUEST.pack_into(self.mv, self.request_base + (index & self.request_mask) * 64,
-                               opcode, flags, conn, cookie, addr, port, option, offset,
-                               length, value)
-            self._ring_request_doorbell((index + 1) & MASK32)
-
-    def post_send(self, conn: int, offset: int, length: int) -> None:
-        """``post(OP_SEND, REQ_SILENT, conn, offset=, length=)`` without the keyword
-        defaults and calls: the one request of the bulk send path. The engine's
-        consumer index is read only when ``request_room`` (slots known free) is used
-        up. (acquire/release, not ``with``: half the cost of a lock on this path.)"""
-        lock = self._post_lock
-        lock.acquire()
-        try:
-            index = self.request_producer
-            if not self.request_room:
-                self._refresh_request_room()    # may wait, dispatching events
-                index = self.request_producer
-            self.request_room -= 1
-            _REQUEST.pack_into(self.mv, self.request_base + (index & self.request_mask) * 64,
-                               _OP_SEND, _SILENT, conn, 0, 0, 0, 0, offset, length, 0)
-            index = (index + 1) & MASK32
-            self.request_producer = index
-            self.oe_u32[self.req_doorbell] = index  # publish: the record is written
-        finally:
-            lock.release()
-        # Releasing a CPython lock is sem_post, an atomic read-modify-write (lock
-        # cmpxchg on x86-64): a full barrier as full_fence's acquire, so the doorbell
-        # is visible before we read "engine sleeping". (A nested release of this RLock
-        # is no barrier; the post that holds it outside rings its doorbell and checks.)
-        if self.engine_may_sleep and self.u32[self.engine_flags_word] & _SLEEPING:
-            self.wake.release()
-
-    def _refresh_request_room(self) -> None:
-        """Read the engine's request consumer index (caller holds ``_post_lock``);
-        wait (consuming events) while the ring is full."""
-        if self.request_space() < 1:
-            self._wait_request_space(1)   # may dispatch events whose handlers post
-        self.request_room = self.request_space()
+        """Post one request and ring the doorbell (waiting for a free slot, consuming
+        events meanwhile: the engine reads requests only while it can answer them)."""
+        args = (self.seg, self.regs, self.qp, opcode, flags, conn, cookie, addr, port, option,
+                offset, length, value)
+        result = datapath.post(*args)
+        while result == NO_SLOT:
+            self._wait_request_space(1)
+            result = datapath.post(*args)
+        self.wake_engine(result)
 
     def post_many(self, records: list[tuple]) -> None:
-        """Post request tuples (REQUEST_STRUCT order) with one doorbell write."""
-        pack, mv, ring = layout.REQUEST_STRUCT.pack_into, self.mv, self.requests
-        with self._post_lock:
-            self._wait_request_space(len(records))
-            index = self.request_producer
-            for values in records:
-                pack(mv, ring.byte_offset(index), *values)
-                index = (index + 1) & MASK32
-            self._ring_request_doorbell(index)
+        """Post request tuples (REQUEST field order) with one doorbell write."""
+        batch = np.zeros(len(records), REQUEST_FIELDS)
+        batch[:] = [tuple(signed(v) for v in values) for values in records]
+        self._post_records(batch.view(np.uint8), len(records))
 
     def post_array(self, records: np.ndarray) -> None:
         """Post a numpy array of REQUEST records (batches) with one doorbell write."""
-        with self._post_lock:
-            self._wait_request_space(len(records))
-            self.requests.write(self.request_producer, records)
-            self._ring_request_doorbell((self.request_producer + len(records)) & MASK32)
+        self._post_records(np.ascontiguousarray(records, layout.REQUEST).view(np.uint8),
+                           len(records))
 
-    def _ring_request_doorbell(self, producer: int) -> None:
-        self.request_producer = producer
-        self.request_room = 0         # post_send re-reads the consumer index
-        self.oe.u32[self.req_doorbell] = producer  # publish: the records are written
-        if self.engine_may_sleep:
-            full_fence()  # the doorbell is visible before we read "engine sleeping"
-            if self.u32[self.engine_flags_word] & layout.ENGINE_SLEEPING_FLAG:
-                self.wake.release()
+    def _post_records(self, raw: np.ndarray, count: int) -> None:
+        if count > self.layout.request_entries:
+            raise ValueError(f"{count} records exceed the request ring "
+                             f"({self.layout.request_entries})")
+        result = datapath.post_records(self.seg, self.regs, self.qp, raw, count)
+        while result == NO_SLOT:
+            self._wait_request_space(count)
+            result = datapath.post_records(self.seg, self.regs, self.qp, raw, count)
+        self.wake_engine(result)
 
     def request_space(self) -> int:
         return ring_free(self.layout.request_entries, self.request_producer,
                          self.u32[self.request_consumer_word])
 
     def _wait_request_space(self, count: int) -> None:
-        if count > self.layout.request_entries:
-            raise ValueError(f"{count} records exceed the request ring ({self.layout.request_entries})")
         spins = 0
         while self.request_space() < count:
             # the engine stops reading requests while the event ring is full: consume
-            if self._consumer.acquire(False):
-                try:
-                    self.poll()
-                finally:
-                    self._consumer.release()
+            self.try_poll(force=True)
             spins += 1
             if spins & 255 == 0:
                 self.check_engine()
@@ -398,51 +374,33 @@ class Driver(EventWaits):
         return self.published(self.event_consumer)
 
     def poll(self, limit: int = 256) -> int:
-        """Consume and dispatch ready events (caller holds the consumer role)."""
-        u32 = self.u32
-        if u32[self.next_phase_word] != self.next_phase:
-            return 0                  # nothing published (a spinning waiter's usual poll)
-        unpack, mv, mask, shift, base, phase_word = self._event_ring
-        index, count, attached = self.event_consumer, 0, 0
-        slot, phase = index & mask, ((index >> shift) & 1) ^ 1   # of event ``index``
-        rx_queues = self.rx_queues
-        try:
-            while count < limit:
-                if u32[phase_word + slot * 16] != phase:
-                    break
-                at = base + slot * 64
-                kind, conn, buffer, length = _RECV_FIELDS(mv, at)  # phase seen, then body
-                count += 1
-                slot += 1
-                if slot > mask:               # the ring wrapped: the phase flips
-                    slot, phase = 0, phase ^ 1
-                if kind == _RECV_DATA:        # no cookie: never awaited
-                    queue = rx_queues.get(conn)
-                    if queue is not None and length:
-                        queue.append([buffer, 0, length])  # buffer, start, length
-                        attached += 1
-                        continue
-                values = unpack(mv, at)
-                if kind == _RECV_DATA:
-                    if self.on_recv_data is not None:
-                        self.on_recv_data(values)
-                        continue
-                self._dispatch(Event._make(values))
-        finally:   # even if a handler raised: the events taken are consumed
-            if attached:
-                self.recv_attached += attached
-            if count:
-                self.event_consumer = index = (index + count) & MASK32
-                self.next_phase_word, self.next_phase = phase_word + slot * 16, phase
-                self.oe.u32[self.event_doorbell] = index  # the engine may reuse the slots
-                if self._waiters:
-                    with self._cond:
-                        self._cond.notify_all()
-        return count
+        """Consume and dispatch ready events (caller holds the consumer role); returns
+        how many were consumed. A RECV_DATA for a registered connection is attached by
+        the compiled call; the others are dispatched here, in ring order."""
+        undelivered = self._undelivered
+        if undelivered:                 # left by a handler that raised
+            self._deliver(undelivered)
+        result = datapath.poll(self.seg, self.regs, self.qp, self.conns, self.bufs,
+                               self.out_raw, limit)
+        if not result:
+            return 0
+        copied = result & 0xFFFFFFFF
+        if copied:
+            undelivered.extend(map(Event._make, self.out_fields[:copied].tolist()))
+            self._deliver(undelivered)
+        if self._waiters:
+            with self._cond:
+                self._cond.notify_all()
+        return result >> 32
 
-    def try_poll(self) -> int:
+    def _deliver(self, events: deque) -> None:
+        """Dispatch queued events; one whose handler raises is consumed all the same."""
+        while events:
+            self._dispatch(events.popleft())
+
+    def try_poll(self, force: bool = False) -> int:
         """Consume ready events if no other thread is consuming (never waits)."""
-        if self.u32[self.next_phase_word] != self.next_phase:
+        if not force and not self._undelivered and not self.event_ready():
             return 0          # nothing published (a hint only: poll decides under the role)
         if not self._consumer.acquire(False):
             return 0
@@ -459,77 +417,67 @@ class Driver(EventWaits):
         else:
             self.events.append(event)
 
-    # ---- receive buffers and counters --------------------------------------------------
+    # ---- connections, receive buffers and counters ------------------------------------------
+    def register(self, conn: int) -> None:
+        """A new connection's row (nothing attached, nothing sent or read yet); RECV_DATA
+        for ``conn`` is attached to it by the compiled poll from now on."""
+        row = conn & ROW_MASK
+        if not 0 < row < self.layout.counter_rows:
+            raise ValueError(f"connection id {conn:#x} has no counter row in this QP")
+        datapath.open_row(self.conns, row, conn)
+
+    def unregister(self, conn: int) -> list[int]:
+        """Stop attaching ``conn``'s buffers; returns the ids of those attached and not
+        read (the caller gives them back)."""
+        row = conn & ROW_MASK
+        if not 0 < row < self.layout.counter_rows or self.conns[row]["conn"] != conn:
+            return []
+        ids, buffer_id = [], datapath.detach_row(self.conns, self.bufs, row)
+        nexts = self.bufs["next"]
+        while buffer_id >= 0:
+            ids.append(buffer_id)
+            buffer_id = int(nexts[buffer_id])
+        return ids
+
     def recv_buffer_offset(self, index: int) -> int:
         """Offset of anonymous buffer ``index`` inside this QP's receive area."""
         return self.layout.recv_offset + index * self.layout.recv_buffer_bytes
 
     def post_rx_buffers(self, buffers: list[tuple[int, int, int]]) -> None:
-        """Give (offset, length, id) free anonymous buffers to the engine."""
-        lay = self.layout
-        with self._post_lock:
-            while ring_free(lay.rxbuf_entries, self.rxbuf_producer,
-                            self.u32[self.rxbuf_consumer_word]) < len(buffers):
-                self.check_engine()
-                time.sleep(0.0001)
-            index = self.rxbuf_producer
-            for offset, length, buf_id in buffers:
-                off = lay.rxbuf_offset + (index & (lay.rxbuf_entries - 1)) * layout.RXBUF.itemsize
-                layout.RXBUF_STRUCT.pack_into(self.mv, off, offset, length, buf_id)
-                index = (index + 1) & MASK32
-            self._publish_rxbufs(index)
+        """Give (offset, length, id) anonymous buffers to the engine (any entries: the
+        engine checks them)."""
+        entries = np.array([(signed(offset), length, buf_id)
+                            for offset, length, buf_id in buffers], np.int64).reshape(-1, 3)
+        while self.wake_engine(datapath.give_buffers(self.seg, self.regs, self.qp,
+                                                     entries)) == NO_SLOT:
+            self.check_engine()
+            time.sleep(0.0001)
 
     def return_buffers(self, ids: list[int]) -> None:
-        """Give whole anonymous buffers ``ids`` back to the engine (post_rx_buffers
-        of (recv_buffer_offset(id), recv_buffer_bytes, id), from entries packed once)."""
-        entries, lay = self._rx_entries, self.layout
-        if entries is None:
-            size, pack = lay.recv_buffer_bytes, layout.RXBUF_STRUCT.pack
-            entries = self._rx_entries = [pack(self.recv_buffer_offset(i), size, i)
-                                          for i in range(lay.recv_buffers)]
-        mask, width, first = lay.rxbuf_entries - 1, layout.RXBUF.itemsize, lay.rxbuf_offset
-        mv, count = self.mv, len(ids)
-        with self._post_lock:
-            index = self.rxbuf_producer
-            while ring_free(lay.rxbuf_entries, index, self.u32[self.rxbuf_consumer_word]) \
-                    < count:
-                self.check_engine()
-                time.sleep(0.0001)
-            slot = index & mask
-            if slot + count <= mask + 1:        # no wrap: all entries in one store
-                at = first + slot * width
-                mv[at:at + count * width] = b"".join(map(entries.__getitem__, ids))
-                index = (index + count) & MASK32
-            else:
-                for buf_id in ids:
-                    at = first + (index & mask) * width
-                    mv[at:at + width] = entries[buf_id]
-                    index = (index + 1) & MASK32
-            self._publish_rxbufs(index)
+        """Give whole anonymous buffers ``ids`` back to the engine (with the consumed
+        counters of the connections that read them: flush_returns)."""
+        for buf_id in ids:
+            datapath.release(self.qp, self.conns, self.bufs, -1, buf_id, 0)
+        self.flush_returns()
 
-    def _publish_rxbufs(self, index: int) -> None:
-        self.rxbuf_producer = index
-        self.oe.u32[self.rxbuf_doorbell] = index  # publish: entries are written
-        if self.engine_may_sleep:
-            full_fence()
-            if self.u32[self.engine_flags_word] & layout.ENGINE_SLEEPING_FLAG:
-                self.wake.release()
+    def flush_returns(self) -> None:
+        """Hand back the buffers read (and the consumed counters that count them)."""
+        while self.wake_engine(datapath.flush(self.seg, self.regs, self.qp, self.conns,
+                                              self.bufs)) == NO_SLOT:
+            self.check_engine()      # (the engine takes entries as it needs buffers)
+            time.sleep(0.0001)
 
     def rxbuf_taken(self) -> int:
         """How far the engine has taken receive buffers (its consumer index)."""
         return self.u32[self.rxbuf_consumer_word]
 
-    def _counter_word(self, conn: int, field_offset: int) -> int:
-        row = conn & ROW_MASK
-        return (self.layout.counters_offset + row * layout.COUNTER_ROW.itemsize + field_offset) // 8
-
     def bytes_acked(self, conn: int) -> int:
         """Cumulative bytes sent and acknowledged on ``conn`` (written by the engine)."""
-        return self.u64[self._counter_word(conn, 0)]
+        return datapath.acked(self.seg, self.qp, conn)
 
     def set_bytes_consumed(self, conn: int, total: int) -> None:
         """Tell the engine how many bytes the application has read so far."""
-        self.u64[self._counter_word(conn, 8)] = total
+        datapath.store_consumed(self.seg, self.qp, conn, total)
 
     def area(self, offset: int, length: int) -> memoryview:
         """A view of this QP's own memory (send or receive area)."""
@@ -568,7 +516,7 @@ class Driver(EventWaits):
             if getattr(self, view, None) is not None:
                 getattr(self, view).release()
                 setattr(self, view, None)
-        self.requests = None
+        self.seg = self.regs = None            # numpy views go before their mappings
         if self.segment is not None:
             self.segment.close()
             self.segment.unlink()

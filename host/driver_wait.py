@@ -20,11 +20,12 @@ from typing import Callable, Optional
 
 import posix_ipc
 
-from toad.rings import MASK32, full_fence
+from host import datapath
 
 PROBE_MASK = 63           # every 64th wait spins the full busy_poll_us
 MIN_SPIN_S = 2e-6
 SPIN_PAYS_S = 10e-6      # a spin longer than this costs more CPU than a sleep + wake
+SPIN_CHECKS = 256         # looks at the ring's head per compiled spin (a few us)
 
 
 def closed_error() -> OSError:
@@ -115,6 +116,8 @@ class EventWaits:
             if time.perf_counter() < spin_end:
                 if self.yield_spin:
                     os.sched_yield()
+                else:                       # watch the ring's head in compiled code
+                    datapath.spin(self.seg, self.qp, SPIN_CHECKS)
                 continue
             slice_s = self.sleep_slice if not batch else min(self.sleep_slice, self.rx_batch_s)
             if deadline is not None:
@@ -143,18 +146,12 @@ class EventWaits:
 
     def published(self, index: int) -> bool:
         """Whether the engine has published event ``index`` (its phase bit is set)."""
-        slot = index & (self.layout.event_entries - 1)
-        return self.u32[self.event_phase_word + slot * 16] == ((index >> self.event_shift) & 1) ^ 1
+        return datapath.published(self.seg, self.qp, index)
 
     def sleep_on_interrupt(self, timeout: float, batch: int = 1) -> bool:
         """Arm the interrupt for the ``batch``-th next event, re-check, then sleep on
         it; False if the sleep timed out (no interrupt)."""
-        u32 = self.oe.u32
-        index = (self.event_consumer + batch - 1) & MASK32
-        u32[self.irq_index_word] = index
-        u32[self.irq_enabled_word] = 1
-        full_fence()  # the arm is visible before we look at that event's slot again
-        if not self.published(index):
+        if not datapath.arm(self.seg, self.regs, self.qp, batch):
             self.sleeps += 1
             start = time.perf_counter()
             with self._sleep_lock:
@@ -168,7 +165,7 @@ class EventWaits:
                     raise closed_error() from None
                 if batch == 1:
                     self.irq_timeouts += 1
-                u32[self.irq_enabled_word] = 0
+                self.oe.u32[self.irq_enabled_word] = 0
                 self.check_engine()   # woken by no interrupt: is the engine alive?
                 return False
             finally:
@@ -179,5 +176,5 @@ class EventWaits:
                 raise closed_error()
         # an interrupt (or an event found at the re-check) proves the engine alive;
         # the spin loop still checks the heartbeat every 1024 empty polls
-        u32[self.irq_enabled_word] = 0
+        self.oe.u32[self.irq_enabled_word] = 0
         return True

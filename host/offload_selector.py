@@ -39,7 +39,7 @@ def readable(sock: OffloadSocket) -> bool:
         return False
     if sock.listening:
         return sock.accept_ready > sock.accept_matched or bool(sock.error)
-    return bool(sock.rx) or sock.eof or bool(sock.error) or sock.shut_rd
+    return sock.readable()
 
 
 def room_wanted(sock: OffloadSocket) -> int:
@@ -51,7 +51,7 @@ def send_room(sock: OffloadSocket) -> int:
     """Free bytes in the send ring by the engine's acked counter (read, not stored:
     the ring's fields belong to the writer, under its lock)."""
     ring = sock.ring
-    acked = sock.u64[sock.acked_word]
+    acked = sock.driver.bytes_acked(sock.conn)
     return ring.size - ring.posted + (acked if acked > ring.base else ring.base)
 
 
@@ -156,7 +156,7 @@ class OffloadSelector(BaseSelector):
             if not key.events & EVENT_WRITE or sock.closed or sock.ring is None \
                     or not sock.connected or sock.connecting is not None or sock.error:
                 continue
-            ring, acked = sock.ring, sock.u64[sock.acked_word]
+            ring, acked = sock.ring, sock.driver.bytes_acked(sock.conn)
             target = ring.posted + room_wanted(sock) - ring.size   # acked count needed
             if target <= max(acked, ring.base) or self._asked.get(sock, -1) > acked:
                 continue

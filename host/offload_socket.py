@@ -4,7 +4,9 @@ host/sockets.py has the QP-wide part (OffloadNetwork: the driver, event dispatch
 the shared send area and receive pool) and the contract both follow; this module
 has what one connection does: synchronous calls by cookie, ``send`` (one copy into
 the connection's send ring, one SEND), ``recv`` (one copy out of an anonymous
-buffer), the send ring's growth and space waits, shutdown and close.
+buffer), the send ring's growth and space waits, shutdown and close. A send or a
+receive that finds what it needs is one compiled call (host/datapath.py); Python
+takes over to open or grow a ring, to wait, and for errors.
 """
 from __future__ import annotations
 
@@ -13,12 +15,12 @@ import socket as pysocket
 import struct
 import threading
 import time
-from collections import deque
-from time import perf_counter_ns
 from typing import TYPE_CHECKING
 
-from host.copy_align import MIN_BYTES, PAGE, SLOW_BELOW, AlignedCopier, address
+from host import datapath
 from host.copy_timer import COPY_TIMER
+from host.datapath import COUNT, EMPTY, WAKE
+from host.driver import Q
 from host.send_buffers import SendRing
 from toad import layout
 from toad.addresses import aton, ntoa, parse_address
@@ -30,6 +32,10 @@ ABORT = 1                 # CLOSE value: reset (SO_LINGER 0)
 MIN_SHARE = 16384
 FIRST_RING = 65536
 ROW_MASK = (1 << layout.CONN_ROW_BITS) - 1
+SEND_BY_TYPE = {kind: datapath.send_by_source[i] for kind, i in datapath.SOURCES.items()}
+RECV_BY_TYPE = {kind: datapath.recv_by_target[i] for kind, i in datapath.TARGETS.items()}
+_SEND_VIEW, _RECV_VIEW = SEND_BY_TYPE[memoryview], RECV_BY_TYPE[memoryview]
+_COPY_CYCLES = Q["copy_cycles"]
 
 def error(code: int, text: str) -> OSError:
     """OSError(code, ...) is built as the matching subclass (ConnectionResetError...)."""
@@ -61,27 +67,17 @@ class OffloadSocket:
         self.closed = False
         self.local: tuple[str, int] = ("0.0.0.0", 0)
         self.peer = peer
-        self.rx: deque = deque()       # [buffer id, start, length] attached buffers
-        self.consumed = 0              # buffer bytes released (read + unused tails)
-        # the counter-table word of "bytes consumed" (our own memory: a plain store)
-        lay = network.driver.layout
-        row = lay.counters_offset + (conn & ROW_MASK) * layout.COUNTER_ROW.itemsize
-        self.consumed_word = (row + layout.COUNTER_ROW.fields["bytes_consumed"][1]) // 8
-        self.acked_word = (row + layout.COUNTER_ROW.fields["bytes_acked"][1]) // 8
-        self.mv = self.driver.mv       # the QP's memory (send ring and receive buffers)
-        self.recv_offset, self.buffer_bytes = network.recv_offset, network.buffer_bytes
-        self.u64 = self.driver.u64
+        self.row = conn & ROW_MASK     # its row in the QP's tables (host/datapath.py)
+        self.rx_args = network.rx_args
+        self.tx_args = network.tx_args
+        self.q = self.driver.q
         self.eof = False
         self.error = 0
         self.shut_rd = self.shut_wr = False
-        self.talking = False           # sent since its last read: a reader waits per event
         self.accept_ready = 0          # ACCEPT_READY events seen
         self.accept_matched = 0        # of those, the ones an ACCEPT answered (or EAGAIN)
-        self.copier = AlignedCopier()  # receive copies that dodge memcpy's slow case
-        self.copy_target = None        # the last recv_into target and its address
-        self.copy_addr = 0
         self.space_events = 0          # SEND_SPACE events seen
-        self.ring: SendRing | None = None
+        self.tx = self.driver.conns[self.row]    # its row (a view): send ring, receive
         self.retired: list = []        # (offset, size, posted at retirement) of old rings
         self.abort_on_close = False    # SO_LINGER {1, 0}
         self.share = network.share     # send-buffer bytes this socket may hold (SO_SNDBUF)
@@ -93,11 +89,12 @@ class OffloadSocket:
     # ---- events (consumer thread) ------------------------------------------------------
     def on_event(self, event) -> None:
         kind = event.type
-        if kind == layout.EV_RECV_DATA:
-            if self.closed or event.length == 0:
-                self.net.give_back(event.buffer)
-            else:
-                self.rx.append([event.buffer, 0, event.length])
+        if kind == layout.EV_RECV_DATA:      # one the compiled poll did not attach
+            driver = self.driver
+            if self.closed or not datapath.attach_one(driver.qp, driver.conns, driver.bufs,
+                                                      self.conn, event.buffer, event.length):
+                if 0 <= event.buffer < driver.layout.recv_buffers:
+                    self.net.give_back(event.buffer)
         elif kind == layout.EV_PEER_CLOSED:
             self.eof = True
         elif kind == layout.EV_RESET:
@@ -310,6 +307,18 @@ class OffloadSocket:
         return TimeoutError("timed out")
 
     # ---- sending ---------------------------------------------------------------------
+    @property
+    def ring(self) -> SendRing | None:
+        """The send ring as it stands (a copy of the row's fields), None before the
+        first send."""
+        tx = self.tx
+        if not tx["tx_size"]:
+            return None
+        ring = SendRing(int(tx["tx_offset"]), int(tx["tx_size"]), int(tx["tx_posted"]),
+                        int(tx["tx_acked"]))
+        ring.base = int(tx["tx_base"])
+        return ring
+
     def send(self, data, flags: int = 0) -> int:
         if flags:
             raise error(errno.EOPNOTSUPP, "send flags")
@@ -320,49 +329,32 @@ class OffloadSocket:
         return self._send_view(view, False)
 
     def sendall(self, data, flags: int = 0) -> None:
-        """Send every byte. The common case (the whole view fits in the ring's known
-        free space before its end) is one copy and one SEND, in this frame; otherwise
-        _send_view makes room for the whole rest (acked space, a bigger ring, or a
-        wait) before it writes, so a bulk writer's chunks are never split by a partial
-        write and stay aligned in the ring (only a ring's end splits one)."""
+        """Send every byte. The common case (the whole buffer fits in the ring's free
+        space before its end) is one compiled call: the copy, the SEND, the doorbell.
+        Otherwise _send_view makes room for the whole rest (acked space, a bigger ring,
+        or a wait) before it writes, so a bulk writer's chunks are never split by a
+        partial write and stay aligned in the ring (only a ring's end splits one)."""
         if flags:
             raise error(errno.EOPNOTSUPP, "sendall flags")
-        lock = self.send_lock
-        lock.acquire()   # (acquire/release, not ``with``: half the cost)
-        try:
-            ring = self.ring
-            if ring is not None and not (self.closed or self.error or self.shut_wr):
-                # any flat byte buffer is copied as it is (no view or cast per call):
-                # for anything else (other item formats or shapes, no buffer, no len)
-                # len() is not its byte count, but then the copy (or len) raises before
-                # a byte is written, and the general path below casts it
-                try:
-                    total = len(data)
-                except TypeError:
-                    total = 0
-                size, base, posted, acked = ring.size, ring.base, ring.posted, ring.acked
-                position = (posted - base) % size
-                if 0 < total and position + total <= size and \
-                        size - posted + (acked if acked > base else base) >= total:
-                    offset = ring.offset + position
-                    timer = COPY_TIMER            # one copy in N is timed (copy_timer.py)
-                    timer.countdown -= 1
-                    try:
-                        if timer.countdown:
-                            self.mv[offset:offset + total] = data     # the one copy
-                        else:
-                            t0 = perf_counter_ns()
-                            self.mv[offset:offset + total] = data
-                            timer.add(perf_counter_ns() - t0, total)
-                    except (TypeError, ValueError):
-                        pass
-                    else:
-                        self.driver.post_send(self.conn, offset, total)
-                        ring.posted = posted + total
-                        self.talking = True
-                        return
-        finally:
-            lock.release()
+        send = SEND_BY_TYPE.get(type(data))
+        # a flat byte buffer is copied as it is; any other goes through a byte cast
+        if send is not None and not (self.error or self.closed or self.shut_wr) and (
+                send is not _SEND_VIEW or (data.format == "B" and data.c_contiguous
+                                           and data.ndim == 1)):
+            timer = COPY_TIMER              # one copy in N is timed (copy_timer.py)
+            timer.countdown -= 1
+            if timer.countdown:
+                result = send(*self.tx_args, data, self.row, 0)
+            else:
+                result = send(*self.tx_args, data, self.row, 1)
+                if result >= 0:
+                    timer.add_cycles(int(self.q[_COPY_CYCLES]), result & COUNT)
+                else:
+                    timer.countdown = 1     # time the next one instead
+            if result >= 0:
+                if result & WAKE:
+                    self.driver.wake.release()
+                return
         view = data if type(data) is memoryview and data.format == "B" and \
             data.ndim == 1 and data.c_contiguous else memoryview(data).cast("B")
         total = len(view)
@@ -375,56 +367,59 @@ class OffloadSocket:
         ``whole`` (sendall): first make room for all of ``view`` (up to the share),
         else (send) for at least ``qp.send_space_threshold`` bytes or what is left."""
         want = len(view)
-        lock = self.send_lock
-        lock.acquire()
-        try:
+        with self.send_lock:
             if self.closed or self.error or self.shut_wr or not self.connected:
                 self._check_send()
-            ring = self.ring or self._open_ring()
-            size, base, posted, acked = ring.size, ring.base, ring.posted, ring.acked
-            space = size - posted + (acked if acked > base else base)
-            position = (posted - base) % size
-            room = min(space, size - position)          # contiguous free bytes
-            if room < want and (whole or space < self.net.threshold):
-                ring = self._make_room(ring, want if whole else 1)
-                size, base, posted, acked = ring.size, ring.base, ring.posted, ring.acked
-                space = size - posted + (acked if acked > base else base)
-                position = (posted - base) % size
-                room = min(space, size - position)
-            n = want if want < room else room
-            offset = ring.offset + position
-            timer = COPY_TIMER
-            timer.countdown -= 1
-            if timer.countdown:
-                self.mv[offset:offset + n] = view[:n] if n < want else view   # the one copy
-            else:
-                t0 = perf_counter_ns()
-                self.mv[offset:offset + n] = view[:n] if n < want else view
-                timer.add(perf_counter_ns() - t0, n)
-            self.driver.post_send(self.conn, offset, n)
-            ring.posted = posted + n
-            self.talking = True
-            return n
-        finally:
-            lock.release()
+            if not self.tx["tx_size"]:
+                self._open_ring()
+            while True:
+                space, room = self._room()
+                if room < want and (whole or space < self.net.threshold):
+                    self._make_room(want if whole else 1)
+                    space, room = self._room()
+                n = want if want < room else room
+                piece = view[:n] if n < want else view
+                timer = COPY_TIMER
+                timer.countdown -= 1
+                result = _SEND_VIEW(*self.tx_args, piece, self.row, 0 if timer.countdown else 1)
+                if result == datapath.NO_SLOT:
+                    timer.countdown += 1
+                    self.driver._wait_request_space(1)
+                    continue
+                if result < 0:                  # acknowledged bytes moved: look again
+                    timer.countdown += 1
+                    continue
+                if not timer.countdown:
+                    timer.add_cycles(int(self.q[_COPY_CYCLES]), n)
+                if result & WAKE:
+                    self.driver.wake.release()
+                return n
 
-    def _make_room(self, ring: SendRing, need: int) -> SendRing:
+    def _room(self) -> tuple[int, int]:
+        """(free bytes, contiguous free bytes from the write position) of the ring."""
+        tx = self.tx
+        size, base, posted, acked = (int(tx[f]) for f in
+                                     ("tx_size", "tx_base", "tx_posted", "tx_acked"))
+        space = size - posted + (acked if acked > base else base)
+        return space, min(space, size - (posted - base) % size)
+
+    def _make_room(self, need: int) -> None:
         """Free what the engine acked (lazily, from its counter). If ``need`` bytes
         still do not fit before the ring's end, a ring below the share moves to a
         bigger extent (before any partial write: a fresh ring starts at a write's
         first byte, so chunk-sized writes stay whole and aligned); else wait until
         ``need`` (at most the ring's size) bytes are free."""
-        ring.acked = self.u64[self.acked_word]
+        acked = self.driver.bytes_acked(self.conn)
+        self.tx["tx_acked"] = acked
         if self.retired:
-            self._free_retired(ring.acked)
-        space = ring.space()
-        if min(space, ring.size - (ring.posted - ring.base) % ring.size) >= need:
-            return ring
-        ring = self._grow(ring) or ring
-        need = min(need, ring.size)
-        if ring.space() >= need:
-            return ring
-        return self._wait_space(ring, need)
+            self._free_retired(acked)
+        if self._room()[1] >= need:
+            return
+        self._grow()
+        need = min(need, int(self.tx["tx_size"]))
+        if self._room()[0] >= need:
+            return
+        self._wait_space(need)
 
     def _check_send(self) -> None:
         self._check_open()
@@ -437,14 +432,15 @@ class OffloadSocket:
                 raise error(errno.ENOTCONN, "send")
             self._finish_connect(errno.EAGAIN)   # connected now, or raises
 
-    def _open_ring(self) -> SendRing:
+    def _open_ring(self) -> None:
         """A first, small ring in the send area (taken at the connection's first send)."""
         size = min(FIRST_RING, self.share)
         while True:
             offset = self.net.area.allocate(size)
             if offset is not None:
-                self.ring = SendRing(offset, size)
-                return self.ring
+                datapath.set_ring(self.driver.conns, self.row, offset, size,
+                                  int(self.tx["tx_posted"]))
+                return
             if size > MIN_SHARE:
                 size //= 2
                 continue
@@ -453,53 +449,56 @@ class OffloadSocket:
                 raise error(errno.ENOBUFS, "send: the QP's send area is exhausted "
                                            "(raise qp.send_buffer_bytes)")
 
-    def _grow(self, ring: SendRing) -> SendRing | None:
+    def _grow(self) -> None:
         """A ring short of room below the share moves to a 4x bigger extent (if the
         area has it and room for another connection's first ring besides); the old
         one is freed once its bytes are acked. (Asking for twice the new size free
         kept a 1 MB share at a 256 KB ring in a 2 MB area.)"""
-        size = min(ring.size * 4, self.share)
-        if size <= ring.size or self.net.area.free_bytes() < size + FIRST_RING:
-            return None
+        tx = self.tx
+        old, posted = int(tx["tx_size"]), int(tx["tx_posted"])
+        size = min(old * 4, self.share)
+        if size <= old or self.net.area.free_bytes() < size + FIRST_RING:
+            return
         offset = self.net.area.allocate(size)
         if offset is None:
-            return None
-        self.retired.append((ring.offset, ring.size, ring.posted))
-        self.ring = SendRing(offset, size, ring.posted, ring.acked)
-        return self.ring
+            return
+        self.retired.append((int(tx["tx_offset"]), old, posted))
+        datapath.set_ring(self.driver.conns, self.row, offset, size, posted)
 
     def _free_retired(self, acked: int) -> None:
         while self.retired and self.retired[0][2] <= acked:
             offset, size, _ = self.retired.pop(0)
             self.net.area.free(offset, size)
 
-    def _wait_space(self, ring: SendRing, need: int) -> SendRing:
+    def _wait_space(self, need: int) -> None:
         """Used our share: ask for an event once the engine has freed ``need`` bytes
         of room, and at least ``threshold`` (fewer wake-ups) but not more than half
         the ring, then wait for it. (Waiting for a whole ring is stop-and-wait: a ring
         that could not grow to a threshold-sized share, in a small send area, moved
         0.9 Gb/s, one round trip of wake-ups per ring.)"""
-        short = need - ring.space() + max(ring.base - ring.acked, 0)
-        want = max(min(self.net.threshold, ring.size // 2) + max(ring.base - ring.acked, 0),
-                   short)
+        tx = self.tx
+        size, base, posted, acked = (int(tx[f]) for f in
+                                     ("tx_size", "tx_base", "tx_posted", "tx_acked"))
+        behind = max(base - acked, 0)       # bytes of retired rings still unacked
+        short = need - self._room()[0] + behind
+        want = max(min(self.net.threshold, size // 2) + behind, short)
         # never more than is outstanding (a partly free ring whose size the threshold
         # reaches would wait for bytes never sent); short never exceeds it
-        want = min(want, ring.posted - ring.acked)
-        self.ask_space(ring.acked, want)
-        u64, word, target = self.u64, self.acked_word, ring.acked + want
+        want = min(want, posted - acked)
+        self.ask_space(acked, want)
+        target, acked_of, conn = acked + want, self.driver.bytes_acked, self.conn
 
         def ready() -> bool:
             # the counter, not the event: the engine writes the counter before it
             # posts SEND_SPACE, and an event may answer an earlier request (when the
             # counter itself ended that wait), which would end this wait with no space
-            return u64[word] >= target or bool(self.error)
+            return acked_of(conn) >= target or bool(self.error)
 
         if not self._wait(ready, self._deadline()):
             raise self._would_block("send")
-        ring.acked = self.driver.bytes_acked(self.conn)
+        tx["tx_acked"] = acked_of(conn)
         if self.error:
             raise error(self.error, "send")
-        return ring
 
     def ask_space(self, acked: int, want: int) -> None:
         """Ask for a SEND_SPACE event once the engine's acked count reaches
@@ -514,83 +513,72 @@ class OffloadSocket:
 
     def recv_into(self, target, nbytes: int = 0, flags: int = 0) -> int:
         """Copy out of the first attached buffer (the one copy at the boundary); a
-        buffer read to its end goes back to the engine (in batches)."""
+        buffer read to its end goes back to the engine (in batches). One compiled call
+        when data is there."""
         if flags:
             raise error(errno.EOPNOTSUPP, "recv flags")
-        view = target if type(target) is memoryview and target.format == "B" \
-            and target.ndim == 1 else memoryview(target).cast("B")
-        want = len(view)
-        if nbytes and nbytes < want:
-            want = nbytes
-        if want == 0:
-            return 0
-        lock = self.recv_lock
-        lock.acquire()   # (acquire/release, not ``with``: half the cost)
-        try:
-            rx = self.rx
-            if self.closed:
-                self._check_open()
-            if not rx:
-                self.driver.try_poll()   # events ready now need no wait machinery
-                if not rx and not self.eof and not self.error and not self.shut_rd:
-                    self._wait_data()
-            self.talking = False
-            if not rx:               # EOF or an error: this reader is done, so the
-                if self.net.returns or self.net.released:  # buffers it read go back
-                    self.net.flush_returns()  # now, not at some other thread's next wait
-                if self.error and not self.eof:
-                    raise error(self.error, "recv")
-                return 0
-            entry = rx[0]
-            buf_id, start, length = entry
-            n = length - start
-            if want < n:
-                n = want
-            base = self.recv_offset + buf_id * self.buffer_bytes + start
-            slow = False           # copy_align.slow_distance, inline (per read)
-            if n >= MIN_BYTES:
-                if target is not self.copy_target:
-                    self.copy_target, self.copy_addr = target, address(view)
-                slow = 0 < (self.copy_addr - self.net.mem_addr - base) % PAGE < SLOW_BELOW
-            timer = COPY_TIMER                      # one copy in N is timed
-            timer.countdown -= 1
-            if timer.countdown:
-                if not slow:
-                    view[:n] = self.mv[base:base + n]   # the one copy at the boundary
-                else:
-                    self._bounce(view, n, base)
+        recv = RECV_BY_TYPE.get(type(target))
+        if recv is None or (recv is _RECV_VIEW and not (
+                target.format == "B" and target.ndim == 1 and target.c_contiguous
+                and not target.readonly)):
+            target, recv = self._byte_view(target), _RECV_VIEW
+        if nbytes:
+            if nbytes < 0:
+                raise ValueError("negative buffersize in recv_into")
+            if nbytes < len(target):
+                target, recv = memoryview(target)[:nbytes], _RECV_VIEW
+        if self.closed:
+            self._check_open()
+        timer = COPY_TIMER                      # one copy in N is timed
+        timer.countdown -= 1
+        if timer.countdown:
+            result = recv(*self.rx_args, target, self.row, 0)
+        else:
+            result = recv(*self.rx_args, target, self.row, 1)
+            if result >= 0:
+                timer.add_cycles(int(self.q[_COPY_CYCLES]), result & COUNT)
             else:
-                t0 = perf_counter_ns()
-                if not slow:
-                    view[:n] = self.mv[base:base + n]
-                else:
-                    self._bounce(view, n, base)
-                timer.add(perf_counter_ns() - t0, n)
-            if start + n < length:
-                self.consumed += n
-                entry[1] = start + n
-                return n
-            # the buffer's unused tail counts as consumed (the engine spent it too).
-            # The counter the engine opens the window from is written when the buffer
-            # itself goes back (flush_returns), not here: see OffloadNetwork.released
-            self.consumed += n + self.buffer_bytes - length
-            rx.popleft()
-            net = self.net
-            net._rx_in_engine += 1              # give_back, inlined
-            returns = net.returns
-            returns.append(buf_id)
-            net.released[self.consumed_word] = self.consumed   # (after the append)
-            if len(returns) >= net.return_batch:
-                net.flush_returns()
-            return n
-        finally:
-            lock.release()
+                timer.countdown = 1
+        if result >= 0:
+            if result & WAKE:
+                self.driver.wake.release()
+                return result & COUNT
+            return result
+        return self._recv_wait(target, recv)
 
-    def _bounce(self, view: memoryview, n: int, base: int) -> None:
-        """recv_into's copy of ``n`` bytes at QP offset ``base`` through the scratch
-        buffer (the destination is at memcpy's slow distance from it)."""
-        self.copier.copy(view[:n] if n < len(view) else view, self.copy_addr,
-                         self.mv[base:base + n], self.net.mem_addr + base)
+    @staticmethod
+    def _byte_view(target) -> memoryview:
+        view = memoryview(target).cast("B")        # (raises for a non-contiguous one)
+        if view.readonly:
+            raise TypeError("recv_into() argument 'buffer' must be read-write "
+                            "bytes-like object")
+        return view
+
+    def _recv_wait(self, target, recv) -> int:
+        """Nothing attached: take the events ready now, wait if needed (unless EOF,
+        an error or a zero-length read), then copy."""
+        if not len(target):
+            return 0
+        with self.recv_lock:
+            while True:
+                self.driver.try_poll()   # events ready now need no wait machinery
+                result = recv(*self.rx_args, target, self.row, 0)
+                if result != EMPTY:
+                    return self.driver.wake_engine(result)
+                if self.eof or self.error or self.shut_rd or self.closed:
+                    # this reader is done: the buffers it read go back now, not at
+                    # some other thread's next wait
+                    self.net.flush_returns()
+                    if self.closed:
+                        self._check_open()
+                    if self.error and not self.eof:
+                        raise error(self.error, "recv")
+                    return 0
+                self._wait_data()
+
+    def readable(self) -> bool:
+        """Data attached, EOF, an error or SHUT_RD: a recv would not wait."""
+        return self.net.rx_count[self.row] > 0 or self.eof or bool(self.error) or self.shut_rd
 
     def _wait_data(self) -> None:
         """Sleep until data, EOF or an error (caller holds ``recv_lock``)."""
@@ -601,9 +589,10 @@ class OffloadSocket:
         # a pure reader in mid-stream (bulk) is woken once per batch of
         # buffers; a conversation (rr: it sent since its last read) or a
         # first read (crr: one request per connection) at every event
-        rx = self.rx
-        if not self._wait(lambda: rx or self.eof or self.error,
-                          self._deadline(), self.consumed > 0 and not self.talking):
+        tx, count, row = self.tx, self.net.rx_count, self.row
+        batched = tx["consumed"] > 0 and not tx["talking"]
+        if not self._wait(lambda: count[row] or self.eof or self.error,
+                          self._deadline(), batched):
             raise self._would_block("recv")
 
     # ---- teardown --------------------------------------------------------------------
@@ -628,13 +617,13 @@ class OffloadSocket:
         if self.connecting is not None:        # its answer is nobody's now
             self.driver.forget(self.connecting[0])
             self.connecting = None
-        if self.driver.rx_queues.get(self.conn) is self.rx:
-            del self.driver.rx_queues[self.conn]   # later buffers: the general path
-        while self.rx:
-            self.net.give_back(self.rx.popleft()[0])
+        if self.net.sockets.get(self.conn) is self:   # later buffers: the general path
+            for buf_id in self.driver.unregister(self.conn):
+                self.net.give_back(buf_id)
         if self.net.driver.closed or self.net.driver.engine_dead:
             self.release()
             return
+        self.net.flush_returns()   # its consumed counter goes out before its row is reused
         cookie = self.driver.new_cookie()
         self.net.closing[cookie] = self
         self.driver.post(layout.OP_CLOSE, 0, self.conn, cookie, 0, 0, 0, 0, 0,
@@ -642,14 +631,13 @@ class OffloadSocket:
 
     def release(self) -> None:
         """The engine forgot the connection: free the send share and the id."""
-        if self.ring is not None:
-            self.net.area.free(self.ring.offset, self.ring.size)
-            self.ring = None
-        self._free_retired(1 << 63)
         if self.net.sockets.get(self.conn) is self:
+            size = int(self.tx["tx_size"])
+            if size:
+                self.net.area.free(int(self.tx["tx_offset"]), size)
+                datapath.set_ring(self.driver.conns, self.row, 0, 0, 0)
             del self.net.sockets[self.conn]
-        if self.driver.rx_queues.get(self.conn) is self.rx:
-            del self.driver.rx_queues[self.conn]
+        self._free_retired(1 << 63)
 
     def __enter__(self) -> "OffloadSocket":
         return self

@@ -139,7 +139,7 @@ def write_json(path: str, obj: dict) -> None:
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m host.worker")
-    parser.add_argument("--config", required=True)
+    parser.add_argument("--config")
     parser.add_argument("--role", choices=("send", "recv"))
     parser.add_argument("--out")
     parser.add_argument("--ready")
@@ -152,7 +152,14 @@ def main(argv: list[str]) -> int:
                              "ahead of the stream (iperf 2's header)")
     parser.add_argument("--check", action="store_true",
                         help="only check that the config's mode can run here")
+    parser.add_argument("--compile", action="store_true",
+                        help="only compile (or load) the host's compiled code, then exit")
     args = parser.parse_args(argv)
+    if args.compile:
+        import host.inhost, host.sockets  # noqa: E401,F401 (their kernels compile)
+        return 0
+    if not args.config:
+        parser.error("--config is required")
     try:
         config = load(args.config)
         if args.check:

@@ -11,8 +11,10 @@ lives in a directory named after a digest of every file in :data:`KERNEL_MODULES
 (``~/.cache/toad/numba/<digest>``, or ``$TOAD_NUMBA_CACHE/<digest>``): any change
 there compiles everything again, once. Each kernel module ends with :func:`loaded`,
 which marks it compiled; a process about to compile a module without that mark says
-so on stderr first (a first run takes a while). ``python -m engine
---compile`` compiles the engine's side and exits.
+so on stderr first (a first run takes a while). The experiment launcher compiles
+both sides in two short processes (``python -m engine --compile`` and ``python -m
+host.worker --compile``) before it starts anything timed, when :func:`missing`
+names a module.
 
 Calls from Python go through :func:`entry`, the compiled wrapper of one signature:
 it skips numba's dispatcher (type inference of every argument, ~100 ns per array and
@@ -33,7 +35,7 @@ from pathlib import Path
 
 # Every module that declares kernels or helpers, and every module whose constants they
 # compile in (field offsets, sizes): the sources of the digest.
-CONSTANT_MODULES = ("toad.layout",)
+CONSTANT_MODULES = ("toad.layout", "host.copy_align")
 KERNEL_MODULES = (
     "toad.rings.atomics",
     "toad.rings.index",
@@ -41,8 +43,10 @@ KERNEL_MODULES = (
     "toad.rings.calls",
     "engine.tcp.checksum",
     "engine.ring_calls",
+    "host.datapath",
 )
 _ROOT = Path(__file__).resolve().parents[1]
+PRUNE_AFTER_S = 7 * 86400
 _announced = False
 
 
@@ -119,16 +123,19 @@ def entry(dispatcher, index: int = 0):
 
 def loaded(name: str) -> None:
     """Kernel module ``name`` is compiled (or loaded) into the cache: mark it so, and
-    remove the caches of older sources when this digest's directory is new."""
+    remove caches of other sources unused for PRUNE_AFTER_S (another checkout's
+    cache in use stays)."""
     mark = _mark(name)
     if mark.exists():
+        os.utime(CACHE_DIR)               # in use: another checkout's prune spares it
         return
     fresh = not CACHE_DIR.exists()
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
     mark.write_text(f"{time.time():.0f}\n")
     if fresh:
         for old in cache_root().iterdir():
-            if old.is_dir() and old != CACHE_DIR:
+            if old.is_dir() and old != CACHE_DIR and \
+                    time.time() - old.stat().st_mtime > PRUNE_AFTER_S:
                 shutil.rmtree(old, ignore_errors=True)
 
 

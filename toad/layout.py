@@ -17,8 +17,7 @@ Every block is a numpy structured dtype with explicit offsets and a comment per
 field. Both sides find regions through offsets published in a header (magic,
 version, feature bits), never by recomputing them. The compiled ring calls take their
 field offsets from these dtypes (toad/rings/records.py); Python code reads records
-through :func:`record_view` of them; the host driver still packs them with ``struct``
-twins (:func:`record_struct`).
+through :func:`record_view` of them.
 
 Ordering rules (written once, beside the code that follows them, in
 toad/rings/records.py and toad/rings/atomics.py):
@@ -31,7 +30,6 @@ toad/rings/records.py and toad/rings/atomics.py):
 """
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass
 
 import numpy as np
@@ -439,47 +437,6 @@ REQUEST_SIGNED = record_view(REQUEST, signed=True)
 # EVENT's body: type, flags, conn, cookie, status, reason, port, buffer, addr, offset,
 # length, value (the phase word is the ring's, not the event's)
 EVENT_FIELDS = record_view(EVENT, skip=("reserved", "phase"))
-
-
-# --------------------------------------------------------------------------------
-# struct twins of the records, for one-call pack/unpack on hot paths
-# --------------------------------------------------------------------------------
-
-def record_struct(dtype: np.dtype, skip: tuple[str, ...] = ("reserved",),
-                  end: int | None = None) -> struct.Struct:
-    """A ``struct.Struct`` with the same field offsets as ``dtype`` (minus ``skip``).
-
-    Skipped fields are padding (packed as zero bytes) unless they lie at or after
-    ``end`` (default: the record size), where the struct stops and writes nothing.
-    """
-    end = dtype.itemsize if end is None else end
-    codes = {"u1": "B", "u2": "H", "u4": "I", "u8": "Q", "i4": "i", "i8": "q", "f8": "d"}
-    parts, pos = ["<"], 0
-    for name in sorted(dtype.names, key=lambda n: dtype.fields[n][1]):
-        ftype, off = dtype.fields[name][:2]
-        if name in skip or off >= end:
-            continue
-        if off > pos:
-            parts.append(f"{off - pos}x")
-        parts.append(codes[ftype.str[1:]])
-        pos = off + ftype.itemsize
-    if pos < end:
-        parts.append(f"{end - pos}x")
-    return struct.Struct("".join(parts))
-
-
-def struct_fields(dtype: np.dtype, skip: tuple[str, ...] = ("reserved",)) -> list[str]:
-    """Field names in the order :func:`record_struct` packs them."""
-    return [n for n in sorted(dtype.names, key=lambda n: dtype.fields[n][1]) if n not in skip]
-
-
-# REQUEST: opcode, flags, conn, cookie, addr, port, option, offset, length, value
-REQUEST_STRUCT = record_struct(REQUEST)
-# EVENT without phase: type, flags, conn, cookie, status, reason, port, buffer, addr,
-# offset, length, value. It stops before the phase word, which is stored separately,
-# after the body: packing the body never touches the phase (publication rule 1).
-EVENT_BODY_STRUCT = record_struct(EVENT, skip=("reserved", "phase"), end=EVENT_PHASE_OFFSET)
-RXBUF_STRUCT = record_struct(RXBUF)
 
 
 def segment_name(text: str) -> bytes:

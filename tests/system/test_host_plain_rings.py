@@ -1,143 +1,161 @@
 """The driver's rings over plain memory (no engine): the event poll (what each event
 kind becomes, the phase bit across the ring's wrap, the limit, the consumer index it
-publishes) and the receive-buffer returns (entries written in order across the wrap).
+publishes) and the receive-buffer returns (entries written in order across the wrap,
+the consumed counters before them).
 
-Events are written as the engine writes them (body, then the phase word last); the
-driver is built without an engine (Driver.__new__ plus the fields poll uses, and its
-own _map_event_ring)."""
+Events are written as the engine writes them (engine/ring_calls.py: body, then the
+phase word); the driver is built without an engine (Driver.__new__ plus the state
+arrays its compiled calls use, host/datapath.py)."""
 from __future__ import annotations
 
 import threading
 from collections import deque
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
-from host.driver import Driver
+from engine import ring_calls
+from host import datapath
+from host.driver import Driver, EVENT_FIELDS, POLL_OUT, Q
 from toad import layout
+from toad.config import load
 
 ENTRIES = 8
-BODY = layout.EVENT_BODY_STRUCT
-FIELDS = len(BODY.unpack_from(bytes(64)))
+WORDS = {"request_producer": 0, "event_consumer": 1, "rxbuf_producer": 2,
+         "irq_event_index": 3, "irq_enabled": 4, "moderation_events": 5, "moderation_us": 6}
 
 
-class Ring:
-    """An event ring of ENTRIES slots at offset 0 and the engine's writing index."""
+class Rig:
+    """A QP's memory with an event ring of ENTRIES slots, the engine's compiled event
+    writer on it, and a Driver polling it."""
 
-    def __init__(self) -> None:
-        self.mv = memoryview(bytearray(ENTRIES * 64))
-        self.index = 0
+    def __init__(self, *overrides: str) -> None:
+        self.lay = layout.qp_layout(load(None, [f"qp.event_entries={ENTRIES}",
+                                                "qp.recv_buffers=32",
+                                                "qp.recv_buffer_bytes=4096",
+                                                "qp.max_connections=8", *overrides]).qp)
+        self.buf = bytearray(self.lay.total_bytes)
+        self.regs = np.zeros(8, np.uint32)
+        self.engine = ring_calls.new_state(self.lay, len(self.buf), WORDS)
+        drv = Driver.__new__(Driver)
+        drv.seg, drv.regs, drv.layout = np.frombuffer(self.buf, np.uint8), self.regs, self.lay
+        drv.mv = memoryview(self.buf)
+        drv.u32 = drv.mv.cast("I")
+        drv.rxbuf_consumer_word = layout.QP_HEADER_FIELDS["rxbuf_consumer"] // 4
+        drv.qp, drv.conns, drv.bufs = datapath.new_state(self.lay, WORDS, False, 64)
+        drv.q = drv.qp.view(np.int64)
+        drv.out = np.zeros(POLL_OUT, layout.EVENT)
+        drv.out_raw, drv.out_fields = drv.out.view(np.uint8), drv.out.view(EVENT_FIELDS)
+        drv._waiters, drv._cond, drv._undelivered = 0, threading.Condition(), deque()
+        drv._awaited, drv._done, drv.events = set(), {}, deque()
+        drv.on_event = None
+        drv.wake = SimpleNamespace(release=lambda: None)
+        self.drv = drv
 
     def publish(self, kind: int, conn: int = 0, cookie: int = 0, buffer: int = 0,
                 length: int = 0, value: int = 0) -> None:
-        values = [0] * FIELDS
-        values[0], values[2], values[3], values[7], values[10], values[11] = \
-            kind, conn, cookie, buffer, length, value
-        slot = self.index % ENTRIES
-        BODY.pack_into(self.mv, slot * 64, *values)
-        phase = ((self.index // ENTRIES) & 1) ^ 1   # 1 on the 1st pass, 0 on the 2nd...
-        self.mv[slot * 64 + 60:slot * 64 + 64] = phase.to_bytes(4, "little")
-        self.index += 1
+        assert ring_calls.post_event(np.frombuffer(self.buf, np.uint8), self.regs, self.engine,
+                                     kind, 0, conn, cookie, 0, 0, 0, buffer, 0, 0, length,
+                                     value) == 1
 
 
-def plain_driver(ring: Ring):
-    """A Driver whose poll reads ``ring`` (doorbell: word 3 of a separate register file)."""
-    drv = Driver.__new__(Driver)
-    drv.mv, drv.u32 = ring.mv, ring.mv.cast("I")
-    drv._map_event_ring(SimpleNamespace(event_entries=ENTRIES, event_offset=0))
-    drv.oe = SimpleNamespace(u32=memoryview(bytearray(64)).cast("I"))
-    drv.event_doorbell, drv.event_consumer, drv.recv_attached = 3, 0, 0
-    drv._waiters, drv._cond = 0, threading.Condition()
-    drv._awaited, drv._done, drv.events = set(), {}, deque()
-    drv.rx_queues, drv.on_recv_data, drv.on_event = {}, None, None
-    return drv
+def attached(drv, conn: int) -> list[int]:
+    """Ids of the buffers attached to ``conn``'s row, in order."""
+    row = drv.conns[conn & 0xFFFFF]
+    ids, buffer_id = [], int(row["rx_head"])
+    while buffer_id >= 0:
+        ids.append(buffer_id)
+        buffer_id = int(drv.bufs["next"][buffer_id])
+    assert len(ids) == row["rx_count"]
+    return ids
 
 
 def test_each_kind_of_event_goes_where_the_driver_rules_say():
-    ring = Ring()
-    drv = plain_driver(ring)
-    queue, raw, others = deque(), [], []
-    drv.rx_queues[7] = queue
-    drv.on_recv_data, drv.on_event = raw.append, others.append
+    rig = Rig()
+    drv = rig.drv
+    others = []
+    drv.register(7)
+    drv.on_event = others.append
     drv._awaited.add(42)
-    ring.publish(layout.EV_RECV_DATA, conn=7, buffer=3, length=100)   # attached
-    ring.publish(layout.EV_RECV_DATA, conn=7, buffer=4, length=0)     # empty: raw path
-    ring.publish(layout.EV_RECV_DATA, conn=9, buffer=5, length=10)    # no queue: raw
-    ring.publish(layout.EV_COMPLETION, cookie=42, value=11)           # awaited
-    ring.publish(layout.EV_PEER_CLOSED, conn=7)                       # on_event
-    assert drv.poll() == 5
-    assert list(queue) == [[3, 0, 100]] and drv.recv_attached == 1
-    assert [(v[0], v[2], v[7], v[10]) for v in raw] == \
-        [(layout.EV_RECV_DATA, 7, 4, 0), (layout.EV_RECV_DATA, 9, 5, 10)]
+    rig.publish(layout.EV_RECV_DATA, conn=7, buffer=3, length=100)   # attached
+    rig.publish(layout.EV_RECV_DATA, conn=7, buffer=4, length=0)     # empty: Python
+    rig.publish(layout.EV_RECV_DATA, conn=6, buffer=5, length=10)    # not registered
+    rig.publish(layout.EV_RECV_DATA, conn=7, buffer=99, length=10)   # no such buffer
+    rig.publish(layout.EV_COMPLETION, cookie=42, value=11)           # awaited
+    rig.publish(layout.EV_PEER_CLOSED, conn=7)                       # on_event
+    assert drv.poll() == 6
+    assert attached(drv, 7) == [3] and drv.recv_attached == 1
+    assert int(drv.bufs["length"][3]) == 100
+    assert [(e.type, e.conn, e.buffer, e.length) for e in others] == [
+        (layout.EV_RECV_DATA, 7, 4, 0), (layout.EV_RECV_DATA, 6, 5, 10),
+        (layout.EV_RECV_DATA, 7, 99, 10), (layout.EV_PEER_CLOSED, 7, 0, 0)]
     assert drv._done[42].value == 11 and drv._done[42].type == layout.EV_COMPLETION
-    assert [(e.type, e.conn) for e in others] == [(layout.EV_PEER_CLOSED, 7)]
-    assert drv.event_consumer == 5 and drv.oe.u32[3] == 5
+    assert drv.event_consumer == 6 and rig.regs[WORDS["event_consumer"]] == 6
 
 
 def test_poll_follows_the_phase_across_wraps_and_stops_at_an_unpublished_slot():
-    ring = Ring()
-    drv = plain_driver(ring)
-    queue = deque()
-    drv.rx_queues[1] = queue
+    rig = Rig()
+    drv = rig.drv
+    drv.register(1)
     seen = 0
     for burst in (5, 6, 8, 3, 7, 1):       # crosses the ring's end several times
         assert drv.poll() == 0              # nothing new: the slot holds an old phase
         for i in range(burst):
-            ring.publish(layout.EV_RECV_DATA, conn=1, buffer=seen + i, length=1)
+            rig.publish(layout.EV_RECV_DATA, conn=1, buffer=(seen + i) % 32, length=1)
         assert drv.poll() == burst
         seen += burst
-        assert drv.event_consumer == seen and drv.oe.u32[3] == seen
-    assert [entry[0] for entry in queue] == list(range(seen))
+        assert drv.event_consumer == seen and rig.regs[WORDS["event_consumer"]] == seen
+    assert drv.recv_attached == seen
 
 
 def test_poll_takes_at_most_limit_and_the_rest_on_the_next_call():
-    ring = Ring()
-    drv = plain_driver(ring)
-    queue = deque()
-    drv.rx_queues[1] = queue
+    rig = Rig()
+    drv = rig.drv
+    drv.register(1)
     for i in range(6):
-        ring.publish(layout.EV_RECV_DATA, conn=1, buffer=i, length=1)
+        rig.publish(layout.EV_RECV_DATA, conn=1, buffer=i, length=1)
     assert drv.poll(limit=4) == 4 and drv.event_consumer == 4
-    assert drv.poll() == 2 and [entry[0] for entry in queue] == list(range(6))
+    assert drv.poll() == 2 and attached(drv, 1) == list(range(6))
 
 
-def test_events_taken_before_a_handler_raises_are_consumed():
-    ring = Ring()
-    drv = plain_driver(ring)
+def test_events_taken_before_a_handler_raises_are_delivered_at_the_next_poll():
+    rig = Rig()
+    drv = rig.drv
+    seen = []
 
     def boom(event):
-        raise RuntimeError("handler failed")
+        seen.append(event.conn)
+        if len(seen) == 1:
+            raise RuntimeError("handler failed")
 
     drv.on_event = boom
-    ring.publish(layout.EV_RECV_DATA, conn=0, buffer=1, length=5)
-    ring.publish(layout.EV_PEER_CLOSED, conn=2)
-    ring.publish(layout.EV_PEER_CLOSED, conn=3)
+    for conn in (1, 2, 3):
+        rig.publish(layout.EV_PEER_CLOSED, conn=conn)
     with pytest.raises(RuntimeError):
         drv.poll()
-    # the RECV_DATA (no queue, no on_recv_data: on_event raised on it) is consumed
-    assert drv.event_consumer == 1 and drv.oe.u32[3] == 1
-    drv.on_event = lambda event: None
-    assert drv.poll() == 2 and drv.event_consumer == 3
+    assert drv.event_consumer == 3 and rig.regs[WORDS["event_consumer"]] == 3
+    assert drv.poll() == 0 and seen == [1, 2, 3]      # none lost, none twice
 
 
-def test_returned_buffers_are_written_in_order_across_the_ring_end():
-    ring = Ring()
-    drv = plain_driver(ring)
-    size, entries = 4096, 8
-    drv.layout = SimpleNamespace(rxbuf_entries=entries, rxbuf_offset=64, recv_offset=1 << 20,
-                                 recv_buffer_bytes=size, recv_buffers=32)
-    drv.mv = memoryview(bytearray(64 + entries * 16))
-    drv.u32 = drv.mv.cast("I")
-    drv.rxbuf_consumer_word, drv.rxbuf_doorbell, drv.rxbuf_producer = 0, 5, 0
-    drv._post_lock, drv._rx_entries, drv.engine_may_sleep = threading.RLock(), None, False
-    expected = {}
-    for ids in ([3, 1, 4, 1, 5], [9, 2, 6, 5, 3, 5], [31, 0, 7]):   # 2nd and 3rd wrap
+def test_returned_buffers_are_written_in_order_across_the_ring_end_after_the_counters():
+    rig = Rig("qp.recv_buffers=8")
+    drv, lay = rig.drv, rig.lay
+    consumed = np.frombuffer(rig.buf, layout.COUNTER_ROW, lay.counter_rows,
+                             lay.counters_offset)["bytes_consumed"]
+    ring = np.frombuffer(rig.buf, layout.RXBUF, lay.rxbuf_entries, lay.rxbuf_offset)
+    consumer = layout.QP_HEADER_FIELDS["rxbuf_consumer"] // 4
+    drv.register(5)
+    expected, total = {}, 0
+    for ids in ([3, 1, 4, 0, 5], [7, 2, 6, 3, 1], [0, 4, 5, 2, 7, 6]):   # 8 entries
         for i, buf_id in enumerate(ids):
-            expected[(drv.rxbuf_producer + i) % entries] = buf_id
-        drv.return_buffers(ids)
-        drv.u32[0] = drv.rxbuf_producer          # the engine took them all
-        assert drv.oe.u32[5] == drv.rxbuf_producer
+            expected[(drv.rxbuf_producer + i) % lay.rxbuf_entries] = buf_id
+            datapath.release(drv.qp, drv.conns, drv.bufs, 5, buf_id, 4096)
+        total += 4096 * len(ids)
+        drv.flush_returns()
+        assert rig.regs[WORDS["rxbuf_producer"]] == drv.rxbuf_producer
+        assert int(consumed[5]) == total
+        drv.u32[consumer] = drv.rxbuf_producer          # the engine took them all
         for slot, buf_id in expected.items():
-            assert layout.RXBUF_STRUCT.unpack_from(drv.mv, 64 + slot * 16) == \
-                (drv.layout.recv_offset + buf_id * size, size, buf_id)
-    assert drv.rxbuf_producer == 14
+            assert tuple(ring[slot]) == (lay.recv_offset + buf_id * 4096, 4096, buf_id)
+    assert drv.rxbuf_producer == 16 and int(drv.q[Q["returns"]]) == 0

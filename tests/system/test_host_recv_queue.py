@@ -1,6 +1,6 @@
-"""The driver's poll attaches RECV_DATA buffers to a registered connection's queue
-itself: the stream stays intact, the buffer count balances, and a closed socket's
-queue is no longer registered (its late buffers take the general path, back to the
+"""The driver's compiled poll attaches RECV_DATA buffers to a registered connection's
+row itself: the stream stays intact, the buffer count balances, and a closed socket's
+row is no longer registered (its late buffers take the general path, back to the
 engine)."""
 from __future__ import annotations
 
@@ -27,12 +27,13 @@ def test_poll_attaches_buffers_and_the_pool_balances(engine):  # noqa: F811
         thread.join(60)
         assert box.get("result") == (total, hashlib.sha256(data).hexdigest()), box.get("error")
         assert server["sock"].closed
-        assert server["sock"].conn not in net.driver.rx_queues   # dropped at close
-        assert client.conn in net.driver.rx_queues
+        rows = net.driver.conns["conn"]
+        assert rows[server["sock"].row] != server["sock"].conn   # dropped at close
+        assert rows[client.row] == client.conn
         assert net.driver.recv_attached >= total // 8192     # attached by poll itself
         net.flush_returns()
         assert net.rx_in_engine == 64                       # every buffer went back
         client.close()
-        assert client.conn not in net.driver.rx_queues
+        assert rows[client.row] != client.conn
         listener.close()
     run.stop()

@@ -3,6 +3,9 @@
 spin of latency configs. No timing assertions: counters only."""
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 
 from host.driver import Driver
@@ -23,12 +26,26 @@ def engine():
 
 
 def echo_all(drv: Driver, count: int, batch: int) -> list[int]:
-    """Post ``count`` echoes, then wait (batched) for all their answers."""
+    """Wait (batched) for the answers of ``count`` echoes that another thread posts
+    once this one sleeps (the engine answers an echo in microseconds: posted first,
+    they would all be in before the wait began)."""
     got: list[int] = []
     drv.on_event = lambda event: got.append(event.value)
     drv.rx_batch = batch
-    drv.post_many([(layout.OP_ECHO, 0, 0, 0, 0, 0, 0, 0, 0, i) for i in range(count)])
-    assert drv.wait_for(lambda: len(got) == count, timeout=10, batched=True)
+    sleeps = drv.sleeps
+
+    def post_when_asleep() -> None:
+        deadline = time.monotonic() + 10
+        while drv.sleeps == sleeps and time.monotonic() < deadline:
+            time.sleep(0.001)
+        drv.post_many([(layout.OP_ECHO, 0, 0, 0, 0, 0, 0, 0, 0, i) for i in range(count)])
+
+    poster = threading.Thread(target=post_when_asleep)
+    poster.start()
+    try:
+        assert drv.wait_for(lambda: len(got) == count, timeout=10, batched=True)
+    finally:
+        poster.join(10)
     return got
 
 
@@ -81,18 +98,19 @@ def test_bad_wait_policy_values_name_the_key():
             load(None, [override])
 
 
-def test_post_send_wraps_a_small_request_ring_with_its_cached_room(engine):
-    """post_send reads the engine's consumer index only when its cached free-slot
-    count runs out: 10 passes over a 16-entry ring, mixed with post() (which resets
-    the cache), all consumed in order and the ring still answers an echo."""
+def test_posts_wrap_a_small_request_ring_with_their_cached_room(engine):
+    """A post reads the engine's consumer index only when its cached free-slot count
+    runs out: 10 passes over a 16-entry ring of records the engine refuses, mixed with
+    batches (which read it every time), all consumed in order and the ring still
+    answers an echo."""
     with Driver(engine.config("qp.request_entries=16")) as drv:
         errors: list[int] = []
         drv.on_event = lambda event: errors.append(event.type)
         for i in range(160):
-            drv.post_send(0, 0, 1)            # connection 0: refused, an ERROR each
+            drv.post(layout.OP_SEND, layout.REQ_SILENT, 0, offset=0, length=1)  # conn 0
             if i % 37 == 0:
-                drv.post(layout.OP_NOP, flags=layout.REQ_SILENT)
-        assert 0 <= drv.request_room <= 16
+                drv.post_many([(layout.OP_NOP, layout.REQ_SILENT, 0, 0, 0, 0, 0, 0, 0, 0)])
+            assert 0 <= drv.request_room <= 16
         assert drv.call(layout.OP_ECHO, value=99, timeout=10).value == 99
         assert drv.wait_for(lambda: len(errors) == 160, timeout=10)
         assert set(errors) == {layout.EV_ERROR}

@@ -536,20 +536,22 @@ def test_nodelay_is_posted_and_a_waiting_accept_asks_once(engine):
 def test_a_reader_buffer_at_memcpys_slow_distance_gets_every_byte(engine):
     """A recv_into target 16 bytes into a page, 16 bytes after the page-aligned
     receive buffers modulo a page (memcpy's slow case here): the copies go through
-    the socket's scratch buffer (host/copy_align.py) and every byte arrives."""
+    the QP's scratch buffer (host/datapath.py recv) and every byte arrives."""
     from host.copy_align import PAGE, address
+    from host.driver import Q
 
     run = engine()
     total = 4 << 20
     with OffloadNetwork(run.config()) as net:
-        assert (net.mem_addr + net.recv_offset) % PAGE == 0
-        assert net.buffer_bytes % PAGE == 0
+        lay = net.driver.layout
+        assert (address(net.driver.seg) + lay.recv_offset) % PAGE == 0
+        assert lay.recv_buffer_bytes % PAGE == 0
         listener = net.listen(7030)
         thread, box = serve_once(listener, lambda s: pump(s, total, 65536, 5))
         with net.create_connection((net.listen_address, 7030), timeout=5) as client:
-            raw = bytearray(net.buffer_bytes + 2 * PAGE)
+            raw = bytearray(lay.recv_buffer_bytes + 2 * PAGE)
             start = (16 - address(raw)) % PAGE
-            view = memoryview(raw)[start:start + net.buffer_bytes]
+            view = memoryview(raw)[start:start + lay.recv_buffer_bytes]
             digest, got = hashlib.sha256(), 0
             while (n := client.recv_into(view)) > 0:
                 digest.update(view[:n])
@@ -557,7 +559,7 @@ def test_a_reader_buffer_at_memcpys_slow_distance_gets_every_byte(engine):
             thread.join(10)
             assert "error" not in box and got == total
             assert digest.hexdigest() == box["result"]
-            assert client.copier.bounced > 0
+            assert net.driver.q[Q["bounced"]] > 0
         listener.close()
     run.stop()
 

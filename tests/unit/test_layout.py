@@ -36,28 +36,6 @@ def test_record_views_keep_every_field_at_its_offset():
     assert int(record.view(layout.REQUEST_SIGNED)["cookie"][0]) == -1
 
 
-@pytest.mark.parametrize("dtype,twin,skip", [
-    (layout.REQUEST, layout.REQUEST_STRUCT, ("reserved",)),
-    (layout.EVENT, layout.EVENT_BODY_STRUCT, ("reserved", "phase")),
-    (layout.RXBUF, layout.RXBUF_STRUCT, ("reserved",)),
-])
-def test_struct_twins_match_dtypes(dtype, twin, skip):
-    names = layout.struct_fields(dtype, skip)
-    values = [i + 3 for i in range(len(names))]
-    buf = bytearray(dtype.itemsize)
-    twin.pack_into(buf, 0, *values)
-    rec = np.frombuffer(buf, dtype)[0]
-    assert [int(rec[n]) for n in names] == values
-
-
-def test_event_body_never_touches_the_phase_word():
-    buf = bytearray(64)
-    buf[60:64] = b"\x01\x00\x00\x00"
-    layout.EVENT_BODY_STRUCT.pack_into(buf, 0, *([0] * 12))
-    assert layout.EVENT_BODY_STRUCT.size == 60
-    assert buf[60] == 1
-
-
 def test_qp_layout_regions_fit_and_do_not_overlap():
     lay = layout.qp_layout(load(None).qp)
     assert layout.check_qp_layout(lay, lay.total_bytes) is None

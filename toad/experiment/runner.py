@@ -12,6 +12,8 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import os
+import sys
+import time
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -150,12 +152,30 @@ def run_once(config: Config, mode: str, unit: int,
 
 
 def prepare(launcher: Launcher, run_config: Config) -> Path:
-    """Write the run's effective config; check the mode's modules exist."""
+    """Write the run's effective config; compile the data path if this is its first
+    run; check the mode's modules exist."""
     path = launcher.workdir / "run.yaml"
     path.write_text(yaml.safe_dump(as_plain(run_config), sort_keys=False))
     if run_config.mode != "kernel":
+        compile_data_path(launcher)
         check_mode(launcher, path)
     return path
+
+
+def compile_data_path(launcher: Launcher) -> None:
+    """The first run after an install or a change compiles both sides' kernels (numba,
+    cached: toad/compiled.py), each in a process of its own, before anything
+    is started or timed; later runs find them all marked and skip this."""
+    from toad.compiled import CACHE_DIR, missing
+    if not missing():
+        return
+    print(f"toad: compiling the data path with numba (first run after an install or a "
+          f"change; cached in {CACHE_DIR})", file=sys.stderr, flush=True)
+    start = time.monotonic()
+    for side in ("engine", "host.worker"):
+        child = launcher.start(f"compile-{side}", ["-m", side, "--compile"])
+        launcher.wait_exit([child], COMPILE_TIMEOUT_S)
+    print(f"toad: compiled in {time.monotonic() - start:.0f} s", file=sys.stderr, flush=True)
 
 
 def collect(launcher: Launcher, run_config: Config, send: Child, recv: Child,
@@ -187,6 +207,9 @@ def note_leftovers(launcher: Launcher, details: dict) -> None:
 
 class ModeNotBuilt(RunFailed):
     """The mode's host modules do not exist yet (a compare can go on without it)."""
+
+
+COMPILE_TIMEOUT_S = 600.0
 
 
 def check_mode(launcher: Launcher, path: Path) -> None:

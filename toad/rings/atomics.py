@@ -102,6 +102,17 @@ def address(typingctx, buffer):
 
 
 @intrinsic
+def pause(typingctx):
+    """The spin-wait hint (x86 ``pause``): a polling loop yields the core's pipeline."""
+    def codegen(context, builder, sig, args):
+        hint = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), []),
+                                              "llvm.x86.sse2.pause")
+        builder.call(hint, [])
+        return context.get_dummy_value()
+    return types.void(), codegen
+
+
+@intrinsic
 def cycles(typingctx):
     """The time-stamp counter (``rdtsc`` on x86-64; not a serializing read)."""
     def codegen(context, builder, sig, args):
