@@ -526,9 +526,9 @@ def _acked(seg, qp, conn):
     return load_counter(seg, counter_at(qp[0].counters_base, conn, C_ACKED))
 
 
-@kernel(types.void(_SEG, _QP, _I64, _I64))
+@kernel(types.void(_SEG, _QP, _I64, types.uint64))
 def _store_consumed(seg, qp, conn, total):
-    """Write ``conn``'s consumed counter now (a test's or a tool's own host)."""
+    """Write ``conn``'s consumed counter now (a test's or a tool's own host; any u64)."""
     store_counter(seg, counter_at(qp[0].counters_base, conn, C_CONSUMED), total)
 
 
