@@ -1,15 +1,18 @@
 """The engine's single-threaded event loop (TOAD section III-B: one pinned CPU, polling).
 
-Each iteration (:meth:`Engine.iteration`): service every attached QP (flush queued
-events, take the request records up to its doorbell in one compiled call that answers
-NOP and ECHO itself, dispatch the others), call every poller (``poll(now) ->
-did_work``), raise the interrupt of each QP that got events if its host armed one,
-advance the heartbeat. About every millisecond it also does housekeeping: slot
-commands (enable / disable), host-death checks (pidfd), the stats block.
+Each iteration (:meth:`Engine.iteration`) starts with one compiled scan of the QP
+table (engine/ring_calls.py): it answers the requests that need no Python (NOP and
+ECHO), marks the QPs whose records need the dispatcher and the interrupts that are
+due (the host armed one, and moderation allows it). The loop then raises those
+interrupts, serves the marked QPs (flush queued events, take the records up to the
+doorbell, dispatch them, raise the interrupts of their answers), calls every poller
+(``poll(now) -> did_work``), and advances the heartbeat. About every millisecond it also does
+housekeeping: slot commands (enable / disable), host-death checks (pidfd), the
+stats block.
 
-Pollers are how later layers plug in without touching this loop: the interrupt
-moderation timer is one; the NIC + TCP stack will be another. A poller has
-``poll(now: float) -> bool`` and ``next_deadline() -> float | None`` (seconds).
+Pollers are how later layers plug in without touching this loop: the NIC + TCP
+stack is one. A poller has ``poll(now: float) -> bool`` and ``next_deadline() ->
+float | None`` (seconds).
 
 Adaptive polling (io_uring SQPOLL style): after ``idle_us`` without work the engine
 sets "sleeping" (in OE memory and mirrored in each QP header), fences, re-checks
@@ -25,8 +28,10 @@ from typing import Optional
 import posix_ipc
 
 from engine.dma import BusModel
+import numpy as np
+
+from engine import ring_calls as calls
 from engine.handlers import REQUEST_SIGNED, Dispatcher
-from engine.interrupts import InterruptPoller
 from engine.qp import QueuePair
 from engine.registers import RegisterFile
 from engine.slots import SlotManager
@@ -35,6 +40,7 @@ from toad.rings import full_fence
 from toad.shm import close_semaphore, create_semaphore, unlink_semaphore
 
 HOUSEKEEPING_NS = 1_000_000
+_UNPACK_REQUESTS = layout.record_struct(REQUEST_SIGNED).iter_unpack
 STATS_FLUSH_NS = 10_000_000
 
 
@@ -49,9 +55,17 @@ class Engine:
         unlink_semaphore(layout.wake_name(config.name))  # a crashed engine's, if any
         self.wake = create_semaphore(layout.wake_name(config.name))
         self.dispatcher = Dispatcher()
-        self.interrupts = InterruptPoller()
-        self.pollers: list = [self.interrupts]
+        self.pollers: list = []
         self.active: list[QueuePair] = []
+        # every slot's engine-side ring state, one ENGINE_QP record each (attached QPs
+        # are ``active``): the loop's compiled scans read the whole table in one call
+        slots = config.engine.max_qps
+        self.qp_table = np.zeros(slots, calls.ENGINE_QP)
+        self.regs = self.registers.words32
+        self.request_flags = np.zeros(slots, np.uint8)
+        self.rxbuf_flags = np.zeros(slots, np.uint8)
+        self.irq_flags = np.zeros(slots, np.uint8)
+        self.rx_rung = 0            # QPs the last scan found with returned buffers
         self.slots = SlotManager(self, BusModel.from_config(config.dma))
         self.iterations = 0
         self.busy_ns = 0
@@ -87,12 +101,19 @@ class Engine:
         """One pass of the loop at time ``now_ns`` (the engine's clock): requests,
         pollers, interrupts, heartbeat, housekeeping when due. Returns the work done
         (records handled, pollers that worked); busy time is counted when nonzero."""
-        work = self.service_all(now_ns)
+        result = calls.scan(self.regs, self.qp_table, now_ns, self.request_flags,
+                            self.rxbuf_flags, self.irq_flags)
+        work = result >> 40                    # NOP and ECHO the scan answered
+        self.rx_rung = result >> 32 & 0xFF     # for the pollers (rx_doorbells)
+        if result & 0xFFFF:
+            self._raise_marked()
+        if result >> 16 & 0xFFFF:              # the dispatcher's records: their events
+            work += self._service_marked(now_ns)
+            self.raise_interrupts(now_ns)
         now = now_ns / 1e9
-        for poller in self.pollers:
+        for poller in self.pollers:            # (they raise the interrupts of their events)
             if poller.poll(now):
                 work += 1
-        self.raise_interrupts(now_ns)  # events posted by requests or pollers
         self.iterations += 1
         self.registers.u64[self.registers.heartbeat_word] = self.iterations
         if now_ns >= self.next_housekeeping:
@@ -104,22 +125,45 @@ class Engine:
         return work
 
     def raise_interrupts(self, now_ns: int) -> None:
-        """Raise the interrupt of each QP that got events since the last check, if
-        its host armed one (moderation applies). Pollers call this too, right after
-        they post events, so a sleeping host does not wait for the rest of their pass."""
+        """Raise the interrupts that are due: events crossed the index a host armed,
+        and moderation allows it. Pollers call this too, right after they post events,
+        so a sleeping host does not wait for the rest of their pass."""
+        if calls.scan_interrupts(self.regs, self.qp_table, now_ns, self.irq_flags):
+            self._raise_marked()
+
+    def _raise_marked(self) -> None:
+        flags = self.irq_flags
         for qp in self.active:
-            producer = qp.event_producer
-            if producer != qp.interrupt.checked_index:
-                qp.interrupt.after_post(producer, now_ns)
+            if flags[qp.slot]:
+                qp.interrupt.raise_()
 
     def service_all(self, now_ns: int) -> int:
-        """Serve every attached QP's request ring (the loop, and the offload poller
-        between its rounds); returns the number of records handled."""
-        work = 0
+        """Serve every attached QP with requests (or events waiting for room): one
+        compiled scan answers what needs no Python (engine/ring_calls.py), the QPs it
+        marks are served here (the offload poller between its rounds). Returns the
+        records handled."""
+        result = calls.scan_requests(self.regs, self.qp_table, self.request_flags)
+        if not result:
+            return 0
+        return (result >> 32) + (self._service_marked(now_ns) if result & 0xFFFFFFFF else 0)
+
+    def _service_marked(self, now_ns: int) -> int:
+        work, flags = 0, self.request_flags
         for qp in self.active:
-            if qp.requests_waiting():
+            if flags[qp.slot]:
                 work += self.service(qp, now_ns)
         return work
+
+    def rx_doorbells(self, fresh: bool = True) -> list[QueuePair]:
+        """The QPs whose host rang the receive-buffer doorbell since the last look:
+        the iteration's scan found them (``fresh`` False), or a scan now."""
+        if fresh:
+            self.rx_rung = calls.scan_rxbufs(self.regs, self.qp_table, self.rxbuf_flags)
+        if not self.rx_rung:
+            return []
+        self.rx_rung = 0
+        flags = self.rxbuf_flags
+        return [qp for qp in self.active if flags[qp.slot]]
 
     def service(self, qp: QueuePair, now_ns: int) -> int:
         """One pass over a QP's rings; returns the number of records handled.
@@ -139,7 +183,7 @@ class Engine:
                 break
             if not copied:
                 break
-            handle(qp, qp.request_out[:copied].view(REQUEST_SIGNED).tolist())
+            handle(qp, list(_UNPACK_REQUESTS(qp.request_raw[:copied * 64])))
         return work + qp.requests - before
 
     def housekeeping(self, now_ns: int) -> int:
@@ -156,6 +200,8 @@ class Engine:
         for qp in self.active:
             if qp.pending_requests() or (qp.backlog and qp.event_space()):
                 return True
+        if calls.rxbufs_rung(self.regs, self.qp_table):
+            return True               # a host returned receive buffers
         for poller in self.pollers:   # e.g. receive-buffer doorbells (engine/offload)
             pending = getattr(poller, "work_pending", None)
             if pending is not None and pending():
@@ -164,6 +210,9 @@ class Engine:
 
     def _sleep_timeout(self, now_ns: int) -> float:
         timeout = self.slice_s
+        deadline = calls.interrupt_deadline(self.regs, self.qp_table)
+        if deadline >= 0:             # a moderated interrupt waits for its delay
+            timeout = min(timeout, (deadline - now_ns) / 1e9)
         for poller in self.pollers:
             deadline = poller.next_deadline()
             if deadline is not None:

@@ -29,13 +29,15 @@ _H = layout.QP_HEADER_FIELDS
 # int64 word of each ENGINE_QP field (Python reads them through ``words``)
 FIELD = {name: i for i, name in enumerate(calls.ENGINE_QP.names)}
 _REQUESTS, _EVENTS, _CONSUMER = FIELD["requests"], FIELD["events"], FIELD["request_consumer"]
+_BACKLOG = FIELD["backlog"]
 
 
 class QueuePair:
     """One attached QP as the engine sees it."""
 
     def __init__(self, slot: int, host_pid: int, segment, dma, lay: layout.QpLayout,
-                 registers_u32, words: dict, interrupt, pidfd: int):
+                 registers_u32, words: dict, interrupt, pidfd: int, moderation=(1, 0),
+                 state: Optional[np.ndarray] = None):
         self.slot = slot
         self.host_pid = host_pid
         self.segment = segment
@@ -48,7 +50,10 @@ class QueuePair:
         self.pidfd = pidfd
         self.request_producer_word = words["request_producer"]
         self.rxbuf_producer_word = words["rxbuf_producer"]
-        self.state = calls.new_state(lay, dma.size, words)
+        # the engine's ring state of this QP: its slot's row of the engine's QP table
+        # (scanned by the loop), or a record of its own
+        self.state = calls.new_state(lay, dma.size, words, moderation, state)
+        self.state["segment_address"] = self.seg.ctypes.data   # (cleared at detach)
         self.fields = self.state.view(np.int64)   # the same record, one word per field
         self.connections: dict[int, Any] = {}
         self._free_rows = list(range(lay.counter_rows - 1, 0, -1))  # row 0 is never used
@@ -101,7 +106,8 @@ class QueuePair:
         """Requests, events and DMA moved by the compiled calls since the last take
         (the engine's stats flush adds them to the QP's row)."""
         f = self.fields
-        names = ("requests", "events", "dma_bytes", "dma_transactions", "bulk_nops")
+        names = ("requests", "events", "dma_bytes", "dma_transactions", "bulk_nops",
+                 "irq_raised")
         out = {name: int(f[FIELD[name]]) for name in names}
         for name in names:
             f[FIELD[name]] = 0
@@ -154,10 +160,6 @@ class QueuePair:
         """Records the host has published and the engine not yet read (-1: bad doorbell)."""
         return calls.requests_pending(self.regs, self.state)
 
-    def requests_waiting(self) -> bool:
-        """The loop's idle test: a doorbell moved, or events wait for room."""
-        return bool(self.backlog) or calls.requests_pending(self.regs, self.state) != 0
-
     def serve_requests(self) -> int:
         """Take published requests (ECHO and NOP answered in the call); the others
         are copied to ``request_out``: returns how many, -1 for a bad doorbell."""
@@ -179,6 +181,7 @@ class QueuePair:
                                                 addr, offset, length, value):
             self.backlog.append((kind, flags, conn, cookie, status, reason, port, buffer,
                                  addr, offset, length, value))
+            self.fields[_BACKLOG] = len(self.backlog)     # (the loop's scan sees it)
 
     def post_many(self, bodies: list) -> None:
         """Post event bodies (post_event's field order), in order."""
@@ -193,6 +196,7 @@ class QueuePair:
         while backlog and post(self.seg, self.regs, self.state, *backlog[0]):
             backlog.popleft()
             posted += 1
+        self.fields[_BACKLOG] = len(backlog)
         return posted
 
     def report(self, status: int, reason: int, **fields) -> None:
@@ -286,6 +290,8 @@ class QueuePair:
     def _release_mapping(self) -> None:
         self.connections.clear()
         self.backlog.clear()
+        self.state["active"] = self.state["backlog"] = 0   # the scans skip the slot
+        self.state["segment_address"] = 0
         self.seg = None                # views of the mapping go before it is unmapped
         self.interrupt.close()
         self.dma.close()

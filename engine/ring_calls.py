@@ -18,19 +18,28 @@ transaction and its bytes in the record (published with the QP's stats).
   the receive area, a sane length, an id below ``recv_buffers`` that the engine does
   not hold already: a bitmap, no search); refused ones are listed for the error
   reports;
-* :func:`store_acked`, :func:`load_consumed`, :func:`store_consumed`: counter rows.
+* :func:`store_acked`, :func:`load_consumed`, :func:`store_consumed`: counter rows;
+* over the whole table of QPs (one record per slot, ``active`` while attached):
+  :func:`scan` once per loop iteration (answer NOP and ECHO at the head of each
+  request ring, mark the QPs whose records need the dispatcher, and the interrupts
+  that are due), :func:`scan_requests` and :func:`scan_interrupts` (each half of
+  it, for the poller's rounds), :func:`scan_rxbufs` (which QPs' hosts returned
+  receive buffers). The interrupt rule (:func:`irq_due`): an armed interrupt is due
+  once the event index the host waits for is published (virtio's ``need_event``),
+  then moderated (at most one per N events or T microseconds).
 """
 from __future__ import annotations
 
 import errno
 
 import numpy as np
-from numba import from_dtype, types
+from numba import carray, from_dtype, types
 
 from toad import layout
 from toad.rings.atomics import copy_bytes
 from toad.compiled import entry, helper, kernel, loaded
-from toad.rings.index import ring_count
+from toad.rings.atomics import byte_pointer, fence
+from toad.rings.index import need_event, ring_count
 from toad.rings.records import (C_ACKED, C_CONSUMED, EVENT_BYTES, E_PHASE, R_ADDR, R_COOKIE,
                                 R_LENGTH, R_PORT, R_VALUE, REQUEST_BYTES, RXBUF_BYTES,
                                 counter_at, load_counter, observed_index, publish_index,
@@ -45,12 +54,23 @@ ENGINE_QP = np.dtype([
     ("event_base", _I8), ("event_entries", _I8), ("rxbuf_base", _I8), ("rxbuf_entries", _I8),
     ("counters_base", _I8), ("recv_base", _I8), ("recv_bytes", _I8),
     ("buffer_bytes", _I8), ("buffers", _I8),
-    # uint32 word indices of this QP's doorbells in OE memory
+    # uint32 word indices of this QP's doorbells and interrupt registers in OE memory
     ("request_doorbell", _I8), ("event_doorbell", _I8), ("rxbuf_doorbell", _I8),
+    ("irq_enabled", _I8), ("irq_index", _I8), ("mod_events", _I8), ("mod_us", _I8),
+    ("active", _I8),              # 1 while the QP is attached (the scans look at it)
+    ("segment_address", _I8),     # where the engine mapped the host segment (while active)
+    ("backlog", _I8),             # events waiting in the engine's Python backlog
+    ("rxbuf_seen", _I8),          # the receive-buffer doorbell the stack last handled
     # the engine's ring indices (free-running, 32-bit values)
     ("request_consumer", _I8), ("event_producer", _I8), ("rxbuf_consumer", _I8),
     ("event_room", _I8),          # free event slots known (refreshed when used up)
     ("bad_doorbell", _I8),        # the doorbell value serve/take refused last
+    # the interrupt (need_event and moderation, see irq_due)
+    ("default_events", _I8), ("default_us", _I8),   # moderation when the registers say 0
+    ("irq_checked", _I8),         # events up to this index were checked against the arm
+    ("irq_since", _I8),           # events posted since the last interrupt
+    ("irq_pending", _I8),         # ns since an armed interrupt waits for moderation, or -1
+    ("irq_raised", _I8),          # interrupts raised
     # counters (added to the QP's stats row by the engine's stats flush)
     ("requests", _I8), ("events", _I8), ("bulk_nops", _I8),
     ("dma_bytes", _I8), ("dma_transactions", _I8),
@@ -69,9 +89,13 @@ EV_COMPLETION = layout.EV_COMPLETION
 REFUSED_SHIFT = 32         # take_rxbufs: refused entries << 32 | accepted entries
 
 
-def new_state(lay: layout.QpLayout, segment_bytes: int, words: dict) -> np.ndarray:
-    """The ENGINE_QP record of a QP just enabled (``words``: its slot's register words)."""
-    state = np.zeros(1, ENGINE_QP)
+def new_state(lay: layout.QpLayout, segment_bytes: int, words: dict, moderation=(1, 0),
+              state: np.ndarray | None = None) -> np.ndarray:
+    """The ENGINE_QP record of a QP just enabled (``words``: its slot's register words;
+    ``moderation``: the engine's default events and microseconds; ``state``: the
+    record to fill, e.g. the slot's row of the engine's table)."""
+    state = np.zeros(1, ENGINE_QP) if state is None else state
+    state[:] = 0
     for field in ("request_entries", "event_entries", "rxbuf_entries"):
         state[field] = getattr(lay, field)
     state["segment_bytes"] = segment_bytes
@@ -82,8 +106,12 @@ def new_state(lay: layout.QpLayout, segment_bytes: int, words: dict) -> np.ndarr
     state["request_doorbell"] = words["request_producer"]
     state["event_doorbell"] = words["event_consumer"]
     state["rxbuf_doorbell"] = words["rxbuf_producer"]
+    state["irq_enabled"], state["irq_index"] = words["irq_enabled"], words["irq_event_index"]
+    state["mod_events"], state["mod_us"] = words["moderation_events"], words["moderation_us"]
+    state["default_events"], state["default_us"] = moderation
     state["event_room"] = lay.event_entries
-    state["bad_doorbell"] = -1
+    state["bad_doorbell"] = state["irq_pending"] = -1
+    state["active"] = 1
     return state
 
 
@@ -139,14 +167,14 @@ def _event_space(regs, qp):
 
 # ---- requests ---------------------------------------------------------------------------
 
-@kernel(_I64(_SEG, _REGS, _QP, types.uint8[::1]))
-def _serve_requests(seg, regs, qp, out):
+@helper
+def serve(seg, regs, q, out):
     """Take the published requests (no more than the event ring has room for answers):
     answer NOP and ECHO here, copy the others into ``out`` (REQUEST records) for the
-    dispatcher, in ring order; stop at a NOP or ECHO that follows a copied record.
-    Returns the records copied, or -1 for a doorbell that claims more records than the
-    ring holds (its value in ``bad_doorbell``; nothing is read)."""
-    q = qp[0]
+    dispatcher, in ring order; stop at a NOP or ECHO that follows a copied record, and
+    at a record ``out`` has no room for (an empty ``out``: at the first record that
+    needs the dispatcher). Returns the records copied, or -1 for a doorbell that claims
+    more records than the ring holds (its value in ``bad_doorbell``; nothing is read)."""
     producer = observed_index(regs, q.request_doorbell)
     count = ring_count(producer, q.request_consumer)
     if count > q.request_entries:
@@ -189,6 +217,12 @@ def _serve_requests(seg, regs, qp, out):
         publish_index(seg.view(np.uint32), REQUEST_CONSUMER_AT >> 2, q.request_consumer)
         count_dma(q, 4)
     return copied
+
+
+@kernel(_I64(_SEG, _REGS, _QP, types.uint8[::1]))
+def _serve_requests(seg, regs, qp, out):
+    """serve() one QP (the dispatcher's loop)."""
+    return serve(seg, regs, qp[0], out)
 
 
 @kernel(_I64(_REGS, _QP))
@@ -281,6 +315,162 @@ def _load_consumed(seg, qp, conn):
     return load_counter(seg, counter_at(q.counters_base, conn, C_CONSUMED))
 
 
+# ---- the table of QPs, once per loop iteration ------------------------------------
+
+@helper
+def segment(q):
+    """The QP's host segment as bytes, from where the engine mapped it."""
+    return carray(byte_pointer(q.segment_address), q.segment_bytes)
+
+
+@helper
+def serve_head(regs, q):
+    """Serve what needs no Python at the head of ``q``'s request ring (NOP and ECHO:
+    serve() with no room to copy records out); True if the dispatcher has work there
+    (a record that needs it, a backlog, a bad doorbell)."""
+    if q.backlog > 0:
+        return True
+    if observed_index(regs, q.request_doorbell) == q.request_consumer:
+        return False
+    if serve(segment(q), regs, q, np.empty(0, np.uint8)) < 0:
+        return True
+    return observed_index(regs, q.request_doorbell) != q.request_consumer
+
+
+@kernel(_I64(_REGS, _QP, types.uint8[::1]))
+def _scan_requests(regs, qps, flags):
+    """serve_head() on every attached QP; flags[slot] = 1 where the dispatcher has
+    work. Returns ``records served << 32 | QPs marked``."""
+    marked = served = 0
+    for slot in range(len(qps)):
+        q = qps[slot]
+        flags[slot] = 0
+        if not q.active:
+            continue
+        before = q.requests
+        if serve_head(regs, q):
+            flags[slot] = 1
+            marked += 1
+        served += q.requests - before
+    return (served << 32) | marked
+
+
+@kernel(_I64(_REGS, _QP, types.uint8[::1]))
+def _scan_rxbufs(regs, qps, flags):
+    """flags[slot] = 1 for each attached QP whose host rang the receive-buffer doorbell
+    since the last scan (it read data: windows may reopen), else 0; returns how many."""
+    marked = 0
+    for slot in range(len(qps)):
+        q = qps[slot]
+        flags[slot] = 0
+        if q.active:
+            producer = observed_index(regs, q.rxbuf_doorbell)
+            if producer != q.rxbuf_seen:
+                q.rxbuf_seen = producer
+                flags[slot] = 1
+                marked += 1
+    return marked
+
+
+@kernel(_I64(_REGS, _QP))
+def _rxbufs_rung(regs, qps):
+    """Attached QPs whose receive-buffer doorbell moved since the last scan (no change)."""
+    count = 0
+    for slot in range(len(qps)):
+        q = qps[slot]
+        if q.active and observed_index(regs, q.rxbuf_doorbell) != q.rxbuf_seen:
+            count += 1
+    return count
+
+
+@helper
+def irq_due(regs, q, now_ns):
+    """Whether ``q``'s interrupt must be raised now. Events up to the producer index
+    are published; if the host armed the interrupt (``irq_enabled``) for an index
+    the new events crossed (need_event), the interrupt is pending, and it fires once
+    ``moderation_events`` events were posted since the last one or the pending one
+    waited ``moderation_us`` (the QP's registers, else the engine's defaults). The
+    fence orders our event stores before the load of the arm: the host stores its
+    arm, fences, then re-reads the ring, so one of the two sees the other."""
+    producer = q.event_producer
+    if producer != q.irq_checked:
+        q.irq_since += (producer - q.irq_checked) & 0xFFFFFFFF
+        old = q.irq_checked
+        q.irq_checked = producer
+        if q.irq_pending < 0:
+            fence()
+            if regs[q.irq_enabled] and need_event(np.int64(regs[q.irq_index]), producer, old):
+                q.irq_pending = now_ns
+    if q.irq_pending < 0:
+        return False
+    if not regs[q.irq_enabled]:
+        q.irq_pending = -1           # the host stopped waiting: nothing to wake
+        return False
+    events = np.int64(regs[q.mod_events]) or q.default_events
+    micros = np.int64(regs[q.mod_us]) or q.default_us
+    if q.irq_since >= events or now_ns - q.irq_pending >= micros * 1000:
+        q.irq_since = 0
+        q.irq_pending = -1
+        q.irq_raised += 1
+        return True
+    return False
+
+
+@kernel(_I64(_REGS, _QP, _I64, types.uint8[::1]))
+def _scan_interrupts(regs, qps, now_ns, flags):
+    """flags[slot] = 1 for each attached QP whose interrupt is due now (irq_due), else
+    0; returns how many (the caller posts their semaphores)."""
+    marked = 0
+    for slot in range(len(qps)):
+        q = qps[slot]
+        flags[slot] = q.active and irq_due(regs, q, now_ns)
+        marked += flags[slot]
+    return marked
+
+
+@kernel(_I64(_REGS, _QP, _I64, types.uint8[::1], types.uint8[::1], types.uint8[::1]))
+def _scan(regs, qps, now_ns, requests, rxbufs, interrupts):
+    """The loop's look at every attached QP, once per iteration: serve what needs no
+    Python (serve_head), then requests[slot] = 1 where the dispatcher has work,
+    rxbufs[slot] = 1 where the host rang the receive-buffer doorbell (as
+    scan_rxbufs), interrupts[slot] = 1 where an interrupt is due (irq_due, after
+    those answers). Returns ``records served << 40 | rxbufs << 32 | requests << 16 |
+    interrupts`` (the number of slots marked in each)."""
+    served = marked = rung = due = 0
+    for slot in range(len(qps)):
+        q = qps[slot]
+        requests[slot] = rxbufs[slot] = interrupts[slot] = 0
+        if not q.active:
+            continue
+        before = q.requests
+        if serve_head(regs, q):
+            requests[slot] = 1
+            marked += 1
+        served += q.requests - before
+        producer = observed_index(regs, q.rxbuf_doorbell)
+        if producer != q.rxbuf_seen:
+            q.rxbuf_seen = producer
+            rxbufs[slot] = 1
+            rung += 1
+        if irq_due(regs, q, now_ns):
+            interrupts[slot] = 1
+            due += 1
+    return (served << 40) | (rung << 32) | (marked << 16) | due
+
+
+@kernel(_I64(_REGS, _QP))
+def _interrupt_deadline(regs, qps):
+    """The earliest time (ns) a pending interrupt's moderation delay ends, or -1."""
+    earliest = -1
+    for slot in range(len(qps)):
+        q = qps[slot]
+        if q.active and q.irq_pending >= 0:
+            at = q.irq_pending + (np.int64(regs[q.mod_us]) or q.default_us) * 1000
+            if earliest < 0 or at < earliest:
+                earliest = at
+    return earliest
+
+
 post_event = entry(_post_event)
 event_space = entry(_event_space)
 serve_requests = entry(_serve_requests)
@@ -290,6 +480,12 @@ rxbufs_pending = entry(_rxbufs_pending)
 store_acked = entry(_store_acked)
 store_consumed = entry(_store_consumed)
 load_consumed = entry(_load_consumed)
+scan = entry(_scan)
+scan_requests = entry(_scan_requests)
+scan_rxbufs = entry(_scan_rxbufs)
+rxbufs_rung = entry(_rxbufs_rung)
+scan_interrupts = entry(_scan_interrupts)
+interrupt_deadline = entry(_interrupt_deadline)
 
 
 loaded(__name__)

@@ -92,7 +92,6 @@ class SlotManager:
             return
         self.qps[slot] = qp
         self.engine.active.append(qp)
-        self.engine.interrupts.add(qp.interrupt)
         self.host_poll.register(qp.pidfd, select.POLLIN)
         self.by_pidfd[qp.pidfd] = qp
         self.registers.qp_stats[slot]["enables"] += 1
@@ -118,11 +117,11 @@ class SlotManager:
             dma = Dma(segment.map, segment.size, self.bus)
             lay = self._check_header(dma, slot, pid, segment.size)
             semaphore = open_semaphore(layout.irq_name(name, slot))
-            line = InterruptLine(semaphore, self.u32, w,
-                                 self.engine.config.interrupts.moderation_events,
-                                 self.engine.config.interrupts.moderation_us)
-            return QueuePair(slot, pid, segment, dma, lay, self.registers.words32, w, line,
-                             pidfd)
+            irq = self.engine.config.interrupts
+            return QueuePair(slot, pid, segment, dma, lay, self.registers.words32, w,
+                             InterruptLine(semaphore), pidfd,
+                             moderation=(irq.moderation_events, irq.moderation_us),
+                             state=self.engine.qp_table[slot:slot + 1])
         except (ShmError, EnableError) as exc:
             os.close(pidfd)
             if semaphore is not None:
@@ -152,7 +151,6 @@ class SlotManager:
         self.qps[qp.slot] = None
         if qp in self.engine.active:
             self.engine.active.remove(qp)
-        self.engine.interrupts.remove(qp.interrupt)
         self.host_poll.unregister(qp.pidfd)
         self.by_pidfd.pop(qp.pidfd, None)
         os.close(qp.pidfd)
@@ -216,11 +214,10 @@ class SlotManager:
         rings = qp.take_counts()            # what the compiled ring calls did
         u64[row + field["requests"]] += rings["requests"]
         u64[row + field["events"]] += rings["events"]
-        u64[row + field["interrupts"]] += qp.interrupt.raised
+        u64[row + field["interrupts"]] += rings["irq_raised"]
         u64[row + field["bad_records"]] += qp.bad_records
         u64[row + field["reports_dropped"]] += qp.reports_dropped
         u64[row + field["dma_bytes"]] += qp.dma.bytes + rings["dma_bytes"]
         u64[row + field["dma_transactions"]] += qp.dma.transactions + rings["dma_transactions"]
         qp.bad_records = qp.reports_dropped = 0
-        qp.interrupt.raised = 0
         qp.dma.bytes = qp.dma.transactions = 0

@@ -9,6 +9,8 @@
     toad bench copy [--json FILE]    one chunk copy back to back, after a spin, after a
                                      sleep, after a spin and a read of the destination
                                      (why a copy costs more in a run than calibrated)
+    toad bench start [--json FILE]   toad engine's start with its compiled code cold
+                                     (numba compiles it) and warm (cached)
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ BENCHES = {
     "stack": "host.bench_stack",
     "offload": "host.bench_offload",
     "copy": "host.bench_copy",
+    "start": "host.bench_start",
 }
 
 

@@ -11,11 +11,11 @@ take the QP segment (``seg``: the host's own memory as bytes), OE memory as uint
 * :func:`send`: the boundary copy into the connection's send ring, the SEND
   descriptor, the doorbell, the sleeping-engine check; or a code saying what Python
   must do first (make room in the ring, wait for request slots);
-* :func:`recv`: the copy out of the first attached buffer (through a scratch buffer
-  when the destination lies at memcpy's slow distance from it: host/copy_align.py),
-  a buffer read to its end joins the return list, and a full list goes back
-  (:func:`flush_returns`: the consumed counters, the receive-buffer entries, the
-  doorbell);
+* :func:`recv`: the copy out of the first attached buffer; a buffer read to its end
+  joins the return list, and a full list goes back (:func:`flush_returns`: the
+  consumed counters, the receive-buffer entries, the doorbell). Both copies go
+  through a scratch buffer when the destination lies at memcpy's slow distance
+  from the source (:func:`boundary_copy`, host/copy_align.py);
 * :func:`poll`: drain the event ring: RECV_DATA for a connection whose row is
   registered is attached here, every other event is copied out for Python;
 * :func:`post`, :func:`post_records`, :func:`give_buffers`, :func:`arm`: the rest
@@ -175,10 +175,29 @@ def timed_copy(q, dst, dst_at, src, src_at, count, timed):
         copy_bytes(dst, dst_at, src, src_at, count)
 
 
+@helper
+def boundary_copy(q, dst, dst_at, src, src_at, count, scratch, timed):
+    """The socket boundary's copy. When the destination lies at memcpy's slow
+    distance after the source (host/copy_align.py: 1 to SLOW_BELOW - 1 bytes modulo a
+    page, for copies of MIN_BYTES or more), it goes through ``scratch``, placed half a
+    page from the source (hence about half a page before the destination): two fast
+    copies instead of a slow one."""
+    distance = (address(dst) + dst_at - address(src) - src_at) % PAGE
+    if count >= MIN_BYTES and 0 < distance < SLOW_BELOW and len(scratch) >= count + PAGE:
+        middle = (address(src) + src_at + PAGE // 2 - address(scratch)) % PAGE
+        timed_copy(q, scratch, middle, src, src_at, count, timed)
+        spent = q.copy_cycles
+        timed_copy(q, dst, dst_at, scratch, middle, count, timed)
+        q.copy_cycles += spent
+        q.bounced += 1
+    else:
+        timed_copy(q, dst, dst_at, src, src_at, count, timed)
+
+
 # ---- send --------------------------------------------------------------------------------
 
 @helper
-def send_call(seg, regs, qp, conns, src, row, timed):
+def send_call(seg, regs, qp, conns, scratch, src, row, timed):
     """The whole of ``src`` into row's send ring and one SEND, or NEED_ROOM (the bytes
     do not fit before the ring's end in its known free space, acknowledged bytes
     counted) or NO_SLOT (the request ring is full); nothing is written then."""
@@ -201,7 +220,7 @@ def send_call(seg, regs, qp, conns, src, row, timed):
     if at < 0:
         return NO_SLOT
     offset = c.tx_offset + position
-    timed_copy(q, seg, offset, src, 0, count, timed)       # the boundary copy
+    boundary_copy(q, seg, offset, src, 0, count, scratch, timed)
     write_request(seg, at, OP_SEND, SILENT, c.conn, 0, 0, 0, 0, offset, count, 0)
     next_request(q)
     c.tx_posted += count
@@ -209,11 +228,11 @@ def send_call(seg, regs, qp, conns, src, row, timed):
     return count | ring_doorbell(seg, regs, q, q.request_doorbell, q.request_producer)
 
 
-@kernel(_I64(_SEG, _REGS, _QP, _CONNS, _BYTES, _I64, _I64),
-        _I64(_SEG, _REGS, _QP, _CONNS, _BYTEARRAY, _I64, _I64),
-        _I64(_SEG, _REGS, _QP, _CONNS, _RO_VIEW, _I64, _I64))
-def _send(seg, regs, qp, conns, src, row, timed):
-    return send_call(seg, regs, qp, conns, src, row, timed)
+@kernel(_I64(_SEG, _REGS, _QP, _CONNS, _SEG, _BYTES, _I64, _I64),
+        _I64(_SEG, _REGS, _QP, _CONNS, _SEG, _BYTEARRAY, _I64, _I64),
+        _I64(_SEG, _REGS, _QP, _CONNS, _SEG, _RO_VIEW, _I64, _I64))
+def _send(seg, regs, qp, conns, scratch, src, row, timed):
+    return send_call(seg, regs, qp, conns, scratch, src, row, timed)
 
 
 @kernel(types.void(_CONNS, _I64, _I64, _I64, _I64))
@@ -296,18 +315,7 @@ def recv_call(seg, regs, qp, conns, bufs, scratch, dst, row, timed):
     if len(dst) < count:
         count = len(dst)
     src_at = q.recv_base + buffer_id * q.buffer_bytes + c.rx_start
-    distance = (address(dst) - address(seg) - src_at) % PAGE
-    if count >= MIN_BYTES and 0 < distance < SLOW_BELOW and len(scratch) >= count + PAGE:
-        # memcpy's slow distance (host/copy_align.py): through the scratch buffer,
-        # placed half a page from the source, hence about half a page before dst
-        middle = (address(seg) + src_at + PAGE // 2 - address(scratch)) % PAGE
-        timed_copy(q, scratch, middle, seg, src_at, count, timed)
-        spent = q.copy_cycles
-        timed_copy(q, dst, 0, scratch, middle, count, timed)
-        q.copy_cycles += spent
-        q.bounced += 1
-    else:
-        timed_copy(q, dst, 0, seg, src_at, count, timed)    # the boundary copy
+    boundary_copy(q, dst, 0, seg, src_at, count, scratch, timed)
     if c.rx_start + count < length:
         c.rx_start += count
         c.consumed += count

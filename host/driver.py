@@ -48,8 +48,8 @@ import numpy as np
 
 from host import datapath
 from host.datapath import COUNT, NO_SLOT, WAKE
-from host.driver_wait import (MIN_SPIN_S, PROBE_MASK, SPIN_PAYS_S,  # noqa: F401
-                              EventWaits, closed_error)
+from host.driver_wait import (MIN_SPIN_S, PROBE_MASK, SPIN_CHECKS,  # noqa: F401
+                              SPIN_PAYS_S, EventWaits, closed_error)
 from toad import layout
 from toad.addresses import pid_alive
 from toad.engine_stats import OeMemory
@@ -62,6 +62,7 @@ SLEEP_SLICE_S = 0.05
 CLOSE_WAIT_S = 1.0        # close(): longest wait for another thread to leave its wait
 ROW_MASK = (1 << layout.CONN_ROW_BITS) - 1
 POLL_OUT = 256            # events one poll hands to Python at most
+QUICK_SPINS = 2           # call(): compiled spins on the ring before the general wait
 Q = {name: i for i, name in enumerate(datapath.HOST_QP.names)}   # qp's int64 words
 _SIGN = 1 << 63
 
@@ -86,7 +87,8 @@ class Event(NamedTuple):
     value: int
 
 
-EVENT_FIELDS = layout.EVENT_FIELDS          # tolist() of poll's records: Event tuples
+EVENT_FIELDS = layout.EVENT_FIELDS          # the records poll copies out
+_UNPACK_EVENT = layout.record_struct(EVENT_FIELDS).unpack_from
 REQUEST_FIELDS = layout.REQUEST_SIGNED      # post_many's records
 assert EVENT_FIELDS.names == Event._fields
 
@@ -138,7 +140,8 @@ class Driver(EventWaits):
         self.waited_s = self.slept_s = 0.0   # time in wait_for, and asleep in it
         self.sleep_slice = SLEEP_SLICE_S  # longest single sleep (heartbeat checked between)
         self.out = np.zeros(POLL_OUT, layout.EVENT)        # events poll copies out
-        self.out_raw, self.out_fields = self.out.view(np.uint8), self.out.view(EVENT_FIELDS)
+        self.out_raw = self.out.view(np.uint8)
+        self.out_view = memoryview(self.out_raw)   # (decoding from it is cheaper)
         try:
             self.slot, self.irq = self._claim_slot()
             self.wake = open_semaphore(layout.wake_name(self.name))
@@ -286,13 +289,15 @@ class Driver(EventWaits):
              length: int = 0, value: int = 0) -> None:
         """Post one request and ring the doorbell (waiting for a free slot, consuming
         events meanwhile: the engine reads requests only while it can answer them)."""
-        args = (self.seg, self.regs, self.qp, opcode, flags, conn, cookie, addr, port, option,
-                offset, length, value)
-        result = datapath.post(*args)
-        while result == NO_SLOT:
-            self._wait_request_space(1)
-            result = datapath.post(*args)
-        self.wake_engine(result)
+        result = datapath.post(self.seg, self.regs, self.qp, opcode, flags, conn, cookie,
+                               addr, port, option, offset, length, value)
+        if result:
+            while result == NO_SLOT:
+                self._wait_request_space(1)
+                result = datapath.post(self.seg, self.regs, self.qp, opcode, flags, conn,
+                                       cookie, addr, port, option, offset, length, value)
+            if result & WAKE:
+                self.wake.release()
 
     def post_many(self, records: list[tuple]) -> None:
         """Post request tuples (REQUEST field order) with one doorbell write."""
@@ -330,13 +335,25 @@ class Driver(EventWaits):
                 time.sleep(0.0001)
 
     def call(self, opcode: int, timeout: Optional[float] = None, **fields) -> Event:
-        """Post a request and wait for its COMPLETION or ERROR event."""
+        """Post a request and wait for its COMPLETION or ERROR event. A host that may
+        spin first watches the event ring in compiled code for a moment (an engine
+        that polls answers in microseconds), before the general wait."""
         cookie = self.start(opcode, **fields)
+        done = self._done
         try:
-            if not self.wait_for(lambda: cookie in self._done, timeout):
+            if self.busy_poll_s and self._consumer.acquire(False):
+                try:
+                    for _ in range(QUICK_SPINS):
+                        if datapath.spin(self.seg, self.qp, SPIN_CHECKS):
+                            self.poll()
+                            if cookie in done:
+                                return done.pop(cookie)
+                finally:
+                    self._consumer.release()
+            if not self.wait_for(lambda: cookie in done, timeout):
                 raise TimeoutError(f"no answer to {layout.OPCODE_NAMES.get(opcode, opcode)} "
                                    f"within {timeout} s")
-            return self._done.pop(cookie)
+            return done.pop(cookie)
         finally:
             self.forget(cookie)
 
@@ -386,8 +403,14 @@ class Driver(EventWaits):
             return 0
         copied = result & 0xFFFFFFFF
         if copied:
-            undelivered.extend(map(Event._make, self.out_fields[:copied].tolist()))
-            self._deliver(undelivered)
+            out, dispatch = self.out_view, self._dispatch
+            for k in range(copied):
+                try:
+                    dispatch(Event._make(_UNPACK_EVENT(out, k * 64)))
+                except BaseException:   # the rest go first at the next poll
+                    undelivered.extend(Event._make(_UNPACK_EVENT(out, j * 64))
+                                       for j in range(k + 1, copied))
+                    raise
         if self._waiters:
             with self._cond:
                 self._cond.notify_all()

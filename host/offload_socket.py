@@ -68,8 +68,11 @@ class OffloadSocket:
         self.local: tuple[str, int] = ("0.0.0.0", 0)
         self.peer = peer
         self.row = conn & ROW_MASK     # its row in the QP's tables (host/datapath.py)
-        self.rx_args = network.rx_args
-        self.tx_args = network.tx_args
+        # the arrays of the compiled calls (host/datapath.py), passed one by one (a
+        # star-call costs more than the attribute loads)
+        driver = network.driver
+        self.seg, self.regs, self.qp = driver.seg, driver.regs, driver.qp
+        self.conns, self.bufs, self.scratch = driver.conns, driver.bufs, network.scratch
         self.q = self.driver.q
         self.eof = False
         self.error = 0
@@ -77,6 +80,7 @@ class OffloadSocket:
         self.accept_ready = 0          # ACCEPT_READY events seen
         self.accept_matched = 0        # of those, the ones an ACCEPT answered (or EAGAIN)
         self.space_events = 0          # SEND_SPACE events seen
+        self.checked_view = None       # the last memoryview recv_into found usable as is
         self.tx = self.driver.conns[self.row]    # its row (a view): send ring, receive
         self.retired: list = []        # (offset, size, posted at retirement) of old rings
         self.abort_on_close = False    # SO_LINGER {1, 0}
@@ -344,9 +348,11 @@ class OffloadSocket:
             timer = COPY_TIMER              # one copy in N is timed (copy_timer.py)
             timer.countdown -= 1
             if timer.countdown:
-                result = send(*self.tx_args, data, self.row, 0)
+                result = send(self.seg, self.regs, self.qp, self.conns, self.scratch, data,
+                              self.row, 0)
             else:
-                result = send(*self.tx_args, data, self.row, 1)
+                result = send(self.seg, self.regs, self.qp, self.conns, self.scratch, data,
+                              self.row, 1)
                 if result >= 0:
                     timer.add_cycles(int(self.q[_COPY_CYCLES]), result & COUNT)
                 else:
@@ -381,7 +387,8 @@ class OffloadSocket:
                 piece = view[:n] if n < want else view
                 timer = COPY_TIMER
                 timer.countdown -= 1
-                result = _SEND_VIEW(*self.tx_args, piece, self.row, 0 if timer.countdown else 1)
+                result = _SEND_VIEW(self.seg, self.regs, self.qp, self.conns, self.scratch,
+                                    piece, self.row, 0 if timer.countdown else 1)
                 if result == datapath.NO_SLOT:
                     timer.countdown += 1
                     self.driver._wait_request_space(1)
@@ -518,9 +525,13 @@ class OffloadSocket:
         if flags:
             raise error(errno.EOPNOTSUPP, "recv flags")
         recv = RECV_BY_TYPE.get(type(target))
-        if recv is None or (recv is _RECV_VIEW and not (
-                target.format == "B" and target.ndim == 1 and target.c_contiguous
-                and not target.readonly)):
+        if recv is _RECV_VIEW and target is not self.checked_view:
+            if target.format == "B" and target.ndim == 1 and target.c_contiguous \
+                    and not target.readonly:
+                self.checked_view = target       # a reader's own view: checked once
+            else:
+                recv = None
+        if recv is None:
             target, recv = self._byte_view(target), _RECV_VIEW
         if nbytes:
             if nbytes < 0:
@@ -532,9 +543,11 @@ class OffloadSocket:
         timer = COPY_TIMER                      # one copy in N is timed
         timer.countdown -= 1
         if timer.countdown:
-            result = recv(*self.rx_args, target, self.row, 0)
+            result = recv(self.seg, self.regs, self.qp, self.conns, self.bufs, self.scratch,
+                          target, self.row, 0)
         else:
-            result = recv(*self.rx_args, target, self.row, 1)
+            result = recv(self.seg, self.regs, self.qp, self.conns, self.bufs, self.scratch,
+                          target, self.row, 1)
             if result >= 0:
                 timer.add_cycles(int(self.q[_COPY_CYCLES]), result & COUNT)
             else:
@@ -562,7 +575,8 @@ class OffloadSocket:
         with self.recv_lock:
             while True:
                 self.driver.try_poll()   # events ready now need no wait machinery
-                result = recv(*self.rx_args, target, self.row, 0)
+                result = recv(self.seg, self.regs, self.qp, self.conns, self.bufs,
+                              self.scratch, target, self.row, 0)
                 if result != EMPTY:
                     return self.driver.wake_engine(result)
                 if self.eof or self.error or self.shut_rd or self.closed:

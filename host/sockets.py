@@ -54,6 +54,7 @@ from toad.errors import ToadError
 
 _RECV_DATA = layout.EV_RECV_DATA
 RETURN_BATCH = 32         # read anonymous buffers handed back per doorbell (at most)
+SCRATCH_BYTES = 262144    # the longest send copy that can dodge memcpy's slow distance
 
 
 class OffloadNetwork:
@@ -81,10 +82,9 @@ class OffloadNetwork:
         self.unowned_returns = 0               # buffers the engine gave back unused
         # buffers read go back in batches of this many (with the consumed counters)
         driver.q[Q["return_batch"]] = max(1, min(RETURN_BATCH, lay.recv_buffers // 8))
-        # what a socket's recv needs, in the order of the compiled call's arguments
-        self.rx_args = (driver.seg, driver.regs, driver.qp, driver.conns, driver.bufs,
-                        np.zeros(lay.recv_buffer_bytes + 4096, np.uint8))  # (bounce)
-        self.tx_args = (driver.seg, driver.regs, driver.qp, driver.conns)
+        # the buffer a boundary copy at memcpy's slow distance goes through (a bigger
+        # send is copied straight)
+        self.scratch = np.zeros(max(lay.recv_buffer_bytes, SCRATCH_BYTES) + 4096, np.uint8)
         self.rx_count = driver.conns["rx_count"]      # per row: buffers attached
         driver.post_rx_buffers([(driver.recv_buffer_offset(i), lay.recv_buffer_bytes, i)
                                 for i in range(lay.recv_buffers)])

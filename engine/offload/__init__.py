@@ -49,7 +49,8 @@ def install(engine, clock=time.perf_counter) -> OffloadPoller:
                       arp_timeout=config.nic.arp_timeout_s)
         poller = OffloadPoller(config, stack, nic, clock,
                                raise_interrupts=engine.raise_interrupts,
-                               service_requests=engine.service_all)
+                               service_requests=engine.service_all,
+                               rx_doorbells=engine.rx_doorbells)
         poller.handlers.register(engine.dispatcher)
         engine.slots.attach_hooks.append(poller.on_attach)
         engine.add_poller(poller)

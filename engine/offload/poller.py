@@ -48,7 +48,7 @@ class OffloadPoller:
     """Owns the Stack and the NIC; serves every QP's sockets."""
 
     def __init__(self, config, stack, nic, clock=time.perf_counter, raise_interrupts=None,
-                 service_requests=None):
+                 service_requests=None, rx_doorbells=None):
         self.config = config
         self.stack = stack
         self.nic = nic
@@ -63,7 +63,6 @@ class OffloadPoller:
         if self.tracking:
             stack.output_tracking = True
         self.timer_at = None          # the stack's next deadline (recomputed on work)
-        self.rx_producers: dict = {}  # qp -> last receive-buffer doorbell seen
         self.pools: dict = {}         # qp -> RxPool (receive windows share the pool)
         self.window_bytes = config.tcp.recv_buffer_bytes
         # the loop's interrupt check (Engine.raise_interrupts), run as soon as a round
@@ -75,11 +74,13 @@ class OffloadPoller:
         # busy (e.g. an rr response posted while the engine handled the ACK of the
         # request) is picked up at the next round, not after the whole pass
         self.service_requests = service_requests
+        # the QPs whose host rang the receive-buffer doorbell since the last call
+        # (Engine.rx_doorbells): it read data, windows may reopen
+        self.rx_doorbells = rx_doorbells
 
     # ---- set-up ------------------------------------------------------------------
     def on_attach(self, qp) -> None:
         qp.reclaim_hooks.append(self.reclaim)
-        self.rx_producers[qp] = 0
         self.pools[qp] = RxPool(qp, self.window_bytes)
 
     def kick(self, conn=None) -> None:
@@ -96,6 +97,11 @@ class OffloadPoller:
         self.kicked = False
         service = self.service_requests
         out = None
+        # buffers the hosts returned (the loop's scan saw the doorbells): windows
+        # reopen before this pass's input and output
+        if self.pools and self.check_rx_doorbells(now, fresh=False):
+            worked = changed = True           # (its kicks are this pass's output)
+            self.kicked = False
         for round_no in range(MAX_ROUNDS):
             if round_no:
                 now = self.clock()
@@ -104,7 +110,7 @@ class OffloadPoller:
                 # frames just sent are in flight: they and their interrupt come first
                 if served:
                     worked = True
-                elif self.rx_producers and not out and self.check_rx_doorbells(now):
+                elif self.pools and not out and self.check_rx_doorbells(now):
                     worked = True
                 if self.kicked:           # a request or a window update is due
                     self.kicked = False
@@ -135,19 +141,11 @@ class OffloadPoller:
                 break
             worked = True
             changed = False
-        if self.rx_producers:
-            worked |= self.check_rx_doorbells(now)
         if self.table.delayed:
             worked |= self.post_delayed(now)
         if worked:
             self.timer_at = stack.next_deadline()
         return worked
-
-    def work_pending(self) -> bool:
-        """Checked by the loop after it set "sleeping": a host returned receive
-        buffers (the driver rings the rxbuf doorbell without waking an awake engine)."""
-        return any(qp.regs[qp.rxbuf_producer_word] != seen
-                   for qp, seen in self.rx_producers.items())
 
     def next_deadline(self):
         times = [t for t in (self.timer_at, self.nic.next_deadline()) if t is not None]
@@ -158,22 +156,18 @@ class OffloadPoller:
         return min(times) if times else None
 
     # ---- receive side ------------------------------------------------------------
-    def check_rx_doorbells(self, now: float) -> bool:
-        """The host returned anonymous buffers (it read data): reopen windows."""
-        changed = False
-        for qp, seen in self.rx_producers.items():
-            producer = int(qp.regs[qp.rxbuf_producer_word])
-            if producer == seen:
-                continue
-            self.rx_producers[qp] = producer
-            changed = True
+    def check_rx_doorbells(self, now: float, fresh: bool = True) -> bool:
+        """The host returned anonymous buffers (it read data): reopen windows.
+        ``fresh`` False: the doorbells the loop's scan found this iteration."""
+        rung = self.rx_doorbells(fresh) if self.rx_doorbells is not None else []
+        for qp in rung:
             for sock in qp.connections.values():
                 conn = sock.conn if sock is not None else None
                 if conn is not None and sock.state is CONNECTED:
                     conn.notify_read(now)
                     if conn.ack_now:  # a window update is due: run output next pass
                         self.kick(conn)
-        return changed
+        return bool(rung)
 
     def post_delayed(self, now: float) -> bool:
         done = [s for s in self.table.delayed if s.recv_buffer.first_at is None
@@ -264,7 +258,6 @@ class OffloadPoller:
     def reclaim(self, qp) -> None:
         """The host detached or died: reset its connections, close its listeners."""
         now = self.clock()
-        self.rx_producers.pop(qp, None)
         self.pools.pop(qp, None)
         for sock in list(qp.connections.values()):
             if sock is None:

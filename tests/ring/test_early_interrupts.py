@@ -2,30 +2,44 @@
 called by the offload poller after its input and after its event translation)."""
 from types import SimpleNamespace
 
+import numpy as np
+
+from engine import ring_calls
 from engine.loop import Engine
 from engine.offload.poller import OffloadPoller
 from toad.config import load
 
 
 class Line:
-    def __init__(self, checked: int):
-        self.checked_index = checked
-        self.calls = []
+    def __init__(self):
+        self.raised = 0
 
-    def after_post(self, producer: int, now_ns: int) -> None:
-        self.calls.append((producer, now_ns))
-        self.checked_index = producer
+    def raise_(self) -> None:
+        self.raised += 1
 
 
-def test_raise_interrupts_checks_only_qps_with_new_events():
-    fresh, quiet = Line(3), Line(7)
-    engine = SimpleNamespace(active=[SimpleNamespace(event_producer=5, interrupt=fresh),
-                                     SimpleNamespace(event_producer=7, interrupt=quiet)])
+def test_raise_interrupts_raises_only_the_qps_whose_interrupt_is_due():
+    """One compiled scan of the QP table: the QP with a new event past its armed index
+    is raised, the armed one without a new event and the unarmed one are not."""
+    engine = Engine.__new__(Engine)
+    engine.qp_table = np.zeros(3, ring_calls.ENGINE_QP)
+    engine.regs = np.zeros(16, np.uint32)
+    engine.irq_flags = np.zeros(3, np.uint8)
+    engine.active = []
+    for slot in range(3):
+        row = engine.qp_table[slot]
+        row["active"], row["irq_pending"], row["default_events"] = 1, -1, 1
+        row["irq_enabled"], row["irq_index"] = 4 * slot, 4 * slot + 1
+        row["mod_events"], row["mod_us"] = 4 * slot + 2, 4 * slot + 3
+        row["irq_checked"] = row["event_producer"] = 3
+        engine.active.append(SimpleNamespace(slot=slot, interrupt=Line()))
+    engine.regs[[0, 4]] = 1                    # slots 0 and 1 armed for event 3
+    engine.regs[[1, 5]] = 3
+    engine.qp_table["event_producer"][[0, 2]] = 5          # new events on 0 and 2
     Engine.raise_interrupts(engine, 1234)
-    assert fresh.calls == [(5, 1234)]
-    assert quiet.calls == []
+    assert [qp.interrupt.raised for qp in engine.active] == [1, 0, 0]
     Engine.raise_interrupts(engine, 1300)      # nothing new since
-    assert fresh.calls == [(5, 1234)]
+    assert [qp.interrupt.raised for qp in engine.active] == [1, 0, 0]
 
 
 class Nic:

@@ -1,27 +1,46 @@
-"""Interrupt rules (engine/interrupts.py): arm, moderation, no lost wake-up."""
+"""Interrupt rules (engine/ring_calls.py irq_due): arm, moderation, no lost wake-up."""
 from __future__ import annotations
 
 import itertools
 
-from engine.interrupts import InterruptLine
+import numpy as np
+
+from engine import ring_calls
 
 WORDS = {"irq_enabled": 0, "irq_event_index": 1, "moderation_events": 2, "moderation_us": 3}
 
 
-class CountingSemaphore:
-    def __init__(self):
-        self.value = 0
+class Line:
+    """One QP's interrupt rule (engine/ring_calls.py irq_due) over a one-slot table:
+    ``after_post`` publishes events up to ``producer`` and scans, ``poll`` scans."""
 
-    def release(self):
-        self.value += 1
+    def __init__(self, events: int, micros: int):
+        self.regs = np.zeros(4, np.uint32)
+        self.table = np.zeros(1, ring_calls.ENGINE_QP)
+        for field, word in (("irq_enabled", "irq_enabled"), ("irq_index", "irq_event_index"),
+                            ("mod_events", "moderation_events"), ("mod_us", "moderation_us")):
+            self.table[field] = WORDS[word]
+        self.table["default_events"], self.table["default_us"] = events, micros
+        self.table["active"], self.table["irq_pending"] = 1, -1
+        self.raised = 0
 
-    def close(self):
-        pass
+    def after_post(self, producer: int, now_ns: int) -> bool:
+        self.table["event_producer"] = producer
+        return self.poll(now_ns)
+
+    def poll(self, now_ns: int) -> bool:
+        due = bool(ring_calls.scan_interrupts(self.regs, self.table, now_ns,
+                                              np.zeros(1, np.uint8)))
+        self.raised += due
+        return due
+
+    def deadline_ns(self) -> int:
+        return ring_calls.interrupt_deadline(self.regs, self.table)
 
 
 def line(events=1, micros=0):
-    regs = [0, 0, 0, 0]
-    return InterruptLine(CountingSemaphore(), regs, WORDS, events, micros), regs
+    irq = Line(events, micros)
+    return irq, irq.regs
 
 
 def test_no_interrupt_unless_armed():
@@ -30,13 +49,13 @@ def test_no_interrupt_unless_armed():
     regs[0], regs[1] = 1, 5          # host waits for event 5
     assert not irq.after_post(5, 0)  # nothing new
     assert irq.after_post(6, 0)      # event 5 published
-    assert irq.semaphore.value == 1
+    assert irq.raised == 1
     assert not irq.after_post(9, 0)  # one interrupt per arm: 5 is behind us
 
 
 def test_arm_at_index_wrap():
     irq, regs = line()
-    irq.checked_index = 0xFFFFFFFE
+    irq.table["irq_checked"] = irq.table["event_producer"] = 0xFFFFFFFE
     regs[0], regs[1] = 1, 0
     assert not irq.after_post(0xFFFFFFFF, 0)
     assert irq.after_post(1, 0)      # crosses 0xFFFFFFFF -> 0 -> 1
@@ -52,7 +71,7 @@ def test_moderation_by_events_and_by_time():
     regs[1] = 1
     assert not irq.after_post(2, 200_000)
     assert irq.after_post(5, 200_001)        # 4 events since the last interrupt
-    assert irq.semaphore.value == 2
+    assert irq.raised == 2
 
 
 def test_per_qp_registers_override_defaults():
@@ -67,7 +86,7 @@ def test_pending_interrupt_dropped_when_host_stops_waiting():
     regs[0] = 1
     irq.after_post(1, 0)
     regs[0] = 0
-    assert not irq.poll(10**9) and irq.semaphore.value == 0
+    assert not irq.poll(10**9) and irq.raised == 0
 
 
 def test_sleep_protocol_never_loses_a_wakeup():
@@ -91,5 +110,5 @@ def test_sleep_protocol_never_loses_a_wakeup():
                 published, producer = True, 1
             else:
                 irq.after_post(producer, 0)
-        woken = irq.semaphore.value > 0
+        woken = irq.raised > 0
         assert host_sees_event or woken, order

@@ -103,8 +103,9 @@ def test_a_bad_doorbell_is_reported_once_with_the_value_judged_bad():
 
     lay = layout.qp_layout(load(None, ["qp.event_entries=8"]).qp)
     buf = bytearray(lay.total_bytes)
-    regs = np.zeros(3, np.uint32)
-    words = {"request_producer": 0, "event_consumer": 1, "rxbuf_producer": 2}
+    from plain_qp import WORD_NAMES
+    regs = np.zeros(len(WORD_NAMES), np.uint32)
+    words = {name: i for i, name in enumerate(WORD_NAMES)}
 
     class Closable:
         def close(self):

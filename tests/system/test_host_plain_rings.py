@@ -17,7 +17,7 @@ import pytest
 
 from engine import ring_calls
 from host import datapath
-from host.driver import Driver, EVENT_FIELDS, POLL_OUT, Q
+from host.driver import Driver, POLL_OUT, Q
 from toad import layout
 from toad.config import load
 
@@ -46,7 +46,8 @@ class Rig:
         drv.qp, drv.conns, drv.bufs = datapath.new_state(self.lay, WORDS, False, 64)
         drv.q = drv.qp.view(np.int64)
         drv.out = np.zeros(POLL_OUT, layout.EVENT)
-        drv.out_raw, drv.out_fields = drv.out.view(np.uint8), drv.out.view(EVENT_FIELDS)
+        drv.out_raw = drv.out.view(np.uint8)
+        drv.out_view = memoryview(drv.out_raw)
         drv._waiters, drv._cond, drv._undelivered = 0, threading.Condition(), deque()
         drv._awaited, drv._done, drv.events = set(), {}, deque()
         drv.on_event = None

@@ -564,6 +564,32 @@ def test_a_reader_buffer_at_memcpys_slow_distance_gets_every_byte(engine):
     run.stop()
 
 
+def test_a_sender_buffer_at_memcpys_slow_distance_gets_every_byte_across(engine):
+    """8 KB sends from 256 start addresses 16 bytes apart, so that some lie at
+    memcpy's slow distance before their place in the page-aligned send ring: those
+    go through the QP's scratch buffer (host/datapath.py boundary_copy) and the
+    receiver gets every byte, in order."""
+    from host.driver import Q
+
+    run = engine()
+    chunk, steps = 8192, 256
+    source = bytes((i * 31 + 7) & 0xFF for i in range(chunk + 16 * steps))
+    view = memoryview(source)
+    expected = b"".join(source[16 * k:16 * k + chunk] for k in range(steps))
+    with OffloadNetwork(run.config()) as net:
+        listener = net.listen(7036)
+        thread, box = serve_once(listener, lambda s: drain(s, chunk))
+        with net.create_connection((net.listen_address, 7036), timeout=5) as client:
+            for k in range(steps):
+                client.sendall(view[16 * k:16 * k + chunk])
+            client.shutdown(socket.SHUT_WR)
+            thread.join(30)
+            assert net.driver.q[Q["bounced"]] > 0
+        listener.close()
+    assert box.get("result") == (len(expected), hashlib.sha256(expected).hexdigest()), box
+    run.stop()
+
+
 def test_non_blocking_connect_runs_the_handshake_as_linux_does(engine):
     """EINPROGRESS, then EALREADY while the handshake runs, then the outcome once
     (0, or the error; SO_ERROR reports it too), then EISCONN."""

@@ -228,7 +228,7 @@ def test_arp_timeout_reaches_both_stacks():
     loop = SimpleNamespace(config=cfg, dispatcher=SimpleNamespace(
         register=lambda *a: None, register_send_run=lambda *a: None),
         slots=SimpleNamespace(attach_hooks=[]), add_poller=lambda p: None,
-        raise_interrupts=None, service_all=None)
+        raise_interrupts=None, service_all=None, rx_doorbells=None)
     poller = install(loop)
     try:
         assert poller.stack.arp.timeout == 7.5

@@ -31,6 +31,8 @@ def test_record_views_keep_every_field_at_its_offset():
         for i, name in enumerate(names):
             record[name] = i + 3
         assert record.view(view).tolist()[0] == tuple(i + 3 for i in range(len(names)))
+        assert layout.record_struct(view).unpack_from(record.view(np.uint8)) == \
+            tuple(i + 3 for i in range(len(names)))
     record = np.zeros(1, layout.REQUEST)
     record["cookie"] = (1 << 64) - 1
     assert int(record.view(layout.REQUEST_SIGNED)["cookie"][0]) == -1

@@ -102,6 +102,16 @@ def address(typingctx, buffer):
 
 
 @intrinsic
+def byte_pointer(typingctx, address):
+    """A uint8 pointer to ``address`` (an int64), for ``numba.carray``: compiled code
+    reaching a mapping through the address its owner recorded. The owner keeps the
+    mapping alive while the address is published, and bounds come with it."""
+    def codegen(context, builder, sig, args):
+        return builder.inttoptr(args[0], ir.PointerType(ir.IntType(8)))
+    return types.CPointer(types.uint8)(address), codegen
+
+
+@intrinsic
 def pause(typingctx):
     """The spin-wait hint (x86 ``pause``): a polling loop yields the core's pipeline."""
     def codegen(context, builder, sig, args):
