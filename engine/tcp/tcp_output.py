@@ -437,3 +437,4 @@ def arm_persist(c, now: float) -> None:
         return
     rto = c.rtt.rto() * (1 << c.persist_shift)
     c.t_persist = now + min(max(rto, 0.005), c.rtt.rto_max)
+    c.counters["tx_window_stall"] += 1       # data waits on the peer's closed window

@@ -66,6 +66,7 @@ def test_old_duplicate_is_acked_not_delivered():
     assert recv_one(conn).ack == theirs(3)
     assert conn.recv_buffer.read() == b"abc"
     assert conn.counters["rx_drop_out_of_window"] == 1
+    assert conn.counters["rx_duplicate_segment"] == 1
 
 
 def test_overlapping_segment_delivers_only_new_bytes():
