@@ -122,6 +122,9 @@ def run_role(config: Config, role: str, ready_path: str | None, args=None) -> di
             result = workloads.rr_client(network, address, plan, new_connection=kind == "crr")
     finally:
         network.close()
+    counters = getattr(network, "counters", None)   # in-host: this process's stack
+    if counters is not None:
+        result["stack_counters"] = dict(counters)
     result.update({"role": role, "pid": os.getpid(),
                    "affinity": sorted(os.sched_getaffinity(0)),
                    "copy_s_per_byte": copy_cost, "copy_s_per_byte_range": [copy_low, copy_high],

@@ -11,7 +11,14 @@ JSON (documented in the README; keys are stable)::
                "host_cpus_busy_pct_per_gbps", "engine": {"cpu_pct", "busy_pct"},
                "total_cpu_pct_per_gbps",
                "latency_us": {"p50", "p99", "p90", "p999", "min", "max", "mean",
-                              "cdf": [[percent, us], ...]} (rr/crr only)}],
+                              "cdf": [[percent, us], ...]} (rr/crr only),
+               "counters": {"source", "faults": {"loss", "duplicate", "reorder", "corrupt"},
+                            "retransmits": {"segments", "fast", "timeout"},
+                            "sack_recoveries", "out_of_order_segments",
+                            "duplicate_segments", "zero_window_stalls",
+                            "out_of_buffer_stalls", "bad_records", "bad_frames",
+                            "interrupts": {"send", "recv"}} (counters.py; null: unknown
+                            in this mode)}],
      "details": [one object per run: pinning obtained, warnings, checksum CPU excluded,
                  copy calibration, repeat index; informative, not part of the stable keys],
      "summary": [with workload.repeat > 1 only: per point, the median run and its
@@ -28,6 +35,7 @@ from typing import Iterable, Optional
 from toad import __version__
 from toad.config import Config
 
+from . import counters
 from .repeats import summarize
 
 STACK_LABEL = {"offload": "TOE driver", "inhost": "TCP/IP stack", "kernel": "TCP/IP stack"}
@@ -139,6 +147,7 @@ def bulk_table(mode: str, runs: list[dict], details: Optional[list[dict]] = None
             for s, r in columns])
         rows.append(["host + engine per Gb/s"] + [fmt(r["total_cpu_pct_per_gbps"])
                                                   for s, r in columns])
+    rows += counters.table_rows(columns)
     return f"{mode} (bulk)\n" + table(header, rows)
 
 
@@ -223,6 +232,8 @@ def render(runs: list[dict], details: list[dict]) -> str:
     rr = [r for r in runs if r["workload"] != "bulk"]
     if rr:
         out.append(rr_table(rr))
+        out.append(counters_table([f"{r['mode']} {r['workload']} {size_label(r['chunk_bytes'])}"
+                                   for r in rr], rr))
     text = factors(runs, details)
     if text:
         out.append("improvement factors (host CPU per Gb/s):\n" + text)
@@ -246,6 +257,10 @@ def notes(details: Iterable[dict]) -> str:
                         "copies sampled during the run (workload.copy_sample; kernel mode: "
                         "inside Linux, not timed); what it adds over the calibrated copy is "
                         "in the driver/stack row")
+    lines.append("counters (faults ... bad frames, interrupts (whole run)): totals over "
+                 "each whole run, set-up and warm-up included, summed over toad's stacks "
+                 "(offload on loopback: both ends in the engine's stack); kernel mode: "
+                 "Linux's counters of the whole network namespace over the run")
     headers = sorted({d["recv"]["stream_header_bytes"] for d in details
                       if "stream_header_bytes" in (d.get("recv") or {})})
     if headers:
@@ -303,9 +318,21 @@ def sweep_table(name: str, runs: list[dict], details: list[dict]) -> str:
         if irq:
             row += [fmt(interrupts_per_mb(d, s), 3) for s in ("send", "recv")]
         rows.append(row)
-    return ("% of one CPU per Gb/s (copy = memory copies, calibrated; timed = the same "
-            "copies timed in the run; rest = driver or stack)\n"
-            + table(header, rows) + "\n\n" + notes(all_details))
+    labels = [f"{d.get('sweep', {}).get('value')} {r['mode']} {size_label(r['chunk_bytes'])}"
+              for r, d in zip(runs, details)]
+    parts = ["% of one CPU per Gb/s (copy = memory copies, calibrated; timed = the same "
+             "copies timed in the run; rest = driver or stack)\n" + table(header, rows),
+             counters_table(labels, runs), notes(all_details)]
+    return "\n\n".join(p for p in parts if p)
+
+
+def counters_table(labels: list[str], runs: list[dict]) -> str:
+    """The runs' counters, one row per run (empty when no run has any)."""
+    header, rows = counters.run_table(labels, runs)
+    if len(header) == 1:
+        return ""
+    return ("counters (faults injected, retransmissions, stalls, drops; - = not known "
+            "in that mode)\n" + table(header, rows))
 
 
 def load_notes(details: list[dict], limit_pct: float = 5.0) -> list[str]:
