@@ -19,7 +19,7 @@ import yaml
 
 from toad.config import Config, ConfigError, from_dict
 
-from . import counters
+from . import capture, counters
 from .figures import build_run
 from .launcher import Child, Launcher, RunFailed, read_json, stop_child
 
@@ -179,6 +179,10 @@ def collect(launcher: Launcher, run_config: Config, send: Child, recv: Child,
     run["counters"] = run_counters(launcher, run_config, results, engine, samples,
                                    linux_before, linux_after)
     details["warnings"] = warnings(run_config, details["pinning"], engine is not None)
+    if run_config.nic.pcap:
+        details["pcap"] = capture.files(run_config)
+        if run_config.mode == "kernel":
+            details["warnings"].append(capture.KERNEL_NOT_CAPTURED)
     if engine is not None and run["counters"]["retransmits"]["segments"] is None:
         details["warnings"].append("the engine wrote no counters when it stopped "
                                    "(its stack's counters are null in this run)")
