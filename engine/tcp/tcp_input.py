@@ -28,6 +28,7 @@ def segment_arrives(c, seg, now: float) -> None:
     if state is ESTAB and c.header_prediction and fast_path(c, seg, now):
         return
     c.counters["rx_slow_path"] += 1
+    c.window_update_only = False       # an ACK this segment asks for goes out (3.10.7.4)
     if state is State.CLOSED or state is State.LISTEN:
         c.counters["rx_drop_closed"] += 1
     elif state is State.SYN_SENT:
