@@ -21,8 +21,6 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-import yaml
-
 from toad.config import Config, ConfigError, load
 
 from . import capture, report
@@ -198,7 +196,7 @@ def sweep_main(argv: Sequence[str]) -> int:
         more_runs, more_details = run_all(config, modes, label=f"{name}={value} ",
                                           more_runs=len(values) > 1)
         for run, detail in zip(more_runs, more_details):
-            detail["sweep"] = {"param": name, "value": yaml.safe_load(value)}
+            detail["sweep"] = {"param": name, "value": config_value(config, name)}
         runs += more_runs
         details += more_details
     emit(report.sweep_table(name, runs, details))
@@ -210,6 +208,17 @@ def sweep_main(argv: Sequence[str]) -> int:
         plots.sweep_plot(name, *summarize(runs, details), args.plot)
         print(f"plot: {args.plot}")
     return 0
+
+
+def config_value(config: Config, name: str):
+    """The value of key ``name`` (a.b.c) in the loaded config: what the run used
+    (``tcp.checksum=off`` is the word "off", not YAML's false)."""
+    value = config
+    for part in name.split("."):
+        value = getattr(value, part)
+    if isinstance(value, tuple):   # a list key given one value (chunk_bytes=8192)
+        return value[0] if len(value) == 1 else list(value)
+    return value
 
 
 def parse_param(text: str) -> tuple[str, list[str]]:
