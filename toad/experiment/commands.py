@@ -84,19 +84,20 @@ def stop_on_sigterm() -> None:
 
 
 def run_all(config: Config, modes: list[str], label: str = "",
-            skip_unbuilt: bool = False, more_runs: bool = False
-            ) -> tuple[list[dict], list[dict]]:
+            skip_unbuilt: bool = False, more_runs: bool = False,
+            progress: Optional[Progress] = None) -> tuple[list[dict], list[dict]]:
     """Every (mode, unit) run of ``config``, in order, with a progress line.
 
     With ``skip_unbuilt`` (compare over the config's default modes) a mode whose host
     modules do not exist yet is left out with a note on stderr instead of stopping
     the comparison; asked for explicitly, it is an error. ``more_runs``: the command
-    makes other runs too (a sweep): each capture gets its own file (capture.py).
+    makes other runs too (a sweep): each capture gets its own file (capture.py),
+    and ``progress`` counts them all.
     """
     w = config.workload
     plan = [(r, m, u) for r in range(w.repeat) for m in modes for u in units(config)]
     one_run = len(plan) == 1 and not more_runs
-    progress = Progress(len(plan))
+    progress = progress or Progress(len(plan))
     runs, details, skipped = [], [], set()
     try:
         for repeat, mode, unit in plan:
@@ -119,6 +120,7 @@ def run_all(config: Config, modes: list[str], label: str = "",
                 progress.done()
                 print(f"toad: {mode} left out: {exc}", file=sys.stderr)
                 continue
+            progress.end(", ".join(outcome(run) for run, _ in pairs))
             for _, detail in pairs:
                 detail["repeat"] = repeat   # (details: the run keys stay the documented ones)
             runs += [run for run, _ in pairs]
@@ -128,6 +130,17 @@ def run_all(config: Config, modes: list[str], label: str = "",
     if not runs:
         raise ConfigError("no mode could run (see above)")
     return runs, details
+
+
+def outcome(run: dict) -> str:
+    """A run in a few words, for its progress line."""
+    if run["workload"] == "bulk":
+        return f"{run['goodput_gbps']:.2f} Gb/s"
+    return f"p50 {run['latency_us']['p50']:.1f} us"
+
+
+def plan_size(config: Config, modes: list[str]) -> int:
+    return config.workload.repeat * len(modes) * len(units(config))
 
 
 def emit(text: str) -> None:
@@ -191,10 +204,11 @@ def sweep_main(argv: Sequence[str]) -> int:
     name, values = parse_param(args.param or base.sweep)
     modes = parse_modes(args.modes, base) if args.modes else [base.mode]
     runs, details = [], []
+    progress = Progress(len(values) * plan_size(base, modes))
     for value in values:
         config = load(args.config, [*overrides(args), f"{name}={value}"])
         more_runs, more_details = run_all(config, modes, label=f"{name}={value} ",
-                                          more_runs=len(values) > 1)
+                                          more_runs=len(values) > 1, progress=progress)
         for run, detail in zip(more_runs, more_details):
             detail["sweep"] = {"param": name, "value": config_value(config, name)}
         runs += more_runs

@@ -126,8 +126,10 @@ def check_topology(config: Config, mode: str) -> None:
 
 
 def run_once(config: Config, mode: str, unit: int,
-             tick: Callable[[], None] = None) -> list[tuple[dict, dict]]:
+             tick: Callable[[bool], None] = None) -> list[tuple[dict, dict]]:
     """Run ``config``'s workload in ``mode``: a list of (run JSON, details JSON).
+    ``tick(measuring)`` is called while the run goes on (measuring: the workload
+    has begun).
 
     Loopback gives one run (both sides are toad's); TAP gives two (toad sending to
     Linux, toad receiving from Linux: toad.experiment.tap).
@@ -165,7 +167,9 @@ def collect(launcher: Launcher, run_config: Config, send: Child, recv: Child,
             ) -> tuple[dict, dict]:
     """Wait for both workers, then turn their results into the run's figures."""
     w = run_config.workload
-    launcher.wait_exit([recv, send], w.warmup_s + w.duration_s + FINISH_MARGIN_S, tick)
+    started = measuring(launcher, send)
+    launcher.wait_exit([recv, send], w.warmup_s + w.duration_s + FINISH_MARGIN_S,
+                       tick and (lambda: tick(started())))
     linux_after = counters.read_linux() if linux_before is not None else None
     samples = None
     if engine is not None:
@@ -207,6 +211,20 @@ def run_counters(launcher: Launcher, run_config: Config, results: dict,
         return counters.from_stacks(results["send"].get("stack_counters"),
                                     results["recv"].get("stack_counters"))
     return counters.from_linux(linux_before, linux_after)
+
+
+def started_path(launcher: Launcher) -> Path:
+    """Created by the sending worker when its workload begins (the progress counts
+    measured time from there)."""
+    return launcher.workdir / "send.started"
+
+
+def measuring(launcher: Launcher, send: Child) -> Callable[[], bool]:
+    """Whether the workload runs (a sender that writes no marker: from its start)."""
+    marker = started_path(launcher)
+    if "--started" not in send.proc.args:
+        return lambda: True
+    return marker.exists
 
 
 def summary_path(launcher: Launcher) -> Path:
@@ -268,6 +286,8 @@ def start_worker(launcher: Launcher, path: Path, role: str, cpu: int,
             "--cpu", str(cpu), "--out", str(out), *extra]
     if role == "recv" and "--ready" not in extra:
         argv += ["--ready", str(launcher.workdir / "recv.ready")]
+    if role == "send" and module == "host.worker":
+        argv += ["--started", str(started_path(launcher))]
     return launcher.start(name, argv, out_path=out, prefix=prefix)
 
 

@@ -74,7 +74,7 @@ def iperf_sends(config: Config) -> bool:
 
 
 def run_tap(config: Config, mode: str, unit: int,
-            tick: Callable[[], None] = None) -> list[tuple[dict, dict]]:
+            tick: Callable[[bool], None] = None) -> list[tuple[dict, dict]]:
     iperf = iperf_sends(config)
     netns = config.nic.tap.netns
     existed = netns in namespaces()
