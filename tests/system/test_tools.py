@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from .helpers import SHORT, run_json, toad
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -70,3 +72,12 @@ def test_perturb_reports_both_bandwidths(tmp_path):
     result = json.loads(out.read_text())
     assert result["idle_mb_per_s"] > 0 and result["loaded_mb_per_s"] > 0
     assert "slowdown" in done.stdout
+
+
+def test_doctor_reports_an_impossible_setting_as_a_finding():
+    done = toad("doctor", "--set", "engine.cpu=97")
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("FAIL  config: engine.cpu: 97 is not an available CPU")
+    assert any(line.startswith("ok    pinning") for line in lines)   # the rest still ran
+
