@@ -81,3 +81,34 @@ def test_doctor_reports_an_impossible_setting_as_a_finding():
     assert lines[0].startswith("FAIL  config: engine.cpu: 97 is not an available CPU")
     assert any(line.startswith("ok    pinning") for line in lines)   # the rest still ran
 
+
+COMMANDS = ["run", "compare", "sweep", "doctor", "perturb", "config-reference", "engine",
+            "nc", "bench rings", "bench tcp", "bench stack", "bench offload", "bench copy"]
+
+
+def options_without_help(text: str) -> list[str]:
+    """Entries of an argparse --help whose description is missing: an entry line
+    with nothing after the option and no indented line under it."""
+    lines = text.splitlines()
+    missing = []
+    in_section = False
+    for i, line in enumerate(lines):
+        if line.endswith(":") and not line.startswith(" "):
+            in_section = line in ("options:", "positional arguments:")
+            continue
+        if not in_section or not line.startswith("  ") or line.startswith("   "):
+            continue
+        if "  " in line.strip():
+            continue                                 # the description follows on the line
+        nxt = lines[i + 1] if i + 1 < len(lines) else ""
+        if not nxt.startswith("   "):
+            missing.append(line.strip())
+    return missing
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_option_has_help(command):
+    done = toad(*command.split(), "--help")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("usage: ")
+    assert options_without_help(done.stdout) == []
