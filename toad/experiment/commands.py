@@ -218,8 +218,8 @@ def sweep_main(argv: Sequence[str]) -> int:
     if args.json:
         report.write_json(args.json, report.document(base, runs, details))
     if args.plot:
-        from . import plots
-        plots.sweep_plot(name, *summarize(runs, details), args.plot)
+        from .sweep_plot import sweep_plot
+        sweep_plot(name, *summarize(runs, details), args.plot)
         print(f"plot: {args.plot}")
     return 0
 
