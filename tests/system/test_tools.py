@@ -82,7 +82,7 @@ def test_doctor_reports_an_impossible_setting_as_a_finding():
     assert any(line.startswith("ok    pinning") for line in lines)   # the rest still ran
 
 
-COMMANDS = ["run", "compare", "sweep", "doctor", "perturb", "config-reference", "engine",
+COMMANDS = ["run", "compare", "sweep", "report", "doctor", "perturb", "config-reference", "engine",
             "nc", "bench rings", "bench tcp", "bench stack", "bench offload", "bench copy"]
 
 
