@@ -84,6 +84,9 @@ class PcapNic:
         self.clock = clock
         self.writer = PcapWriter(path)
         self.comes_back = getattr(inner, "comes_back", None)
+        # the wire's fault counters stay visible through the capture (the engine's
+        # stop summary reads them: toad/experiment/counters.py)
+        self.wire_counters = getattr(inner, "wire_counters", None)
 
     def send(self, frames: list[TxFrame]) -> None:
         stamp = self.clock()

@@ -72,6 +72,16 @@ def test_file_layout_and_completed_checksum(tmp_path):
     assert len(raw) == 24 + 16 + kept            # it came back: recorded once, on arrival
 
 
+def test_the_wire_counters_stay_visible_through_a_capture(tmp_path):
+    wire = LoopbackWire(clock=lambda: 0.0)
+    inner = wire.attach(MAC_A)
+    inner.wire_counters = wire.counters          # as the engine's build_nic sets them
+    nic = PcapNic(inner, str(tmp_path / "cap.pcap"))
+    nic.send([partial_tcp_frame(b"x")])
+    nic.close()
+    assert nic.wire_counters is wire.counters and wire.counters["sent"] == 1
+
+
 @needs_tshark
 def test_tshark_reads_it_with_no_malformed_frame(tmp_path):
     path = tmp_path / "cap.pcap"
