@@ -1,4 +1,4 @@
-"""``toad engine [CONFIG] [--set key=value]...``: run the engine in the foreground.
+"""``toad engine [CONFIG] [--set key=value]... [--summary FILE]``: run the engine in the foreground.
 
 Pins itself to ``engine.cpu`` (and says which CPUs it actually got), creates OE
 memory ``/dev/shm/toad-<name>-oe`` and the wake semaphore, serves host QPs until
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from toad.config import load
@@ -26,6 +27,9 @@ def parse_args(argv):
     parser.add_argument("--quiet", action="store_true", help="no start/stop lines")
     parser.add_argument("--compile", action="store_true",
                         help="only compile (or load) the engine's compiled code, then exit")
+    parser.add_argument("--summary", metavar="FILE",
+                        help="on stop, write the offload, stack and wire counters to FILE "
+                             "(JSON; the launcher reads it into the run's counters)")
     return parser.parse_args(argv)
 
 
@@ -61,13 +65,24 @@ def main(argv) -> int:
                 engine.close()               # resets the QPs' connections on the NIC
             finally:
                 close_offload(offload)
+    summary = offload.summary()
+    if args.summary:
+        write_summary(args.summary, summary)
     if not args.quiet:
         busy = engine.busy_ns / 1e9
         print(f"toad engine {config.name!r}: stopped after {engine.iterations} iterations, "
               f"{busy:.3f} s of useful work, {engine.sleep_ns / 1e9:.3f} s asleep, "
               f"{engine.slots.reclaimed} QP(s) reclaimed", flush=True)
-        print(f"toad engine {config.name!r}: offload {json.dumps(offload.summary())}", flush=True)
+        print(f"toad engine {config.name!r}: offload {json.dumps(summary)}", flush=True)
     return 0
+
+
+def write_summary(path: str, summary: dict) -> None:
+    """Write then rename, so the launcher never reads half a file."""
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(summary, f)
+    os.replace(tmp, path)
 
 
 if __name__ == "__main__":

@@ -188,17 +188,22 @@ def one_chunk(chunk: int, args, base: list[str]) -> dict:
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="toad bench offload", description="Bulk TCP through the engine, offload mode.")
-    parser.add_argument("--chunk", default="131072,8192")
-    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--chunk", default="131072,8192",
+                        help="chunk sizes in bytes, comma-separated (default 131072,8192)")
+    parser.add_argument("--seconds", type=float, default=5.0,
+                        help="measured time per chunk size (default 5)")
     parser.add_argument("--config", metavar="YAML",
                         help="take the qp settings of this experiment file (e.g. "
                              "configs/default.yaml; default: built-in defaults)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    parser.add_argument("--json")
-    parser.add_argument("--profile", metavar="PREFIX")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key (YAML value), e.g. --set qp.rx_batch_max=8")
+    parser.add_argument("--json", metavar="FILE", help="write the results as JSON")
+    parser.add_argument("--profile", metavar="PREFIX",
+                        help="cProfile the engine: PREFIX-<chunk>.prof, and print its top")
     parser.add_argument("--profile-hosts", metavar="PREFIX",
                         help="cProfile the two host workers: PREFIX-<chunk>-<role>.prof")
-    parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--top", type=int, default=25,
+                        help="functions --profile prints (default 25)")
     parser.add_argument("--call-times", action="store_true",
                         help="time every send/recv call: median and p90 ns per side")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)

@@ -37,7 +37,8 @@ from toad.shm import Segment, StopSignals, create_semaphore, open_semaphore, unl
 def parse_args(argv):
     p = argparse.ArgumentParser(prog="toad bench rings", description=__doc__.splitlines()[0])
     p.add_argument("config", nargs="?", help="YAML config (default: built-in defaults)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key (YAML value), e.g. --set engine.cpu=1")
     p.add_argument("--json", metavar="FILE", help="write the results as JSON")
     p.add_argument("--samples", type=int, default=20000, help="busy round trips")
     p.add_argument("--irq-samples", type=int, default=3000, help="interrupt round trips")

@@ -38,7 +38,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--side", choices=("a", "b"), default=None,
                         help="loopback topology: which end of the shared-memory wire")
     parser.add_argument("--listen", "-l", type=int, metavar="PORT", help="accept one connection")
-    parser.add_argument("address", nargs="*", metavar="HOST PORT")
+    parser.add_argument("address", nargs="*", metavar="HOST PORT",
+                        help="connect to this address and port (without --listen)")
     args = parser.parse_args(argv)
     if (args.listen is None) == (len(args.address) != 2):
         parser.error("give either --listen PORT or HOST PORT")

@@ -115,18 +115,31 @@ def run_role(config: Config, role: str, ready_path: str | None, args=None) -> di
         elif kind == "bulk":
             sock = network.create_connection(address, timeout=30)
             try:
+                mark_started(args)
                 result = workloads.bulk_send(sock, plan)
             finally:
                 sock.close()
         else:
+            mark_started(args)
             result = workloads.rr_client(network, address, plan, new_connection=kind == "crr")
     finally:
         network.close()
+    counters = getattr(network, "counters", None)   # in-host: this process's stack
+    if counters is not None:
+        result["stack_counters"] = dict(counters)
     result.update({"role": role, "pid": os.getpid(),
                    "affinity": sorted(os.sched_getaffinity(0)),
                    "copy_s_per_byte": copy_cost, "copy_s_per_byte_range": [copy_low, copy_high],
                    "copy_timed": COPY_TIMER.summary()})
     return result
+
+
+def mark_started(args) -> None:
+    """Tell the launcher the workload begins (its progress counts from here)."""
+    path = getattr(args, "started", None)
+    if path:
+        with open(path, "w"):
+            pass
 
 
 def write_json(path: str, obj: dict) -> None:
@@ -150,6 +163,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--stream-header", type=int, default=0, metavar="N",
                         help="bulk receiver: the sender puts up to N bytes of its own "
                              "ahead of the stream (iperf 2's header)")
+    parser.add_argument("--started", metavar="FILE",
+                        help="sending side: create FILE when the workload begins")
     parser.add_argument("--check", action="store_true",
                         help="only check that the config's mode can run here")
     parser.add_argument("--compile", action="store_true",

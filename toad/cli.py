@@ -22,6 +22,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
                 "the same workload in each mode, TOAD-style table"),
     "sweep": ("call", "toad.experiment.commands:sweep_main",
               "vary one parameter: a table (a plot with --plot)"),
+    "report": ("call", "toad.experiment.report_cmd:main",
+               "tables (and a plot) from saved --json results, without rerunning"),
     "doctor": ("call", "toad.doctor:main", "what this machine allows, each with the fix"),
     "perturb": ("call", "toad.perturb:main", "host copy bandwidth, engine idle vs copying"),
     "config-reference": ("call", "toad.config.reference_cmd:main",

@@ -20,7 +20,7 @@ import subprocess
 import time
 from typing import Optional, Sequence
 
-from toad.config import Config, load
+from toad.config import Config, ConfigError, load
 from toad.experiment.accounting import read_cpu_times
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
@@ -161,16 +161,38 @@ def checks(config: Config) -> list[tuple[str, str, str]]:
             check_program("tshark", "tshark", "the tshark pcap checks")]
 
 
+def checked_config(path: Optional[str], overrides: list[str]
+                   ) -> tuple[Config, list[tuple[str, str, str]]]:
+    """The config to check the machine against, and a finding when the one asked for
+    cannot be used here (e.g. engine.cpu names a CPU this machine lacks): the other
+    checks then run against the file without the overrides, or the defaults."""
+    try:
+        return load(path, overrides), []
+    except ConfigError as exc:
+        finding = (FAIL, f"config: {exc}", "change that key in the config file or the "
+                   "--set (toad config-reference lists every key and its values)")
+    fallbacks = [(lambda: load(None), "the built-in defaults")]
+    if path is not None:
+        fallbacks.insert(0, (lambda: load(path), f"{path} without --set"))
+    for fallback, what in fallbacks:
+        try:
+            config = fallback()
+        except ConfigError:
+            continue
+        return config, [finding, (WARN, f"the checks below use {what}", "")]
+    raise AssertionError("the built-in defaults always load")
+
+
 def main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="toad doctor", description="What this machine allows for toad, each with the fix.")
     parser.add_argument("config", nargs="?", help="YAML config whose CPUs and TAP settings to check")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config key")
+                        help="override a config key (YAML value), e.g. --set engine.cpu=1")
     args = parser.parse_args(argv)
-    config = load(args.config, args.set)
+    config, findings = checked_config(args.config, args.set)
     failed = False
-    for status, text, fix in checks(config):
+    for status, text, fix in findings + checks(config):
         line = f"{status:<4}  {text}"
         if fix:
             line += f"\n      fix: {fix}"

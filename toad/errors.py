@@ -6,6 +6,7 @@ field, value or fix. :func:`run_main` is the one place that turns it into
 """
 from __future__ import annotations
 
+import os
 import sys
 from typing import Callable, Sequence
 
@@ -28,3 +29,7 @@ def run_main(main: Callable[[Sequence[str]], int], argv: Sequence[str] | None = 
     except KeyboardInterrupt:
         print("toad: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:      # the reader left (toad config-reference | head)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())   # Python's exit-time flush goes nowhere
+        return 0

@@ -51,11 +51,12 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="toad perturb")
     p.add_argument("config", nargs="?", default=None,
                    help="YAML config for engine.cpu and host.cpus (default: built-in defaults)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key (YAML value), e.g. --set engine.cpu=1")
     p.add_argument("--seconds", type=float, default=2.0, help="length of one measurement")
     p.add_argument("--size", type=int, default=128 << 20, help="bytes per copied block")
     p.add_argument("--rounds", type=int, default=2, help="idle/loaded pairs")
-    p.add_argument("--json", metavar="FILE")
+    p.add_argument("--json", metavar="FILE", help="write the results as JSON")
     args = p.parse_args(argv)
     if args.seconds <= 0 or args.rounds < 1 or args.size < 1 << 20:
         raise ToadError("toad perturb: use --seconds > 0, --rounds >= 1, --size >= 1048576")

@@ -73,6 +73,12 @@ class LoopbackNic:
         self.wire.counters["delivered"] += len(out)
         return out
 
+    def comes_back(self, dst_mac) -> bool:
+        """Whether the wire hands a frame sent to ``dst_mac`` back to this end (its own
+        MAC, or anything on a wire with one end): a capture records it on arrival."""
+        wire = self.wire
+        return len(wire.ends) == 1 or wire.destination(self, bytes(dst_mac)) is self
+
     def next_deadline(self) -> float | None:
         times = [self.inbox[0][0]] if self.inbox else []
         if self.held is not None:

@@ -1,4 +1,11 @@
-"""A pcap capture around any NIC: every frame sent and received, as the stack sees it.
+"""A pcap capture around any NIC: every frame sent and received, each once.
+
+A NIC that hands some of its own frames back (the engine's loopback wire: both ends
+of a connection behind one NIC, every frame addressed to its own MAC) would show
+each such frame twice, sent and received, and tshark would call the second copy a
+retransmission. Those frames are recorded once, when they arrive, as they crossed
+the wire (after its faults: a lost frame is missing, a duplicated one is there
+twice); the NIC says which they are (``comes_back(dst_mac)``).
 
 Writes the classic libpcap format (magic a1b2c3d4, microsecond stamps,
 LINKTYPE_ETHERNET) that tshark and Wireshark read. A frame whose TCP checksum is left
@@ -76,10 +83,17 @@ class PcapNic:
         self.features = inner.features
         self.clock = clock
         self.writer = PcapWriter(path)
+        self.comes_back = getattr(inner, "comes_back", None)
+        # the wire's fault counters stay visible through the capture (the engine's
+        # stop summary reads them: toad/experiment/counters.py)
+        self.wire_counters = getattr(inner, "wire_counters", None)
 
     def send(self, frames: list[TxFrame]) -> None:
         stamp = self.clock()
+        comes_back = self.comes_back
         for frame in frames:
+            if comes_back is not None and comes_back(frame.data[:6]):
+                continue                   # recorded when it arrives
             if frame.csum_start:
                 copy = bytearray(frame.data)
                 fill_partial(copy, frame.csum_start, frame.csum_offset)

@@ -55,7 +55,7 @@ class Connection:
         "rexmit_next", "rexmit_una_pending", "retries",
         # timers (absolute deadlines or None) and output requests
         "t_rexmit", "t_delack", "t_persist", "t_timewait", "persist_shift", "force_probe",
-        "last_rx", "keepalive_probes", "ack_now", "acks_owed", "delack_bytes",
+        "last_rx", "keepalive_probes", "ack_now", "window_update_only", "acks_owed", "delack_bytes",
         # user side
         "nodelay", "user_closed", "header_prediction", "bytes_acked", "rx_pending",
         "acked_dirty", "closed_reported", "challenge_start", "challenge_count",
@@ -150,6 +150,7 @@ class Connection:
         self.last_rx = now
         self.keepalive_probes = 0
         self.ack_now = False
+        self.window_update_only = False            # ack_now only for notify_read's update
         self.acks_owed = 0                         # duplicate ACKs for out-of-order segments
         self.delack_bytes = 0
         self.challenge_start = now
@@ -263,8 +264,9 @@ class Connection:
         """The reader freed receive space: ask for a window update if it opened enough."""
         if self.state is State.CLOSED or not self.syn_acked and self.state is State.SYN_SENT:
             return
-        opened = self.recv_buffer.free_space() - max(seq_diff(self.rcv_adv, self.rcv_nxt), 0)
-        if opened >= min(self.rcv_cap >> 1, self.eff_mss):
+        if tcp_output.window_opens(self):
+            if not self.ack_now:
+                self.window_update_only = True
             self.ack_now = True
             self.counters["tx_window_update_requested"] += 1
 

@@ -28,6 +28,7 @@ def segment_arrives(c, seg, now: float) -> None:
     if state is ESTAB and c.header_prediction and fast_path(c, seg, now):
         return
     c.counters["rx_slow_path"] += 1
+    c.window_update_only = False       # an ACK this segment asks for goes out (3.10.7.4)
     if state is State.CLOSED or state is State.LISTEN:
         c.counters["rx_drop_closed"] += 1
     elif state is State.SYN_SENT:
@@ -209,6 +210,8 @@ def synchronized(c, seg, now: float) -> None:
             c.counters["rx_drop_rst_out_of_window"] += 1
         else:
             c.counters["rx_drop_out_of_window"] += 1
+            if seg.payload and seq_le(seq_add(seg.seq, len(seg.payload)), c.rcv_nxt):
+                c.counters["rx_duplicate_segment"] += 1    # every byte already received
             c.ack_now = True
             if c.state is State.TIME_WAIT and flags & FIN:
                 c.t_timewait = now + c.config.time_wait_s     # the peer resent its FIN
@@ -392,6 +395,8 @@ def duplicate_ack(c, seg) -> None:
     c.rexmit_una_pending = True
     c.rtt_seq = None                                       # Karn
     c.counters["fast_retransmit"] += 1
+    if c.sack_enabled:
+        c.counters["sack_recovery"] += 1                   # recovery guided by SACK
 
 
 def sample_timestamp(c, tsecr: int, now: float) -> None:
@@ -529,6 +534,8 @@ def out_of_order(c, seq: int, payload, fin) -> None:
     c.counters["rx_out_of_order"] += 1
     if stored < len(payload):
         c.counters["rx_duplicate_bytes"] += len(payload) - stored
+        if stored == 0:
+            c.counters["rx_duplicate_segment"] += 1        # held out of order already
     if fin:
         c.reasm.fin_seq = seq_add(seq, len(payload))
     # One duplicate ACK per out-of-order segment, at once (RFC 5681 4.2), even when a

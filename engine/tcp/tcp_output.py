@@ -51,8 +51,15 @@ def output(c, now: float) -> list:
     if c.acks_owed:
         owed_acks(c, out, len(out) - sent, now)
     if c.ack_now and len(out) == sent:
-        out.append(build(c, ack_seq(c), ACK, b"", now))
-        c.counters["tx_pure_ack"] += 1
+        if c.window_update_only and c.rcv_nxt == c.last_ack_sent and not window_opens(c):
+            # the reader freed room, but what arrived since took it again: this ACK
+            # would repeat the last one (a duplicate ACK to the peer), so it is not sent
+            c.ack_now = False
+            c.counters["tx_window_update_dropped"] += 1
+        else:
+            out.append(build(c, ack_seq(c), ACK, b"", now))
+            c.counters["tx_pure_ack"] += 1
+    c.window_update_only = False
     if c.t_rexmit is None and c.t_persist is None:
         if c.snd_nxt != c.snd_una:
             # data in flight keeps the RTO running (RFC 6298 5.1), whatever the pass
@@ -94,6 +101,13 @@ def ack_seq(c) -> int:
     window (after an unaccepted zero-window probe), as Linux's tcp_acceptable_seq."""
     right = (c.snd_una + c.snd_wnd) & MASK
     return c.snd_max if seq_le(c.snd_max, right) else right
+
+
+def window_opens(c) -> bool:
+    """Whether the free receive space exceeds the window last advertised by enough
+    to send a window update (receiver SWS avoidance, as :func:`advertise` decides)."""
+    cur = seq_diff(c.rcv_adv, c.rcv_nxt)
+    return c.recv_buffer.free_space() - max(cur, 0) >= min(c.rcv_cap >> 1, c.eff_mss)
 
 
 def advertise(c) -> int:
@@ -437,3 +451,4 @@ def arm_persist(c, now: float) -> None:
         return
     rto = c.rtt.rto() * (1 << c.persist_shift)
     c.t_persist = now + min(max(rto, 0.005), c.rtt.rto_max)
+    c.counters["tx_window_stall"] += 1       # data waits on the peer's closed window

@@ -212,8 +212,38 @@ def test_progress_line_is_throttled_and_cleared():
     assert stream.text.count("\r[") == 1
     now[0] += 0.2
     progress.tick()
-    assert stream.text.endswith("[1/2] kernel bulk 8 KB   0.3/3.0 s   ")
+    assert stream.text.rstrip().endswith("[1/2] kernel bulk 8 KB  starting")
+    now[0] += 0.3
+    progress.tick(measuring=True)                 # the workload began: count from here
+    now[0] += 0.3
+    progress.tick(measuring=True)
+    assert stream.text.rstrip().endswith("[1/2] kernel bulk 8 KB  0.3/3.0 s")
+    now[0] += 5.0                                 # stopping takes longer: no overshoot
+    progress.tick(measuring=True)
+    assert stream.text.rstrip().endswith("3.0/3.0 s finishing")
     progress.done()
     assert stream.text.endswith("\r")
-    quiet = Progress(1, stream=type("Pipe", (), {"isatty": lambda self: False})())
-    quiet.begin("x", 1.0)  # not a TTY: writes nothing (it has no write method at all)
+
+
+class FakePipe(FakeTty):
+    def isatty(self):
+        return False
+
+
+def test_progress_off_a_terminal_is_one_line_per_run():
+    from toad.experiment.progress import Progress
+    now = [10.0]
+    stream = FakePipe()
+    progress = Progress(2, stream=stream, clock=lambda: now[0])
+    progress.begin("offload bulk 128 KB", 2.5)
+    now[0] += 1.0
+    progress.tick(measuring=True)
+    assert stream.text == ""                      # nothing rewritten in place
+    now[0] += 3.0
+    progress.end("2.35 Gb/s")
+    progress.begin("offload bulk 8 KB", 2.5)
+    progress.end("1.10 Gb/s")
+    progress.done()
+    assert stream.text.splitlines() == [
+        "[1/2] offload bulk 128 KB: 2.35 Gb/s, 4.0 s in all",
+        "[2/2] offload bulk 8 KB: 1.10 Gb/s, 0.0 s in all"]

@@ -15,7 +15,29 @@ SIDE_KEYS = {"cpu_s", "cpu_pct_per_gbps", "copy_pct_per_gbps", "driver_pct_per_g
              "copy_timed_pct_per_gbps"}
 RUN_KEYS = {"mode", "workload", "chunk_bytes", "mtu", "duration_s", "bytes", "goodput_gbps",
             "integrity_ok", "send", "recv", "host_cpus_busy_pct_per_gbps", "engine",
-            "total_cpu_pct_per_gbps"}
+            "total_cpu_pct_per_gbps", "counters"}
+COUNTER_KEYS = {"source", "faults", "retransmits", "sack_recoveries", "out_of_order_segments",
+                "duplicate_segments", "zero_window_stalls", "out_of_buffer_stalls",
+                "bad_records", "bad_frames", "interrupts"}
+SOURCE = {"offload": "engine", "inhost": "stacks", "kernel": "linux"}
+
+
+def check_counters(counters: dict, mode: str, toad_sides=("send", "recv")) -> None:
+    """The same keys in every mode; null exactly where the mode cannot know."""
+    assert set(counters) == COUNTER_KEYS and counters["source"] == SOURCE[mode]
+    assert set(counters["retransmits"]) == {"segments", "fast", "timeout"}
+    assert all(isinstance(v, int) and v >= 0 for v in counters["retransmits"].values())
+    assert set(counters["interrupts"]) == {"send", "recv"}
+    if mode == "kernel":
+        assert counters["faults"] is None and counters["bad_records"] is None
+        assert counters["interrupts"] == {"send": None, "recv": None}
+    if mode == "offload":
+        assert isinstance(counters["bad_records"], int)
+        assert isinstance(counters["out_of_buffer_stalls"], int)
+        for side in toad_sides:
+            assert isinstance(counters["interrupts"][side], int)
+    if mode == "inhost":
+        assert counters["faults"] is None and counters["bad_records"] is None
 
 
 def check_run(run: dict, mode: str, kind: str, toad_sides=("send", "recv")) -> None:
@@ -39,6 +61,7 @@ def check_run(run: dict, mode: str, kind: str, toad_sides=("send", "recv")) -> N
         else:                              # sampled copies, within the side's total
             assert 0 < timed <= figures["cpu_pct_per_gbps"]
     assert set(run["engine"]) == {"cpu_pct", "busy_pct"}
+    check_counters(run["counters"], mode, toad_sides)
     if kind != "bulk":
         lat = run["latency_us"]
         assert set(lat) == {"p50", "p90", "p99", "p999", "min", "max", "mean", "cdf"}

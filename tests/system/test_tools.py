@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from .helpers import SHORT, run_json, toad
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -70,3 +72,43 @@ def test_perturb_reports_both_bandwidths(tmp_path):
     result = json.loads(out.read_text())
     assert result["idle_mb_per_s"] > 0 and result["loaded_mb_per_s"] > 0
     assert "slowdown" in done.stdout
+
+
+def test_doctor_reports_an_impossible_setting_as_a_finding():
+    done = toad("doctor", "--set", "engine.cpu=97")
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("FAIL  config: engine.cpu: 97 is not an available CPU")
+    assert any(line.startswith("ok    pinning") for line in lines)   # the rest still ran
+
+
+COMMANDS = ["run", "compare", "sweep", "report", "doctor", "perturb", "config-reference", "engine",
+            "nc", "bench rings", "bench tcp", "bench stack", "bench offload", "bench copy"]
+
+
+def options_without_help(text: str) -> list[str]:
+    """Entries of an argparse --help whose description is missing: an entry line
+    with nothing after the option and no indented line under it."""
+    lines = text.splitlines()
+    missing = []
+    in_section = False
+    for i, line in enumerate(lines):
+        if line.endswith(":") and not line.startswith(" "):
+            in_section = line in ("options:", "positional arguments:")
+            continue
+        if not in_section or not line.startswith("  ") or line.startswith("   "):
+            continue
+        if "  " in line.strip():
+            continue                                 # the description follows on the line
+        nxt = lines[i + 1] if i + 1 < len(lines) else ""
+        if not nxt.startswith("   "):
+            missing.append(line.strip())
+    return missing
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_option_has_help(command):
+    done = toad(*command.split(), "--help")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("usage: ")
+    assert options_without_help(done.stdout) == []

@@ -66,6 +66,7 @@ def test_old_duplicate_is_acked_not_delivered():
     assert recv_one(conn).ack == theirs(3)
     assert conn.recv_buffer.read() == b"abc"
     assert conn.counters["rx_drop_out_of_window"] == 1
+    assert conn.counters["rx_duplicate_segment"] == 1
 
 
 def test_overlapping_segment_delivers_only_new_bytes():
@@ -213,6 +214,40 @@ def test_advertised_window_is_the_free_receive_space():
     conn.notify_read(0.0)
     update = recv_one(conn)
     assert update.window == 4100 and update.ack == theirs(8192)
+
+
+class ShrinkingBuffer(ByteRecvBuffer):
+    """Room can be taken without data (the engine spending an anonymous buffer's tail)."""
+
+    def __init__(self, capacity):
+        super().__init__(capacity)
+        self.taken = 0
+
+    def free_space(self):
+        return max(0, super().free_space() - self.taken)
+
+
+def full_reader_then_taken_back(conn):
+    send(conn, seg(seq=theirs(), ack=mine(conn), payload=bytes(8192)))
+    assert recv_one(conn).window == 0
+    conn.recv_buffer.read(4000)
+    conn.notify_read(0.0)                         # a window update is due...
+    conn.recv_buffer.taken = 4000                 # ...but the room is gone again
+
+
+def test_a_window_update_that_updates_nothing_is_not_sent():
+    conn = established(config(recv_buffer_bytes=8192), recv_buffer=ShrinkingBuffer(8192))
+    full_reader_then_taken_back(conn)
+    recv_nothing(conn)                            # it would repeat the last ACK
+    assert conn.counters["tx_window_update_dropped"] == 1
+
+
+def test_a_segment_that_wants_an_ack_still_gets_it_beside_a_dropped_update():
+    conn = established(config(recv_buffer_bytes=8192), recv_buffer=ShrinkingBuffer(8192))
+    full_reader_then_taken_back(conn)
+    send(conn, seg(seq=theirs(), ack=mine(conn), payload=b"old"))   # a duplicate
+    assert recv_one(conn).ack == theirs(8192)
+    assert conn.counters["tx_window_update_dropped"] == 0
 
 
 class StingyBuffer(ByteRecvBuffer):

@@ -30,6 +30,8 @@ def test_third_duplicate_ack_triggers_fast_retransmit():
     assert [s.seq for s in out] == [mine(conn)]
     assert conn.in_recovery and conn.cc.ssthresh == 5 * 1460
     assert conn.cc.cwnd == 8 * 1460                 # ssthresh + 3 MSS
+    assert conn.counters["fast_retransmit"] == 1
+    assert conn.counters["sack_recovery"] == (1 if conn.sack_enabled else 0)
 
 
 def test_newreno_partial_ack_retransmits_next_hole_and_stays():
@@ -128,6 +130,7 @@ def test_sack_enters_recovery_once_three_segments_are_sacked():
     block = ((mine(conn, 1460), mine(conn, 4 * 1460)),)        # segments 2-4 SACKed
     send(conn, seg(seq=theirs(), ack=mine(conn), sack_blocks=block))
     assert conn.in_recovery and conn.dupacks == 1              # RFC 6675 IsLost
+    assert conn.counters["sack_recovery"] == conn.counters["fast_retransmit"] == 1
     assert recv(conn)[0].seq == mine(conn)
 
 

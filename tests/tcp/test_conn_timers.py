@@ -89,6 +89,7 @@ def test_zero_window_probe_then_window_opens():
     send(conn, seg(seq=theirs(), ack=mine(conn, 1), window=1000), t=t2 + 0.01)
     assert recv_one(conn, t2 + 0.01).payload == b"ello"
     assert conn.counters["tx_window_probe"] == 2      # the first, and its resend by the RTO
+    assert conn.counters["tx_window_stall"] == 1      # one stall: the persist timer started once
 
 
 def test_zero_window_probing_does_not_time_out():

@@ -69,7 +69,17 @@ def test_file_layout_and_completed_checksum(tmp_path):
     # the recorded TCP segment verifies; the NIC's own frame still holds the partial sum
     tcp.parse(memoryview(recorded[34:]), pseudo_sum(IP_A, IP_B, 6, len(recorded) - 34))
     assert frame.data[50:52] == pseudo_sum(IP_A, IP_B, 6, len(recorded) - 34).to_bytes(2, "big")
-    assert len(raw) == 24 + 2 * (16 + kept)      # sent and received: two records
+    assert len(raw) == 24 + 16 + kept            # it came back: recorded once, on arrival
+
+
+def test_the_wire_counters_stay_visible_through_a_capture(tmp_path):
+    wire = LoopbackWire(clock=lambda: 0.0)
+    inner = wire.attach(MAC_A)
+    inner.wire_counters = wire.counters          # as the engine's build_nic sets them
+    nic = PcapNic(inner, str(tmp_path / "cap.pcap"))
+    nic.send([partial_tcp_frame(b"x")])
+    nic.close()
+    assert nic.wire_counters is wire.counters and wire.counters["sent"] == 1
 
 
 @needs_tshark
@@ -79,6 +89,7 @@ def test_tshark_reads_it_with_no_malformed_frame(tmp_path):
     nic = PcapNic(wire.attach(MAC_A), str(path), clock=lambda: 1.0)
     nic.send([arp_frame(), icmp_frame(), partial_tcp_frame(b"y" * 1000),
               partial_tcp_frame(b"z" * 60000)])
+    assert len(nic.receive(0.0)) == 4                # a one-ended wire: all come back
     nic.close()
     run = lambda *args: subprocess.run(["tshark", "-n", "-r", str(path), *args],
                                        capture_output=True, text=True, timeout=60)

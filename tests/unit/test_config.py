@@ -50,3 +50,13 @@ def test_config_is_frozen():
     cfg = from_dict({"engine": {"cpu": available_cpus()[-1]}})
     with pytest.raises(Exception):
         cfg.engine.cpu = 0
+
+
+def test_yaml_booleans_stand_for_the_word_they_were():
+    # YAML 1.1 reads `off` as false; the one choice spelled that way is meant
+    assert load(None, ["tcp.checksum=off"]).tcp.checksum == "off"
+    assert load(None, ['tcp.checksum="off"']).tcp.checksum == "off"
+    with pytest.raises(ConfigError) as info:
+        load(None, ["nic.kind=yes"])                # no choice is spelled yes/on/true
+    assert "nic.kind: True is not one of loopback, tap" in str(info.value)
+    assert "quote" in str(info.value)

@@ -56,6 +56,8 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
         return build(tp, value, path)
     if origin is Literal:
         choices = typing.get_args(tp)
+        if isinstance(value, bool):
+            value = yaml_word(value, choices, path)
         if value not in choices:
             raise ConfigError(
                 f"{path}: {value!r} is not one of {', '.join(map(str, choices))}")
@@ -97,6 +99,23 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
             raise ConfigError(f"{path}: {value!r} is not a string")
         return value
     raise ConfigError(f"{path}: unsupported type {tp!r} in the schema")
+
+
+# YAML 1.1 (PyYAML) reads these words as booleans
+YAML_WORDS = {False: ("off", "no", "false", "n"), True: ("on", "yes", "true", "y")}
+
+
+def yaml_word(value: bool, choices: tuple, path: str) -> Any:
+    """The choice a YAML boolean stood for (``checksum: off`` reads as false): the one
+    choice among the words YAML reads as that boolean, else a ConfigError saying how
+    to write the value."""
+    words = [c for c in choices if isinstance(c, str) and c.lower() in YAML_WORDS[value]]
+    if len(words) == 1:
+        return words[0]
+    word = YAML_WORDS[value][0]
+    raise ConfigError(f"{path}: {value!r} is not one of {', '.join(map(str, choices))} "
+                      f"(YAML reads off/on/yes/no as false/true: quote a word, e.g. "
+                      f"--set '{path}=\"{word}\"')")
 
 
 def build(cls: type, data: dict, path: str = "") -> Any:

@@ -83,7 +83,9 @@ class NicConfig:
         "the second host's address on the shared-memory wire (in-host mode)", default="10.0.0.2")
     wire: WireConfig = doc("loopback wire: bandwidth, delay, faults", default_factory=WireConfig)
     tap: TapConfig = doc("TAP device settings", default_factory=TapConfig)
-    pcap: Optional[str] = doc("file path to capture every frame (pcap), null = off", default=None)
+    pcap: Optional[str] = doc("file to capture the frames of toad's NIC in (pcap, each frame "
+                              "once; in-host mode also FILE-b for the sending host), null = off",
+                              default=None)
     arp_timeout_s: float = doc("seconds an ARP entry is trusted before it is re-asked "
                                "(the engine's stack in offload mode, each worker's in inhost mode)",
                                default=60.0)

@@ -14,17 +14,16 @@ and a non-zero exit (a run with wrong bytes is never a figure).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-import yaml
-
 from toad.config import Config, ConfigError, load
 
-from . import report
+from . import capture, report
 from .progress import Progress
 from .repeats import summarize
 from .runner import ModeNotBuilt, run_once
@@ -49,7 +48,17 @@ def parser(prog: str, config_optional: bool = False) -> argparse.ArgumentParser:
                    help="override one config key (YAML value), e.g. --set workload.duration_s=2")
     p.add_argument("--json", metavar="FILE", help="write the results as JSON")
     p.add_argument("--plot", metavar="FILE", help="write a PNG plot")
+    p.add_argument("--pcap", metavar="FILE",
+                   help="capture the frames on toad's NIC (pcap, each frame once; several "
+                        "runs: a file each, named after the run; inhost: also FILE-b for "
+                        "the sending host); the same as --set nic.pcap=FILE")
     return p
+
+
+def overrides(args) -> list[str]:
+    """The --set overrides, and --pcap as one of them (quoted: any file name)."""
+    extra = [f"nic.pcap={json.dumps(args.pcap)}"] if args.pcap else []
+    return [*args.overrides, *extra]
 
 
 def parse_modes(text: Optional[str], config: Config) -> list[str]:
@@ -75,16 +84,20 @@ def stop_on_sigterm() -> None:
 
 
 def run_all(config: Config, modes: list[str], label: str = "",
-            skip_unbuilt: bool = False) -> tuple[list[dict], list[dict]]:
+            skip_unbuilt: bool = False, more_runs: bool = False,
+            progress: Optional[Progress] = None) -> tuple[list[dict], list[dict]]:
     """Every (mode, unit) run of ``config``, in order, with a progress line.
 
     With ``skip_unbuilt`` (compare over the config's default modes) a mode whose host
     modules do not exist yet is left out with a note on stderr instead of stopping
-    the comparison; asked for explicitly, it is an error.
+    the comparison; asked for explicitly, it is an error. ``more_runs``: the command
+    makes other runs too (a sweep): each capture gets its own file (capture.py),
+    and ``progress`` counts them all.
     """
     w = config.workload
     plan = [(r, m, u) for r in range(w.repeat) for m in modes for u in units(config)]
-    progress = Progress(len(plan))
+    one_run = len(plan) == 1 and not more_runs
+    progress = progress or Progress(len(plan))
     runs, details, skipped = [], [], set()
     try:
         for repeat, mode, unit in plan:
@@ -93,8 +106,13 @@ def run_all(config: Config, modes: list[str], label: str = "",
             nth = f" ({repeat + 1}/{w.repeat})" if w.repeat > 1 else ""
             progress.begin(f"{label}{mode} {w.kind} {report.size_label(unit)}{nth}",
                            w.warmup_s + w.duration_s)
+            run_config = config
+            if config.nic.pcap and not one_run:
+                run_config = capture.for_run(config, capture.point_path(
+                    config.nic.pcap, label, mode, report.size_label(unit).replace(" ", ""),
+                    f"r{repeat + 1}" if w.repeat > 1 else ""))
             try:
-                pairs = run_once(config, mode, unit, tick=progress.tick)
+                pairs = run_once(run_config, mode, unit, tick=progress.tick)
             except ModeNotBuilt as exc:
                 if not skip_unbuilt:
                     raise
@@ -102,6 +120,7 @@ def run_all(config: Config, modes: list[str], label: str = "",
                 progress.done()
                 print(f"toad: {mode} left out: {exc}", file=sys.stderr)
                 continue
+            progress.end(", ".join(outcome(run) for run, _ in pairs))
             for _, detail in pairs:
                 detail["repeat"] = repeat   # (details: the run keys stay the documented ones)
             runs += [run for run, _ in pairs]
@@ -111,6 +130,17 @@ def run_all(config: Config, modes: list[str], label: str = "",
     if not runs:
         raise ConfigError("no mode could run (see above)")
     return runs, details
+
+
+def outcome(run: dict) -> str:
+    """A run in a few words, for its progress line."""
+    if run["workload"] == "bulk":
+        return f"{run['goodput_gbps']:.2f} Gb/s"
+    return f"p50 {run['latency_us']['p50']:.1f} us"
+
+
+def plan_size(config: Config, modes: list[str]) -> int:
+    return config.workload.repeat * len(modes) * len(units(config))
 
 
 def emit(text: str) -> None:
@@ -126,16 +156,23 @@ def finish(config: Config, args, runs: list[dict], details: list[dict], plot) ->
     if args.json:  # the JSON first: it is the stable record, the table is for eyes
         report.write_json(args.json, report.document(config, runs, details))
     emit(report.render(runs, details))
+    print_captures(details)
     if args.plot:
         plot(summarize(runs, details)[0], args.plot)
         print(f"plot: {args.plot}")
     return 0
 
 
+def print_captures(details: list[dict]) -> None:
+    for detail in details:
+        for path in detail.get("pcap", ()):
+            print(f"pcap: {path}")
+
+
 def run_main(argv: Sequence[str]) -> int:
     args = parser("toad run").parse_args(argv)
     stop_on_sigterm()
-    config = load(args.config, args.overrides)
+    config = load(args.config, overrides(args))
     runs, details = run_all(config, [config.mode])
     from . import plots
     return finish(config, args, runs, details, plots.compare_plot)
@@ -146,7 +183,7 @@ def compare_main(argv: Sequence[str]) -> int:
     p.add_argument("--modes", help="comma-separated modes (default: the config's `modes`)")
     args = p.parse_args(argv)
     stop_on_sigterm()
-    config = load(args.config or default_config(), args.overrides)
+    config = load(args.config or default_config(), overrides(args))
     runs, details = run_all(config, parse_modes(args.modes, config),
                             skip_unbuilt=not args.modes)
     from . import plots
@@ -161,27 +198,41 @@ def sweep_main(argv: Sequence[str]) -> int:
     p.add_argument("--modes", help="comma-separated modes (default: the config's `mode`)")
     args = p.parse_args(argv)
     stop_on_sigterm()
-    base = load(args.config, args.overrides)
+    base = load(args.config, overrides(args))
     if not (args.param or base.sweep):
         raise ConfigError("toad sweep: give --param NAME=V1,V2,... (or `sweep:` in the config)")
     name, values = parse_param(args.param or base.sweep)
     modes = parse_modes(args.modes, base) if args.modes else [base.mode]
     runs, details = [], []
+    progress = Progress(len(values) * plan_size(base, modes))
     for value in values:
-        config = load(args.config, [*args.overrides, f"{name}={value}"])
-        more_runs, more_details = run_all(config, modes, label=f"{name}={value} ")
+        config = load(args.config, [*overrides(args), f"{name}={value}"])
+        more_runs, more_details = run_all(config, modes, label=f"{name}={value} ",
+                                          more_runs=len(values) > 1, progress=progress)
         for run, detail in zip(more_runs, more_details):
-            detail["sweep"] = {"param": name, "value": yaml.safe_load(value)}
+            detail["sweep"] = {"param": name, "value": config_value(config, name)}
         runs += more_runs
         details += more_details
     emit(report.sweep_table(name, runs, details))
+    print_captures(details)
     if args.json:
         report.write_json(args.json, report.document(base, runs, details))
     if args.plot:
-        from . import plots
-        plots.sweep_plot(name, *summarize(runs, details), args.plot)
+        from .sweep_plot import sweep_plot
+        sweep_plot(name, *summarize(runs, details), args.plot)
         print(f"plot: {args.plot}")
     return 0
+
+
+def config_value(config: Config, name: str):
+    """The value of key ``name`` (a.b.c) in the loaded config: what the run used
+    (``tcp.checksum=off`` is the word "off", not YAML's false)."""
+    value = config
+    for part in name.split("."):
+        value = getattr(value, part)
+    if isinstance(value, tuple):   # a list key given one value (chunk_bytes=8192)
+        return value[0] if len(value) == 1 else list(value)
+    return value
 
 
 def parse_param(text: str) -> tuple[str, list[str]]:

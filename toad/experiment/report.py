@@ -11,7 +11,14 @@ JSON (documented in the README; keys are stable)::
                "host_cpus_busy_pct_per_gbps", "engine": {"cpu_pct", "busy_pct"},
                "total_cpu_pct_per_gbps",
                "latency_us": {"p50", "p99", "p90", "p999", "min", "max", "mean",
-                              "cdf": [[percent, us], ...]} (rr/crr only)}],
+                              "cdf": [[percent, us], ...]} (rr/crr only),
+               "counters": {"source", "faults": {"loss", "duplicate", "reorder", "corrupt"},
+                            "retransmits": {"segments", "fast", "timeout"},
+                            "sack_recoveries", "out_of_order_segments",
+                            "duplicate_segments", "zero_window_stalls",
+                            "out_of_buffer_stalls", "bad_records", "bad_frames",
+                            "interrupts": {"send", "recv"}} (counters.py; null: unknown
+                            in this mode)}],
      "details": [one object per run: pinning obtained, warnings, checksum CPU excluded,
                  copy calibration, repeat index; informative, not part of the stable keys],
      "summary": [with workload.repeat > 1 only: per point, the median run and its
@@ -28,6 +35,7 @@ from typing import Iterable, Optional
 from toad import __version__
 from toad.config import Config
 
+from . import counters
 from .repeats import summarize
 
 STACK_LABEL = {"offload": "TOE driver", "inhost": "TCP/IP stack", "kernel": "TCP/IP stack"}
@@ -65,7 +73,17 @@ def fmt(value: Optional[float], digits: int = 2) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
-def table(header: list[str], rows: list[list[str]]) -> str:
+def table(header: list[str], rows: list[list[str]], markdown: bool = False) -> str:
+    """Aligned columns for a terminal, or a Markdown table (first column text, the
+    others right-aligned figures)."""
+    if markdown:
+        def cell(text: str) -> str:    # a row label's indent survives as an em space
+            text = (text or " ").replace("|", "\\|")
+            return "&emsp;" + text.lstrip() if text.startswith("  ") else text
+        lines = ["| " + " | ".join(cell(c) for c in header) + " |",
+                 "| --- |" + " ---: |" * (len(header) - 1)]
+        lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]
+        return "\n".join(lines)
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     lines = ["  ".join(cell.rjust(w) if i else cell.ljust(w)
                        for i, (cell, w) in enumerate(zip(row, widths))) for row in [header, *rows]]
@@ -109,7 +127,12 @@ def table_columns(runs: list[dict], details: list[dict]) -> list[tuple[str, dict
     return toad + linux
 
 
-def bulk_table(mode: str, runs: list[dict], details: Optional[list[dict]] = None) -> str:
+def titled(title: str, body: str, markdown: bool) -> str:
+    return f"**{title}**\n\n{body}" if markdown else f"{title}\n{body}"
+
+
+def bulk_table(mode: str, runs: list[dict], details: Optional[list[dict]] = None,
+               markdown: bool = False) -> str:
     """TOAD Tables I/II: rows copies / driver or stack / total; columns side x chunk."""
     details = details or [{} for _ in runs]
     irq = {id(r): irq_pct(d) for r, d in zip(runs, details)}
@@ -139,7 +162,8 @@ def bulk_table(mode: str, runs: list[dict], details: Optional[list[dict]] = None
             for s, r in columns])
         rows.append(["host + engine per Gb/s"] + [fmt(r["total_cpu_pct_per_gbps"])
                                                   for s, r in columns])
-    return f"{mode} (bulk)\n" + table(header, rows)
+    rows += counters.table_rows(columns)
+    return titled(f"{mode} (bulk)", table(header, rows, markdown), markdown)
 
 
 def spread_rows(columns: list[tuple[str, dict]]) -> list[list[str]]:
@@ -157,7 +181,7 @@ def span_text(run: dict, key: str, digits: int = 2) -> str:
     return f"{lo_hi[0]:.{digits}f} - {lo_hi[1]:.{digits}f} ({spread['runs']})"
 
 
-def rr_table(runs: list[dict]) -> str:
+def rr_table(runs: list[dict], markdown: bool = False) -> str:
     header = ["mode", "workload", "size", "p50 us", "p99 us", "p99.9 us",
               "client %CPU/Gb/s", "server %CPU/Gb/s", "Gb/s"]
     repeated = any("spread" in r for r in runs)
@@ -173,7 +197,7 @@ def rr_table(runs: list[dict]) -> str:
         if repeated:
             row.insert(4, span_text(r, "p50", 1))
         rows.append(row)
-    return table(header, rows)
+    return table(header, rows, markdown)
 
 
 def host_figures(runs: list[dict], details: list[dict]) -> dict:
@@ -208,7 +232,7 @@ def factors(runs: list[dict], details: Optional[list[dict]] = None) -> str:
     return "\n".join(lines)
 
 
-def render(runs: list[dict], details: list[dict]) -> str:
+def render(runs: list[dict], details: list[dict], markdown: bool = False) -> str:
     """Every table for a list of runs (repeated points: their medians), then factors
     and the notes and warnings of every run."""
     all_details = details
@@ -219,18 +243,25 @@ def render(runs: list[dict], details: list[dict]) -> str:
         pairs = [(r, d) for r, d in zip(runs, details)
                  if r["mode"] == mode and r["workload"] == "bulk"]
         if pairs:
-            out.append(bulk_table(mode, [r for r, _ in pairs], [d for _, d in pairs]))
+            out.append(bulk_table(mode, [r for r, _ in pairs], [d for _, d in pairs], markdown))
     rr = [r for r in runs if r["workload"] != "bulk"]
     if rr:
-        out.append(rr_table(rr))
+        out.append(rr_table(rr, markdown))
+        out.append(counters_table([f"{r['mode']} {r['workload']} {size_label(r['chunk_bytes'])}"
+                                   for r in rr], rr, markdown))
     text = factors(runs, details)
     if text:
-        out.append("improvement factors (host CPU per Gb/s):\n" + text)
-    out.append(notes(all_details))
+        out.append(titled("improvement factors (host CPU per Gb/s):",
+                          bullets(text.splitlines()) if markdown else text, markdown))
+    out.append(notes(all_details, markdown))
     return "\n\n".join(o for o in out if o)
 
 
-def notes(details: Iterable[dict]) -> str:
+def bullets(lines: list[str]) -> str:
+    return "\n".join(f"- {line}" for line in lines)
+
+
+def notes(details: Iterable[dict], markdown: bool = False) -> str:
     details = list(details)
     repeats = 1 + max((d.get("repeat", 0) for d in details), default=0)
     lines = ["integrity: every run's CRC-32 matched (bulk: every byte was also compared "
@@ -246,6 +277,10 @@ def notes(details: Iterable[dict]) -> str:
                         "copies sampled during the run (workload.copy_sample; kernel mode: "
                         "inside Linux, not timed); what it adds over the calibrated copy is "
                         "in the driver/stack row")
+    lines.append("counters (faults ... bad frames, interrupts (whole run)): totals over "
+                 "each whole run, set-up and warm-up included, summed over toad's stacks "
+                 "(offload on loopback: both ends in the engine's stack); kernel mode: "
+                 "Linux's counters of the whole network namespace over the run")
     headers = sorted({d["recv"]["stream_header_bytes"] for d in details
                       if "stream_header_bytes" in (d.get("recv") or {})})
     if headers:
@@ -273,10 +308,11 @@ def notes(details: Iterable[dict]) -> str:
             seen.add("busy")
             lines.append("note: engine busy % is missing (the engine publishes no stats "
                          "block yet); engine CPU % is from /proc")
-    return "\n".join(lines)
+    return bullets(lines) if markdown else "\n".join(lines)
 
 
-def sweep_table(name: str, runs: list[dict], details: list[dict]) -> str:
+def sweep_table(name: str, runs: list[dict], details: list[dict],
+                markdown: bool = False) -> str:
     """One row per point of a sweep (repeated points: their medians): the value, the
     mode and the per-side figures."""
     all_details = details
@@ -303,9 +339,22 @@ def sweep_table(name: str, runs: list[dict], details: list[dict]) -> str:
         if irq:
             row += [fmt(interrupts_per_mb(d, s), 3) for s in ("send", "recv")]
         rows.append(row)
-    return ("% of one CPU per Gb/s (copy = memory copies, calibrated; timed = the same "
-            "copies timed in the run; rest = driver or stack)\n"
-            + table(header, rows) + "\n\n" + notes(all_details))
+    labels = [f"{d.get('sweep', {}).get('value')} {r['mode']} {size_label(r['chunk_bytes'])}"
+              for r, d in zip(runs, details)]
+    parts = [titled("% of one CPU per Gb/s (copy = memory copies, calibrated; timed = the "
+                    "same copies timed in the run; rest = driver or stack)",
+                    table(header, rows, markdown), markdown),
+             counters_table(labels, runs, markdown), notes(all_details, markdown)]
+    return "\n\n".join(p for p in parts if p)
+
+
+def counters_table(labels: list[str], runs: list[dict], markdown: bool = False) -> str:
+    """The runs' counters, one row per run (empty when no run has any)."""
+    header, rows = counters.run_table(labels, runs)
+    if len(header) == 1:
+        return ""
+    return titled("counters (faults injected, retransmissions, stalls, drops; - = not "
+                  "known in that mode)", table(header, rows, markdown), markdown)
 
 
 def load_notes(details: list[dict], limit_pct: float = 5.0) -> list[str]:

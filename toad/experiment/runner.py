@@ -21,8 +21,9 @@ import yaml
 
 from toad.config import Config, ConfigError, from_dict
 
+from . import capture, counters
 from .figures import build_run
-from .launcher import Child, Launcher, RunFailed, read_json
+from .launcher import Child, Launcher, RunFailed, read_json, stop_child
 
 START_TIMEOUT_S = 60.0   # engine start (numba compiles on first use) and worker start
 FINISH_MARGIN_S = 60.0   # beyond warmup + duration
@@ -127,8 +128,10 @@ def check_topology(config: Config, mode: str) -> None:
 
 
 def run_once(config: Config, mode: str, unit: int,
-             tick: Callable[[], None] = None) -> list[tuple[dict, dict]]:
+             tick: Callable[[bool], None] = None) -> list[tuple[dict, dict]]:
     """Run ``config``'s workload in ``mode``: a list of (run JSON, details JSON).
+    ``tick(measuring)`` is called while the run goes on (measuring: the workload
+    has begun).
 
     Loopback gives one run (both sides are toad's); TAP gives two (toad sending to
     Linux, toad receiving from Linux: toad.experiment.tap).
@@ -142,11 +145,12 @@ def run_once(config: Config, mode: str, unit: int,
         path = prepare(launcher, run_config)
         engine = start_engine(launcher, run_config, path) if mode == "offload" else None
         send_cpu, recv_cpu = worker_cpus(run_config)
+        linux_before = counters.read_linux() if mode == "kernel" else None
         recv = start_worker(launcher, path, "recv", recv_cpu)
         ready = launcher.workdir / "recv.ready"
         launcher.wait_until(ready.exists, START_TIMEOUT_S, "the receiving worker to listen")
         send = start_worker(launcher, path, "send", send_cpu)
-        run, details = collect(launcher, run_config, send, recv, engine, tick)
+        run, details = collect(launcher, run_config, send, recv, engine, tick, linux_before)
     note_leftovers(launcher, details)
     return [(run, details)]
 
@@ -179,10 +183,14 @@ def compile_data_path(launcher: Launcher) -> None:
 
 
 def collect(launcher: Launcher, run_config: Config, send: Child, recv: Child,
-            engine: Optional[Child], tick) -> tuple[dict, dict]:
+            engine: Optional[Child], tick, linux_before: Optional[dict] = None
+            ) -> tuple[dict, dict]:
     """Wait for both workers, then turn their results into the run's figures."""
     w = run_config.workload
-    launcher.wait_exit([recv, send], w.warmup_s + w.duration_s + FINISH_MARGIN_S, tick)
+    started = measuring(launcher, send)
+    launcher.wait_exit([recv, send], w.warmup_s + w.duration_s + FINISH_MARGIN_S,
+                       tick and (lambda: tick(started())))
+    linux_after = counters.read_linux() if linux_before is not None else None
     samples = None
     if engine is not None:
         sampler = launcher.samplers[0]
@@ -191,12 +199,56 @@ def collect(launcher: Launcher, run_config: Config, send: Child, recv: Child,
                    "cpu_steal": sampler.cpu_steal}
     results = {"send": read_json(send.out_path), "recv": read_json(recv.out_path)}
     run, details = build_run(run_config, results["send"], results["recv"], samples)
-    details["pinning"] = pinning(run_config, results, engine)
+    details["pinning"] = pinning(run_config, results, engine)   # (the engine still runs)
+    run["counters"] = run_counters(launcher, run_config, results, engine, samples,
+                                   linux_before, linux_after)
     details["warnings"] = warnings(run_config, details["pinning"], engine is not None)
+    if run_config.nic.pcap:
+        details["pcap"] = capture.files(run_config)
+        if run_config.mode == "kernel":
+            details["warnings"].append(capture.KERNEL_NOT_CAPTURED)
+    if engine is not None and run["counters"]["retransmits"]["segments"] is None:
+        details["warnings"].append("the engine wrote no counters when it stopped "
+                                   "(its stack's counters are null in this run)")
     details["engine_busy_source"] = ("read_engine_stats" if samples and samples["busy"]
                                      else "missing (the engine's stats block was unreadable)"
                                      if engine is not None else None)
     return run, details
+
+
+def run_counters(launcher: Launcher, run_config: Config, results: dict,
+                 engine: Optional[Child], samples: Optional[dict],
+                 linux_before: Optional[dict], linux_after: Optional[dict]) -> dict:
+    """The run's ``counters`` (toad/experiment/counters.py) from the mode's source.
+    Offload: the engine is stopped here, so that it writes its summary."""
+    if engine is not None:
+        stop_child(engine)
+        path = summary_path(launcher)
+        summary = read_json(path) if path.exists() else None
+        pids = {side: results[side]["pid"] for side in ("send", "recv")}
+        return counters.from_engine(summary, counters.qp_rows(samples["busy"], pids))
+    if run_config.mode == "inhost":
+        return counters.from_stacks(results["send"].get("stack_counters"),
+                                    results["recv"].get("stack_counters"))
+    return counters.from_linux(linux_before, linux_after)
+
+
+def started_path(launcher: Launcher) -> Path:
+    """Created by the sending worker when its workload begins (the progress counts
+    measured time from there)."""
+    return launcher.workdir / "send.started"
+
+
+def measuring(launcher: Launcher, send: Child) -> Callable[[], bool]:
+    """Whether the workload runs (a sender that writes no marker: from its start)."""
+    marker = started_path(launcher)
+    if "--started" not in send.proc.args:
+        return lambda: True
+    return marker.exists
+
+
+def summary_path(launcher: Launcher) -> Path:
+    return launcher.workdir / "engine-summary.json"
 
 
 def note_leftovers(launcher: Launcher, details: dict) -> None:
@@ -225,7 +277,8 @@ def check_mode(launcher: Launcher, path: Path) -> None:
 
 def start_engine(launcher: Launcher, config: Config, path: Path) -> Child:
     """``python -m engine RUN.yaml``, pinned; returns once its OE memory exists."""
-    engine = launcher.start("engine", ["-m", "engine", str(path)])
+    engine = launcher.start("engine", ["-m", "engine", str(path),
+                                       "--summary", str(summary_path(launcher))])
     launcher.wait_until(lambda: engine_running(config.name), START_TIMEOUT_S,
                         "the engine's OE memory to be up")
     try:
@@ -256,6 +309,8 @@ def start_worker(launcher: Launcher, path: Path, role: str, cpu: int,
             "--cpu", str(cpu), "--out", str(out), *extra]
     if role == "recv" and "--ready" not in extra:
         argv += ["--ready", str(launcher.workdir / "recv.ready")]
+    if role == "send" and module == "host.worker":
+        argv += ["--started", str(started_path(launcher))]
     return launcher.start(name, argv, out_path=out, prefix=prefix)
 
 
@@ -276,6 +331,11 @@ def warnings(config: Config, obtained: dict, offload: bool) -> list[str]:
             if shared:
                 out.append(f"the engine shares CPU {sorted(shared)} with the {role} worker: "
                            f"host and engine figures disturb each other")
+    wire = config.nic.wire
+    if config.mode == "inhost" and config.nic.kind == "loopback" and any(
+            (wire.loss, wire.duplicate, wire.reorder, wire.corrupt)):
+        out.append("nic.wire faults apply to the engine's loopback wire only: the in-host "
+                   "shared-memory wire injected none in this run")
     if obtained["send"] == obtained["recv"]:
         out.append(f"send and receive workers share CPU {obtained['send']} "
                    f"(host.cpus has one CPU); per-Gb/s figures stay valid")

@@ -29,6 +29,7 @@ from typing import Callable
 from toad.config import Config, ConfigError
 from toad.doctor import iperf_version
 
+from . import capture
 from .figures import STREAM_HEADER_MAX
 from .launcher import Launcher, RunFailed
 from .runner import (START_TIMEOUT_S, collect, effective, instance_name, note_leftovers,
@@ -73,7 +74,7 @@ def iperf_sends(config: Config) -> bool:
 
 
 def run_tap(config: Config, mode: str, unit: int,
-            tick: Callable[[], None] = None) -> list[tuple[dict, dict]]:
+            tick: Callable[[bool], None] = None) -> list[tuple[dict, dict]]:
     iperf = iperf_sends(config)
     netns = config.nic.tap.netns
     existed = netns in namespaces()
@@ -89,6 +90,9 @@ def run_tap(config: Config, mode: str, unit: int,
 def tap_once(config: Config, mode: str, unit: int, toad_side: str, tick,
              iperf: bool = False) -> tuple[dict, dict]:
     run_config = effective(config, mode, unit, instance_name(config))
+    if run_config.nic.pcap:                # the point's two runs: a file each
+        run_config = capture.for_run(run_config, capture.point_path(
+            run_config.nic.pcap, f"toad-{toad_side}"))
     tap = run_config.nic.tap
     peer = ("ip", "netns", "exec", tap.netns)
     with Launcher(run_config.name) as launcher:

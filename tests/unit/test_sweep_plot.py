@@ -1,0 +1,73 @@
+"""The sweep figure: numeric axes with units, log scale for sizes and the MTU, error
+bars from repeats, y from 0, and a mode only against parameters it uses."""
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+
+from toad.experiment.sweep_plot import axis_label, sweep_figure, uses
+
+
+def run(mode: str, total: float, spread: bool = False) -> dict:
+    side = {"cpu_pct_per_gbps": total, "copy_pct_per_gbps": total / 4,
+            "driver_pct_per_gbps": total * 3 / 4, "copy_timed_pct_per_gbps": None}
+    out = {"mode": mode, "workload": "bulk", "chunk_bytes": 131072, "goodput_gbps": 2.0,
+           "send": side, "recv": side,
+           "engine": {"cpu_pct": 99.0, "busy_pct": 50.0} if mode == "offload"
+           else {"cpu_pct": None, "busy_pct": None}}
+    if spread:
+        out["spread"] = {"runs": 3, "send": [total - 1, total + 1],
+                         "recv": [total - 1, total + 1], "goodput_gbps": [1.5, 2.5]}
+    return out
+
+
+def sweep(name: str, values: list, modes: list, spread: bool = False):
+    runs, details = [], []
+    for value in values:
+        for mode in modes:
+            runs.append(run(mode, 10.0, spread))
+            details.append({"sweep": {"param": name, "value": value}})
+    return runs, details
+
+
+def legend(ax) -> list[str]:
+    return [t.get_text() for t in ax.get_legend().get_texts()]
+
+
+def test_the_mtu_is_a_log_axis_and_the_kernel_is_not_drawn_against_it():
+    fig = sweep_figure("nic.mtu", *sweep("nic.mtu", [1500, 9000, 65535],
+                                          ["kernel", "inhost", "offload"], spread=True))
+    cpu, goodput, engine = fig.axes
+    assert cpu.get_xscale() == "log" and cpu.get_xlabel() == "nic.mtu (bytes)"
+    assert [t.get_text() for t in cpu.get_xticklabels()] == ["1500", "9000", "65535"]
+    assert not any(label.startswith("kernel") for label in legend(cpu) + legend(goodput))
+    assert "kernel not drawn" in fig._suptitle.get_text()
+    assert cpu.get_ylim()[0] == 0 and goodput.get_ylim()[0] == 0
+    assert cpu.containers and any(c.has_yerr for c in cpu.containers)   # min-max bars
+    assert legend(engine) == ["offload CPU", "offload busy"]
+    plt.close(fig)
+
+
+def test_chunk_sizes_are_labelled_in_kilobytes_on_a_log_axis():
+    fig = sweep_figure("workload.chunk_bytes",
+                       *sweep("workload.chunk_bytes", [[8192], [131072]], ["kernel"]))
+    cpu = fig.axes[0]
+    assert cpu.get_xscale() == "log"
+    assert [t.get_text() for t in cpu.get_xticklabels()] == ["8 KB", "128 KB"]
+    assert legend(cpu) == ["kernel send", "kernel recv"]     # the kernel uses chunk sizes
+    plt.close(fig)
+
+
+def test_words_are_grouped_bars_in_the_order_swept():
+    values = ["software", "integrated", "offloaded", "off"]
+    fig = sweep_figure("tcp.checksum", *sweep("tcp.checksum", values, ["inhost"]))
+    cpu = fig.axes[0]
+    assert [t.get_text() for t in cpu.get_xticklabels()] == values
+    assert not cpu.get_lines() and cpu.patches              # bars, no line joining words
+    plt.close(fig)
+
+
+def test_which_mode_uses_what():
+    assert not uses("kernel", "nic.mtu") and uses("kernel", "workload.chunk_bytes")
+    assert uses("inhost", "nic.mtu") and not uses("inhost", "nic.wire.loss")
+    assert uses("offload", "interrupts.moderation_us")
+    assert axis_label("interrupts.moderation_us") == "interrupts.moderation_us (µs)"
