@@ -14,6 +14,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from engine import ring_calls
 from host import datapath
@@ -43,6 +44,7 @@ class Rig:
         drv.mv = memoryview(self.buf)
         drv.u32 = drv.mv.cast("I")
         drv.rxbuf_consumer_word = layout.QP_HEADER_FIELDS["rxbuf_consumer"] // 4
+        drv.request_consumer_word = layout.QP_HEADER_FIELDS["request_consumer"] // 4
         drv.qp, drv.conns, drv.bufs = datapath.new_state(self.lay, WORDS, False, 64)
         drv.q = drv.qp.view(np.int64)
         drv.out = np.zeros(POLL_OUT, layout.EVENT)
@@ -160,3 +162,60 @@ def test_returned_buffers_are_written_in_order_across_the_ring_end_after_the_cou
         for slot, buf_id in expected.items():
             assert tuple(ring[slot]) == (lay.recv_offset + buf_id * 4096, 4096, buf_id)
     assert drv.rxbuf_producer == 16 and int(drv.q[Q["returns"]]) == 0
+
+
+OPS = st.lists(st.tuples(st.sampled_from(["post", "batch", "serve", "poll"]),
+                         st.integers(1, 12)), min_size=1, max_size=40)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(-20, 20), OPS)
+def test_requests_and_their_answers_keep_order_around_the_ring_and_index_wraps(start, ops):
+    """The host's compiled posts (one, or a batch), the engine's compiled request pass
+    (answering ECHO) and the host's compiled poll, in any interleaving, over an 8-slot
+    request ring and an 8-slot event ring whose indices start near 2**32: every echo
+    is answered once, in order; a full ring refuses a post, whole, and says so."""
+    rig = Rig("qp.request_entries=8")
+    drv, lay = rig.drv, rig.lay
+    seg = np.frombuffer(rig.buf, np.uint8)
+    begin = start & 0xFFFFFFFF
+    drv.q[Q["request_producer"]] = begin
+    rig.regs[WORDS["request_producer"]] = begin          # the doorbell says so too
+    rig.engine["request_consumer"] = begin
+    drv.u32[drv.request_consumer_word] = begin
+    answers, posted = [], []
+    drv.on_event = lambda event: answers.append(event.value)
+    out = np.zeros(lay.request_entries * 64, np.uint8)
+
+    def serve() -> None:
+        assert ring_calls.serve_requests(seg, rig.regs, rig.engine, out) == 0   # all ECHO
+
+    for op, n in ops:
+        if op in ("post", "batch"):
+            values = list(range(len(posted), len(posted) + n))
+            room = drv.request_space()
+            if op == "post":
+                for value in values:
+                    result = datapath.post(drv.seg, drv.regs, drv.qp, layout.OP_ECHO, 0, 0,
+                                           0, 0, 0, 0, 0, 0, value)
+                    assert result == (0 if room > 0 else datapath.NO_SLOT)
+                    if result == 0:
+                        posted.append(value)
+                        room -= 1
+            else:
+                batch = np.zeros(n, layout.REQUEST)
+                batch["opcode"], batch["value"] = layout.OP_ECHO, values
+                result = datapath.post_records(drv.seg, drv.regs, drv.qp,
+                                               batch.view(np.uint8), n)
+                assert result == (0 if n <= room else datapath.NO_SLOT)
+                if result == 0:
+                    posted.extend(values)
+        elif op == "serve":
+            serve()
+        else:
+            drv.poll(n)
+        assert answers == posted[:len(answers)]
+    for _ in range(2 * len(posted) + 2):       # drain
+        serve()
+        drv.poll()
+    assert answers == posted
