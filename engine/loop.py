@@ -66,6 +66,7 @@ class Engine:
         self.rxbuf_flags = np.zeros(slots, np.uint8)
         self.irq_flags = np.zeros(slots, np.uint8)
         self.rx_rung = 0            # QPs the last scan found with returned buffers
+        self.heartbeat, self.heartbeat_word = self.registers.u64, self.registers.heartbeat_word
         self.slots = SlotManager(self, BusModel.from_config(config.dma))
         self.iterations = 0
         self.busy_ns = 0
@@ -115,7 +116,7 @@ class Engine:
             if poller.poll(now):
                 work += 1
         self.iterations += 1
-        self.registers.u64[self.registers.heartbeat_word] = self.iterations
+        self.heartbeat[self.heartbeat_word] = self.iterations
         if now_ns >= self.next_housekeeping:
             work += self.housekeeping(now_ns)
             self.next_housekeeping = now_ns + HOUSEKEEPING_NS

@@ -89,6 +89,7 @@ class Event(NamedTuple):
 
 EVENT_FIELDS = layout.EVENT_FIELDS          # the records poll copies out
 _UNPACK_EVENT = layout.record_struct(EVENT_FIELDS).unpack_from
+_new_event = tuple.__new__      # (Event._make without its classmethod call)
 REQUEST_FIELDS = layout.REQUEST_SIGNED      # post_many's records
 assert EVENT_FIELDS.names == Event._fields
 
@@ -406,9 +407,9 @@ class Driver(EventWaits):
             out, dispatch = self.out_view, self._dispatch
             for k in range(copied):
                 try:
-                    dispatch(Event._make(_UNPACK_EVENT(out, k * 64)))
+                    dispatch(_new_event(Event, _UNPACK_EVENT(out, k * 64)))
                 except BaseException:   # the rest go first at the next poll
-                    undelivered.extend(Event._make(_UNPACK_EVENT(out, j * 64))
+                    undelivered.extend(_new_event(Event, _UNPACK_EVENT(out, j * 64))
                                        for j in range(k + 1, copied))
                     raise
         if self._waiters:

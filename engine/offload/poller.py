@@ -92,15 +92,26 @@ class OffloadPoller:
 
     # ---- the poller interface ---------------------------------------------------
     def poll(self, now: float) -> bool:
+        # the idle case first: no frame in, no request changed a connection, no host
+        # returned buffers (the loop's scan saw the doorbells), no timer or delayed post
+        frames = self.nic.receive(now, MAX_FRAMES)
+        rung = self.rx_doorbells(False) if self.pools and self.rx_doorbells else ()
+        if not (frames or rung or self.kicked or self.table.delayed
+                or (self.timer_at is not None and now >= self.timer_at)):
+            return False
+        return self._pass(now, frames, rung)
+
+    def _pass(self, now: float, frames: list, rung) -> bool:
+        """Rounds of input, timers, output and events until one does nothing."""
         stack, nic = self.stack, self.nic
         changed = worked = self.kicked
         self.kicked = False
         service = self.service_requests
         out = None
-        # buffers the hosts returned (the loop's scan saw the doorbells): windows
-        # reopen before this pass's input and output
-        if self.pools and self.check_rx_doorbells(now, fresh=False):
-            worked = changed = True           # (its kicks are this pass's output)
+        # windows reopen before this pass's input and output (its kicks are the
+        # pass's output)
+        if rung and self.notify_read(rung, now):
+            worked = changed = True
             self.kicked = False
         for round_no in range(MAX_ROUNDS):
             if round_no:
@@ -115,7 +126,7 @@ class OffloadPoller:
                 if self.kicked:           # a request or a window update is due
                     self.kicked = False
                     changed = True
-            frames = nic.receive(now, MAX_FRAMES)
+                frames = nic.receive(now, MAX_FRAMES)
             for frame, csum_ok in frames:
                 stack.receive_frame(frame, now, csum_ok)
             if frames and self.raise_interrupts is not None:
@@ -160,6 +171,10 @@ class OffloadPoller:
         """The host returned anonymous buffers (it read data): reopen windows.
         ``fresh`` False: the doorbells the loop's scan found this iteration."""
         rung = self.rx_doorbells(fresh) if self.rx_doorbells is not None else []
+        return self.notify_read(rung, now)
+
+    def notify_read(self, rung, now: float) -> bool:
+        """Tell the connections of the QPs in ``rung`` that buffers came back."""
         for qp in rung:
             for sock in qp.connections.values():
                 conn = sock.conn if sock is not None else None
