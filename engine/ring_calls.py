@@ -337,21 +337,36 @@ def serve_head(regs, q):
     return observed_index(regs, q.request_doorbell) != q.request_consumer
 
 
+@helper
+def serve_slot(regs, q):
+    """serve_head() on one attached QP: ``records served << 1 | dispatcher's work``."""
+    before = q.requests
+    marked = serve_head(regs, q)
+    return ((q.requests - before) << 1) | marked
+
+
+@helper
+def rxbuf_rung(regs, q):
+    """Whether ``q``'s host rang the receive-buffer doorbell since the last look."""
+    producer = observed_index(regs, q.rxbuf_doorbell)
+    if producer == q.rxbuf_seen:
+        return False
+    q.rxbuf_seen = producer
+    return True
+
+
 @kernel(_I64(_REGS, _QP, types.uint8[::1]))
 def _scan_requests(regs, qps, flags):
     """serve_head() on every attached QP; flags[slot] = 1 where the dispatcher has
     work. Returns ``records served << 32 | QPs marked``."""
     marked = served = 0
     for slot in range(len(qps)):
-        q = qps[slot]
         flags[slot] = 0
-        if not q.active:
-            continue
-        before = q.requests
-        if serve_head(regs, q):
-            flags[slot] = 1
-            marked += 1
-        served += q.requests - before
+        if qps[slot].active:
+            result = serve_slot(regs, qps[slot])
+            flags[slot] = result & 1
+            marked += result & 1
+            served += result >> 1
     return (served << 32) | marked
 
 
@@ -361,14 +376,8 @@ def _scan_rxbufs(regs, qps, flags):
     since the last scan (it read data: windows may reopen), else 0; returns how many."""
     marked = 0
     for slot in range(len(qps)):
-        q = qps[slot]
-        flags[slot] = 0
-        if q.active:
-            producer = observed_index(regs, q.rxbuf_doorbell)
-            if producer != q.rxbuf_seen:
-                q.rxbuf_seen = producer
-                flags[slot] = 1
-                marked += 1
+        flags[slot] = qps[slot].active and rxbuf_rung(regs, qps[slot])
+        marked += flags[slot]
     return marked
 
 
@@ -442,19 +451,14 @@ def _scan(regs, qps, now_ns, requests, rxbufs, interrupts):
         requests[slot] = rxbufs[slot] = interrupts[slot] = 0
         if not q.active:
             continue
-        before = q.requests
-        if serve_head(regs, q):
-            requests[slot] = 1
-            marked += 1
-        served += q.requests - before
-        producer = observed_index(regs, q.rxbuf_doorbell)
-        if producer != q.rxbuf_seen:
-            q.rxbuf_seen = producer
-            rxbufs[slot] = 1
-            rung += 1
-        if irq_due(regs, q, now_ns):
-            interrupts[slot] = 1
-            due += 1
+        result = serve_slot(regs, q)
+        requests[slot] = result & 1
+        marked += result & 1
+        served += result >> 1
+        rxbufs[slot] = rxbuf_rung(regs, q)
+        rung += rxbufs[slot]
+        interrupts[slot] = irq_due(regs, q, now_ns)
+        due += interrupts[slot]
     return (served << 40) | (rung << 32) | (marked << 16) | due
 
 

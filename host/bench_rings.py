@@ -17,7 +17,6 @@ records_per_s, baseline_us.semaphore_wakeup.{p50,p99}, plus the settings used.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -30,6 +29,7 @@ from host.driver import Driver
 from toad import layout
 from toad.config import load
 from toad.engine_stats import read_engine_stats, wait_engine_ready
+from toad.experiment.report import write_json
 from toad.pinning import pin
 from toad.shm import Segment, StopSignals, create_semaphore, open_semaphore, unlink_semaphore
 
@@ -208,9 +208,7 @@ def main(argv) -> int:
         result = run(args)
     print_table(result)
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
-            f.write("\n")
+        write_json(args.json, result)
     return 0
 
 

@@ -13,7 +13,6 @@ JSON keys: engine_start_s.{cold,warm} (lists, one per run), host_compile_s.{cold
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -21,6 +20,7 @@ import tempfile
 import time
 
 from toad.engine_stats import EngineNotRunning, read_engine_stats
+from toad.experiment.report import write_json
 
 TIMEOUT_S = 600.0
 
@@ -92,9 +92,7 @@ def main(argv) -> int:
     result = run(args)
     print_table(result)
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
-            f.write("\n")
+        write_json(args.json, result)
     return 0
 
 

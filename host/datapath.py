@@ -280,13 +280,21 @@ def flush_returns(seg, regs, qp, conns, bufs):
 
 
 @helper
+def linked_first(bufs, tail, buffer_id):
+    """Link ``buffer_id`` at the end of the list whose last buffer is ``tail``: True if
+    the list was empty (``buffer_id`` is its head now)."""
+    bufs[buffer_id].next = NONE
+    if tail == NONE:
+        return True
+    bufs[tail].next = buffer_id
+    return False
+
+
+@helper
 def give_back(q, bufs, buffer_id):
     """Append ``buffer_id`` to the return list."""
-    bufs[buffer_id].next = NONE
-    if q.return_tail == NONE:
+    if linked_first(bufs, q.return_tail, buffer_id):
         q.return_head = buffer_id
-    else:
-        bufs[q.return_tail].next = buffer_id
     q.return_tail = buffer_id
     q.returns += 1
 
@@ -384,11 +392,8 @@ def attach(q, conns, bufs, conn, buffer_id, length):
         return False
     c = conns[row]
     bufs[buffer_id].length = length
-    bufs[buffer_id].next = NONE
-    if c.rx_tail == NONE:
+    if linked_first(bufs, c.rx_tail, buffer_id):
         c.rx_head = buffer_id
-    else:
-        bufs[c.rx_tail].next = buffer_id
     c.rx_tail = buffer_id
     c.rx_count += 1
     q.attached += 1
