@@ -62,9 +62,12 @@ class Engine:
         slots = config.engine.max_qps
         self.qp_table = np.zeros(slots, calls.ENGINE_QP)
         self.regs = self.registers.words32
-        self.request_flags = np.zeros(slots, np.uint8)
-        self.rxbuf_flags = np.zeros(slots, np.uint8)
-        self.irq_flags = np.zeros(slots, np.uint8)
+        # which slots the scans marked: requests for the dispatcher, returned receive
+        # buffers, interrupts due (one array: the loop's scan fills all three rows)
+        self.scan_flags = np.zeros((3, slots), np.uint8)
+        self.request_flags = self.scan_flags[calls.SCAN_REQUESTS]
+        self.rxbuf_flags = self.scan_flags[calls.SCAN_RXBUFS]
+        self.irq_flags = self.scan_flags[calls.SCAN_INTERRUPTS]
         self.rx_rung = 0            # QPs the last scan found with returned buffers
         self.heartbeat, self.heartbeat_word = self.registers.u64, self.registers.heartbeat_word
         self.slots = SlotManager(self, BusModel.from_config(config.dma))
@@ -102,8 +105,7 @@ class Engine:
         """One pass of the loop at time ``now_ns`` (the engine's clock): requests,
         pollers, interrupts, heartbeat, housekeeping when due. Returns the work done
         (records handled, pollers that worked); busy time is counted when nonzero."""
-        result = calls.scan(self.regs, self.qp_table, now_ns, self.request_flags,
-                            self.rxbuf_flags, self.irq_flags)
+        result = calls.scan(self.regs, self.qp_table, now_ns, self.scan_flags)
         work = result >> 40                    # NOP and ECHO the scan answered
         self.rx_rung = result >> 32 & 0xFF     # for the pollers (rx_doorbells)
         if result & 0xFFFF:

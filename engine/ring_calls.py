@@ -437,14 +437,19 @@ def _scan_interrupts(regs, qps, now_ns, flags):
     return marked
 
 
-@kernel(_I64(_REGS, _QP, _I64, types.uint8[::1], types.uint8[::1], types.uint8[::1]))
-def _scan(regs, qps, now_ns, requests, rxbufs, interrupts):
+SCAN_REQUESTS, SCAN_RXBUFS, SCAN_INTERRUPTS = 0, 1, 2     # rows of _scan's flags
+
+
+@kernel(_I64(_REGS, _QP, _I64, types.uint8[:, ::1]))
+def _scan(regs, qps, now_ns, flags):
     """The loop's look at every attached QP, once per iteration: serve what needs no
-    Python (serve_head), then requests[slot] = 1 where the dispatcher has work,
-    rxbufs[slot] = 1 where the host rang the receive-buffer doorbell (as
-    scan_rxbufs), interrupts[slot] = 1 where an interrupt is due (irq_due, after
-    those answers). Returns ``records served << 40 | rxbufs << 32 | requests << 16 |
-    interrupts`` (the number of slots marked in each)."""
+    Python (serve_head), then mark the slot in row SCAN_REQUESTS of ``flags`` where the
+    dispatcher has work, in row SCAN_RXBUFS where the host rang the receive-buffer
+    doorbell (as scan_rxbufs), in row SCAN_INTERRUPTS where an interrupt is due
+    (irq_due, after those answers). Returns ``records served << 40 | rxbufs << 32 |
+    requests << 16 | interrupts`` (the number of slots marked in each row)."""
+    requests, rxbufs, interrupts = flags[SCAN_REQUESTS], flags[SCAN_RXBUFS], \
+        flags[SCAN_INTERRUPTS]
     served = marked = rung = due = 0
     for slot in range(len(qps)):
         q = qps[slot]

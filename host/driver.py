@@ -339,9 +339,11 @@ class Driver(EventWaits):
         """Post a request and wait for its COMPLETION or ERROR event. A host that may
         spin first watches the event ring in compiled code for a moment (an engine
         that polls answers in microseconds), before the general wait."""
-        cookie = self.start(opcode, **fields)
-        done = self._done
+        cookie = next(self._cookies)
+        awaited, done = self._awaited, self._done
+        awaited.add(cookie)
         try:
+            self.post(opcode, cookie=cookie, **fields)
             if self.busy_poll_s and self._consumer.acquire(False):
                 try:
                     for _ in range(QUICK_SPINS):
@@ -356,7 +358,8 @@ class Driver(EventWaits):
                                    f"within {timeout} s")
             return done.pop(cookie)
         finally:
-            self.forget(cookie)
+            awaited.discard(cookie)         # (forget)
+            done.pop(cookie, None)
 
     def start(self, opcode: int, **fields) -> int:
         """Post a request whose answer is claimed later (``answer``): its cookie."""
