@@ -37,9 +37,9 @@ class WorkloadConfig:
         "median of each figure and the min-max of the totals, JSON keeps every run",
         default=1)
     copy_sample: int = doc(
-        "offload and inhost: time one socket-boundary copy in this many (wall clock) "
-        "and report the copy as it cost in the run beside the calibrated one; "
-        "0 = off", default=64)
+        "offload and inhost: time one socket-boundary copy in this many (offload: the "
+        "TSC inside the compiled call; inhost: the wall clock) and report the copy as "
+        "it cost in the run beside the calibrated one; 0 = off", default=64)
     peer: Literal["auto", "iperf", "python"] = doc(
         "tap topology, bulk: the Linux sender where toad receives. auto: iperf 2 when "
         "installed (fed toad's stream through a FIFO, every byte after its header "
