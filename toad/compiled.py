@@ -124,14 +124,18 @@ def entry(dispatcher, index: int = 0):
 def loaded(name: str) -> None:
     """Kernel module ``name`` is compiled (or loaded) into the cache: mark it so, and
     remove caches of other sources unused for PRUNE_AFTER_S (another checkout's
-    cache in use stays)."""
+    cache in use stays). An unwritable cache directory only costs the mark (numba
+    then caches beside the sources, or not at all)."""
     mark = _mark(name)
-    if mark.exists():
-        os.utime(CACHE_DIR)               # in use: another checkout's prune spares it
+    try:
+        if mark.exists():
+            os.utime(CACHE_DIR)           # in use: another checkout's prune spares it
+            return
+        fresh = not CACHE_DIR.exists()
+        CACHE_DIR.mkdir(parents=True, exist_ok=True)
+        mark.write_text(f"{time.time():.0f}\n")
+    except OSError:
         return
-    fresh = not CACHE_DIR.exists()
-    CACHE_DIR.mkdir(parents=True, exist_ok=True)
-    mark.write_text(f"{time.time():.0f}\n")
     if fresh:
         for old in cache_root().iterdir():
             if old.is_dir() and old != CACHE_DIR and \
