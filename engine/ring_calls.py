@@ -126,6 +126,19 @@ def count_dma(q, nbytes):
 
 
 @helper
+def published(regs, q, doorbell, consumer, entries):
+    """Records the host published past ``consumer`` by its ``doorbell`` register, or -1
+    for a doorbell that claims more than the ring's ``entries`` (the value is kept in
+    ``bad_doorbell`` for the report: the host may restore a good one right after)."""
+    producer = observed_index(regs, doorbell)
+    count = ring_count(producer, consumer)
+    if count > entries:
+        q.bad_doorbell = producer
+        return -1
+    return count
+
+
+@helper
 def refresh_event_room(regs, q):
     """Free event slots, from the host's event-consumer doorbell (0 if it is garbage)."""
     used = ring_count(q.event_producer, observed_index(regs, q.event_doorbell))
@@ -175,10 +188,8 @@ def serve(seg, regs, q, out):
     at a record ``out`` has no room for (an empty ``out``: at the first record that
     needs the dispatcher). Returns the records copied, or -1 for a doorbell that claims
     more records than the ring holds (its value in ``bad_doorbell``; nothing is read)."""
-    producer = observed_index(regs, q.request_doorbell)
-    count = ring_count(producer, q.request_consumer)
-    if count > q.request_entries:
-        q.bad_doorbell = producer
+    count = published(regs, q, q.request_doorbell, q.request_consumer, q.request_entries)
+    if count < 0:
         return -1
     room = q.event_room if q.event_room >= count else refresh_event_room(regs, q)
     if count > room:
@@ -230,12 +241,7 @@ def _requests_pending(regs, qp):
     """Records published and not yet taken, or -1 for a garbage doorbell (its value
     in ``bad_doorbell``)."""
     q = qp[0]
-    producer = observed_index(regs, q.request_doorbell)
-    count = ring_count(producer, q.request_consumer)
-    if count > q.request_entries:
-        q.bad_doorbell = producer
-        return -1
-    return count
+    return published(regs, q, q.request_doorbell, q.request_consumer, q.request_entries)
 
 
 # ---- receive buffers ------------------------------------------------------------------
@@ -248,10 +254,8 @@ def _take_rxbufs(seg, regs, qp, held, taken, refused):
     Returns ``refused << 32 | taken``, or -1 for a doorbell that claims more entries
     than the ring holds (its value in ``bad_doorbell``; nothing is taken)."""
     q = qp[0]
-    producer = observed_index(regs, q.rxbuf_doorbell)
-    available = ring_count(producer, q.rxbuf_consumer)
-    if available > q.rxbuf_entries:
-        q.bad_doorbell = producer
+    available = published(regs, q, q.rxbuf_doorbell, q.rxbuf_consumer, q.rxbuf_entries)
+    if available < 0:
         return -1
     start, end = q.recv_base, q.recv_base + q.recv_bytes
     good = bad = done = 0
@@ -285,8 +289,7 @@ def _take_rxbufs(seg, regs, qp, held, taken, refused):
 def _rxbufs_pending(regs, qp):
     """Entries the host published and the engine has not taken (-1: garbage doorbell)."""
     q = qp[0]
-    available = ring_count(observed_index(regs, q.rxbuf_doorbell), q.rxbuf_consumer)
-    return available if available <= q.rxbuf_entries else -1
+    return published(regs, q, q.rxbuf_doorbell, q.rxbuf_consumer, q.rxbuf_entries)
 
 
 # ---- counters -----------------------------------------------------------------------------
