@@ -46,6 +46,7 @@ LOOPBACK_IP = ipv4.aton("127.0.0.1")
 LOOP_MSS = 65535 - 40            # MSS on the in-stack loop (no NIC, no MTU below 64 KB)
 MAX_LOOP_ROUNDS = 16             # looped-frame rounds per poll_transmit call
 TIME_WAIT = State.TIME_WAIT
+CLOSED = State.CLOSED
 # Ethernet header and the IPv4 header without options, for the receive fast path:
 # dst mac, src mac, ethertype, version/IHL+TOS, total length, ident, flags/fragment,
 # TTL+protocol, header checksum, source, destination
@@ -299,6 +300,8 @@ class Stack:
                 if conn in self.table.waiting:           # TIME-WAIT: not polled
                     self._wake_waiting(conn, now)
                 else:
+                    if conn.state is CLOSED:             # see _to_connection
+                        self._free(conn)
                     self._touched[conn] = None           # see _to_connection
                     if not output_idle(conn):            # (see mark())
                         self._due[conn] = None
@@ -403,6 +406,10 @@ class Stack:
         if conn in self.table.waiting:           # TIME-WAIT: not polled, answer now
             self._wake_waiting(conn, now)
         else:
+            if conn.state is CLOSED:
+                # RFC 9293 3.10.7.1: a CLOSED connection is no TCB, so the next
+                # segment of this burst already gets the RST a closed port gives.
+                self._free(conn)
             # Events are drained once per batch (next poll_transmit or events()),
             # so a burst of segments makes one DataReceived, not one per segment.
             self._touched[conn] = None

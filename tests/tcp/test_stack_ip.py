@@ -194,3 +194,33 @@ def test_random_garbage_never_raises(stack):
 def test_bad_address_rejected():
     with pytest.raises(ValueError, match="10.0.0.1/24"):
         Stack(TcpConfig(), "10.0.0.300", STACK_MAC, features())
+
+
+def open_passive(stack) -> int:
+    """A connection accepted from the scripted peer (port 40000 -> 81); our next seq."""
+    learn_peer(stack)
+    listener = stack.listen(81)
+    out = feed(stack, tcp_frame(TcpRepr(40000, 81, 1000, 0, SYN, 65535)))
+    ours = parse_out(out[0])[2].seq + 1
+    feed(stack, tcp_frame(TcpRepr(40000, 81, 1001, ours, ACK, 65535)))
+    stack.events()
+    assert listener.accept() is not None
+    stack.close_listener(listener)
+    return ours
+
+
+@pytest.mark.parametrize("batched", [True, False])
+def test_segment_after_peer_reset_gets_rst(stack, batched):
+    # RFC 9293 3.10.7.1: once a RST at RCV.NXT closed the connection, it is no TCB;
+    # a later segment on the 4-tuple is answered like one to a closed port, also
+    # when it arrives in the same burst as the RST.
+    ours = open_passive(stack)
+    stack.receive_frame(memoryview(tcp_frame(TcpRepr(40000, 81, 1001, ours, RST | ACK, 0))), 1.0)
+    if not batched:
+        assert stack.poll_transmit(1.0) == []
+    out = feed(stack, tcp_frame(TcpRepr(40000, 81, 1001, ours, ACK | PSH, 65535, payload=b"x")),
+               now=1.0)
+    (_, _, rst), = [parse_out(f) for f in out]
+    assert (rst.flags, rst.seq) == (RST, ours)
+    assert stack.counters["tcp.rst_closed_port"] == 1
+    assert len(stack.table) == 0
