@@ -36,7 +36,7 @@ def parse_args(argv):
 def main(argv) -> int:
     args = parse_args(argv)
     if args.compile:
-        import engine.loop, engine.offload  # noqa: E401,F401 (their kernels compile)
+        import engine.loop, engine.offload, engine.fast.path  # noqa: E401,F401 (kernels compile)
         return 0
     config = load(args.config, args.set)
     keep_heap(config.heap_trim_bytes)

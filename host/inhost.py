@@ -140,8 +140,7 @@ class InhostNetwork:
             if not frames:
                 break
             busy = True
-            for frame, csum_ok in frames:
-                stack.receive_frame(frame, now, csum_ok)
+            stack.receive_frames(frames, now)
             # frames are valid until the next receive: all consumed above
         deadline = stack.next_deadline()
         if deadline is not None and deadline <= now:

@@ -171,7 +171,7 @@ def main(argv: list[str]) -> int:
                         help="only compile (or load) the host's compiled code, then exit")
     args = parser.parse_args(argv)
     if args.compile:
-        import host.inhost, host.sockets  # noqa: E401,F401 (their kernels compile)
+        import host.inhost, host.sockets, engine.fast.path  # noqa: E401,F401 (kernels compile)
         return 0
     if not args.config:
         parser.error("--config is required")

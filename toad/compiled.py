@@ -43,6 +43,8 @@ KERNEL_MODULES = (
     "toad.rings.calls",
     "engine.tcp.checksum",
     "engine.ring_calls",
+    "engine.fast.flows",
+    "engine.fast.rx",
     "host.datapath",
 )
 _ROOT = Path(__file__).resolve().parents[1]

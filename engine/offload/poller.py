@@ -127,8 +127,8 @@ class OffloadPoller:
                     self.kicked = False
                     changed = True
                 frames = nic.receive(now, MAX_FRAMES)
-            for frame, csum_ok in frames:
-                stack.receive_frame(frame, now, csum_ok)
+            if frames:
+                stack.receive_frames(frames, now)
             if frames and self.raise_interrupts is not None:
                 self.raise_interrupts(int(now * 1e9))   # RECV_DATA posted on input
             if self.timer_at is not None and now >= self.timer_at:

@@ -59,6 +59,8 @@ class Connection:
         # user side
         "nodelay", "user_closed", "header_prediction", "bytes_acked", "rx_pending",
         "acked_dirty", "closed_reported", "challenge_start", "challenge_count",
+        # the fast path (engine/fast): its row, and the FastPath while it owns the row
+        "flow", "fast",
     )
 
     def __init__(self, config, local, remote, iss, now, send_buffer=None, recv_buffer=None,
@@ -88,6 +90,8 @@ class Connection:
         self.rx_pending = 0
         self.acked_dirty = False
         self.closed_reported = False
+        self.flow = -1
+        self.fast = None
 
     def init_sequence_space(self, iss: int) -> None:
         self.iss = iss

@@ -102,6 +102,11 @@ class Stack:
         self._loop: list = []            # frames looped inside the stack
         self._retired: Counter = Counter()
         self._now = 0.0
+        # the compiled fast path (engine/fast), or None: Python does everything
+        self.fast = None
+        if config.fast_path == "compiled":
+            from engine.fast.path import FastPath
+            self.fast = FastPath(self, config.fast_path_flows)
 
     # ---- the socket layer's calls ------------------------------------------------
 
@@ -189,6 +194,8 @@ class Stack:
 
     def on_timer(self, now: float) -> None:
         self._now = now
+        if self.fast is not None:
+            self.fast.expire(now)                     # due fast connections: Python's
         for conn in self.table.polled():
             deadline = conn.next_deadline()
             if deadline is not None and deadline <= now:
@@ -216,6 +223,10 @@ class Stack:
             t = self.table.next_waiting_deadline()
             if t is not None and (best is None or t < best):
                 best = t
+        if self.fast is not None:
+            t = self.fast.next_deadline()
+            if t is not None and (best is None or t < best):
+                best = t
         return best
 
     def poll_transmit(self, now: float) -> list[TxFrame]:
@@ -225,6 +236,7 @@ class Stack:
             self._drain_touched()
         out: list[TxFrame] = []
         keys = self._keys
+        fast = self.fast
         for _ in range(MAX_LOOP_ROUNDS):
             for conn in self._to_poll():                # a copy: polling may free some
                 if conn not in keys:                    # freed earlier in this round
@@ -236,6 +248,8 @@ class Stack:
                 if (conn.events or conn.rx_pending or conn.acked_dirty
                         or conn.state is TIME_WAIT):
                     self._collect(conn)
+                if fast is not None and conn in keys:
+                    fast.offer(conn)
             if self._tx:
                 out += self._tx
                 self._tx = []
@@ -249,6 +263,14 @@ class Stack:
         return out
 
     # ---- input -------------------------------------------------------------------
+
+    def receive_frames(self, frames: list, now: float) -> None:
+        """A burst of (frame, csum_ok) pairs from the NIC: the fast path's kernel
+        takes what it can, the rest goes through ``receive_frame`` in order."""
+        if self.fast is not None:
+            frames = self.fast.receive(frames, now)
+        for frame, csum_ok in frames:
+            self.receive_frame(frame, now, csum_ok)
 
     def receive_frame(self, frame: memoryview, now: float, csum_ok: bool = False,
                       looped: bool = False) -> None:
@@ -564,8 +586,11 @@ class Stack:
     def _drain_touched(self) -> None:
         if self._touched:
             touched, self._touched = self._touched, {}
+            fast = self.fast
             for conn in touched:
                 self._collect(conn)
+                if fast is not None and conn in self._keys and conn not in self._due:
+                    fast.offer(conn)
 
     def _wake_waiting(self, conn, now: float) -> None:
         """A TIME-WAIT connection got a segment or its timer: send what it has (an
@@ -593,6 +618,8 @@ class Stack:
             if segments:
                 self._emit_connection(conn, segments, self._now)
         key = self._keys.pop(conn, None)
+        if self.fast is not None:
+            self.fast.forget(conn)
         if key is not None and self.table.remove(key, conn):
             self._retired.update(conn.counters)
             self.counters["tcp.freed"] += 1

@@ -61,7 +61,7 @@ class Stack:
     def __init__(self, log):
         self.log = log
 
-    def receive_frame(self, frame, now, csum_ok):
+    def receive_frames(self, frames, now):
         self.log.append("input")
 
     def poll_transmit(self, now):

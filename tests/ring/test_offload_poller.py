@@ -37,8 +37,8 @@ class ScriptedStack:
         self.log = log
         self.queued = 0
 
-    def receive_frame(self, frame, now, csum_ok):
-        self.log.append(("rx", frame))
+    def receive_frames(self, frames, now):
+        self.log.extend(("rx", frame) for frame, _ in frames)
 
     def poll_transmit(self, now):
         self.log.append(("tx", self.queued))

@@ -105,10 +105,9 @@ class Host:
 
     def step(self, now: float) -> bool:
         """One pass of the runner's loop; True if any frame moved."""
-        moved = False
-        for frame, csum_ok in self.nic.receive(now, 1 << 20):
-            self.stack.receive_frame(frame, now, csum_ok)
-            moved = True
+        frames = self.nic.receive(now, 1 << 20)
+        self.stack.receive_frames(frames, now)
+        moved = bool(frames)
         deadline = self.stack.next_deadline()
         if deadline is not None and deadline <= now:
             self.stack.on_timer(now)

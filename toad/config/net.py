@@ -112,6 +112,12 @@ class TcpConfig:
     delayed_ack_ms: float = doc("delayed-ACK timer; 0 = ACK every segment", default=40.0)
     nagle: bool = doc("Nagle's algorithm (sockets can still set no-delay)", default=True)
     header_prediction: bool = doc("BSD header prediction fast path", default=True)
+    fast_path: Literal["compiled", "python"] = doc(
+        "compiled: the engine/fast kernels take the common segments of ordinary "
+        "connections (so far: in-order pure ACKs); python: the Python stack takes all",
+        default="python")
+    fast_path_flows: int = doc("connections the compiled fast path's table holds",
+                               default=16384)
     send_buffer_bytes: int = doc("stack send buffer per connection (in-host)", default=4 << 20)
     recv_buffer_bytes: int = doc("receive window / buffer per connection", default=4 << 20)
     rto_initial_ms: float = doc("initial retransmission timeout (RFC 6298: 1 s)", default=1000.0)
@@ -145,5 +151,7 @@ class TcpConfig:
         for name in ("keepalive_probes", "syn_retries", "max_retries"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{path}.{name}: {getattr(self, name)} must be >= 0")
+        if not 1 <= self.fast_path_flows <= 1 << 22:
+            raise ConfigError(f"{path}.fast_path_flows: {self.fast_path_flows} must be 1..4194304")
         if self.challenge_ack_per_s < 1:
             raise ConfigError(f"{path}.challenge_ack_per_s: {self.challenge_ack_per_s} must be >= 1")

@@ -1,0 +1,220 @@
+"""The compiled fast path (engine/fast) beside the Python stack: which frames its
+receive kernel takes, the hand-over of a connection's fields in both directions,
+and the same frames, counters and TCB as ``tcp.fast_path: python`` on the same
+script (the differential tests)."""
+from __future__ import annotations
+
+import pytest
+
+from engine.fast.flows import FAST, SLOW, FlowTable
+from engine.fast.path import FastOwned
+from engine.tcp.connection import Connection
+from engine.tcp.stack import Stack
+from engine.tcp.wire import ipv4
+from engine.tcp.wire.tcp import ACK, PSH, SYN, TcpRepr
+from toad.config import TcpConfig, WireConfig
+
+from .test_fast_path import tcb as full_tcb
+from .test_stack_support import (
+    Transfer,
+    features,
+    learn_peer,
+    make_pair,
+    parse_out,
+    run,
+    tcp_frame,
+)
+
+PEER_ISS = 5000
+
+
+def established(mode: str, **tcp):
+    """A stack (fast path ``mode``) with a connection accepted from a scripted peer."""
+    config = TcpConfig(checksum="software", fast_path=mode, **tcp)
+    stack = Stack(config, "10.0.0.1/24", bytes.fromhex("02000000000a"), features())
+    learn_peer(stack)
+    listener = stack.listen(81)
+    stack.receive_frames([(memoryview(tcp_frame(TcpRepr(
+        40000, 81, PEER_ISS, 0, SYN, 65535, mss=1460, window_scale=7, timestamp=(7, 0)))),
+        False)], 0.0)
+    synack = parse_out(stack.poll_transmit(0.0)[0])[2]
+    our = (synack.seq + 1) & 0xFFFFFFFF
+    stack.receive_frames([(memoryview(tcp_frame(TcpRepr(
+        40000, 81, PEER_ISS + 1, our, ACK, 512, timestamp=(8, synack.timestamp[0])))),
+        False)], 0.0)
+    stack.poll_transmit(0.0)
+    stack.events()
+    conn = listener.accept()
+    return stack, conn, our
+
+
+def ack(our: int, acked: int, window: int = 512, tsval: int = 9, tsecr: int = 0,
+        payload: bytes = b"", flags: int = ACK, good: bool = True) -> tuple:
+    return (memoryview(tcp_frame(TcpRepr(40000, 81, PEER_ISS + 1, (our + acked) & 0xFFFFFFFF,
+                                         flags, window, timestamp=(tsval, tsecr),
+                                         payload=payload), good_checksum=good)), False)
+
+
+def script(mode: str, steps) -> tuple:
+    """Send three segments, then feed ``steps`` (lists of frames, one burst each, built
+    by ``steps(our)``) with output polled after each: (frames out, stack, conn)."""
+    stack, conn, our = established(mode)
+    conn.send(b"d" * 3 * 1448)
+    out = [bytes(f.data) for f in stack.poll_transmit(0.1)]
+    now = 0.1
+    for burst in steps(our):
+        now += 0.01
+        stack.receive_frames(burst, now)
+        if stack.next_deadline() is not None and stack.next_deadline() <= now:
+            stack.on_timer(now)
+        out += [bytes(f.data) for f in stack.poll_transmit(now)]
+        stack.events()
+    return out, stack, conn
+
+
+def tcb(conn) -> dict:
+    """The TCB as test_fast_path compares it, less the fast path's own links."""
+    out = full_tcb(conn)
+    del out["flow"], out["fast"]
+    return out
+
+
+def same(steps) -> tuple:
+    """Run ``steps`` both ways; assert the frames, counters and TCB are the same."""
+    fast = script("compiled", steps)
+    slow = script("python", steps)
+    assert fast[0] == slow[0]
+    counters = {k: v for k, v in fast[1].counters.items() if not k.startswith("fast.")}
+    assert counters == dict(slow[1].counters)
+    assert tcb(fast[2]) == tcb(slow[2])
+    assert fast[2].counters == slow[2].counters
+    return fast
+
+
+def test_pure_acks_are_taken_by_the_kernel_and_match_python():
+    # All sent: the connection is exported; the ACKs (window moving, RTT samples) are
+    # the kernel's, and the TCB read back is the Python stack's, field for field.
+    def steps(our):
+        return [[ack(our, 1448, 600, tsval=10, tsecr=100)],
+                [ack(our, 2896, 640, tsval=11, tsecr=101), ack(our, 4344, 700, tsval=12,
+                                                               tsecr=102)]]
+    _, stack, conn = same(steps)
+    assert stack.counters["fast.rx"] == 3
+    assert conn.counters["rx_hp_ack"] == 3 and conn.snd_una == conn.snd_max
+
+
+def test_data_hands_the_connection_back_before_python_sees_it():
+    # a pure ACK for the kernel, then data in the same burst: the slow path gets the
+    # data with the ACK's effects already in the TCB, and the frames are the same
+    def steps(our):
+        return [[ack(our, 1448), ack(our, 1448, payload=b"reply", flags=ACK | PSH),
+                 ack(our, 4344)]]
+    _, stack, conn = same(steps)
+    assert stack.counters["fast.rx"] == 1
+    assert stack.counters["fast.handback_slow_path"] == 1
+    assert conn.recv_buffer.read() == b"reply"
+
+
+@pytest.mark.parametrize("frame", ["dupack", "bad_checksum", "old_timestamp", "zero_window"])
+def test_unpredicted_frames_go_to_python_with_the_state(frame):
+    def steps(our):
+        first = [ack(our, 1448)]
+        if frame == "dupack":
+            return [first, [ack(our, 1448)] * 3]
+        if frame == "bad_checksum":
+            return [first, [ack(our, 2896, good=False)], [ack(our, 2896)]]
+        if frame == "old_timestamp":
+            return [first, [ack(our, 2896, tsval=1)]]
+        return [first, [ack(our, 2896, window=0)]]
+    _, stack, _ = same(steps)
+    # (after the bad frame, the connection is ordinary again: the next ACK is fast)
+    assert stack.counters["fast.rx"] == (2 if frame == "bad_checksum" else 1)
+    assert stack.counters["fast.handback_slow_path"] == 1
+
+
+def test_retransmission_timer_of_a_fast_connection_fires_in_python():
+    stack, conn, our = established("compiled", rto_initial_ms=10.0, rto_min_ms=10.0)
+    conn.send(b"d" * 2896)
+    stack.poll_transmit(0.0)
+    stack.events()
+    stack.receive_frames([ack(our, 1448)], 0.001)
+    assert type(conn) is FastOwned
+    deadline = stack.next_deadline()
+    assert deadline is not None and 0.001 < deadline <= 0.1
+    stack.on_timer(deadline)
+    assert stack.counters["fast.handback_timer"] == 1
+    out = stack.poll_transmit(deadline)
+    assert [parse_out(f)[2].seq for f in out] == [(our + 1448) & 0xFFFFFFFF]
+    assert conn.counters["rto"] == 1
+
+
+def test_touching_a_fast_connection_reclaims_it():
+    stack, conn, our = established("compiled")
+    conn.send(b"d" * 2896)
+    stack.poll_transmit(0.0)
+    stack.events()
+    row = object.__getattribute__(conn, "flow")
+    rows = stack.fast.flows.rows
+    assert type(conn) is FastOwned and rows["owner"][row] == FAST
+    assert conn not in stack.table.active
+    stack.receive_frames([ack(our, 1448)], 0.001)
+    assert rows["snd_una"][row] == (our + 1448) & 0xFFFFFFFF
+    assert conn.snd_una == (our + 1448) & 0xFFFFFFFF      # the read reclaims it
+    assert type(conn) is Connection and rows["owner"][row] == SLOW
+    assert conn in stack.table.active
+    assert len(conn.send_buffer) == 1448                   # released by the kernel's ACK
+
+
+def test_flow_row_goes_with_the_connection():
+    stack, conn, _ = established("compiled")
+    stack.poll_transmit(0.0)
+    assert stack.fast.flows.used == 1
+    conn.abort(0.0)
+    stack.poll_transmit(0.0)
+    stack.events()
+    assert stack.fast.flows.used == 0 and stack.fast.fast == 0
+
+
+def test_flow_table_holds_ten_thousand_connections_and_refuses_more():
+    table = FlowTable(10_000)
+    rows = [table.add(0x0A000001, 80, 0x0A000002 + (i >> 12), 1024 + (i & 0xFFF))
+            for i in range(10_000)]
+    assert sorted(rows) == list(range(10_000))
+    assert table.add(1, 2, 3, 4) == -1
+    for i in range(0, 10_000, 3):
+        assert table.lookup(0x0A000001, 80, 0x0A000002 + (i >> 12), 1024 + (i & 0xFFF)) == rows[i]
+    for i in range(0, 10_000, 2):
+        table.remove(rows[i])
+    assert table.lookup(0x0A000001, 80, 0x0A000002, 1024) == -1
+    assert table.lookup(0x0A000001, 80, 0x0A000002, 1025) == rows[1]
+    with pytest.raises(ValueError, match="exists"):
+        table.add(0x0A000001, 80, 0x0A000002, 1025)
+
+
+def record(nic, log: list) -> None:
+    """Keep a copy of every frame ``nic`` sends in ``log``."""
+    send = nic.send
+
+    def sending(frames):
+        log.extend(bytes(f.data) for f in frames)
+        send(frames)
+    nic.send = sending
+
+
+@pytest.mark.parametrize("faults", [None, WireConfig(loss=0.01, reorder=0.02, duplicate=0.01,
+                                                     seed=5)])
+def test_transfer_over_the_wire_is_the_same_both_ways(faults):
+    def go(mode):
+        config = TcpConfig(fast_path=mode, checksum="software", nagle=False)
+        a, b, _, clock = make_pair(config, wire_config=faults, mtu=1500)
+        frames = ([], [])
+        for host, log in zip((a, b), frames):
+            record(host.nic, log)
+        data = bytes(range(256)) * 2000
+        transfer = Transfer(a, b, ipv4.aton("10.0.0.2"), data, clock, write_size=3000)
+        run([a, b], clock, transfer.done, transfer.tick)
+        assert transfer.ok()
+        return frames[0], frames[1], a.stack
+    fast, slow = go("compiled"), go("python")
+    assert fast[0] == slow[0] and fast[1] == slow[1]
+    assert fast[2].counters["fast.exported"] > 0
