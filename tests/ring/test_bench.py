@@ -16,8 +16,15 @@ def test_bench_rings_writes_documented_keys(tmp_path):
         capture_output=True, text=True, timeout=180)
     assert result.returncode == 0, result.stderr
     data = json.loads(out.read_text())
-    for mode in ("busy", "interrupt"):
-        assert 0 < data["roundtrip_us"][mode]["p50"] <= data["roundtrip_us"][mode]["p99"]
+    busy, irq = data["roundtrip_us"]["busy"], data["roundtrip_us"]["interrupt"]
+    assert 0 < busy["p50"] <= busy["p99"]
+    # Only round trips that slept on the interrupt are timed; on a quick machine the
+    # answer can be in before the host has armed it every time (documented: null then).
+    assert 0 <= irq["slept"] <= 50
+    if irq["slept"]:
+        assert 0 < irq["p50"] <= irq["p99"]
+    else:
+        assert irq["p50"] is None and irq["p99"] is None
     assert data["records_per_s"] > 0
     assert data["baseline_us"]["semaphore_wakeup"]["p50"] > 0
     assert "round trip" in result.stdout
