@@ -45,6 +45,7 @@ KERNEL_MODULES = (
     "engine.ring_calls",
     "engine.fast.flows",
     "engine.fast.rx",
+    "engine.fast.tx",
     "host.datapath",
 )
 _ROOT = Path(__file__).resolve().parents[1]

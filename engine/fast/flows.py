@@ -2,8 +2,8 @@
 compiled hash on the 4-tuple that finds it.
 
 A row holds, as plain integers and floats, every field of a connection that the
-compiled kernels read or write (engine/fast/handover.py lists them, with the
-Connection attribute each mirrors). ``owner`` says who may use them: the Python
+compiled kernels read or write (engine/fast/path.py ``export``/``import_`` copy
+them from and to the Connection attributes they mirror). ``owner`` says who may use them: the Python
 stack (:data:`SLOW`) or the kernels (:data:`FAST`); docs/stack-api.md has the rule.
 
 The demultiplexing hash is open addressing with linear probing over a power-of-two
@@ -43,12 +43,26 @@ FLOW = np.dtype([
     # congestion control (reno / newreno outside recovery)
     ("cwnd", _I8), ("ssthresh", _I8), ("ca_bytes", _I8), ("cc_mss", _I8),
     # timers (absolute, INF = unset) and keepalive's last arrival
-    ("t_rexmit", _F8), ("last_rx", _F8),
+    ("t_rexmit", _F8), ("t_delack", _F8), ("last_rx", _F8),
+    # ACKs: owed now, bytes since the last one, the delayed-ACK time, a window update
+    ("ack_now", _I8), ("delack_bytes", _I8), ("delayed_ack_s", _F8),
+    ("window_update_only", _I8),
     # the send buffer: bytes held (unacked + unsent), and acked while fast
     ("send_held", _I8), ("acked", _I8),
-    # counters kept while fast (added to the connection's and stack's when it returns)
-    ("rx_hp_ack", _I8), ("rx_window_update", _I8), ("rx_frames", _I8),
+    # the receive buffer (a byte ring): where, how big, its head and fill while fast;
+    # bytes placed since the last DataReceived
+    ("rx_addr", _I8), ("rx_cap", _I8), ("rx_head", _I8), ("rx_size", _I8),
+    ("rx_pending", _I8),
+    # frames out: Ethernet addresses (48-bit), the route's validity, checksum mode
+    ("eth_dst", _I8), ("eth_src", _I8), ("route_until", _F8), ("csum_mode", _I8),
+    # counters kept while fast (added to the connection's when it returns)
+    ("rx_hp_ack", _I8), ("rx_hp_data", _I8), ("rx_hp_data_ack", _I8),
+    ("rx_window_update", _I8), ("tx_pure_ack", _I8), ("tx_window_update_dropped", _I8),
+    ("tx_window_update_requested", _I8), ("rx_frames", _I8),
 ])
+CONN_COUNTERS = ("rx_hp_ack", "rx_hp_data", "rx_hp_data_ack", "rx_window_update",
+                 "tx_pure_ack", "tx_window_update_dropped", "tx_window_update_requested")
+CSUM_FULL, CSUM_PARTIAL, CSUM_NONE = 0, 1, 2
 FLOW_TYPE = from_dtype(FLOW)
 _FLOWS = FLOW_TYPE[::1]
 _I64A = types.int64[::1]
@@ -129,14 +143,20 @@ def erase(flows, slots, row):
     return -1
 
 
+@helper
+def deadline(f):
+    """A fast row's earliest timer: retransmission, delayed ACK, the route's expiry."""
+    return min(f.t_rexmit, f.t_delack, f.route_until)
+
+
 @kernel(types.float64(_FLOWS, types.int64))
 def earliest(flows, top):
     """The earliest timer of the fast rows below ``top`` (INF: none)."""
     best = np.inf
     for row in range(top):
         f = flows[row]
-        if f.owner == FAST and f.t_rexmit < best:
-            best = f.t_rexmit
+        if f.owner == FAST:
+            best = min(best, deadline(f))
     return best
 
 
@@ -147,7 +167,7 @@ def due(flows, top, now, out):
     count = 0
     for row in range(top):
         f = flows[row]
-        if f.owner == FAST and f.t_rexmit <= now and count < out.shape[0]:
+        if f.owner == FAST and deadline(f) <= now and count < out.shape[0]:
             out[count] = row
             count += 1
     return count

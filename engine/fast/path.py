@@ -12,9 +12,17 @@ before the read proceeds. So any Python code that touches a fast connection (a u
 call, a timer, the slow path given one of its frames) gets the current state, and the
 two sides never both hold it (docs/stack-api.md, "Ownership").
 
+A few reads are answered without reclaiming (:data:`FAST_READS`): the state
+(ESTABLISHED while fast), the receive buffer (a :class:`FastRecvRing`, which keeps
+its fill in step with the row the kernel places into), whether an ACK is owed, and
+``notify_read`` (the kernel's window-update test). So an application that reads
+what the kernel placed and frees window does not pull its connection out of the
+fast path.
+
 The kernels hand a connection back themselves (owner ``SLOW``, mark ``HANDBACK``)
 when a frame needs the slow path or its output is due; :meth:`FastPath.settle`
-reclaims those after the burst, before Python sees that frame.
+reclaims those after the burst, before Python sees that frame. ACKs the kernels
+owe go out from :meth:`FastPath.transmit`, called by the Stack's poll_transmit.
 """
 from __future__ import annotations
 
@@ -22,12 +30,26 @@ import math
 
 import numpy as np
 
+from engine.nic.base import TxFrame
+from engine.tcp.buffers import ByteRecvBuffer
 from engine.tcp.connection import Connection
-from engine.tcp.events import SendAcked
+from engine.tcp.events import DataReceived, SendAcked
 from engine.tcp.states import State
 
-from . import rx
-from .flows import FAST, INF, NONE, SLOW, FlowTable, due_entry, earliest_entry
+from . import rx, tx
+from .flows import (
+    CONN_COUNTERS,
+    CSUM_FULL,
+    CSUM_NONE,
+    CSUM_PARTIAL,
+    FAST,
+    INF,
+    NONE,
+    SLOW,
+    FlowTable,
+    due_entry,
+    earliest_entry,
+)
 
 ESTAB = State.ESTABLISHED
 MASK = 0xFFFFFFFF
@@ -35,25 +57,101 @@ BURST = 256                       # frames per kernel call
 
 
 class FastOwned(Connection):
-    """A connection whose fields the kernels own: any attribute read reclaims it."""
+    """A connection whose fields the kernels own: an attribute read reclaims it,
+    except the reads in :data:`FAST_READS`."""
 
     __slots__ = ()
 
     def __getattribute__(self, name):
-        object.__getattribute__(self, "fast").reclaim(self)
-        return object.__getattribute__(self, name)
+        get = object.__getattribute__
+        answer = FAST_READS.get(name)
+        if answer is not None:
+            return answer(self, get)
+        get(self, "fast").reclaim(self)
+        return get(self, name)
+
+
+def _read_done(conn, get):
+    fast = get(conn, "fast")
+    return lambda now: fast.read_done(conn)
+
+
+# reads a fast connection answers without reclaiming: name -> (conn, getter) -> value
+FAST_READS = {
+    "state": lambda conn, get: ESTAB,
+    "recv_buffer": lambda conn, get: get(conn, "recv_buffer"),
+    "ack_now": lambda conn, get: bool(get(conn, "fast").flows.rows["ack_now"][get(conn, "flow")]),
+    "notify_read": _read_done,
+    "flow": lambda conn, get: get(conn, "flow"),
+    "fast": lambda conn, get: get(conn, "fast"),
+    "__class__": lambda conn, get: FastOwned,
+}
+
+
+class FastRecvRing(ByteRecvBuffer):
+    """A connection's receive ring while the kernel places into it: the kernel adds
+    to the row's ``rx_size``; Python moves the head and takes bytes out. Each call
+    reads the fill from the row first and writes head and fill back after."""
+
+    __slots__ = ()
+
+    def _pull(self) -> None:
+        rows, row = self.fast_row
+        self.size = int(rows["rx_size"][row])
+
+    def _push(self) -> None:
+        rows, row = self.fast_row
+        rows["rx_size"][row] = self.size
+        rows["rx_head"][row] = self.head
+
+    def __len__(self) -> int:
+        self._pull()
+        return self.size
+
+    def free_space(self) -> int:
+        self._pull()
+        return self.capacity - self.size
+
+    def read(self, n: int = -1) -> bytes:
+        self._pull()
+        out = ByteRecvBuffer.read(self, n)
+        self._push()
+        return out
+
+    def readinto(self, target) -> int:
+        self._pull()
+        n = ByteRecvBuffer.readinto(self, target)
+        self._push()
+        return n
+
+    def write(self, data, push: bool = False) -> int:
+        self._pull()
+        n = self._put(data, push)
+        self._push()
+        return n
+
+    def _views(self, offset: int, length: int) -> list:
+        self._pull()
+        return ByteRecvBuffer._views(self, offset, length)
+
+    def _drop(self, n: int) -> None:
+        self._pull()
+        ByteRecvBuffer._drop(self, n)
+        self._push()
 
 
 def ordinary(c, stack) -> bool:
     """Whether only header prediction's cases can come next (the kernels' share):
     ESTABLISHED with timestamps, all data sent, nothing owed, queued or recovering,
-    no timer but the retransmission timer, events drained, an accepted connection."""
+    no timer but the retransmission and delayed-ACK timers, events drained, an
+    accepted connection."""
     return (c.state is ESTAB and c.ts_enabled and c.header_prediction and c.syn_acked
             and not (c.fin_queued or c.user_closed or c.in_recovery or c.dupacks
                      or c.acks_owed or c.ctl_out or c.force_probe or c.ack_now
                      or c.rexmit_una_pending or c.retries or c.persist_shift
-                     or c.keepalive_probes or c.events or c.rx_pending or c.acked_dirty)
-            and c.fin_seq is None and c.t_persist is None and c.t_delack is None
+                     or c.keepalive_probes or c.events or c.rx_pending or c.acked_dirty
+                     or c.window_update_only)
+            and c.fin_seq is None and c.t_persist is None
             and c.t_timewait is None and c.snd_nxt == c.snd_max and c.snd_wnd > 0
             and not c.scoreboard.blocks and not c.reasm.blocks and c.reasm.fin_seq is None
             and c.config.keepalive_s is None
@@ -80,6 +178,12 @@ class FastPath:
         self.buffer = np.zeros(1 << 16, np.uint8)
         self.mac = int.from_bytes(stack.mac, "big")
         self.counters = stack.counters
+        self.ack_due: dict = {}                     # rows owing an ACK (an ordered set)
+        self.due_rows = np.zeros(capacity, np.int64)
+        self.handed = np.zeros(capacity + 1, np.int64)
+        self.ident = np.zeros(1, np.int64)          # the IPv4 identification counter
+        self.frame_lengths = np.zeros(capacity, np.int64)
+        self.frame_partial = np.zeros(capacity, np.int64)
 
     # ---- frames ------------------------------------------------------------------
     def receive(self, frames: list, now: float) -> list:
@@ -120,18 +224,27 @@ class FastPath:
         return [frames[i] for i in np.flatnonzero(self.verdict[:count]).tolist()]
 
     def settle(self, touched: int) -> None:
-        """After a burst: release acknowledged bytes, reclaim rows handed back."""
-        marks, rows = self.marks, self.flows.rows
+        """After a burst: the events of the bytes placed and acknowledged (in the
+        Stack's order: data first), rows handed back reclaimed, ACKs owed noted."""
+        marks, rows, conns = self.marks, self.flows.rows, self.conns
+        events = self.stack._events
         for row in self.touched[:touched].tolist():
             bits = int(marks[row])
             marks[row] = 0
-            conn = self.conns[row]
-            if bits & rx.ACKED:
+            conn = conns[row]
+            f = rows[row]
+            if f["rx_pending"]:
+                events.append((conn, DataReceived(int(f["rx_pending"]))))
+                f["rx_pending"] = 0
+            if f["acked"]:
                 self.release_acked(row, conn)
             if bits & rx.HANDBACK:
-                self.counters[f"fast.handback_{HANDBACK_REASONS.get(int(rows['reason'][row]), 'other')}"] += 1
+                reason = HANDBACK_REASONS.get(int(f["reason"]), "other")
+                self.counters[f"fast.handback_{reason}"] += 1
                 self.reclaim(conn)
                 self.stack._due[conn] = None          # its output runs in this pass
+            elif f["ack_now"]:
+                self.ack_due[row] = None
 
     def release_acked(self, row: int, conn) -> None:
         """Bytes the kernel saw acknowledged: out of the send buffer (the offload
@@ -145,11 +258,54 @@ class FastPath:
         self.acked_total[row] += n
         self.stack._events.append((conn, SendAcked(self.acked_total[row])))
 
+    def read_done(self, conn) -> None:
+        """Connection.notify_read of a fast connection: the kernel's window test; an
+        update owed goes out at the next poll_transmit."""
+        row = object.__getattribute__(conn, "flow")
+        if tx.read_done_entry(self.flows.rows, row):
+            self.ack_due[row] = None
+
+    def transmit(self, now: float, out: list) -> None:
+        """The ACKs (and window updates) fast connections owe, built by the kernel,
+        appended to ``out`` as the Stack's frames; rows whose route must be looked up
+        again are reclaimed (Python's output sends their ACK)."""
+        due, self.ack_due = self.ack_due, {}
+        count = len(due)
+        rows = self.due_rows
+        rows[:count] = list(due)
+        buffer = np.empty(count * tx.ACK_FRAME, np.uint8)
+        builder = self.stack.builder
+        ident = self.ident
+        ident[0] = builder.ident
+        frames = tx.acks_entry(self.flows.rows, rows, count, now, ident, buffer,
+                               self.frame_lengths, self.frame_partial, self.handed)
+        builder.ident = int(ident[0])
+        if frames:
+            view = memoryview(buffer)
+            size = tx.ACK_FRAME
+            for k, partial in enumerate(self.frame_partial[:frames].tolist()):
+                frame = view[k * size:(k + 1) * size]
+                out.append(TxFrame(frame, tx.TCP_AT, tx.CHECKSUM_AT, 0) if partial
+                           else TxFrame(frame))
+            self.counters["tcp.tx"] += frames
+            self.counters["fast.tx"] += frames
+        for row in self.handed[:count + 1].tolist():
+            if row < 0:
+                break
+            conn = self.conns[row]
+            self.counters["fast.handback_route"] += 1
+            self.reclaim(conn)
+            self.stack._due[conn] = None
+
     # ---- ownership ---------------------------------------------------------------
     def offer(self, conn) -> None:
-        """The Stack worked on ``conn``: export it if it is ordinary."""
+        """The Stack worked on ``conn``: export it if it is ordinary and its frames
+        go out to the NIC by a known route (not looped inside the stack)."""
         stack = self.stack
         if not ordinary(conn, stack):
+            return
+        route = self.route(conn)
+        if route is None:
             return
         row = conn.flow
         if row < 0:
@@ -163,15 +319,58 @@ class FastPath:
             conn.flow = row
             conn.fast = self
             self.conns[row] = conn
-        export(conn, self.flows.rows[row])
+        rows = self.flows.rows
+        f = rows[row]
+        export(conn, f)
+        f["eth_dst"], f["eth_src"], f["route_until"] = route
+        f["csum_mode"] = self.csum_mode(conn)
+        ring = conn.recv_buffer
+        if type(ring) is ByteRecvBuffer:          # the kernel places into it
+            f["rx_addr"] = np.frombuffer(ring.storage, np.uint8).ctypes.data
+            f["rx_cap"], f["rx_head"], f["rx_size"] = ring.capacity, ring.head, ring.size
+            ring.fast_row = (rows, row)
+            ring.__class__ = FastRecvRing
+        else:                                     # data in hands the connection back
+            f["rx_addr"] = f["rx_cap"] = f["rx_head"] = f["rx_size"] = 0
         self.acked_total[row] = conn.bytes_acked
-        self.flows.rows["owner"][row] = FAST
+        f["owner"] = FAST
         self.fast += 1
         self.counters["fast.exported"] += 1
         stack.table.active.pop(conn, None)
         stack._due.pop(conn, None)
         stack._touched.pop(conn, None)
         conn.__class__ = FastOwned
+
+    def route(self, conn) -> tuple | None:
+        """(destination MAC, source MAC, valid until) of ``conn``'s frames, as 48-bit
+        integers; None when Python must send them (looped, or no ARP entry)."""
+        stack = self.stack
+        remote = conn.remote[0]
+        prefix, looped = stack._route(remote, stack._now)
+        if prefix is None or looped:
+            return None
+        if remote == stack.ip:
+            until = INF
+        else:
+            arp = stack.arp
+            until = arp.entries[remote].expires + arp.retry * arp.retries
+        return int.from_bytes(prefix[:6], "big"), int.from_bytes(prefix[6:12], "big"), until
+
+    def csum_mode(self, conn) -> int:
+        """How the kernel sums a connection's frames (framing.py's rule for a frame
+        that is neither looped nor a super-frame)."""
+        mode = conn.config.checksum
+        if mode == "off":
+            return CSUM_NONE
+        if mode == "offloaded" and self.stack.builder.nic.tx_csum:
+            return CSUM_PARTIAL
+        return CSUM_FULL
+
+    def routes_changed(self, ip: int) -> None:
+        """ARP learned ``ip`` anew: fast rows to it are handed back at their next
+        frame or timer, and exported again with the new route."""
+        rows = self.flows.rows[:self.flows.top]
+        rows["route_until"][rows["remote_ip"] == ip] = -INF
 
     def reclaim(self, conn) -> None:
         """Give ``conn``'s fields back to the Python stack (the tripwire's call)."""
@@ -180,6 +379,12 @@ class FastPath:
         f = self.flows.rows[row]
         if f["acked"]:
             self.release_acked(row, conn)
+        self.ack_due.pop(row, None)
+        ring = conn.recv_buffer
+        if type(ring) is FastRecvRing:
+            ring.__class__ = ByteRecvBuffer
+            ring.size, ring.head = int(f["rx_size"]), int(f["rx_head"])
+            ring.fast_row = None
         import_(conn, f)
         conn.bytes_acked = self.acked_total[row]
         f["owner"] = SLOW
@@ -216,7 +421,7 @@ class FastPath:
         return {"flows": self.flows.used, "fast": self.fast}
 
 
-HANDBACK_REASONS = {rx.R_SHAPE: "slow_path", rx.R_OUTPUT: "output"}
+HANDBACK_REASONS = {rx.R_SHAPE: "slow_path", rx.R_OUTPUT: "output", tx.R_ROUTE: "route"}
 
 
 def export(c, f) -> None:
@@ -239,10 +444,15 @@ def export(c, f) -> None:
     cc = c.cc
     f["cwnd"], f["ssthresh"], f["ca_bytes"], f["cc_mss"] = cc.cwnd, cc.ssthresh, cc.ca_bytes, cc.mss
     f["t_rexmit"] = INF if c.t_rexmit is None else c.t_rexmit
+    f["t_delack"] = INF if c.t_delack is None else c.t_delack
     f["last_rx"] = c.last_rx
+    f["ack_now"] = f["window_update_only"] = 0
+    f["delack_bytes"] = c.delack_bytes
+    f["delayed_ack_s"] = c.config.delayed_ack_ms / 1000
     f["send_held"] = len(c.send_buffer)
-    f["acked"] = 0
-    f["rx_hp_ack"] = f["rx_window_update"] = f["rx_frames"] = 0
+    f["acked"] = f["rx_pending"] = f["rx_frames"] = 0
+    for name in CONN_COUNTERS:
+        f[name] = 0
 
 
 def import_(c, f) -> None:
@@ -260,9 +470,17 @@ def import_(c, f) -> None:
     cc.cwnd, cc.ca_bytes = int(f["cwnd"]), int(f["ca_bytes"])
     t = float(f["t_rexmit"])
     c.t_rexmit = None if t == INF else t
+    t = float(f["t_delack"])
+    c.t_delack = None if t == INF else t
     c.last_rx = float(f["last_rx"])
+    c.rcv_nxt, c.rcv_adv = int(f["rcv_nxt"]), int(f["rcv_adv"])
+    c.last_ack_sent = int(f["last_ack_sent"])
+    c.ack_now, c.window_update_only = bool(f["ack_now"]), bool(f["window_update_only"])
+    c.delack_bytes = int(f["delack_bytes"])
+    c.rx_pending += int(f["rx_pending"])
+    f["rx_pending"] = 0
     counters = c.counters
-    for name in ("rx_hp_ack", "rx_window_update"):
+    for name in CONN_COUNTERS:
         if f[name]:
             counters[name] += int(f[name])
             f[name] = 0

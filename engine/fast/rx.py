@@ -4,29 +4,31 @@ For each frame it repeats the Stack's own receive fast path (engine/tcp/stack.py
 ``receive_frame``: a plain IPv4 packet to our address and MAC, no IP options or
 fragment, a TCP header with the timestamp option alone) and, for a connection whose
 row the kernels own (``FAST``), BSD header prediction as engine/tcp/tcp_input.py
-``fast_path`` does it, field for field: here the in-order pure ACK of new data,
-with the RTT sample, cwnd growth, window update and retransmission timer it implies.
+``fast_path`` and ``predicted_data`` do it, field for field: the in-order pure ACK of
+new data (RTT sample, cwnd growth, window update, retransmission timer), and
+in-order data that fits the window and the receive ring, copied to the ring's tail
+with the delayed-ACK rule (an ACK owed every second full segment, else the timer).
 
 Anything else is left to the Python stack: a frame of another shape, of an unknown
-or Python-owned connection, or with a bad checksum gets verdict ``SLOW`` and is
+or Python-owned connection, or with a bad checksum gets verdict ``SLOW_FRAME`` and is
 untouched; a frame of a ``FAST`` connection that prediction does not take hands the
 connection back first (owner ``SLOW``, mark ``HANDBACK``), so that frame and every
 later one of the burst go to Python with the state. After the burst Python reads
-``touched``: rows whose acknowledged bytes it must release (``ACKED``), rows handed
-back, rows with output due (new data the window now lets out: the Python stack's
-output sends it).
+``touched`` (rows the burst changed, mark ``TOUCHED``): bytes placed and acknowledged
+to report, rows handed back, ACKs owed (the row's ``ack_now``).
 """
 from __future__ import annotations
 
 import numpy as np
-from numba import types
+from numba import carray, types
 
 from engine.fast.flows import _FLOWS, FAST, NONE, SLOW, find
 from engine.tcp.checksum import sum_kernel
 from toad.compiled import entry, helper, kernel, loaded
+from toad.rings.atomics import byte_pointer, copy_bytes
 
 TAKEN, SLOW_FRAME = 0, 1                  # verdicts
-ACKED, HANDBACK = 1, 2                    # marks
+HANDBACK, TOUCHED = 2, 4                  # marks
 # why a row was handed back (its ``reason``)
 R_SHAPE, R_OUTPUT = 1, 2
 
@@ -36,7 +38,7 @@ ETHERTYPE_IPV4 = 0x0800
 FRAME_TS = 66                    # Ethernet + IPv4 + TCP with NOP NOP TS
 IP_LEN_TS = 52
 HP_MASK = 0x02 | 0x01 | 0x04 | 0x20 | 0x10          # SYN FIN RST URG ACK
-ACK = 0x10
+ACK, PSH = 0x10, 0x08
 # counters of the burst (added to the Stack's)
 C_IP_RX, C_TCP_RX = 0, 1
 
@@ -107,23 +109,9 @@ def update_window(f, seq, ack, window):
 
 
 @helper
-def predicted_ack(f, seq, ack, window, tsval, tsecr, now):
-    """tcp_input.fast_path for a segment without payload; False: not predicted."""
-    if seq != f.rcv_nxt or f.snd_nxt != f.snd_max:
-        return False
-    if f.ts_enabled and (tsval - f.ts_recent) & MASK >= HALF:
-        return False
-    window_moved = (window << f.snd_scale) != f.snd_wnd
-    if window_moved and (window == 0 or f.snd_wnd == 0):
-        return False
+def ack_new_data(f, ack, tsecr, now):
+    """tcp_input.ack_new_data outside recovery, on the row; returns the bytes acked."""
     advance = (ack - f.snd_una) & MASK
-    if advance == 0 or advance > ((f.snd_max - f.snd_una) & MASK):
-        return False
-    if (f.last_ack_sent - seq) & MASK < HALF:
-        f.ts_recent = tsval
-        f.ts_recent_time = now
-    f.rx_hp_ack += 1
-    # ack_new_data, the part a predicted ACK reaches
     data = min(f.send_held, advance)
     if data > 0:
         f.send_held -= data
@@ -141,8 +129,7 @@ def predicted_ack(f, seq, ack, window, tsval, tsecr, now):
         f.rtt_seq = NONE
     # Reno / NewReno on_ack outside recovery
     if f.cwnd < f.ssthresh:
-        cwnd = f.cwnd + data
-        f.cwnd = min(f.ssthresh, cwnd)
+        f.cwnd = min(f.ssthresh, f.cwnd + data)
     else:
         f.ca_bytes += data
         if f.ca_bytes >= f.cwnd:
@@ -152,9 +139,76 @@ def predicted_ack(f, seq, ack, window, tsval, tsecr, now):
         f.t_rexmit = np.inf
     else:
         f.t_rexmit = now + (rto(f) if f.backoff else f.base_rto)
-    if window_moved:
+    return data
+
+
+@helper
+def keep_timestamp(f, seq, tsval, now):
+    if (f.last_ack_sent - seq) & MASK < HALF:
+        f.ts_recent = tsval
+        f.ts_recent_time = now
+
+
+@helper
+def predicted(f, frame, seq, ack, window, n, push, tsval, tsecr, now):
+    """tcp_input.fast_path (and predicted_data) for a segment of ``n`` payload bytes at
+    frame[FRAME_TS:]; False: not predicted (nothing changed)."""
+    if seq != f.rcv_nxt or f.snd_nxt != f.snd_max:
+        return False
+    if f.ts_enabled and (tsval - f.ts_recent) & MASK >= HALF:
+        return False
+    window_moved = (window << f.snd_scale) != f.snd_wnd
+    if window_moved and (window == 0 or f.snd_wnd == 0):
+        return False
+    advance = (ack - f.snd_una) & MASK
+    flight = (f.snd_max - f.snd_una) & MASK
+    if n == 0:
+        if advance == 0 or advance > flight:
+            return False
+        keep_timestamp(f, seq, tsval, now)
+        f.rx_hp_ack += 1
+        ack_new_data(f, ack, tsecr, now)
+        if window_moved:
+            update_window(f, seq, ack, window)
+        return True
+    # data: in the advertised window, and room for all of it in the ring
+    if (f.rcv_adv - seq) & MASK < n or n > f.rx_cap - f.rx_size:
+        return False
+    if advance:
+        if advance > flight:
+            return False
+        keep_timestamp(f, seq, tsval, now)
+        f.rx_hp_data_ack += 1
+        ack_new_data(f, ack, tsecr, now)
         update_window(f, seq, ack, window)
+    else:
+        keep_timestamp(f, seq, tsval, now)
+        f.rx_hp_data += 1
+        if window_moved:
+            update_window(f, seq, ack, window)
+    place(f, frame, FRAME_TS, n)
+    f.rcv_nxt = (f.rcv_nxt + n) & MASK
+    f.rx_pending += n
+    f.delack_bytes += n
+    if f.delack_bytes >= 2 * f.eff_mss or f.delayed_ack_s <= 0:
+        f.ack_now = 1                      # every second full segment (RFC 1122 4.2.3.2)
+    elif f.t_delack == np.inf:
+        f.t_delack = now + f.delayed_ack_s
     return True
+
+
+@helper
+def place(f, frame, at, n):
+    """Copy ``n`` payload bytes at frame[at:] to the tail of the receive ring."""
+    ring = carray(byte_pointer(f.rx_addr), f.rx_cap)
+    tail = f.rx_head + f.rx_size
+    if tail >= f.rx_cap:
+        tail -= f.rx_cap
+    first = min(n, f.rx_cap - tail)
+    copy_bytes(ring, tail, frame, at, first)
+    if first < n:
+        copy_bytes(ring, 0, frame, at + first, n - first)
+    f.rx_size += n
 
 
 @helper
@@ -187,10 +241,11 @@ def good_shape(frame, size, our_ip, our_mac, trusted):
 
 @helper
 def mark(marks, touched, count, row, bit):
-    if marks[row] == 0:
+    """Note ``row`` in ``touched`` (once per burst) with ``bit`` in its mark."""
+    if not marks[row] & TOUCHED:
         touched[count] = row
         count += 1
-    marks[row] |= bit
+    marks[row] |= bit | TOUCHED
     return count
 
 
@@ -231,18 +286,18 @@ def receive(data, starts, lengths, csum_ok, count, verdict, flows, slots, our_ip
             ack = be32(frame, 42)
             window = be16(frame, 48)
             total = be16(frame, 16)
-            held = f.acked
-            if (frame[47] & HP_MASK == ACK and total == IP_LEN_TS
-                    and predicted_ack(f, seq, ack, window, be32(frame, 58), be32(frame, 62),
-                                      now)):
+            flags = frame[47]
+            if (flags & HP_MASK == ACK and now < f.route_until
+                    and predicted(f, frame, seq, ack, window, total - IP_LEN_TS,
+                                  flags & PSH, be32(frame, 58), be32(frame, 62), now)):
                 verdict[i] = TAKEN
                 counters[C_IP_RX] += 1
                 counters[C_TCP_RX] += 1
                 f.rx_frames += 1
                 f.last_rx = now
-                if f.acked != held:
-                    n_touched = mark(marks, touched, n_touched, row, ACKED)
-                # output due: the ACK let new data out (the Python stack's output sends it)
+                n_touched = mark(marks, touched, n_touched, row, 0)
+                # output due: new data the window now lets out is the Python stack's
+                # output; an ACK owed is the ACK kernel's (at the next output)
                 if f.send_held > ((f.snd_nxt - f.snd_una) & MASK):
                     f.owner = SLOW
                     f.reason = R_OUTPUT

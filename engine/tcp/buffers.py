@@ -29,7 +29,7 @@ class RecvBuffer(Protocol):
 class _Ring:
     """A fixed-capacity byte ring: ``head`` is the first byte held, ``size`` the count."""
 
-    __slots__ = ("capacity", "storage", "view", "head", "size")
+    __slots__ = ("capacity", "storage", "view", "head", "size", "fast_row")
 
     def __init__(self, capacity: int):
         if capacity <= 0:
@@ -43,6 +43,7 @@ class _Ring:
         self.view = memoryview(self.storage)
         self.head = 0
         self.size = 0
+        self.fast_row = None       # (rows, row) while the fast path places into it
 
     def __len__(self) -> int:
         return self.size

@@ -43,6 +43,8 @@ def receive_arp(self, payload, now: float) -> None:
             frame.data[:6] = message.sender_mac
             self._tx.append(frame)
             counters["arp.released"] += 1
+        if self.fast is not None:
+            self.fast.routes_changed(message.sender_ip)
     if for_us and message.op == arp.OP_REQUEST:
         self._arp_send(arp.OP_REPLY, message.sender_mac, message.sender_ip)
         counters["arp.tx_reply"] += 1

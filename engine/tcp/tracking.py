@@ -31,7 +31,7 @@ def mark(self, conn=None) -> None:
 def output_due(self) -> bool:
     """Whether poll_transmit could produce a frame now (always, without tracking)."""
     return bool(self._due or self._due_all or self._tx or self._loop
-                or not self.output_tracking)
+                or not self.output_tracking or (self.fast is not None and self.fast.ack_due))
 
 
 def to_poll(self) -> list:

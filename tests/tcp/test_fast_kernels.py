@@ -103,16 +103,77 @@ def test_pure_acks_are_taken_by_the_kernel_and_match_python():
     assert conn.counters["rx_hp_ack"] == 3 and conn.snd_una == conn.snd_max
 
 
-def test_data_hands_the_connection_back_before_python_sees_it():
-    # a pure ACK for the kernel, then data in the same burst: the slow path gets the
-    # data with the ACK's effects already in the TCB, and the frames are the same
+def test_in_order_data_is_placed_by_the_kernel_and_matches_python():
+    # a pure ACK, then data in the same burst: both the kernel's; the frame after the
+    # data (a stale sequence number) goes to Python with the data already in the TCB
     def steps(our):
         return [[ack(our, 1448), ack(our, 1448, payload=b"reply", flags=ACK | PSH),
                  ack(our, 4344)]]
     _, stack, conn = same(steps)
-    assert stack.counters["fast.rx"] == 1
+    assert stack.counters["fast.rx"] == 2
+    assert conn.counters["rx_hp_data"] == 1
     assert stack.counters["fast.handback_slow_path"] == 1
     assert conn.recv_buffer.read() == b"reply"
+
+
+def data(our: int, offset: int, size: int, tsval: int, acked: int = 4344) -> tuple:
+    """``size`` bytes at ``offset`` of the peer's stream (a pattern that shows order)."""
+    payload = bytes((offset + i) & 0xFF for i in range(size))
+    return (memoryview(tcp_frame(TcpRepr(40000, 81, PEER_ISS + 1 + offset,
+                                         (our + acked) & 0xFFFFFFFF, ACK, 512,
+                                         timestamp=(tsval, 0), payload=payload))), False)
+
+
+def test_a_stream_of_data_gets_the_same_acks_and_bytes():
+    # all acked, then 21 full segments in bursts of 1, 2 and 3: an ACK for every
+    # second segment, the delayed ACK for the last one (its timer fires in Python)
+    def steps(our):
+        bursts, offset, tsval = [[ack(our, 4344)]], 0, 20
+        for size in (1, 2, 3, 1, 2, 3, 1, 2, 3, 2, 1):
+            burst = []
+            for _ in range(size):
+                burst.append(data(our, offset, 1448, tsval))
+                offset += 1448
+                tsval += 1
+            bursts.append(burst)
+        bursts += [[], [], [], [], []]               # time passes: the delayed ACK's timer
+        return bursts
+    _, stack, conn = same(steps)
+    assert stack.counters["fast.rx"] == 22 and stack.counters["fast.tx"] == 7
+    assert stack.counters["fast.handback_timer"] == 1
+    assert conn.counters["tx_pure_ack"] == 8          # the eighth: the delayed ACK's
+    got = conn.recv_buffer.read()
+    assert got == bytes(i & 0xFF for i in range(21 * 1448))
+
+
+def test_window_updates_after_reads_match_python():
+    # a small receive buffer: the reader empties it between bursts, so the window
+    # opens again and the kernel's read_done owes an update (or drops one)
+    def go(mode):
+        stack, conn, our = established(mode, recv_buffer_bytes=8 * 1448)
+        conn.send(b"d" * 1448)
+        frames = [bytes(f.data) for f in stack.poll_transmit(0.1)]
+        now, offset, tsval = 0.1, 0, 20
+        for burst in (3, 3, 2, 4, 1, 5):
+            now += 0.001
+            pending = []
+            for _ in range(burst):
+                pending.append(data(our, offset, 1448, tsval, acked=1448))
+                offset += 1448
+                tsval += 1
+            stack.receive_frames(pending, now)
+            frames += [bytes(f.data) for f in stack.poll_transmit(now)]
+            stack.events()
+            conn.recv_buffer.read(len(conn.recv_buffer) - 100)
+            conn.notify_read(now)
+            frames += [bytes(f.data) for f in stack.poll_transmit(now)]
+        return frames, stack, conn
+    fast, slow = go("compiled"), go("python")
+    assert fast[0] == slow[0]
+    assert tcb(fast[2]) == tcb(slow[2])
+    assert fast[2].counters == slow[2].counters
+    assert fast[1].counters["fast.tx"] > 0
+    assert fast[2].counters["tx_window_update_requested"] > 0
 
 
 @pytest.mark.parametrize("frame", ["dupack", "bad_checksum", "old_timestamp", "zero_window"])
