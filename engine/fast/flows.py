@@ -43,12 +43,16 @@ FLOW = np.dtype([
     # congestion control (reno / newreno outside recovery)
     ("cwnd", _I8), ("ssthresh", _I8), ("ca_bytes", _I8), ("cc_mss", _I8),
     # timers (absolute, INF = unset) and keepalive's last arrival
-    ("t_rexmit", _F8), ("t_delack", _F8), ("last_rx", _F8),
+    ("t_rexmit", _F8), ("t_delack", _F8), ("t_persist", _F8), ("last_rx", _F8),
     # ACKs: owed now, bytes since the last one, the delayed-ACK time, a window update
     ("ack_now", _I8), ("delack_bytes", _I8), ("delayed_ack_s", _F8),
     ("window_update_only", _I8),
-    # the send buffer: bytes held (unacked + unsent), and acked while fast
+    # the send buffer: bytes held (unacked + unsent), and acked while fast; where the
+    # kernel reads new data (an in-host byte ring: address, capacity, index of
+    # SND.UNA's byte; capacity 0: Python sends), segment sizes, Nagle
     ("send_held", _I8), ("acked", _I8),
+    ("tx_addr", _I8), ("tx_cap", _I8), ("tx_head", _I8),
+    ("maxseg", _I8), ("gso_size", _I8), ("nodelay", _I8),
     # the receive buffer (a byte ring): where, how big, its head and fill while fast;
     # bytes placed since the last DataReceived
     ("rx_addr", _I8), ("rx_cap", _I8), ("rx_head", _I8), ("rx_size", _I8),
@@ -58,10 +62,14 @@ FLOW = np.dtype([
     # counters kept while fast (added to the connection's when it returns)
     ("rx_hp_ack", _I8), ("rx_hp_data", _I8), ("rx_hp_data_ack", _I8),
     ("rx_window_update", _I8), ("tx_pure_ack", _I8), ("tx_window_update_dropped", _I8),
-    ("tx_window_update_requested", _I8), ("rx_frames", _I8),
+    ("tx_window_update_requested", _I8), ("tx_data", _I8), ("tx_held_nagle_sws", _I8),
+    ("tx_limited_by_peer_window", _I8), ("tx_limited_by_cwnd", _I8),
+    ("tx_window_stall", _I8), ("rx_frames", _I8),
 ])
 CONN_COUNTERS = ("rx_hp_ack", "rx_hp_data", "rx_hp_data_ack", "rx_window_update",
-                 "tx_pure_ack", "tx_window_update_dropped", "tx_window_update_requested")
+                 "tx_pure_ack", "tx_window_update_dropped", "tx_window_update_requested",
+                 "tx_data", "tx_held_nagle_sws", "tx_limited_by_peer_window",
+                 "tx_limited_by_cwnd", "tx_window_stall")
 CSUM_FULL, CSUM_PARTIAL, CSUM_NONE = 0, 1, 2
 FLOW_TYPE = from_dtype(FLOW)
 _FLOWS = FLOW_TYPE[::1]
@@ -145,8 +153,9 @@ def erase(flows, slots, row):
 
 @helper
 def deadline(f):
-    """A fast row's earliest timer: retransmission, delayed ACK, the route's expiry."""
-    return min(f.t_rexmit, f.t_delack, f.route_until)
+    """A fast row's earliest timer: retransmission, delayed ACK, persist (armed by
+    the transmit kernel; Python runs it), the route's expiry."""
+    return min(f.t_rexmit, f.t_delack, f.t_persist, f.route_until)
 
 
 @kernel(types.float64(_FLOWS, types.int64))

@@ -31,7 +31,7 @@ import math
 import numpy as np
 
 from engine.nic.base import TxFrame
-from engine.tcp.buffers import ByteRecvBuffer
+from engine.tcp.buffers import ByteRecvBuffer, ByteSendBuffer
 from engine.tcp.connection import Connection
 from engine.tcp.events import DataReceived, SendAcked
 from engine.tcp.states import State
@@ -76,16 +76,61 @@ def _read_done(conn, get):
     return lambda now: fast.read_done(conn)
 
 
+def _send(conn, get):
+    ring = get(conn, "send_buffer")
+    if type(ring) is FastSendRing:
+        return ring.append
+    get(conn, "fast").reclaim(conn)           # an offload buffer: Python sends
+    return get(conn, "send")
+
+
+def _send_buffer(conn, get):
+    ring = get(conn, "send_buffer")
+    if type(ring) is not FastSendRing:        # Python adds to it: Python's again
+        get(conn, "fast").reclaim(conn)
+    return ring
+
+
+def _nothing(*args) -> None:
+    return None
+
+
 # reads a fast connection answers without reclaiming: name -> (conn, getter) -> value
 FAST_READS = {
     "state": lambda conn, get: ESTAB,
     "recv_buffer": lambda conn, get: get(conn, "recv_buffer"),
     "ack_now": lambda conn, get: bool(get(conn, "fast").flows.rows["ack_now"][get(conn, "flow")]),
     "notify_read": _read_done,
+    "send": _send,
+    "check_can_send": lambda conn, get: _nothing,   # ESTABLISHED, no FIN queued
+    "send_buffer": _send_buffer,
     "flow": lambda conn, get: get(conn, "flow"),
     "fast": lambda conn, get: get(conn, "fast"),
     "__class__": lambda conn, get: FastOwned,
 }
+
+
+class FastSendRing(ByteSendBuffer):
+    """A connection's send ring while the transmit kernel reads it: Python appends
+    (the row learns how much is held and the connection's output becomes due) and
+    releases acknowledged bytes (the row learns the new head); the kernel only
+    reads. ``fast_row`` is (FastPath, row)."""
+
+    __slots__ = ()
+
+    def append(self, data) -> int:
+        n = self._put(data)
+        if n:
+            fast, row = self.fast_row
+            fast.flows.rows["send_held"][row] += n
+            if not fast.stack.output_tracking:    # else the caller marks it (Stack.mark)
+                fast.due[row] = None
+        return n
+
+    def consume(self, n: int) -> None:
+        self._drop(n)
+        fast, row = self.fast_row
+        fast.flows.rows["tx_head"][row] = self.head
 
 
 class FastRecvRing(ByteRecvBuffer):
@@ -142,7 +187,8 @@ class FastRecvRing(ByteRecvBuffer):
 
 def ordinary(c, stack) -> bool:
     """Whether only header prediction's cases can come next (the kernels' share):
-    ESTABLISHED with timestamps, all data sent, nothing owed, queued or recovering,
+    ESTABLISHED with timestamps, all data sent (or an in-host send ring, which the
+    transmit kernel reads), nothing owed, queued or recovering,
     no timer but the retransmission and delayed-ACK timers, events drained, an
     accepted connection."""
     return (c.state is ESTAB and c.ts_enabled and c.header_prediction and c.syn_acked
@@ -155,7 +201,8 @@ def ordinary(c, stack) -> bool:
             and c.t_timewait is None and c.snd_nxt == c.snd_max and c.snd_wnd > 0
             and not c.scoreboard.blocks and not c.reasm.blocks and c.reasm.fin_seq is None
             and c.config.keepalive_s is None
-            and len(c.send_buffer) <= ((c.snd_nxt - c.snd_una) & MASK)
+            and (len(c.send_buffer) <= ((c.snd_nxt - c.snd_una) & MASK)
+                 or type(c.send_buffer) is ByteSendBuffer)
             and c not in stack._owner)
 
 
@@ -178,12 +225,16 @@ class FastPath:
         self.buffer = np.zeros(1 << 16, np.uint8)
         self.mac = int.from_bytes(stack.mac, "big")
         self.counters = stack.counters
-        self.ack_due: dict = {}                     # rows owing an ACK (an ordered set)
+        self.due: dict = {}                         # rows with output due (ordered set)
         self.due_rows = np.zeros(capacity, np.int64)
-        self.handed = np.zeros(capacity + 1, np.int64)
+        self.handed = np.zeros(capacity, np.int64)
         self.ident = np.zeros(1, np.int64)          # the IPv4 identification counter
-        self.frame_lengths = np.zeros(capacity, np.int64)
-        self.frame_partial = np.zeros(capacity, np.int64)
+        self.tx_bytes = 1 << 16                     # the transmit kernel's room
+        self.tx_starts = np.zeros(1024, np.int64)
+        self.tx_lengths = np.zeros(1024, np.int64)
+        self.tx_partial = np.zeros(1024, np.int64)
+        self.tx_gso = np.zeros(1024, np.int64)
+        self.tx_state = np.zeros(3, np.int64)
 
     # ---- frames ------------------------------------------------------------------
     def receive(self, frames: list, now: float) -> list:
@@ -243,8 +294,8 @@ class FastPath:
                 self.counters[f"fast.handback_{reason}"] += 1
                 self.reclaim(conn)
                 self.stack._due[conn] = None          # its output runs in this pass
-            elif f["ack_now"]:
-                self.ack_due[row] = None
+            elif f["ack_now"] or bits & rx.OUTPUT:
+                self.due[row] = None
 
     def release_acked(self, row: int, conn) -> None:
         """Bytes the kernel saw acknowledged: out of the send buffer (the offload
@@ -258,44 +309,81 @@ class FastPath:
         self.acked_total[row] += n
         self.stack._events.append((conn, SendAcked(self.acked_total[row])))
 
+    def mark(self, conn) -> bool:
+        """Stack.mark of a fast connection: its output is due, the transmit kernel's
+        when it sends from an in-host ring; else (an offload connection: Python
+        sends its new data) it is reclaimed. False: Python's to mark."""
+        if type(conn) is not FastOwned:
+            return False
+        row = object.__getattribute__(conn, "flow")
+        if not self.flows.rows["tx_cap"][row]:
+            self.reclaim(conn)
+            return False
+        self.due[row] = None
+        return True
+
+    def mark_all(self) -> None:
+        """Stack.mark(None): every fast connection's output is due."""
+        for conn in self.conns[:self.flows.top]:
+            if type(conn) is FastOwned:
+                self.mark(conn)
+
     def read_done(self, conn) -> None:
         """Connection.notify_read of a fast connection: the kernel's window test; an
         update owed goes out at the next poll_transmit."""
         row = object.__getattribute__(conn, "flow")
         if tx.read_done_entry(self.flows.rows, row):
-            self.ack_due[row] = None
+            self.due[row] = None
 
     def transmit(self, now: float, out: list) -> None:
-        """The ACKs (and window updates) fast connections owe, built by the kernel,
-        appended to ``out`` as the Stack's frames; rows whose route must be looked up
-        again are reclaimed (Python's output sends their ACK)."""
-        due, self.ack_due = self.ack_due, {}
+        """What the fast connections in ``due`` owe the wire (new data from in-host
+        rings, ACKs, window updates), built by the kernel and appended to ``out`` as
+        the Stack's frames; rows whose route must be looked up again are reclaimed
+        (Python's output sends for them)."""
+        due, self.due = self.due, {}
         count = len(due)
         rows = self.due_rows
         rows[:count] = list(due)
-        buffer = np.empty(count * tx.ACK_FRAME, np.uint8)
+        state = self.tx_state
+        state[:] = 0
         builder = self.stack.builder
         ident = self.ident
         ident[0] = builder.ident
-        frames = tx.acks_entry(self.flows.rows, rows, count, now, ident, buffer,
-                               self.frame_lengths, self.frame_partial, self.handed)
-        builder.ident = int(ident[0])
-        if frames:
-            view = memoryview(buffer)
-            size = tx.ACK_FRAME
-            for k, partial in enumerate(self.frame_partial[:frames].tolist()):
-                frame = view[k * size:(k + 1) * size]
-                out.append(TxFrame(frame, tx.TCP_AT, tx.CHECKSUM_AT, 0) if partial
-                           else TxFrame(frame))
-            self.counters["tcp.tx"] += frames
-            self.counters["fast.tx"] += frames
-        for row in self.handed[:count + 1].tolist():
-            if row < 0:
+        starts, lengths, partial, gso = self.tx_starts, self.tx_lengths, self.tx_partial, self.tx_gso
+        while True:
+            buffer = np.empty(self.tx_bytes, np.uint8)
+            state[tx.AT] = 0
+            first = int(state[tx.NEXT])
+            frames = tx.output_entry(self.flows.rows, rows, count, now, ident, buffer, starts,
+                                     lengths, partial, gso, self.handed, state)
+            if frames:
+                view = memoryview(buffer)
+                for at, n, part, g in zip(starts[:frames].tolist(), lengths[:frames].tolist(),
+                                          partial[:frames].tolist(), gso[:frames].tolist()):
+                    frame = view[at:at + n]
+                    out.append(TxFrame(frame, tx.TCP_AT, tx.CHECKSUM_AT, g) if part
+                               else TxFrame(frame))
+                self.counters["tcp.tx"] += frames
+                self.counters["fast.tx"] += frames
+            if state[tx.NEXT] >= count:
                 break
+            if state[tx.NEXT] == first and not frames:     # one row needs more room
+                self.grow()
+        builder.ident = int(ident[0])
+        for row in self.handed[:int(state[tx.HANDED])].tolist():
             conn = self.conns[row]
             self.counters["fast.handback_route"] += 1
             self.reclaim(conn)
             self.stack._due[conn] = None
+
+    def grow(self) -> None:
+        """Twice the transmit kernel's room (bytes and frames)."""
+        self.tx_bytes *= 2
+        frames = 2 * self.tx_starts.shape[0]
+        self.tx_starts = np.zeros(frames, np.int64)
+        self.tx_lengths = np.zeros(frames, np.int64)
+        self.tx_partial = np.zeros(frames, np.int64)
+        self.tx_gso = np.zeros(frames, np.int64)
 
     # ---- ownership ---------------------------------------------------------------
     def offer(self, conn) -> None:
@@ -332,6 +420,15 @@ class FastPath:
             ring.__class__ = FastRecvRing
         else:                                     # data in hands the connection back
             f["rx_addr"] = f["rx_cap"] = f["rx_head"] = f["rx_size"] = 0
+        ring = conn.send_buffer
+        if type(ring) is ByteSendBuffer:          # the transmit kernel sends from it
+            f["tx_addr"] = np.frombuffer(ring.storage, np.uint8).ctypes.data
+            f["tx_cap"], f["tx_head"] = ring.capacity, ring.head
+            ring.fast_row = (self, row)
+            ring.__class__ = FastSendRing
+        else:                                     # new data: Python's output
+            f["tx_addr"] = f["tx_cap"] = f["tx_head"] = 0
+        f["gso_size"] = conn.eff_mss if conn.tso_max else 0
         self.acked_total[row] = conn.bytes_acked
         f["owner"] = FAST
         self.fast += 1
@@ -379,11 +476,15 @@ class FastPath:
         f = self.flows.rows[row]
         if f["acked"]:
             self.release_acked(row, conn)
-        self.ack_due.pop(row, None)
+        self.due.pop(row, None)
         ring = conn.recv_buffer
         if type(ring) is FastRecvRing:
             ring.__class__ = ByteRecvBuffer
             ring.size, ring.head = int(f["rx_size"]), int(f["rx_head"])
+            ring.fast_row = None
+        ring = conn.send_buffer
+        if type(ring) is FastSendRing:
+            ring.__class__ = ByteSendBuffer
             ring.fast_row = None
         import_(conn, f)
         conn.bytes_acked = self.acked_total[row]
@@ -433,6 +534,8 @@ def export(c, f) -> None:
     f["rcv_nxt"], f["rcv_adv"], f["rcv_scale"] = c.rcv_nxt, c.rcv_adv, c.rcv_scale
     f["rcv_cap"], f["last_ack_sent"] = c.rcv_cap, c.last_ack_sent
     f["eff_mss"], f["ts_enabled"] = c.eff_mss, c.ts_enabled
+    mss, tso = c.eff_mss, c.tso_max
+    f["maxseg"], f["nodelay"] = (tso - tso % mss if tso > mss else mss), c.nodelay
     f["ts_recent"], f["ts_recent_time"], f["ts_offset"] = c.ts_recent, c.ts_recent_time, c.ts_offset
     f["checksum_off"] = c.config.checksum == "off"
     rtt = c.rtt
@@ -445,6 +548,7 @@ def export(c, f) -> None:
     f["cwnd"], f["ssthresh"], f["ca_bytes"], f["cc_mss"] = cc.cwnd, cc.ssthresh, cc.ca_bytes, cc.mss
     f["t_rexmit"] = INF if c.t_rexmit is None else c.t_rexmit
     f["t_delack"] = INF if c.t_delack is None else c.t_delack
+    f["t_persist"] = INF
     f["last_rx"] = c.last_rx
     f["ack_now"] = f["window_update_only"] = 0
     f["delack_bytes"] = c.delack_bytes
@@ -457,7 +561,7 @@ def export(c, f) -> None:
 
 def import_(c, f) -> None:
     """Copy row ``f`` back into connection ``c`` (the fields the kernels may change)."""
-    c.snd_una, c.snd_nxt = int(f["snd_una"]), int(f["snd_nxt"])
+    c.snd_una, c.snd_nxt, c.snd_max = int(f["snd_una"]), int(f["snd_nxt"]), int(f["snd_max"])
     c.snd_wnd, c.snd_wl1, c.snd_wl2 = int(f["snd_wnd"]), int(f["snd_wl1"]), int(f["snd_wl2"])
     c.max_snd_wnd = int(f["max_snd_wnd"])
     c.ts_recent, c.ts_recent_time = int(f["ts_recent"]), float(f["ts_recent_time"])
@@ -472,6 +576,8 @@ def import_(c, f) -> None:
     c.t_rexmit = None if t == INF else t
     t = float(f["t_delack"])
     c.t_delack = None if t == INF else t
+    t = float(f["t_persist"])
+    c.t_persist = None if t == INF else t
     c.last_rx = float(f["last_rx"])
     c.rcv_nxt, c.rcv_adv = int(f["rcv_nxt"]), int(f["rcv_adv"])
     c.last_ack_sent = int(f["last_ack_sent"])

@@ -28,7 +28,7 @@ from toad.compiled import entry, helper, kernel, loaded
 from toad.rings.atomics import byte_pointer, copy_bytes
 
 TAKEN, SLOW_FRAME = 0, 1                  # verdicts
-HANDBACK, TOUCHED = 2, 4                  # marks
+HANDBACK, TOUCHED, OUTPUT = 2, 4, 8       # marks
 # why a row was handed back (its ``reason``)
 R_SHAPE, R_OUTPUT = 1, 2
 
@@ -296,12 +296,16 @@ def receive(data, starts, lengths, csum_ok, count, verdict, flows, slots, our_ip
                 f.rx_frames += 1
                 f.last_rx = now
                 n_touched = mark(marks, touched, n_touched, row, 0)
-                # output due: new data the window now lets out is the Python stack's
-                # output; an ACK owed is the ACK kernel's (at the next output)
+                # output due: data not sent yet goes out from the transmit kernel
+                # (an in-host ring) or the Python stack's output; an ACK owed is the
+                # transmit kernel's
                 if f.send_held > ((f.snd_nxt - f.snd_una) & MASK):
-                    f.owner = SLOW
-                    f.reason = R_OUTPUT
-                    n_touched = mark(marks, touched, n_touched, row, HANDBACK)
+                    if f.tx_cap:
+                        n_touched = mark(marks, touched, n_touched, row, OUTPUT)
+                    else:
+                        f.owner = SLOW
+                        f.reason = R_OUTPUT
+                        n_touched = mark(marks, touched, n_touched, row, HANDBACK)
                 continue
         f.owner = SLOW
         f.reason = R_SHAPE

@@ -1,24 +1,36 @@
-"""The fast path's transmit kernel: the pure ACKs (and window updates) that fast
-connections owe, built as tcp_output.output and engine/tcp/framing.py build them,
-byte for byte: the same ACK number and window (receiver SWS avoidance), the same
-timestamps, IPv4 identification (the Stack's counter, shared), and checksum mode.
+"""The fast path's transmit kernel: what fast connections owe the wire, as
+tcp_output.output and engine/tcp/framing.py build it for an ordinary connection,
+byte for byte: new data from an in-host send ring (segments of the MSS or TSO
+super-frames, Nagle and sender SWS avoidance, PSH on a burst's last segment, the
+retransmission timer, the persist timer when the window holds everything back),
+else the pure ACK or window update owed (receiver SWS avoidance, the update dropped
+when it would repeat the last ACK). Timestamps, the IPv4 identification (the
+Stack's counter, shared) and the checksum mode are framing.py's.
 
-Frames are laid end to end in ``out``; ``lengths[k]`` and ``partial[k]`` (the
-TCP checksum left to the NIC: csum_start 34, csum_offset 16) describe frame k.
+Frames are laid end to end in ``out`` from ``state[AT]``: frame k starts at
+``starts[k]``, is ``lengths[k]`` bytes, and ``partial[k]`` says its TCP checksum is
+left to the NIC (csum_start 34, csum_offset 16), ``gso[k]`` > 0 marks a TSO
+super-frame. A row whose frames would not fit in what is left of ``out`` is not
+started (``state[NEXT]`` says where to go on after ``out`` is grown).
 """
 from __future__ import annotations
 
 import numpy as np
-from numba import types
+from numba import carray, types
 
 from engine.fast.flows import _FLOWS, CSUM_NONE, CSUM_PARTIAL, FAST, SLOW
+from engine.tcp.checksum import sum_kernel
 from toad.compiled import entry, helper, kernel, loaded
+from toad.rings.atomics import byte_pointer, copy_bytes
 
 MASK, HALF = 0xFFFFFFFF, 0x80000000
 TCP_AT, CHECKSUM_AT = 34, 16         # a partial checksum: from TCP_AT, at TCP_AT + 16
 ACK_FRAME = 66                       # Ethernet + IPv4 + TCP with NOP NOP TS, no payload
 IP_CONSTANT = 0x4500 + 0x4000 + ((64 << 8) | 6)     # version/IHL, DF, TTL 64 / TCP
+ACK, PSH = 0x10, 0x08
 R_ROUTE = 3                          # handed back: the route (ARP entry) needs Python
+# state[] words
+AT, NEXT, HANDED = 0, 1, 2
 
 _I8A = types.int64[::1]
 
@@ -94,12 +106,13 @@ def ack_seq(f):
 
 
 @helper
-def build_ack(f, out, at, ident, now):
-    """One pure ACK of row ``f`` at out[at:at+66] (tcp_output.build + framing)."""
+def headers(f, out, at, ident, seq, flags, window, n, now):
+    """Ethernet, IPv4 and TCP (NOP NOP TS) headers of a segment of ``n`` payload
+    bytes at out[at:at+66]; the TCP checksum field left 0."""
     put48(out, at, f.eth_dst)
     put48(out, at + 6, f.eth_src)
     put16(out, at + 12, 0x0800)
-    total = ACK_FRAME - 14
+    total = ACK_FRAME - 14 + n
     src, dst = f.local_ip, f.remote_ip
     addresses = (src >> 16) + (src & 0xFFFF) + (dst >> 16) + (dst & 0xFFFF)
     out[at + 14] = 0x45
@@ -115,67 +128,190 @@ def build_ack(f, out, at, ident, now):
     t = at + 34
     put16(out, t, f.local_port)
     put16(out, t + 2, f.remote_port)
-    put32(out, t + 4, ack_seq(f))
+    put32(out, t + 4, seq)
     put32(out, t + 8, f.rcv_nxt)
     out[t + 12] = 32 << 2
-    out[t + 13] = 0x10
-    put16(out, t + 14, advertise(f))
+    out[t + 13] = flags
+    put16(out, t + 14, window)
     put16(out, t + 16, 0)
     put16(out, t + 18, 0)
     put32(out, t + 20, 0x0101080A)
     put32(out, t + 24, (np.int64(now * 1000) + f.ts_offset) & MASK)
     put32(out, t + 28, f.ts_recent)
-    pseudo = addresses + 6 + 32
-    if f.csum_mode == CSUM_PARTIAL:
+    return addresses
+
+
+@helper
+def checksum(f, out, at, n, addresses, gso):
+    """The TCP checksum field of the frame at ``at``: framing.py's rule (partial for
+    the NIC in offloaded mode and for super-frames, none when off, else summed).
+    Returns whether it is partial."""
+    if f.csum_mode == CSUM_NONE:
+        return False
+    pseudo = addresses + 6 + 32 + n
+    t = at + 34
+    if f.csum_mode == CSUM_PARTIAL or gso:
         put16(out, t + 16, fold(pseudo))
-    elif f.csum_mode != CSUM_NONE:
-        words = pseudo
-        for k in range(0, 32, 2):
-            words += (np.int64(out[t + k]) << 8) | np.int64(out[t + k + 1])
-        put16(out, t + 16, ~fold(words) & 0xFFFF)
+        return True
+    total = np.int64(sum_kernel(out[t:t + 32 + n])) + pseudo
+    put16(out, t + 16, ~fold(total) & 0xFFFF)
+    return False
+
+
+@helper
+def sent_ack(f):
+    """What build() and burst_sent() do to the ACK state: the ACK went out."""
     f.last_ack_sent = f.rcv_nxt
     f.ack_now = 0
     f.delack_bytes = 0
     f.t_delack = np.inf
 
 
+@helper
+def rto_now(f):
+    if not f.backoff:
+        return f.base_rto
+    return min(f.rto_max, f.base_rto * (1 << f.backoff))
+
+
+@helper
+def frame_done(k, at, size, partial, gso, starts, lengths, partials, gsos):
+    starts[k] = at
+    lengths[k] = size
+    partials[k] = partial
+    gsos[k] = gso
+
+
+@helper
+def send_data(f, out, at, k, ident, now, starts, lengths, partials, gsos):
+    """tcp_output.send_data for an ordinary connection (no SACK, no FIN, no
+    recovery): segments from SND.NXT up to min(cwnd, window); returns (frames, at)."""
+    off = (f.snd_nxt - f.snd_una) & MASK
+    avail = f.send_held - off
+    if avail <= 0:
+        return k, at
+    limit = min(f.cwnd, f.snd_wnd)
+    if limit <= off:
+        if limit >= f.snd_wnd:
+            f.tx_limited_by_peer_window += 1
+        else:
+            f.tx_limited_by_cwnd += 1
+        return k, at
+    mss = f.eff_mss
+    maxseg = f.maxseg
+    window = advertise(f)
+    ring = carray(byte_pointer(f.tx_addr), f.tx_cap)
+    seq = f.snd_nxt
+    sent = 0
+    while avail > 0:
+        n = limit - off
+        if n <= 0:
+            if limit >= f.snd_wnd:
+                f.tx_limited_by_peer_window += 1
+            else:
+                f.tx_limited_by_cwnd += 1
+            break
+        n = min(n, avail, maxseg)
+        if n < avail and n > mss:
+            n -= n % mss
+        if n < mss and not (n == avail and (f.nodelay or f.snd_max == f.snd_una)):
+            if not (f.max_snd_wnd > 0 and n >= f.max_snd_wnd >> 1):
+                f.tx_held_nagle_sws += 1
+                break
+        flags = ACK | PSH if n == avail else ACK
+        ident[0] = (ident[0] + 1) & 0xFFFF
+        addresses = headers(f, out, at, ident[0], seq, flags, window, n, now)
+        # the payload: ring bytes from SND.UNA's index + off, maybe wrapping
+        start = f.tx_head + f.acked + off
+        start %= f.tx_cap
+        first = min(n, f.tx_cap - start)
+        copy_bytes(out, at + ACK_FRAME, ring, start, first)
+        if first < n:
+            copy_bytes(out, at + ACK_FRAME + first, ring, 0, n - first)
+        gso = f.gso_size if f.gso_size and n > f.gso_size else 0
+        partial = checksum(f, out, at, n, addresses, gso)
+        # (framing.py marks a super-frame only with a partial checksum)
+        frame_done(k, at, ACK_FRAME + n, partial, gso if partial else 0, starts, lengths,
+                   partials, gsos)
+        k += 1
+        at += ACK_FRAME + n
+        seq = (seq + n) & MASK
+        if seq != f.snd_max and (seq - f.snd_max) & MASK < HALF:
+            f.snd_max = seq
+        off += n
+        avail -= n
+        sent += 1
+    if sent:
+        f.snd_nxt = seq
+        f.tx_data += sent
+        if f.t_rexmit == np.inf:
+            f.t_rexmit = now + rto_now(f)
+        sent_ack(f)
+    return k, at
+
+
 @kernel(types.int64(_FLOWS, _I8A, types.int64, types.float64, _I8A, types.uint8[::1], _I8A,
-                    _I8A, _I8A))
-def acks(flows, rows, count, now, ident, out, lengths, partial, handed):
-    """The ACK each row of ``rows[:count]`` owes (tcp_output.output's last step),
-    into ``out``; returns the frames built. A row whose route must be looked up
-    again is handed back (owner SLOW) into ``handed`` (-1 ends the list)."""
-    frames = 0
-    n_handed = 0
-    for k in range(count):
-        row = rows[k]
+                    _I8A, _I8A, _I8A, _I8A, _I8A))
+def output(flows, rows, count, now, ident, out, starts, lengths, partials, gsos, handed,
+           state):
+    """tcp_output.output for each row of ``rows[state[NEXT]:count]`` (its data, else
+    the ACK it owes) into ``out``; returns the frames built. A row whose route must be
+    looked up again is handed back (owner SLOW) into ``handed[:state[HANDED]]``."""
+    k = 0
+    at = state[AT]
+    index = state[NEXT]
+    while index < count:
+        row = rows[index]
         f = flows[row]
-        if f.owner != FAST or not f.ack_now:
+        if f.owner != FAST:
+            index += 1
             continue
         if now >= f.route_until:
             f.owner = SLOW
             f.reason = R_ROUTE
-            handed[n_handed] = row
-            n_handed += 1
+            handed[state[HANDED]] = row
+            state[HANDED] += 1
+            index += 1
             continue
-        if f.window_update_only and f.rcv_nxt == f.last_ack_sent and not window_opens(f):
-            # the reader freed room, but what arrived since took it again
-            f.ack_now = 0
-            f.window_update_only = 0
-            f.tx_window_update_dropped += 1
+        unsent = max(f.send_held - ((f.snd_nxt - f.snd_una) & MASK), 0) if f.tx_cap else 0
+        if not f.ack_now and unsent == 0:       # tcp_output.idle: nothing at all to do
+            index += 1
             continue
-        at = frames * ACK_FRAME
-        if at + ACK_FRAME > out.shape[0]:
+        # room for the worst case: all the window and cwnd let out, plus an ACK
+        unsent = min(unsent, max(min(f.cwnd, f.snd_wnd) - ((f.snd_nxt - f.snd_una) & MASK), 0))
+        segments = unsent // max(f.eff_mss, 1) + 2
+        if at + unsent + segments * ACK_FRAME > out.shape[0] or k + segments > starts.shape[0]:
             break
-        ident[0] = (ident[0] + 1) & 0xFFFF
-        build_ack(f, out, at, ident[0], now)
-        f.tx_pure_ack += 1
+        sent_before = k
+        if f.tx_cap:
+            k, at = send_data(f, out, at, k, ident, now, starts, lengths, partials, gsos)
+        if f.ack_now and k == sent_before:
+            if (f.window_update_only and f.rcv_nxt == f.last_ack_sent
+                    and not window_opens(f)):
+                # the reader freed room, but what arrived since took it again
+                f.ack_now = 0
+                f.tx_window_update_dropped += 1
+            else:
+                ident[0] = (ident[0] + 1) & 0xFFFF
+                addresses = headers(f, out, at, ident[0], ack_seq(f), ACK, advertise(f), 0, now)
+                partial = checksum(f, out, at, 0, addresses, 0)
+                sent_ack(f)
+                f.tx_pure_ack += 1
+                frame_done(k, at, ACK_FRAME, partial, 0, starts, lengths, partials, gsos)
+                k += 1
+                at += ACK_FRAME
         f.window_update_only = 0
-        lengths[frames] = ACK_FRAME
-        partial[frames] = f.csum_mode == CSUM_PARTIAL
-        frames += 1
-    handed[n_handed] = -1
-    return frames
+        if f.t_rexmit == np.inf and f.t_persist == np.inf:
+            if f.snd_nxt != f.snd_una:
+                f.t_rexmit = now + rto_now(f)
+            elif f.send_held > 0:              # arm_persist: data waits on the window
+                rto = rto_now(f)
+                f.t_persist = now + min(max(rto, 0.005), f.rto_max)
+                f.tx_window_stall += 1
+        index += 1
+    state[AT] = at
+    state[NEXT] = index
+    return k
 
 
 @kernel(types.int64(_FLOWS, types.int64))
@@ -191,6 +327,6 @@ def read_done(flows, row):
     return 1
 
 
-acks_entry, read_done_entry = entry(acks), entry(read_done)
+output_entry, read_done_entry = entry(output), entry(read_done)
 
 loaded(__name__)

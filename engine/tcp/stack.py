@@ -237,8 +237,8 @@ class Stack:
         out: list[TxFrame] = []
         keys = self._keys
         fast = self.fast
-        if fast is not None and fast.ack_due:
-            fast.transmit(now, out)                 # the ACKs fast connections owe
+        if fast is not None and fast.due:
+            fast.transmit(now, out)                 # what fast connections owe
         for _ in range(MAX_LOOP_ROUNDS):
             for conn in self._to_poll():                # a copy: polling may free some
                 if conn not in keys:                    # freed earlier in this round

@@ -24,14 +24,16 @@ def mark(self, conn=None) -> None:
     says whether it has anything to do at all."""
     if conn is None:
         self._due_all = True
-    else:
+        if self.fast is not None:
+            self.fast.mark_all()
+    elif self.fast is None or not self.fast.mark(conn):
         self._due[conn] = None
 
 
 def output_due(self) -> bool:
     """Whether poll_transmit could produce a frame now (always, without tracking)."""
     return bool(self._due or self._due_all or self._tx or self._loop
-                or not self.output_tracking or (self.fast is not None and self.fast.ack_due))
+                or not self.output_tracking or (self.fast is not None and self.fast.due))
 
 
 def to_poll(self) -> list:
