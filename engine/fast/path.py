@@ -15,9 +15,11 @@ two sides never both hold it (docs/stack-api.md, "Ownership").
 A few reads are answered without reclaiming (:data:`FAST_READS`): the state
 (ESTABLISHED while fast), the receive buffer (a :class:`FastRecvRing`, which keeps
 its fill in step with the row the kernel places into), whether an ACK is owed, and
-``notify_read`` (the kernel's window-update test). So an application that reads
-what the kernel placed and frees window does not pull its connection out of the
-fast path.
+``notify_read`` (the kernel's window-update test); the send ring likewise. So an
+application that reads what the kernel placed, frees window or fills the send ring
+does not pull its connection out of the fast path. Buffers the kernels do not
+place into or send from (an offload connection's host buffers) are Python's: a
+read of them, or of ``notify_read``, reclaims.
 
 The kernels hand a connection back themselves (owner ``SLOW``, mark ``HANDBACK``)
 when a frame needs the slow path or its output is due; :meth:`FastPath.settle`
@@ -73,7 +75,17 @@ class FastOwned(Connection):
 
 def _read_done(conn, get):
     fast = get(conn, "fast")
+    if type(get(conn, "recv_buffer")) is not FastRecvRing:   # Python's window rule
+        fast.reclaim(conn)
+        return get(conn, "notify_read")
     return lambda now: fast.read_done(conn)
+
+
+def _recv_buffer(conn, get):
+    ring = get(conn, "recv_buffer")
+    if type(ring) is not FastRecvRing:        # Python reads and writes it: Python's
+        get(conn, "fast").reclaim(conn)
+    return ring
 
 
 def _send(conn, get):
@@ -98,7 +110,7 @@ def _nothing(*args) -> None:
 # reads a fast connection answers without reclaiming: name -> (conn, getter) -> value
 FAST_READS = {
     "state": lambda conn, get: ESTAB,
-    "recv_buffer": lambda conn, get: get(conn, "recv_buffer"),
+    "recv_buffer": _recv_buffer,
     "ack_now": lambda conn, get: bool(get(conn, "fast").flows.rows["ack_now"][get(conn, "flow")]),
     "notify_read": _read_done,
     "send": _send,
