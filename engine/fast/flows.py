@@ -52,6 +52,9 @@ FLOW = np.dtype([
     # SND.UNA's byte; capacity 0: Python sends), segment sizes, Nagle
     ("send_held", _I8), ("acked", _I8),
     ("tx_addr", _I8), ("tx_cap", _I8), ("tx_head", _I8),
+    # or (tx_host 1) host memory: tx_addr/tx_cap the QP's segment, the bytes in up to
+    # TX_RANGES (offset, length) ranges of the FastPath's tx_ranges[row]; DMA counts
+    ("tx_host", _I8), ("tx_nranges", _I8), ("dma_reads", _I8), ("dma_read_bytes", _I8),
     ("maxseg", _I8), ("gso_size", _I8), ("nodelay", _I8),
     # the receive buffer (a byte ring): where, how big, its head and fill while fast;
     # bytes placed since the last DataReceived
@@ -71,6 +74,7 @@ CONN_COUNTERS = ("rx_hp_ack", "rx_hp_data", "rx_hp_data_ack", "rx_window_update"
                  "tx_data", "tx_held_nagle_sws", "tx_limited_by_peer_window",
                  "tx_limited_by_cwnd", "tx_window_stall")
 CSUM_FULL, CSUM_PARTIAL, CSUM_NONE = 0, 1, 2
+TX_RANGES = 8                     # host ranges a fast row's send buffer may hold
 FLOW_TYPE = from_dtype(FLOW)
 _FLOWS = FLOW_TYPE[::1]
 _I64A = types.int64[::1]

@@ -33,6 +33,7 @@ import math
 import numpy as np
 
 from engine.nic.base import TxFrame
+from engine.offload.host_buffers import HostSendBuffer
 from engine.tcp.buffers import ByteRecvBuffer, ByteSendBuffer
 from engine.tcp.connection import Connection
 from engine.tcp.events import DataReceived, SendAcked
@@ -48,6 +49,7 @@ from .flows import (
     INF,
     NONE,
     SLOW,
+    TX_RANGES,
     FlowTable,
     due_entry,
     earliest_entry,
@@ -98,7 +100,7 @@ def _send(conn, get):
 
 def _send_buffer(conn, get):
     ring = get(conn, "send_buffer")
-    if type(ring) is not FastSendRing:        # Python adds to it: Python's again
+    if type(ring) not in SENT_BY_KERNEL:      # Python adds to it: Python's again
         get(conn, "fast").reclaim(conn)
     return ring
 
@@ -143,6 +145,38 @@ class FastSendRing(ByteSendBuffer):
         self._drop(n)
         fast, row = self.fast_row
         fast.flows.rows["tx_head"][row] = self.head
+
+
+class FastHostSend(HostSendBuffer):
+    """An offload connection's send buffer while the transmit kernel reads it: the
+    host's ranges (at most TX_RANGES of them) mirrored into the row's tx_ranges after
+    every change; more ranges hand the connection back to Python. ``fast_row`` is
+    (FastPath, row); the engine marks output due (the request handler's kick)."""
+
+    __slots__ = ()
+
+    def add(self, offset: int, length: int) -> None:
+        HostSendBuffer.add(self, offset, length)
+        self.mirror()
+
+    def consume(self, n: int) -> None:
+        HostSendBuffer.consume(self, n)
+        self.mirror()
+
+    def mirror(self) -> None:
+        fast, row = self.fast_row
+        f = fast.flows.rows[row]
+        f["send_held"] = self.size
+        ranges = self.ranges
+        if len(ranges) > TX_RANGES:
+            fast.reclaim(fast.conns[row])
+            return
+        f["tx_nranges"] = len(ranges)
+        if ranges:
+            fast.tx_ranges[row, :len(ranges)] = ranges
+
+
+SENT_BY_KERNEL = (FastSendRing, FastHostSend)    # send buffers the kernel reads
 
 
 class FastRecvRing(ByteRecvBuffer):
@@ -199,8 +233,8 @@ class FastRecvRing(ByteRecvBuffer):
 
 def ordinary(c, stack) -> bool:
     """Whether only header prediction's cases can come next (the kernels' share):
-    ESTABLISHED with timestamps, all data sent (or an in-host send ring, which the
-    transmit kernel reads), nothing owed, queued or recovering,
+    ESTABLISHED with timestamps, all data sent (or a send buffer the transmit kernel
+    reads: an in-host ring, a few host ranges), nothing owed, queued or recovering,
     no timer but the retransmission and delayed-ACK timers, events drained, an
     accepted connection."""
     return (c.state is ESTAB and c.ts_enabled and c.header_prediction and c.syn_acked
@@ -214,7 +248,9 @@ def ordinary(c, stack) -> bool:
             and not c.scoreboard.blocks and not c.reasm.blocks and c.reasm.fin_seq is None
             and c.config.keepalive_s is None
             and (len(c.send_buffer) <= ((c.snd_nxt - c.snd_una) & MASK)
-                 or type(c.send_buffer) is ByteSendBuffer)
+                 or type(c.send_buffer) is ByteSendBuffer
+                 or (type(c.send_buffer) is HostSendBuffer
+                     and len(c.send_buffer.ranges) <= TX_RANGES))
             and c not in stack._owner)
 
 
@@ -247,6 +283,9 @@ class FastPath:
         self.tx_partial = np.zeros(1024, np.int64)
         self.tx_gso = np.zeros(1024, np.int64)
         self.tx_state = np.zeros(3, np.int64)
+        self.tx_ranges = np.zeros((capacity, TX_RANGES, 2), np.int64)
+        self.tx_dma: list = [None] * capacity       # row -> its QP's Dma (host ranges)
+        self.cooldown = [0] * capacity              # row -> offers left to sit out
 
     # ---- frames ------------------------------------------------------------------
     def receive(self, frames: list, now: float) -> list:
@@ -302,6 +341,8 @@ class FastPath:
             if f["acked"]:
                 self.release_acked(row, conn)
             if bits & rx.HANDBACK:
+                if f["reason"] == rx.R_DATA:
+                    self.cooldown[row] = DATA_COOLDOWN
                 reason = HANDBACK_REASONS.get(int(f["reason"]), "other")
                 self.counters[f"fast.handback_{reason}"] += 1
                 self.reclaim(conn)
@@ -328,7 +369,7 @@ class FastPath:
         if type(conn) is not FastOwned:
             return False
         row = object.__getattribute__(conn, "flow")
-        if not self.flows.rows["tx_cap"][row]:
+        if not self.flows.rows["tx_cap"][row]:    # Python sends its new data
             self.reclaim(conn)
             return False
         self.due[row] = None
@@ -366,8 +407,9 @@ class FastPath:
             buffer = np.empty(self.tx_bytes, np.uint8)
             state[tx.AT] = 0
             first = int(state[tx.NEXT])
-            frames = tx.output_entry(self.flows.rows, rows, count, now, ident, buffer, starts,
-                                     lengths, partial, gso, self.handed, state)
+            frames = tx.output_entry(self.flows.rows, self.tx_ranges, rows, count, now, ident,
+                                     buffer, starts, lengths, partial, gso, self.handed,
+                                     state)
             if frames:
                 view = memoryview(buffer)
                 for at, n, part, g in zip(starts[:frames].tolist(), lengths[:frames].tolist(),
@@ -382,11 +424,23 @@ class FastPath:
             if state[tx.NEXT] == first and not frames:     # one row needs more room
                 self.grow()
         builder.ident = int(ident[0])
+        reads = self.flows.rows["dma_reads"][rows[:count]]
+        for k in np.flatnonzero(reads).tolist():
+            self.count_dma(int(rows[k]))
         for row in self.handed[:int(state[tx.HANDED])].tolist():
             conn = self.conns[row]
             self.counters["fast.handback_route"] += 1
             self.reclaim(conn)
             self.stack._due[conn] = None
+
+    def count_dma(self, row: int) -> None:
+        """The kernel's reads of host memory, into the QP's DMA counts."""
+        f = self.flows.rows[row]
+        if f["dma_reads"]:
+            dma = self.tx_dma[row]
+            dma.transactions += int(f["dma_reads"])
+            dma.bytes += int(f["dma_read_bytes"])
+            f["dma_reads"] = f["dma_read_bytes"] = 0
 
     def grow(self) -> None:
         """Twice the transmit kernel's room (bytes and frames)."""
@@ -402,12 +456,15 @@ class FastPath:
         """The Stack worked on ``conn``: export it if it is ordinary and its frames
         go out to the NIC by a known route (not looped inside the stack)."""
         stack = self.stack
+        row = conn.flow
+        if row >= 0 and self.cooldown[row]:
+            self.cooldown[row] -= 1
+            return
         if not ordinary(conn, stack):
             return
         route = self.route(conn)
         if route is None:
             return
-        row = conn.flow
         if row < 0:
             key = stack._keys.get(conn)
             if key is None:
@@ -433,11 +490,20 @@ class FastPath:
         else:                                     # data in hands the connection back
             f["rx_addr"] = f["rx_cap"] = f["rx_head"] = f["rx_size"] = 0
         ring = conn.send_buffer
+        f["tx_host"] = f["tx_nranges"] = 0
         if type(ring) is ByteSendBuffer:          # the transmit kernel sends from it
             f["tx_addr"] = np.frombuffer(ring.storage, np.uint8).ctypes.data
             f["tx_cap"], f["tx_head"] = ring.capacity, ring.head
             ring.fast_row = (self, row)
             ring.__class__ = FastSendRing
+        elif type(ring) is HostSendBuffer and len(ring.ranges) <= TX_RANGES:
+            dma = ring.dma                        # the kernel reads the host's ranges
+            f["tx_addr"], f["tx_cap"], f["tx_head"] = dma.seg.ctypes.data, dma.size, 0
+            f["tx_host"] = 1
+            self.tx_dma[row] = dma
+            ring.fast_row = (self, row)
+            ring.__class__ = FastHostSend
+            ring.mirror()
         else:                                     # new data: Python's output
             f["tx_addr"] = f["tx_cap"] = f["tx_head"] = 0
         f["gso_size"] = conn.eff_mss if conn.tso_max else 0
@@ -498,6 +564,10 @@ class FastPath:
         if type(ring) is FastSendRing:
             ring.__class__ = ByteSendBuffer
             ring.fast_row = None
+        elif type(ring) is FastHostSend:
+            ring.__class__ = HostSendBuffer
+            ring.fast_row = None
+            self.count_dma(row)
         import_(conn, f)
         conn.bytes_acked = self.acked_total[row]
         f["owner"] = SLOW
@@ -512,6 +582,7 @@ class FastPath:
         if row >= 0:
             self.flows.remove(row)
             self.conns[row] = None
+            self.cooldown[row] = 0
             conn.flow = -1
 
     # ---- time ----------------------------------------------------------------------
@@ -534,7 +605,12 @@ class FastPath:
         return {"flows": self.flows.used, "fast": self.fast}
 
 
-HANDBACK_REASONS = {rx.R_SHAPE: "slow_path", rx.R_OUTPUT: "output", tx.R_ROUTE: "route"}
+HANDBACK_REASONS = {rx.R_SHAPE: "slow_path", rx.R_OUTPUT: "output", tx.R_ROUTE: "route",
+                    tx.R_RANGE: "range", rx.R_DATA: "data"}
+# offers a connection sits out after the kernel handed it back with data it cannot
+# place (an offload receiver: its host buffers are Python's), so a receiving
+# connection is not exported and reclaimed at every segment
+DATA_COOLDOWN = 32
 
 
 def export(c, f) -> None:

@@ -30,7 +30,7 @@ from toad.rings.atomics import byte_pointer, copy_bytes
 TAKEN, SLOW_FRAME = 0, 1                  # verdicts
 HANDBACK, TOUCHED, OUTPUT = 2, 4, 8       # marks
 # why a row was handed back (its ``reason``)
-R_SHAPE, R_OUTPUT = 1, 2
+R_SHAPE, R_OUTPUT, R_DATA = 1, 2, 5     # (R_DATA: data the row cannot place)
 
 MASK, HALF = 0xFFFFFFFF, 0x80000000
 GRANULARITY = 0.001
@@ -308,7 +308,7 @@ def receive(data, starts, lengths, csum_ok, count, verdict, flows, slots, our_ip
                         n_touched = mark(marks, touched, n_touched, row, HANDBACK)
                 continue
         f.owner = SLOW
-        f.reason = R_SHAPE
+        f.reason = R_DATA if f.rx_cap == 0 and size > FRAME_TS else R_SHAPE
         n_touched = mark(marks, touched, n_touched, row, HANDBACK)
     return n_touched
 

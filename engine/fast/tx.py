@@ -1,6 +1,7 @@
 """The fast path's transmit kernel: what fast connections owe the wire, as
 tcp_output.output and engine/tcp/framing.py build it for an ordinary connection,
-byte for byte: new data from an in-host send ring (segments of the MSS or TSO
+byte for byte: new data from an in-host send ring or an offload connection's host
+ranges (a DMA read of each piece, bounds-checked) (segments of the MSS or TSO
 super-frames, Nagle and sender SWS avoidance, PSH on a burst's last segment, the
 retransmission timer, the persist timer when the window holds everything back),
 else the pure ACK or window update owed (receiver SWS avoidance, the update dropped
@@ -29,6 +30,7 @@ ACK_FRAME = 66                       # Ethernet + IPv4 + TCP with NOP NOP TS, no
 IP_CONSTANT = 0x4500 + 0x4000 + ((64 << 8) | 6)     # version/IHL, DF, TTL 64 / TCP
 ACK, PSH = 0x10, 0x08
 R_ROUTE = 3                          # handed back: the route (ARP entry) needs Python
+R_RANGE = 4                          # handed back: a host range outside its segment
 # state[] words
 AT, NEXT, HANDED = 0, 1, 2
 
@@ -183,7 +185,34 @@ def frame_done(k, at, size, partial, gso, starts, lengths, partials, gsos):
 
 
 @helper
-def send_data(f, out, at, k, ident, now, starts, lengths, partials, gsos):
+def gather(f, ranges, memory, out, at, off, n):
+    """HostSendBuffer.peek into the frame: ``n`` stream bytes from ``off`` past the
+    first unacknowledged, read from the host's ranges (one DMA read each piece, each
+    checked against the segment: the IOMMU). False: a range outside it."""
+    skip = off + f.acked
+    done = 0
+    for k in range(f.tx_nranges):
+        start = ranges[k, 0]
+        size = ranges[k, 1]
+        if skip >= size:
+            skip -= size
+            continue
+        take = min(size - skip, n - done)
+        begin = start + skip
+        if begin < 0 or begin + take > f.tx_cap:
+            return False
+        copy_bytes(out, at + done, memory, begin, take)
+        f.dma_reads += 1
+        f.dma_read_bytes += take
+        done += take
+        skip = 0
+        if done == n:
+            return True
+    return False
+
+
+@helper
+def send_data(f, ranges, out, at, k, ident, now, starts, lengths, partials, gsos):
     """tcp_output.send_data for an ordinary connection (no SACK, no FIN, no
     recovery): segments from SND.NXT up to min(cwnd, window); returns (frames, at)."""
     off = (f.snd_nxt - f.snd_una) & MASK
@@ -200,7 +229,7 @@ def send_data(f, out, at, k, ident, now, starts, lengths, partials, gsos):
     mss = f.eff_mss
     maxseg = f.maxseg
     window = advertise(f)
-    ring = carray(byte_pointer(f.tx_addr), f.tx_cap)
+    memory = carray(byte_pointer(f.tx_addr), f.tx_cap)
     seq = f.snd_nxt
     sent = 0
     while avail > 0:
@@ -221,13 +250,19 @@ def send_data(f, out, at, k, ident, now, starts, lengths, partials, gsos):
         flags = ACK | PSH if n == avail else ACK
         ident[0] = (ident[0] + 1) & 0xFFFF
         addresses = headers(f, out, at, ident[0], seq, flags, window, n, now)
-        # the payload: ring bytes from SND.UNA's index + off, maybe wrapping
-        start = f.tx_head + f.acked + off
-        start %= f.tx_cap
-        first = min(n, f.tx_cap - start)
-        copy_bytes(out, at + ACK_FRAME, ring, start, first)
-        if first < n:
-            copy_bytes(out, at + ACK_FRAME + first, ring, 0, n - first)
+        if f.tx_host:
+            if not gather(f, ranges, memory, out, at + ACK_FRAME, off, n):
+                f.owner = SLOW                  # a range outside the segment: Python's
+                f.reason = R_RANGE
+                break
+        else:
+            # the payload: ring bytes from SND.UNA's index + off, maybe wrapping
+            start = f.tx_head + f.acked + off
+            start %= f.tx_cap
+            first = min(n, f.tx_cap - start)
+            copy_bytes(out, at + ACK_FRAME, memory, start, first)
+            if first < n:
+                copy_bytes(out, at + ACK_FRAME + first, memory, 0, n - first)
         gso = f.gso_size if f.gso_size and n > f.gso_size else 0
         partial = checksum(f, out, at, n, addresses, gso)
         # (framing.py marks a super-frame only with a partial checksum)
@@ -250,13 +285,14 @@ def send_data(f, out, at, k, ident, now, starts, lengths, partials, gsos):
     return k, at
 
 
-@kernel(types.int64(_FLOWS, _I8A, types.int64, types.float64, _I8A, types.uint8[::1], _I8A,
-                    _I8A, _I8A, _I8A, _I8A, _I8A))
-def output(flows, rows, count, now, ident, out, starts, lengths, partials, gsos, handed,
-           state):
+@kernel(types.int64(_FLOWS, types.int64[:, :, ::1], _I8A, types.int64, types.float64, _I8A,
+                    types.uint8[::1], _I8A, _I8A, _I8A, _I8A, _I8A, _I8A))
+def output(flows, tx_ranges, rows, count, now, ident, out, starts, lengths, partials, gsos,
+           handed, state):
     """tcp_output.output for each row of ``rows[state[NEXT]:count]`` (its data, else
     the ACK it owes) into ``out``; returns the frames built. A row whose route must be
-    looked up again is handed back (owner SLOW) into ``handed[:state[HANDED]]``."""
+    looked up again, or whose host range the DMA check refuses, is handed back (owner
+    SLOW) into ``handed[:state[HANDED]]``."""
     k = 0
     at = state[AT]
     index = state[NEXT]
@@ -284,7 +320,13 @@ def output(flows, rows, count, now, ident, out, starts, lengths, partials, gsos,
             break
         sent_before = k
         if f.tx_cap:
-            k, at = send_data(f, out, at, k, ident, now, starts, lengths, partials, gsos)
+            k, at = send_data(f, tx_ranges[row], out, at, k, ident, now, starts, lengths,
+                              partials, gsos)
+            if f.owner != FAST:
+                handed[state[HANDED]] = row
+                state[HANDED] += 1
+                index += 1
+                continue
         if f.ack_now and k == sent_before:
             if (f.window_update_only and f.rcv_nxt == f.last_ack_sent
                     and not window_opens(f)):

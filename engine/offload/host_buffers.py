@@ -41,7 +41,7 @@ UNLIMITED = 1 << 62
 class HostSendBuffer:
     """Descriptors (host offset, length) of unacknowledged and unsent host bytes."""
 
-    __slots__ = ("qp", "dma", "ranges", "size", "acked", "conn")
+    __slots__ = ("qp", "dma", "ranges", "size", "acked", "conn", "fast_row")
 
     def __init__(self, qp, conn: int | None):
         self.qp = qp
@@ -50,6 +50,7 @@ class HostSendBuffer:
         self.size = 0
         self.acked = 0                   # cumulative bytes acknowledged
         self.conn = conn                 # the host's id (its counter row), once known
+        self.fast_row = None             # (FastPath, row) while the fast path sends
 
     def __len__(self) -> int:
         return self.size
