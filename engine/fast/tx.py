@@ -243,10 +243,12 @@ def send_data(f, ranges, out, at, k, ident, now, starts, lengths, partials, gsos
         n = min(n, avail, maxseg)
         if n < avail and n > mss:
             n -= n % mss
-        if n < mss and not (n == avail and (f.nodelay or f.snd_max == f.snd_una)):
-            if not (f.max_snd_wnd > 0 and n >= f.max_snd_wnd >> 1):
-                f.tx_held_nagle_sws += 1
-                break
+        # Nagle (RFC 896) and sender SWS avoidance: tcp_output.may_send_small
+        small_ok = (n == avail and (f.nodelay or f.snd_max == f.snd_una)) or (
+            f.max_snd_wnd > 0 and n >= f.max_snd_wnd >> 1)
+        if n < mss and not small_ok:
+            f.tx_held_nagle_sws += 1
+            break
         flags = ACK | PSH if n == avail else ACK
         ident[0] = (ident[0] + 1) & 0xFFFF
         addresses = headers(f, out, at, ident[0], seq, flags, window, n, now)

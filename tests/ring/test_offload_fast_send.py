@@ -5,11 +5,10 @@ the DMA reads are counted."""
 from __future__ import annotations
 
 import pytest
+from offload_rig import Rig, record  # tests/ring/offload_rig.py
+from test_offload_bad_records import connected_pair
 
 from toad import layout
-
-from offload_rig import Rig, record   # tests/ring/offload_rig.py
-from test_offload_bad_records import connected_pair
 
 
 def transfer(mode: str, checksum: str) -> tuple[list, dict, int, int]:
