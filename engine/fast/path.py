@@ -118,6 +118,7 @@ FAST_READS = {
     "send": _send,
     "check_can_send": lambda conn, get: _nothing,   # ESTABLISHED, no FIN queued
     "send_buffer": _send_buffer,
+    "error": lambda conn, get: get(conn, "error"),    # (set only by Python's paths)
     "flow": lambda conn, get: get(conn, "flow"),
     "fast": lambda conn, get: get(conn, "fast"),
     "__class__": lambda conn, get: FastOwned,
@@ -277,7 +278,10 @@ class FastPath:
         self.due_rows = np.zeros(capacity, np.int64)
         self.handed = np.zeros(capacity, np.int64)
         self.ident = np.zeros(1, np.int64)          # the IPv4 identification counter
-        self.tx_bytes = 1 << 16                     # the transmit kernel's room
+        # the transmit kernel's room per call: fresh memory each call (the NIC may
+        # keep the frames), kept below numpy's huge-page threshold (4 MB), whose
+        # first touch would zero 2 MB pages
+        self.tx_bytes = 1 << 20
         self.tx_starts = np.zeros(1024, np.int64)
         self.tx_lengths = np.zeros(1024, np.int64)
         self.tx_partial = np.zeros(1024, np.int64)
@@ -421,7 +425,7 @@ class FastPath:
                 self.counters["fast.tx"] += frames
             if state[tx.NEXT] >= count:
                 break
-            if state[tx.NEXT] == first and not frames:     # one row needs more room
+            if state[tx.NEXT] == first and not frames:     # one frame needs more room
                 self.grow()
         builder.ident = int(ident[0])
         reads = self.flows.rows["dma_reads"][rows[:count]]

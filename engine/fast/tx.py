@@ -11,8 +11,9 @@ Stack's counter, shared) and the checksum mode are framing.py's.
 Frames are laid end to end in ``out`` from ``state[AT]``: frame k starts at
 ``starts[k]``, is ``lengths[k]`` bytes, and ``partial[k]`` says its TCP checksum is
 left to the NIC (csum_start 34, csum_offset 16), ``gso[k]`` > 0 marks a TSO
-super-frame. A row whose frames would not fit in what is left of ``out`` is not
-started (``state[NEXT]`` says where to go on after ``out`` is grown).
+super-frame. When ``out`` (or the frame arrays) runs out of room the call stops and is
+continued: ``state[NEXT]`` says where the next call (with a fresh ``out``) goes on,
+in the middle of a row's burst if need be (the same frames as one burst).
 """
 from __future__ import annotations
 
@@ -214,24 +215,26 @@ def gather(f, ranges, memory, out, at, off, n):
 @helper
 def send_data(f, ranges, out, at, k, ident, now, starts, lengths, partials, gsos):
     """tcp_output.send_data for an ordinary connection (no SACK, no FIN, no
-    recovery): segments from SND.NXT up to min(cwnd, window); returns (frames, at)."""
+    recovery): segments from SND.NXT up to min(cwnd, window); returns (frames, at,
+    whether ``out`` ran out of room: the burst goes on in the next call, as if one)."""
     off = (f.snd_nxt - f.snd_una) & MASK
     avail = f.send_held - off
     if avail <= 0:
-        return k, at
+        return k, at, False
     limit = min(f.cwnd, f.snd_wnd)
     if limit <= off:
         if limit >= f.snd_wnd:
             f.tx_limited_by_peer_window += 1
         else:
             f.tx_limited_by_cwnd += 1
-        return k, at
+        return k, at, False
     mss = f.eff_mss
     maxseg = f.maxseg
     window = advertise(f)
     memory = carray(byte_pointer(f.tx_addr), f.tx_cap)
     seq = f.snd_nxt
     sent = 0
+    full = False
     while avail > 0:
         n = limit - off
         if n <= 0:
@@ -248,6 +251,9 @@ def send_data(f, ranges, out, at, k, ident, now, starts, lengths, partials, gsos
             f.max_snd_wnd > 0 and n >= f.max_snd_wnd >> 1)
         if n < mss and not small_ok:
             f.tx_held_nagle_sws += 1
+            break
+        if at + ACK_FRAME + n > out.shape[0] or k >= starts.shape[0]:
+            full = True
             break
         flags = ACK | PSH if n == avail else ACK
         ident[0] = (ident[0] + 1) & 0xFFFF
@@ -284,7 +290,7 @@ def send_data(f, ranges, out, at, k, ident, now, starts, lengths, partials, gsos
         if f.t_rexmit == np.inf:
             f.t_rexmit = now + rto_now(f)
         sent_ack(f)
-    return k, at
+    return k, at, full
 
 
 @kernel(types.int64(_FLOWS, types.int64[:, :, ::1], _I8A, types.int64, types.float64, _I8A,
@@ -315,20 +321,19 @@ def output(flows, tx_ranges, rows, count, now, ident, out, starts, lengths, part
         if not f.ack_now and unsent == 0:       # tcp_output.idle: nothing at all to do
             index += 1
             continue
-        # room for the worst case: all the window and cwnd let out, plus an ACK
-        unsent = min(unsent, max(min(f.cwnd, f.snd_wnd) - ((f.snd_nxt - f.snd_una) & MASK), 0))
-        segments = unsent // max(f.eff_mss, 1) + 2
-        if at + unsent + segments * ACK_FRAME > out.shape[0] or k + segments > starts.shape[0]:
-            break
+        if at + ACK_FRAME > out.shape[0] or k >= starts.shape[0]:
+            break                               # not even an ACK fits: the next call
         sent_before = k
         if f.tx_cap:
-            k, at = send_data(f, tx_ranges[row], out, at, k, ident, now, starts, lengths,
-                              partials, gsos)
+            k, at, full = send_data(f, tx_ranges[row], out, at, k, ident, now, starts,
+                                    lengths, partials, gsos)
             if f.owner != FAST:
                 handed[state[HANDED]] = row
                 state[HANDED] += 1
                 index += 1
                 continue
+            if full:                            # the rest of its burst: the next call
+                break
         if f.ack_now and k == sent_before:
             if (f.window_update_only and f.rcv_nxt == f.last_ack_sent
                     and not window_opens(f)):
