@@ -1,7 +1,8 @@
 """``toad engine [CONFIG] [--set key=value]... [--summary FILE]``: run the engine in the foreground.
 
 Pins itself to ``engine.cpu`` (and says which CPUs it actually got), creates OE
-memory ``/dev/shm/toad-<name>-oe`` and the wake semaphore, serves host QPs until
+memory ``/dev/shm/toad-<name>-oe`` and the wake semaphore (removing first what a
+dead engine or host of that name left, and saying so), serves host QPs until
 SIGINT/SIGTERM/SIGHUP, then detaches every QP and removes what it created.
 """
 from __future__ import annotations
@@ -58,6 +59,10 @@ def main(argv) -> int:
                       f"pinned to CPU {config.engine.cpu} (affinity obtained: "
                       f"{', '.join(map(str, obtained))}), {config.engine.polling} polling",
                       flush=True)
+                if engine.registers.reclaimed:
+                    print(f"toad engine {config.name!r}: removed what a dead engine or host "
+                          f"of this name left in /dev/shm: "
+                          f"{', '.join(engine.registers.reclaimed)}", flush=True)
             engine.run(stop)
         finally:
             stop_watcher(offload)

@@ -37,7 +37,6 @@ from engine.registers import RegisterFile
 from engine.slots import SlotManager
 from toad import layout
 from toad.rings import full_fence
-from toad.shm import close_semaphore, create_semaphore, unlink_semaphore
 
 HOUSEKEEPING_NS = 1_000_000
 _UNPACK_REQUESTS = layout.record_struct(REQUEST_SIGNED).iter_unpack
@@ -52,8 +51,7 @@ class Engine:
         self.name = config.name
         self.clock = clock
         self.registers = RegisterFile(config.name, config)
-        unlink_semaphore(layout.wake_name(config.name))  # a crashed engine's, if any
-        self.wake = create_semaphore(layout.wake_name(config.name))
+        self.wake = self.registers.wake
         self.dispatcher = Dispatcher()
         self.pollers: list = []
         self.active: list[QueuePair] = []
@@ -192,7 +190,7 @@ class Engine:
     def housekeeping(self, now_ns: int) -> int:
         work = self.slots.scan_commands()
         work += self.slots.check_hosts(now_ns)
-        work += self.slots.check_stale_claims(now_ns)
+        work += self.slots.sweep_leftovers(now_ns)
         if now_ns - self.last_flush >= STATS_FLUSH_NS:
             self.flush_stats(now_ns)
         return work
@@ -280,6 +278,4 @@ class Engine:
             self.flush_stats()
             self.registers.set_state(layout.ENGINE_STOPPED)
         finally:
-            close_semaphore(self.wake)
-            unlink_semaphore(layout.wake_name(self.name))
             self.registers.close()

@@ -1,20 +1,23 @@
 """The engine's side of OE memory: creates it, publishes the layout, serves registers.
 
-The engine creates ``/toad-<name>-oe`` (mode 0600), writes the config block and the
-layout header, and publishes the magic LAST, so a host that sees the magic sees a
-complete layout. Hot-path register reads go through memoryview casts (one indexed
-load per register); the word indices are computed once here.
+The engine creates ``/toad-<name>-oe`` (mode 0600) and its wake semaphore, writes
+the config block and the layout header, and publishes the magic LAST, so a host that
+sees the magic sees a complete layout. Hot-path register reads go through memoryview
+casts (one indexed load per register); the word indices are computed once here.
 """
 from __future__ import annotations
 
 import os
+import secrets
 
 import numpy as np
+import posix_ipc
 
-from toad import layout
+from toad import layout, leftovers
 from toad.addresses import pid_alive
 from toad.errors import ToadError
-from toad.shm import Segment, ShmError, unlink_segment
+from toad.shm import (Segment, ShmError, close_semaphore, create_semaphore, unlink_segment,
+                      unlink_semaphore)
 
 SLOT_FIELDS = ("command", "command_seq", "host_pid", "request_producer", "event_consumer",
                "rxbuf_producer", "irq_enabled", "irq_event_index", "moderation_events",
@@ -23,35 +26,63 @@ SLOT_FIELDS = ("command", "command_seq", "host_pid", "request_producer", "event_
 
 
 def remove_stale_oe(name: str) -> None:
-    """Remove a previous engine's OE memory if that engine is dead; error if alive."""
+    """Remove OE memory of this name that no running engine owns (a dead engine's,
+    or one another process created: uninitialised, bad magic); error if an engine
+    of this name runs."""
     try:
         old = Segment(layout.oe_name(name), read_only=True)
     except ShmError:
-        return
+        old = None              # none, or empty (a creator that never sized it)
+    if old is not None:
+        try:
+            regs_pid = 0
+            if old.size >= layout.OE_HEADER.itemsize:
+                header = np.frombuffer(old.map, layout.OE_HEADER, 1)[0]
+                if int(header["magic"]) == layout.OE_MAGIC:
+                    off = int(header["registers_offset"]) + layout.ENGINE_REGISTERS.fields["pid"][1]
+                    regs_pid = int.from_bytes(old.map[off:off + 4], "little")
+                del header
+        finally:
+            old.close()
+        if regs_pid and regs_pid != os.getpid() and pid_alive(regs_pid):
+            raise ToadError(f"an engine named {name!r} is already running (pid {regs_pid}); "
+                            f"stop it or choose another name with --set name=...")
     try:
-        regs_pid = 0
-        if old.size >= layout.OE_HEADER.itemsize:
-            header = np.frombuffer(old.map, layout.OE_HEADER, 1)[0]
-            if int(header["magic"]) == layout.OE_MAGIC:
-                off = int(header["registers_offset"]) + layout.ENGINE_REGISTERS.fields["pid"][1]
-                regs_pid = int.from_bytes(old.map[off:off + 4], "little")
-            del header
-    finally:
-        old.close()
-    if regs_pid and regs_pid != os.getpid() and pid_alive(regs_pid):
-        raise ToadError(f"an engine named {name!r} is already running (pid {regs_pid}); "
-                        f"stop it or choose another name with --set name=...")
-    unlink_segment(layout.oe_name(name))
+        unlink_segment(layout.oe_name(name))
+    except posix_ipc.PermissionsError:
+        raise ToadError(f"/dev/shm{layout.oe_name(name)} belongs to another user and is no "
+                        f"running engine's; remove it as root, or choose another name with "
+                        f"--set name=...") from None
+
+
+def new_generation() -> int:
+    """A random, nonzero engine generation (64 bits)."""
+    return secrets.randbits(64) or 1
 
 
 class RegisterFile:
-    """OE memory as created and owned by the engine."""
+    """OE memory as created and owned by the engine, and its wake semaphore.
+
+    The wake semaphore's name carries the engine's generation (random, published in
+    the registers before the magic), created exclusively: no other process can have
+    made it first, and a host of an earlier engine of this name never confuses it
+    with its own engine's. What earlier engines and their hosts left under this
+    name is removed once OE memory is ours (toad/leftovers.py): ``reclaimed``.
+    """
 
     def __init__(self, name: str, config):
         self.name = name
         self.layout = layout.oe_layout(config.engine.max_qps)
         remove_stale_oe(name)
         self.segment = Segment(layout.oe_name(name), self.layout.total_bytes, create=True)
+        try:
+            self.generation = new_generation()
+            self.reclaimed = leftovers.reclaim(name, self.generation)
+            self.wake = create_semaphore(layout.wake_name(name, self.generation))
+        except BaseException:
+            self.segment.close()
+            self.segment.unlink()
+            raise
         buf = self.segment.map
         self.u32 = memoryview(buf).cast("I")
         self.u64 = memoryview(buf).cast("Q")
@@ -96,6 +127,7 @@ class RegisterFile:
         regs = np.frombuffer(self.segment.map, layout.ENGINE_REGISTERS, 1, self.layout.registers_offset)
         regs["state"] = layout.ENGINE_STARTING
         regs["pid"] = os.getpid()
+        regs["generation"] = self.generation
         regs["cpu"] = -1
         del regs
 
@@ -135,7 +167,9 @@ class RegisterFile:
         return int(self.slots[slot]["segment_bytes"])
 
     def close(self) -> None:
-        """Unmap and remove OE memory (the engine is the owner)."""
+        """Remove the wake semaphore, unmap and remove OE memory (the engine owns both)."""
+        close_semaphore(self.wake)
+        unlink_semaphore(layout.wake_name(self.name, self.generation))
         self.u32.release()
         self.u64.release()
         self.stats = self.qp_stats = self.slots = self.words32 = None

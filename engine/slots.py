@@ -1,36 +1,34 @@
 """QP slot lifecycle: enable (attach the host segment once), disable, reclaim.
 
-A host claims slot ``s`` by creating its interrupt semaphore exclusively, creates
-its segment, fills the slot registers and writes ``command`` then ``command_seq``.
-The engine notices a new ``command_seq`` during housekeeping, acts, writes ``state``
-and ``error``, and publishes ``ack_seq`` last.
+A host claims slot ``s`` with a lock on the slot's byte of OE memory (OeMemory.
+claim_slot: only processes that may open OE memory can take one, and it goes with
+its holder), creates its segment and interrupt semaphore exclusively under names
+with a random part (toad/layout.py), fills the slot registers and writes ``command``
+then ``command_seq``. The engine notices a new ``command_seq`` during housekeeping,
+acts, writes ``state`` and ``error``, and publishes ``ack_seq`` last.
 
 Enable maps the host segment ONCE (a persistent mapping, as TOAD's OE maps host
-memory once) after checking the QP header (magic, version, slot, owner, region
-bounds) and opens a pidfd on the owner. When the owner dies (pidfd readable) the QP
-is reclaimed: reclaim hooks run, the mapping goes, and the engine unlinks the dead
-host's segment and interrupt semaphore, since nobody else will.
+memory once) after checking its name (this engine's, this slot's, the pid's), the
+QP header (magic, version, slot, owner, region bounds) and opens a pidfd on the
+owner. When the owner dies (pidfd readable) the QP is reclaimed: reclaim hooks run,
+the mapping goes, and the engine unlinks the dead host's segment and interrupt
+semaphore, since nobody else will. Once a second, the objects of hosts that died
+before enabling (or before the engine saw them) are removed too (toad/leftovers.py).
 """
 from __future__ import annotations
 
 import errno
 import os
+import re
 import select
 
 from engine.dma import Dma
 from engine.interrupts import InterruptLine
 from engine.qp import QueuePair
-from toad import layout
-from toad.addresses import pid_alive
+from toad import layout, leftovers
 from toad.shm import Segment, ShmError, open_semaphore, unlink_segment, unlink_semaphore
 
-
-CLAIM_CHECK_NS = 1_000_000_000
-
-
-
-def _semaphore_exists(name: str, slot: int) -> bool:
-    return os.path.exists(f"/dev/shm/sem.{layout.irq_name(name, slot)[1:]}")
+SWEEP_NS = 1_000_000_000      # how often dead hosts' leftovers are looked for
 
 
 class EnableError(Exception):
@@ -56,8 +54,8 @@ class SlotManager:
         self.host_check_ns = engine.config.engine.host_check_ms * 1_000_000
         self.next_host_check = 0
         self.failures: list[str] = []     # last enable failures (for logs and tests)
-        self.next_claim_check = 0
-        self.suspect_claims: dict[int, int] = {}   # slot -> dead pid seen last check
+        self.next_sweep = 0
+        self.leftovers_removed = 0        # dead hosts' objects the sweep removed
 
     def words(self, slot: int) -> dict:
         return self.registers.slot_words[slot]
@@ -73,8 +71,9 @@ class SlotManager:
             if seq == self.u32[w["ack_seq"]]:
                 continue
             command = self.u32[w["command"]]
-            if self.qps[slot] is not None:
-                self.detach(self.qps[slot], host_dead=False)
+            old = self.qps[slot]
+            if old is not None:   # (a new claimer after a death the pidfd check missed)
+                self.detach(old, host_dead=self._exited(old))
             if command == layout.CMD_ENABLE:
                 self.enable(slot)
             self.u32[w["ack_seq"]] = seq   # publish: state and error are written
@@ -104,9 +103,10 @@ class SlotManager:
         w, name = self.words(slot), self.engine.name
         pid = self.u32[w["host_pid"]]
         seg_name = self.registers.slot_name(slot)
-        if seg_name != layout.qp_segment_name(name, slot, pid):
+        expected = layout.qp_segment_name(re.escape(name), slot, pid, "[0-9a-f]{16}")
+        if not re.fullmatch(expected, seg_name):
             raise EnableError(errno.EINVAL, f"segment name {seg_name!r} is not "
-                                            f"{layout.qp_segment_name(name, slot, pid)!r}")
+                                            f"{layout.qp_segment_name(name, slot, pid, 'TOKEN')!r}")
         try:
             pidfd = os.pidfd_open(pid)
         except OSError:
@@ -116,7 +116,7 @@ class SlotManager:
             segment = Segment(seg_name)
             dma = Dma(segment.map, segment.size, self.bus)
             lay = self._check_header(dma, slot, pid, segment.size)
-            semaphore = open_semaphore(layout.irq_name(name, slot))
+            semaphore = open_semaphore(layout.irq_name(seg_name))
             irq = self.engine.config.interrupts
             return QueuePair(slot, pid, segment, dma, lay, self.registers.words32, w,
                              InterruptLine(semaphore), pidfd,
@@ -160,7 +160,7 @@ class SlotManager:
             w = self.words(qp.slot)
             if host_dead:
                 unlink_segment(qp.segment.name)
-                unlink_semaphore(layout.irq_name(self.engine.name, qp.slot))
+                unlink_semaphore(layout.irq_name(qp.segment.name))
                 self.reclaimed += 1
                 self.u32[w["ack_seq"]] = self.u32[w["command_seq"]]
             self.u32[w["state"]] = layout.SLOT_FREE
@@ -175,38 +175,29 @@ class SlotManager:
             self.detach(qp, host_dead=True)
         return len(dead)
 
-    def check_stale_claims(self, now_ns: int) -> int:
-        """Free slots claimed by a host that died before enabling them.
+    @staticmethod
+    def _exited(qp: QueuePair) -> bool:
+        """Whether ``qp``'s host has exited (its pidfd is readable)."""
+        probe = select.poll()
+        probe.register(qp.pidfd, select.POLLIN)
+        return bool(probe.poll(0))
 
-        A host claims a slot by creating its interrupt semaphore, then writes its pid
-        within microseconds. A free slot whose semaphore exists while the recorded
-        pid is dead, on two checks a second apart, was abandoned: remove the
-        semaphore (and a segment the host may have created) so the slot is usable.
-        """
-        if now_ns < self.next_claim_check:
+    def sweep_leftovers(self, now_ns: int) -> int:
+        """Once a second: remove the segments and semaphores of this engine's dead
+        hosts that no attached QP holds (a host that died between creating them and
+        enabling its slot; its slot lock went with it). Returns how many."""
+        if now_ns < self.next_sweep:
             return 0
-        self.next_claim_check = now_ns + CLAIM_CHECK_NS
-        freed = 0
-        for slot in range(self.max_qps):
-            if self.qps[slot] is not None or not _semaphore_exists(self.engine.name, slot):
-                self.suspect_claims.pop(slot, None)
-                continue
-            pid = self.u32[self.words(slot)["host_pid"]]
-            if pid_alive(pid):
-                self.suspect_claims.pop(slot, None)
-            elif self.suspect_claims.get(slot) == pid:
-                unlink_semaphore(layout.irq_name(self.engine.name, slot))
-                unlink_segment(layout.qp_segment_name(self.engine.name, slot, pid))
-                del self.suspect_claims[slot]
-                self.reclaimed += 1
-                freed += 1
-            else:
-                self.suspect_claims[slot] = pid
-        return freed
+        self.next_sweep = now_ns + SWEEP_NS
+        attached = frozenset(name for qp in self.qps if qp is not None for name in
+                             (qp.segment.name, layout.irq_name(qp.segment.name)))
+        removed = leftovers.reclaim(self.engine.name, self.registers.generation, attached)
+        self.leftovers_removed += len(removed)
+        return len(removed)
 
     def detach_all(self) -> None:
         for qp in list(self.engine.active):
-            self.detach(qp, host_dead=not pid_alive(qp.host_pid))
+            self.detach(qp, host_dead=self._exited(qp))
 
     def flush_qp_stats(self, qp: QueuePair) -> None:
         u64, field = self.registers.u64, self.registers.qp_stats_fields

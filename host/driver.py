@@ -56,7 +56,7 @@ from toad.engine_stats import OeMemory
 from toad.errors import ToadError
 from toad.rings import MASK32, ring_free
 from toad.shm import (Segment, ShmError, close_semaphore, create_semaphore, open_semaphore,
-                      unlink_segment, unlink_semaphore)
+                      unlink_semaphore)
 
 SLEEP_SLICE_S = 0.05
 CLOSE_WAIT_S = 1.0        # close(): longest wait for another thread to leave its wait
@@ -116,8 +116,9 @@ class Driver(EventWaits):
         self.batch_sleeps = self.batch_timeouts = 0
         self.waits = 0
         self.layout = lay = layout.qp_layout(config.qp)
-        self.oe = OeMemory(self.name)
+        self.oe = OeMemory(self.name, keep_fd=True)   # (the fd holds the slot's claim)
         self.segment = self.irq = self.wake = None
+        self.irq_name = None
         self.seg = self.regs = self.mv = self.u32 = self.u64 = None
         self.closed = False
         self.engine_dead = False
@@ -144,8 +145,8 @@ class Driver(EventWaits):
         self.out_raw = self.out.view(np.uint8)
         self.out_view = memoryview(self.out_raw)   # (decoding from it is cheaper)
         try:
-            self.slot, self.irq = self._claim_slot()
-            self.wake = open_semaphore(layout.wake_name(self.name))
+            self.slot = self._claim_slot()
+            self.wake = open_semaphore(layout.wake_name(self.name, self.oe.generation()))
             self._create_segment(lay)
             self._enable()
         except BaseException:
@@ -153,18 +154,33 @@ class Driver(EventWaits):
             raise
 
     # ---- setup -------------------------------------------------------------------------
-    def _claim_slot(self):
+    def _claim_slot(self) -> int:
         for slot in range(self.oe.layout.max_qps):
-            try:
-                return slot, create_semaphore(layout.irq_name(self.name, slot))
-            except ShmError:
-                continue
+            if self.oe.claim_slot(slot):
+                return slot
         raise ToadError(f"all {self.oe.layout.max_qps} QP slots of engine {self.name!r} are "
                         f"in use (raise engine.max_qps)")
 
     def _create_segment(self, lay: layout.QpLayout) -> None:
-        name = layout.qp_segment_name(self.name, self.slot, os.getpid())
-        self.segment = Segment(name, lay.total_bytes, create=True)
+        """The QP's segment and interrupt semaphore, both created exclusively under a
+        fresh random name (a name taken already, by chance or by another process, is
+        never opened: another is drawn)."""
+        for _ in range(8):
+            name = layout.qp_segment_name(self.name, self.slot, os.getpid(), layout.new_token())
+            try:
+                self.segment = Segment(name, lay.total_bytes, create=True)
+            except ShmError:
+                continue
+            try:
+                self.irq = create_semaphore(layout.irq_name(name))
+                self.irq_name = layout.irq_name(name)
+                break
+            except ShmError:
+                self.segment.close()
+                self.segment.unlink()
+                self.segment = None
+        else:
+            raise ToadError(f"engine {self.name!r}: no free name for a QP segment")
         buf = self.segment.map
         header = np.frombuffer(buf, layout.QP_HEADER, 1)
         for field in layout.QpLayout.__dataclass_fields__:
@@ -537,8 +553,11 @@ class Driver(EventWaits):
                     self._consumer.release()
 
     def _release(self, close_irq: bool = True) -> None:
-        """Unmap and unlink everything; ``close_irq`` False leaves the interrupt
-        semaphore's handle open (a thread may still sleep on it) but unlinks it."""
+        """Unmap, and unlink what this driver created (its segment and interrupt
+        semaphore; never the engine's objects, even of a dead engine: a new engine
+        of the same name may own those names by now, and it removes a dead one's);
+        ``close_irq`` False leaves the interrupt semaphore's handle open (a thread
+        may still sleep on it) but unlinks it."""
         for view in ("u32", "u64", "mv"):
             if getattr(self, view, None) is not None:
                 getattr(self, view).release()
@@ -550,13 +569,9 @@ class Driver(EventWaits):
         if self.irq is not None:
             if close_irq:
                 close_semaphore(self.irq)
-            unlink_semaphore(layout.irq_name(self.name, self.slot))
+            unlink_semaphore(self.irq_name)
         close_semaphore(self.wake)
-        engine_gone = self.engine_dead and not pid_alive(self.engine_pid)
-        self.oe.close()
-        if engine_gone:  # the engine cannot clean up after itself any more
-            unlink_segment(layout.oe_name(self.name))
-            unlink_semaphore(layout.wake_name(self.name))
+        self.oe.close()                       # (gives the slot's claim up)
 
     def __enter__(self) -> "Driver":
         return self

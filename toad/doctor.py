@@ -3,8 +3,9 @@
     toad doctor [CONFIG]
 
 Checks the CPUs and pinning (an engine CPU of its own), hypervisor steal time on them
-(a VM whose CPUs are taken away now and then moves fewer bytes), room in /dev/shm, TAP
-and network-namespace permission, and the Linux programs of the TAP tools: iperf 2
+(a VM whose CPUs are taken away now and then moves fewer bytes), room in /dev/shm and
+what crashed engines and hosts left there (toad/leftovers.py), TAP and
+network-namespace permission, and the Linux programs of the TAP tools: iperf 2
 (tap-linux's Linux sender where toad receives, the peer of ``toad bench tcp`` and of
 the interop tests), socat and tshark (interop tests). Without iperf 2, runs over TAP
 use toad's own Python peer in the namespace. Exit status 0 when everything a loopback
@@ -20,6 +21,7 @@ import subprocess
 import time
 from typing import Optional, Sequence
 
+from toad import leftovers
 from toad.config import Config, ConfigError, load
 from toad.experiment.accounting import read_cpu_times
 
@@ -102,6 +104,47 @@ def check_shm(config: Config) -> tuple[str, str, str]:
     return OK, text, ""
 
 
+def check_leftovers() -> tuple[str, str, str]:
+    """toad objects in /dev/shm that no running engine or host will remove (a crashed
+    engine's OE memory and wake semaphore, a killed host's segment), and objects of
+    other users under toad names."""
+    found = leftovers.scan()
+    stale = [obj for obj, is_stale in found if is_stale]
+    uid = os.geteuid()
+    foreign = [entry for entry in _toad_entries() if _owner(entry) not in (uid, 0, None)]
+    if not stale and not foreign:
+        live = sorted({obj.engine for obj, _ in found if obj.kind == "oe"})
+        return OK, ("/dev/shm: nothing stale" + (f" (running engines: {', '.join(live)})"
+                                                   if live else "")), ""
+    parts, fixes = [], []
+    if stale:
+        engines = sorted({obj.engine for obj in stale})
+        parts.append(f"{len(stale)} stale object(s) of engine(s) {', '.join(engines)} in "
+                     f"/dev/shm: " + ", ".join(obj.entry for obj in stale))
+        fixes.append("the next `toad engine` of each name removes them (--set name=NAME); "
+                     "or rm " + " ".join(f"/dev/shm/{obj.entry}" for obj in stale))
+    if foreign:
+        parts.append("toad names owned by another user: " + ", ".join(
+            f"{entry} (uid {_owner(entry)})" for entry in foreign))
+        fixes.append("hosts and engines ignore objects they did not create; remove those "
+                     "as root if they are in the way")
+    return WARN, "; ".join(parts), "; ".join(fixes)
+
+
+def _toad_entries() -> list[str]:
+    try:
+        return sorted(e for e in os.listdir("/dev/shm") if e.startswith(("toad-", "sem.toad-")))
+    except OSError:
+        return []
+
+
+def _owner(entry: str) -> Optional[int]:
+    try:
+        return os.stat(f"/dev/shm/{entry}").st_uid
+    except OSError:
+        return None
+
+
 def check_tap() -> tuple[str, str, str]:
     if not os.path.exists("/dev/net/tun"):
         return WARN, "TAP: /dev/net/tun is missing", "modprobe tun (tap-linux.yaml only)"
@@ -156,7 +199,7 @@ def check_program(name: str, package: str, use: str) -> tuple[str, str, str]:
 
 def checks(config: Config) -> list[tuple[str, str, str]]:
     return [check_cpus(config), check_pinning(), check_steal(config), check_shm(config),
-            check_tap(), check_netns(), check_iperf(),
+            check_leftovers(), check_tap(), check_netns(), check_iperf(),
             check_program("socat", "socat", "the socat interop tests"),
             check_program("tshark", "tshark", "the tshark pcap checks")]
 

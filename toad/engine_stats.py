@@ -8,14 +8,22 @@ to wait for a freshly started engine.
 """
 from __future__ import annotations
 
+import errno
+import fcntl
+import os
+import struct
 import time
-from typing import Optional
 
 import numpy as np
 
 from toad import layout
 from toad.errors import ToadError
 from toad.shm import Segment, ShmError
+
+
+# struct flock (x86-64 and aarch64 Linux): l_type, l_whence, l_start, l_len, l_pid
+# (0 for OFD locks), padded to 32 bytes
+_FLOCK = struct.Struct("hhqqi4x")
 
 
 class EngineNotRunning(ToadError):
@@ -29,13 +37,22 @@ STATE_NAMES = {layout.ENGINE_STARTING: "starting", layout.ENGINE_RUNNING: "runni
 class OeMemory:
     """A checked mapping of an engine's OE memory (registers written by PIO)."""
 
-    def __init__(self, name: str, read_only: bool = False):
+    def __init__(self, name: str, read_only: bool = False, keep_fd: bool = False):
+        """``keep_fd``: keep a descriptor of OE memory open, for :meth:`claim_slot`."""
         self.name = name
         try:
-            self.segment = Segment(layout.oe_name(name), read_only=read_only)
+            self.segment = Segment(layout.oe_name(name), read_only=read_only,
+                                   keep_fd=keep_fd)
         except ShmError:
             raise EngineNotRunning(f"no engine named {name!r} is running "
                                    f"(start one with: toad engine CONFIG)") from None
+        if self.segment.owner_uid not in (os.geteuid(), 0):
+            # anyone may create a name in /dev/shm: an engine is this user's or root's
+            owner = self.segment.owner_uid
+            self.segment.close()
+            raise EngineNotRunning(f"engine {name!r}: its OE memory belongs to uid {owner}, "
+                                   f"neither this user nor root: not an engine of ours "
+                                   f"(`toad doctor` lists it)")
         buf = self.segment.map
         if self.segment.size < layout.OE_HEADER.itemsize:
             self.close()
@@ -73,6 +90,27 @@ class OeMemory:
 
     def pid(self) -> int:
         return self.u32[self.register_word("pid")]
+
+    def generation(self) -> int:
+        """The engine's generation: the random part of its wake semaphore's name."""
+        return self.u64[(self.layout.registers_offset
+                         + layout.ENGINE_REGISTERS.fields["generation"][1]) // 8]
+
+    def claim_slot(self, slot: int) -> bool:
+        """Claim QP slot ``slot`` for this mapping's owner: an exclusive lock on the
+        slot's first byte of OE memory, on this open file description (an OFD lock,
+        so two drivers of one process exclude each other too). It holds until
+        close() and goes with the process: a dead claimer frees its slot by itself.
+        Only processes that may open OE memory (its owner, root) can take one.
+        False when another holds it."""
+        lock = _FLOCK.pack(fcntl.F_WRLCK, os.SEEK_SET, self.layout.slot_offset(slot), 1, 0)
+        try:
+            fcntl.fcntl(self.segment.fd, fcntl.F_OFD_SETLK, lock)
+            return True
+        except OSError as exc:
+            if exc.errno in (errno.EAGAIN, errno.EACCES):
+                return False
+            raise
 
     def close(self) -> None:
         for attr in ("u32", "u64"):

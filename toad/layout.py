@@ -30,17 +30,18 @@ toad/rings/records.py and toad/rings/atomics.py):
 """
 from __future__ import annotations
 
+import secrets
 import struct
 from dataclasses import dataclass
 
 import numpy as np
 
-LAYOUT_VERSION = 2                   # 2: QP_STATS.reports_dropped
+LAYOUT_VERSION = 3                   # 3: names with a generation (ENGINE_REGISTERS.generation)
 OE_MAGIC = 0x314D454F44414F54        # b"TOADOEM1" little-endian
 QP_MAGIC = 0x3150514441414F54        # b"TOAADQP1" little-endian
 FEATURES = 0                         # no optional features yet; bits reserved for later
 CACHE_LINE = 64
-SEGMENT_NAME_BYTES = 64
+SEGMENT_NAME_BYTES = 96
 
 
 def _dtype(fields: list[tuple[str, str, int]], itemsize: int) -> np.dtype:
@@ -94,6 +95,7 @@ ENGINE_REGISTERS = _dtype([
     ("pid", "u4", 4),            # engine process id
     ("cpu", "i4", 8),            # CPU the engine actually got (-1 when not pinned to one)
     ("heartbeat", "u8", 16),     # advanced every loop iteration (and every sleep slice)
+    ("generation", "u8", 24),    # random, nonzero: names this engine's wake semaphore
     ("sleeping", "u4", 64),      # 1 while the engine sleeps on the wake semaphore
 ], 128)                          # (sleeping sits on its own cache line)
 
@@ -130,7 +132,7 @@ QP_SLOT = _dtype([
     ("command_seq", "u4", 4),        # incremented with each command; the engine acks it
     ("host_pid", "u4", 8),           # owner; the engine reclaims the QP when it dies
     ("segment_bytes", "u8", 16),     # size of the host segment
-    ("segment_name", f"S{SEGMENT_NAME_BYTES}", 64),  # POSIX shm name of the host segment
+    ("segment_name", f"S{SEGMENT_NAME_BYTES}", 32),  # POSIX shm name of the host segment
     # -- doorbells, written by the host (fast path: PIO writes only) --
     ("request_producer", "u4", 128),  # request ring producer index (free-running)
     ("event_consumer", "u4", 132),    # event ring consumer index (free-running)
@@ -465,19 +467,29 @@ def segment_name(text: str) -> bytes:
     return raw
 
 
-# Names of the shared objects (each contains "toad", so leak checks see them).
+# Names of the shared objects (each contains "toad", so leak checks see them). Only
+# the OE memory's name is predictable (hosts find the engine by it, and the engine
+# creates it exclusively); every other name carries a random part, so no other
+# process can create it first, and no engine or host lifetime can take another's.
 def oe_name(name: str) -> str:
     return f"/toad-{name}-oe"
 
 
-def wake_name(name: str) -> str:
-    return f"/toad-{name}-wake"
+def wake_name(name: str, generation: int) -> str:
+    """The engine's wake semaphore: ``generation`` is ENGINE_REGISTERS.generation."""
+    return f"/toad-{name}-wake-{generation:016x}"
 
 
-def qp_segment_name(name: str, slot: int, pid: int) -> str:
-    return f"/toad-{name}-qp{slot}-{pid}"
+def qp_segment_name(name: str, slot: int, pid: int, token: str) -> str:
+    """A host segment: ``token`` is new_token(), fresh for each segment."""
+    return f"/toad-{name}-qp{slot}-{pid}-{token}"
 
 
-def irq_name(name: str, slot: int) -> str:
-    """The QP's interrupt semaphore. Created O_EXCL by the host: it also claims the slot."""
-    return f"/toad-{name}-qp{slot}-irq"
+def new_token() -> str:
+    """The random part of a host's names (64 bits: never guessed, never repeated)."""
+    return secrets.token_hex(8)
+
+
+def irq_name(segment: str) -> str:
+    """The QP's interrupt semaphore: its segment's name, plus "-irq"."""
+    return segment + "-irq"

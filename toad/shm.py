@@ -9,6 +9,7 @@ so that cleanup runs on signals too.
 from __future__ import annotations
 
 import mmap
+import os
 import signal
 from typing import Optional
 
@@ -27,9 +28,12 @@ class Segment:
     """A named POSIX shared-memory segment mapped into this process."""
 
     def __init__(self, name: str, size: int = 0, create: bool = False,
-                 read_only: bool = False):
+                 read_only: bool = False, keep_fd: bool = False):
+        """``keep_fd``: keep the descriptor open (``self.fd``, closed by close()), for
+        byte-range locks on the segment; else it is closed once mapped."""
         self.name = name
         self.created = create
+        self.fd = -1
         try:
             if create:
                 shm = posix_ipc.SharedMemory(name, posix_ipc.O_CREX, mode=MODE, size=size)
@@ -46,8 +50,11 @@ class Segment:
             raise ShmError(f"shared memory {name} is empty (its creator has not sized it yet)")
         try:
             self.size = shm.size
+            self.owner_uid = os.fstat(shm.fd).st_uid
             prot = mmap.PROT_READ if read_only else mmap.PROT_READ | mmap.PROT_WRITE
             self.map = mmap.mmap(shm.fd, shm.size, prot=prot)
+            if keep_fd:
+                self.fd = os.dup(shm.fd)
         except Exception:
             if create:
                 unlink_segment(name)
@@ -57,6 +64,9 @@ class Segment:
 
     def close(self) -> None:
         """Unmap. Views that still reference the map keep it alive until released."""
+        if self.fd >= 0:
+            os.close(self.fd)            # (releases the locks taken on it)
+            self.fd = -1
         if self.map is None:
             return
         try:

@@ -5,9 +5,11 @@ import itertools
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
+from toad import leftovers
 from toad.config import load
 from toad.engine_stats import wait_engine_ready
 
@@ -24,14 +26,20 @@ BASE = ["engine.idle_us=200", "engine.cpu=1", "qp.recv_buffers=4",
 class EngineProcess:
     """``python -m engine`` started with overrides; stopped with SIGTERM at the end."""
 
-    def __init__(self, overrides: list[str]):
-        self.name = f"test{os.getpid()}-{next(_names)}"
+    def __init__(self, overrides: list[str], name: str | None = None):
+        """``name``: the engine's name (default: a fresh one)."""
+        self.name = name or f"test{os.getpid()}-{next(_names)}"
         self.overrides = [f"name={self.name}", *BASE, *overrides]
         args = [sys.executable, "-m", "engine", "--quiet"]
         for item in self.overrides:
             args += ["--set", item]
         self.process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         try:
+            # (a dead engine's OE memory of this name says "running" until replaced)
+            deadline = time.monotonic() + 20
+            while leftovers.engine_identity(self.name)[0] != self.process.pid and \
+                    self.process.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.01)
             wait_engine_ready(self.name, timeout=20, process=self.process)
         except BaseException:
             self.stop()
@@ -57,8 +65,8 @@ class EngineProcess:
 def start_engine():
     started: list[EngineProcess] = []
 
-    def start(*overrides: str) -> EngineProcess:
-        engine = EngineProcess(list(overrides))
+    def start(*overrides: str, name: str | None = None) -> EngineProcess:
+        engine = EngineProcess(list(overrides), name)
         started.append(engine)
         return engine
 

@@ -62,8 +62,10 @@ def test_oe_layout_is_ordered_and_aligned():
 
 
 def test_names_contain_toad():
-    for name in (layout.oe_name("x"), layout.wake_name("x"), layout.irq_name("x", 3),
-                 layout.qp_segment_name("x", 3, 1234)):
+    segment = layout.qp_segment_name("x", 3, 1234, layout.new_token())
+    for name in (layout.oe_name("x"), layout.wake_name("x", 7), segment,
+                 layout.irq_name(segment)):
         assert "toad" in name and name.startswith("/")
+    layout.segment_name(layout.qp_segment_name("x" * 40, 15, 4194304, layout.new_token()))
     with pytest.raises(ValueError):
-        layout.segment_name("/toad-" + "x" * 80)
+        layout.segment_name("/toad-" + "x" * 100)
