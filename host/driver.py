@@ -37,6 +37,7 @@ has left them (closing a semaphore a thread sleeps on crashes the process).
 """
 from __future__ import annotations
 
+import errno
 import itertools
 import os
 import threading
@@ -67,8 +68,16 @@ Q = {name: i for i, name in enumerate(datapath.HOST_QP.names)}   # qp's int64 wo
 _SIGN = 1 << 63
 
 
-class EngineDead(ToadError):
-    """The engine stopped or stopped advancing its heartbeat."""
+class EngineDead(OSError, ToadError):
+    """The engine stopped, stopped advancing its heartbeat (ENETDOWN), or dropped this
+    QP while the host still used it (ENETRESET): an OSError, so socket code that
+    handles OSError handles it, and a ToadError, so a command prints its one line."""
+
+    def __init__(self, message: str, code: int = errno.ENETDOWN):
+        super().__init__(code, message)
+
+    def __str__(self) -> str:
+        return self.strerror
 
 
 class Event(NamedTuple):
@@ -121,7 +130,10 @@ class Driver(EventWaits):
         self.irq_name = None
         self.seg = self.regs = self.mv = self.u32 = self.u64 = None
         self.closed = False
+        self.enabled = False         # the engine acknowledged our enable
         self.engine_dead = False
+        self.dead_errno = errno.ENETDOWN
+        self.on_dead: Optional[Callable[[int], None]] = None   # called once, with the errno
         self.heartbeat_timeout = int(self.oe.config["heartbeat_timeout_ms"]) / 1000.0
         # a busy-polling engine never sleeps: doorbells need no "sleeping" check
         self.engine_may_sleep = int(self.oe.config["polling"]) != layout.POLLING_BUSY
@@ -226,6 +238,8 @@ class Driver(EventWaits):
             code = u32[self._slot_word("error")]
             raise ToadError(f"engine {self.name!r} refused QP slot {self.slot}: "
                             f"{os.strerror(code) if code else 'unknown reason'}")
+        self.enabled = True
+        self.slot_state_word = self._slot_word("state")
 
     def _command(self, command: int) -> int:
         """Write a slot command, wake the engine, wait for its acknowledgement."""
@@ -246,25 +260,33 @@ class Driver(EventWaits):
 
     # ---- engine liveness ---------------------------------------------------------------
     def check_engine(self) -> None:
-        """Raise EngineDead if the engine stopped or its heartbeat stalled too long."""
+        """Raise EngineDead if the engine stopped, its heartbeat stalled too long, or
+        it no longer serves this QP (every wait of the driver calls this between its
+        polls: none waits on the engine without this deadline)."""
         if self.engine_dead:
-            raise EngineDead(f"engine {self.name!r} is gone")
+            raise EngineDead(f"engine {self.name!r} is gone", self.dead_errno)
         now = time.monotonic()
         beat = self.oe.heartbeat()
         if beat != self._last_heartbeat:
             self._last_heartbeat, self._heartbeat_seen = beat, now
         state = self.oe.state()
         stalled = now - self._heartbeat_seen
+        code = errno.ENETDOWN
         if state in (layout.ENGINE_STOPPING, layout.ENGINE_STOPPED):
             why = "has stopped"
         elif stalled > self.heartbeat_timeout:
             why = f"is not responding (heartbeat unchanged for {stalled:.1f} s)"
         elif stalled > 0.05 and not pid_alive(self.engine_pid):
             why = f"process {self.engine_pid} has died"
+        elif self.enabled and not self.closed and \
+                self.oe.u32[self.slot_state_word] != layout.SLOT_ACTIVE:
+            why, code = f"detached QP slot {self.slot} while it was in use", errno.ENETRESET
         else:
             return
-        self.engine_dead = True
-        raise EngineDead(f"engine {self.name!r} {why}; is `toad engine` running?")
+        self.engine_dead, self.dead_errno = True, code
+        if self.on_dead is not None:
+            self.on_dead(code)
+        raise EngineDead(f"engine {self.name!r} {why}; is `toad engine` running?", code)
 
     # ---- indices (the compiled calls keep them in ``qp``) ----------------------------
     @property

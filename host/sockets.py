@@ -46,7 +46,7 @@ import numpy as np
 
 from host import datapath
 from host.copy_timer import COPY_TIMER
-from host.driver import Driver, Q
+from host.driver import Driver, EngineDead, Q
 from host.offload_socket import OffloadSocket, check, error  # noqa: F401 (re-exported)
 from host.send_buffers import SendArea
 from toad import layout
@@ -69,6 +69,7 @@ class OffloadNetwork:
         except ToadError as exc:
             raise ToadError(f"offload mode: {exc}") from None
         driver, lay = self.driver, self.driver.layout
+        driver.on_dead = self._engine_dead
         self.listen_address = self.connect_address = (
             config.nic.tap.address if config.nic.kind == "tap" else config.nic.address
         ).split("/")[0]
@@ -114,6 +115,8 @@ class OffloadNetwork:
             sock.bind(("", port))
         except OSError as exc:
             sock.close()
+            if isinstance(exc, EngineDead):
+                raise
             raise ToadError(f"workload.port: cannot listen on port {port} in the engine "
                             f"({exc.strerror}); pick another with --set workload.port=N") from None
         sock.listen(backlog)
@@ -140,6 +143,13 @@ class OffloadNetwork:
         self.close()
 
     # ---- internals -------------------------------------------------------------------
+    def _engine_dead(self, code: int) -> None:
+        """The driver found the engine dead (or this QP dropped): every socket's next
+        call fails with ``code`` (ENETDOWN, ENETRESET), as the one that found it."""
+        for sock in self.sockets.values():
+            if not sock.error:
+                sock.error = code
+
     def check_open(self) -> None:
         if self.closed:
             raise error(errno.EBADF, "the offload network is closed")
