@@ -124,7 +124,8 @@ class OffloadNetwork:
 
     def close(self) -> None:
         """Close every socket, give closing connections ``qp.close_linger_s`` to get
-        their data acknowledged (the engine resets the rest), detach the QP."""
+        their data acknowledged, detach the QP (the engine copies what is still not
+        acknowledged out of this QP's memory and finishes sending it)."""
         if self.closed:
             return
         try:

@@ -31,6 +31,7 @@ from collections import deque
 import numpy as np
 
 from engine import ring_calls
+from engine.tcp.buffers import ByteSendBuffer
 from toad import layout
 
 _RECV_DATA = layout.EV_RECV_DATA
@@ -115,6 +116,15 @@ class HostSendBuffer:
     def detach(self) -> None:
         """The host id is gone: keep sending nothing new, write no counter."""
         self.conn = None
+
+    def copy_out(self) -> ByteSendBuffer:
+        """The bytes held (unacknowledged and unsent), copied into engine memory: for
+        a connection that outlives its host's memory (a dead host's, closed as Linux
+        closes a dead process's sockets: its data still goes out)."""
+        copy = ByteSendBuffer(max(self.size, 1))
+        for view in self.peek(0, self.size):
+            copy.append(view)
+        return copy
 
 
 class RxPool:
@@ -346,6 +356,15 @@ class HostRecvBuffer:
         """A partly filled buffer has waited its delay (the poller posts it)."""
         first = self.first_at
         return first is not None and self.policy.delay_s > 0 and now - first >= self.policy.delay_s
+
+    def unread(self) -> bool:
+        """Whether the host has not read everything placed for it: bytes placed and
+        not posted yet, buffers posted and not handed back (the consumed counter it
+        writes lags what was delivered), or held for a connection it never learned.
+        (Linux resets a connection closed with unread data.)"""
+        if self.filled or self.held:
+            return True
+        return self.conn is not None and self.delivered > self.qp.bytes_consumed(self.conn)
 
     def detach(self) -> list:
         """The host closed or vanished: return the ids of buffers we still hold

@@ -33,10 +33,11 @@ from collections import Counter
 from engine.tcp.events import (Closed, DataReceived, Established, PeerClosed, Refused,
                                Reset, SendAcked, TimedOut)
 from engine.tcp.listener import Listener
+from engine.tcp.states import State
 from toad import layout
 
 from .handlers import Handlers, complete_cookie
-from .host_buffers import RxPool
+from .host_buffers import HostSendBuffer, RxPool
 from .sockets import CONNECTED, SocketTable, release
 
 MAX_ROUNDS = 16
@@ -271,7 +272,9 @@ class OffloadPoller:
 
     # ---- a QP goes away ----------------------------------------------------------
     def reclaim(self, qp) -> None:
-        """The host detached or died: reset its connections, close its listeners."""
+        """The host detached or died with these sockets open: they are closed as Linux
+        closes a dead process's sockets (orphan), its listeners closed (children not
+        accepted yet are reset)."""
         now = self.clock()
         self.pools.pop(qp, None)
         for sock in list(qp.connections.values()):
@@ -282,8 +285,7 @@ class OffloadPoller:
                 self.stack.close_listener(sock.listener)
             if sock.conn is not None:
                 self.table.unbind_stack(sock.conn)
-                sock.conn.abort(now)
-                self.counters["reset_on_reclaim"] += 1
+                self.orphan(sock, now)
             if sock.recv_buffer is not None:
                 sock.recv_buffer.detach()
             if sock.send_buffer is not None:
@@ -291,12 +293,35 @@ class OffloadPoller:
             self.table.lingering.discard(sock)
             self.table.delayed.discard(sock)
             self.handlers._unbind_port(sock)
-        # the RSTs go out now, before the QP's memory is unmapped
+        # what is due goes out now (RSTs; FINs and data of connections whose bytes
+        # fit the peer's window), before the QP's memory is unmapped
         if self.tracking:
             self.stack.mark(None)
         self.nic.send(self.stack.poll_transmit(now))
         self.translate(self.stack.events())   # this QP's objects are unbound: skipped
         self.kick()
+
+    def orphan(self, sock, now: float) -> None:
+        """Close ``sock``'s connection for a host that is gone, as Linux's tcp_close
+        for a process that exits: unread received data resets it (RST: those bytes
+        are thrown away), else the bytes the host had handed over (its send ring:
+        already "sent" for it) are copied out of its memory before that goes and are
+        delivered, then FIN. A handshake still in progress is dropped. A connection
+        the host had closed itself (its CLOSE waits for acks) just keeps going."""
+        conn = sock.conn
+        if conn.state is State.CLOSED:
+            return
+        closed_by_host = sock.close_cookie is not None
+        if sock.state is not CONNECTED or not closed_by_host and sock.recv_buffer.unread():
+            conn.abort(now)
+            self.counters["reset_on_reclaim"] += 1
+            return
+        # (the read takes the connection back from the fast path, if it held it)
+        if isinstance(conn.send_buffer, HostSendBuffer):
+            conn.send_buffer = conn.send_buffer.copy_out()
+        conn.close(now)
+        self.kick(conn)
+        self.counters["closed_on_reclaim"] += 1
 
     def sizes(self) -> dict:
         """Table sizes for leak checks (logged by the engine at exit)."""

@@ -12,7 +12,9 @@ the id and its counter row, wait until every byte the host posted is acknowledge
 the connection is dead, so the host frees its send buffers from that completion and
 a reused counter row never confuses two connections. CLOSE with ``value`` = 1 aborts
 (RST), as SO_LINGER 0. When a QP detaches (its host exited or died) every connection
-it owns is reset, its listeners closed and the table entries dropped.
+it owns is closed as Linux closes the sockets of a process that exits (the poller's
+``orphan``: its send bytes copied out of host memory, delivered, then FIN; RST where
+received data was left unread), its listeners closed and the table entries dropped.
 """
 from __future__ import annotations
 

@@ -103,7 +103,9 @@ class QueuePairConfig:
         "'only when full')", default=200)
     close_linger_s: float = doc(
         "offload host: at exit, how long the host waits for closed connections to "
-        "get their sent data acknowledged before resetting them", default=10.0)
+        "get their sent data acknowledged before it detaches its QP (the engine then "
+        "copies what is left out of the host's memory and still delivers it)",
+        default=10.0)
 
     def validate(self, path: str) -> None:
         check_power_of_two(f"{path}.request_entries", self.request_entries, 8, 1 << 20)
