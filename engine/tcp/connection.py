@@ -28,6 +28,11 @@ MIN_MSS = 64                   # floor for a peer's MSS option (RFC 9293 allows 
 DEFAULT_PEER_MSS = 536         # RFC 9293 3.7.1: MSS assumed when the option is absent
 
 
+def ts_origin(iss: int) -> int:
+    """A connection's TSval origin: per connection, from its ISS (RFC 7323 5.4)."""
+    return (iss * 2654435761) & MASK
+
+
 def choose_window_shift(capacity: int) -> int:
     """The smallest RFC 7323 shift that lets ``capacity`` be advertised (max 14)."""
     shift = 0
@@ -130,7 +135,7 @@ class Connection:
         self.ts_enabled = False
         self.ts_recent = 0
         self.ts_recent_time = now
-        self.ts_offset = (self.iss * 2654435761) & MASK     # per-connection TSval origin
+        self.ts_offset = ts_origin(self.iss)
         self.sack_enabled = False
 
     def init_recovery(self) -> None:
@@ -185,6 +190,17 @@ class Connection:
         if syn.payload:
             conn.counters["rx_syn_data_ignored"] += 1   # not acknowledged: the peer resends
         return conn
+
+    def synack_sent_statelessly(self, window: int, rcv_scale: int) -> None:
+        """Our SYN-ACK went out before this TCB existed (a SYN cookie: engine/tcp/
+        syncookies.py), with ``window`` and, if window scaling is on, ``rcv_scale``:
+        the state build_syn leaves, so the ACK of it is processed as usual."""
+        if self.ws_enabled:
+            self.rcv_scale = rcv_scale
+        self.snd_nxt = self.snd_max = (self.iss + 1) & MASK
+        self.rcv_adv = (self.rcv_nxt + window) & MASK
+        self.last_ack_sent = self.rcv_nxt
+        self.counters["syncookie_opens"] += 1
 
     def accept_syn(self, syn: TcpRepr, now: float) -> None:
         """Take the peer's ISN and options (MSS, window scale, SACK, timestamps)."""

@@ -3,7 +3,9 @@
 The Stack creates a child connection for each acceptable SYN (``Connection.from_syn``)
 and counts it against the backlog until ``accept()`` takes it: half-open children
 (SYN-RECEIVED) plus established ones waiting in the accept queue. A SYN that finds the
-backlog full is dropped (the peer retransmits it), as Linux does by default.
+backlog full is answered with a SYN cookie (engine/tcp/syncookies.py, with
+``tcp.syn_cookies``), or dropped (the peer retransmits it); a SYN that finds the accept
+queue itself full is dropped, as Linux does.
 """
 from __future__ import annotations
 
@@ -21,10 +23,14 @@ class Listener:
         self.half_open: set = set()     # children still in SYN-RECEIVED
         self.ready: deque = deque()     # established children not yet accepted
         self.closed = False
+        self.cookies_at = None          # stack time of the last SYN cookie sent
         self._on_accept = on_accept
 
     def full(self) -> bool:
         return len(self.half_open) + len(self.ready) >= self.backlog
+
+    def accept_queue_full(self) -> bool:
+        return len(self.ready) >= self.backlog
 
     def accept(self):
         """The next established connection, or None. Events it raised before being

@@ -27,7 +27,7 @@ from collections import Counter
 from engine.nic.base import NicFeatures, TxFrame
 from toad.config import TcpConfig
 
-from . import neighbours, tracking
+from . import neighbours, syncookies, tracking
 from .timers import next_deadline as connection_deadline
 from .tcp_output import idle as output_idle
 from .arp_cache import ArpCache
@@ -452,11 +452,22 @@ class Stack:
         if seg.flags & RST:
             counters["tcp.listen_rst_ignored"] += 1
         elif seg.flags & ACK:
-            self._reset_closed(key, seg, now, "tcp.listen_ack_reset")
+            if listener.accept_queue_full() and listener.cookies_at is not None:
+                counters["tcp.listen_overflow"] += 1     # (a cookie ACK waits, as Linux's)
+                return
+            conn = syncookies.connection_from_ack(self, listener, key, seg, now)
+            if conn is None:
+                self._reset_closed(key, seg, now, "tcp.listen_ack_reset")
+                return
+            self._adopt_child(listener, key, conn)
+            self._to_connection(conn, seg, now)        # the cookie's ACK, and its data
         elif not seg.flags & SYN:
             counters["tcp.listen_no_syn_dropped"] += 1
         elif listener.full():
-            counters["tcp.listen_overflow"] += 1
+            if listener.accept_queue_full() or not (listener.config or self.config).syn_cookies:
+                counters["tcp.listen_overflow"] += 1
+            else:
+                syncookies.send_cookie(self, listener, key, seg, now)
         else:
             local_ip, local_port, remote_ip, remote_port = key
             send_buffer = recv_buffer = None
@@ -468,13 +479,17 @@ class Stack:
                 send_buffer=send_buffer,
                 recv_buffer=recv_buffer, mss=self._mss_for(remote_ip),
                 tso_max=self._tso_for(remote_ip))
-            self._add(key, conn)
-            listener.half_open.add(conn)
-            self._owner[conn] = listener
-            self._parked[conn] = []
+            self._adopt_child(listener, key, conn)
             counters["tcp.passive_opens"] += 1
             self._collect(conn)
             self._due[conn] = None                     # its SYN-ACK is due
+
+    def _adopt_child(self, listener: Listener, key, conn) -> None:
+        """A new child of ``listener``: in the table, counted until accepted."""
+        self._add(key, conn)
+        listener.half_open.add(conn)
+        self._owner[conn] = listener
+        self._parked[conn] = []
 
     def _reset_closed(self, key, seg: TcpRepr, now: float, counter: str) -> None:
         """RFC 9293 3.10.7.1: answer a segment for no connection with a RST."""

@@ -5,6 +5,8 @@
     send HOST PORT N           connect, send the test pattern's first N bytes, close
     connect HOST PORT          one connect: "refused" / "connected" / "timeout"
     ping HOST                  one ICMP echo over a raw socket: "reply <n bytes>" / "timeout"
+    flood HOST PORT N          N SYNs over a raw socket from on-link addresses nobody
+                               answers for (spoofed, so no handshake completes): "sent N"
 """
 from __future__ import annotations
 
@@ -99,6 +101,32 @@ def ping(host: str) -> None:
     print("timeout", flush=True)
 
 
+def tcp_checksum(src: bytes, dst: bytes, segment: bytes) -> int:
+    return icmp_checksum(src + dst + struct.pack("!BBH", 0, 6, len(segment)) + segment)
+
+
+def flood(host: str, port: int, count: int) -> None:
+    """SYNs with the IP header built here (IP_HDRINCL): sources 10.77.0.3-254 (the
+    test's link, where only .1 and .2 exist), random source ports and sequence
+    numbers, options as Linux sends them (MSS 1460, SACK, timestamps, window scale)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+    dst = socket.inet_aton(host)
+    prefix = dst[:3]
+    options = struct.pack("!BBH", 2, 4, 1460) + b"\x04\x02" + \
+        struct.pack("!BBII", 8, 10, 1, 0) + b"\x01\x03\x03\x07"
+    for i in range(count):
+        src = prefix + bytes([3 + i % 252])
+        sport = 1024 + int.from_bytes(os.urandom(2), "big") % 60000
+        seq = int.from_bytes(os.urandom(4), "big")
+        header = struct.pack("!HHIIBBHHH", sport, port, seq, 0, (5 + len(options) // 4) << 4,
+                             0x02, 64240, 0, 0) + options
+        segment = header[:16] + struct.pack("!H", tcp_checksum(src, dst, header)) + header[18:]
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(segment), i & 0xFFFF, 0x4000,
+                         64, 6, 0, src, dst)
+        sock.sendto(ip + segment, (host, 0))
+    print("sent", count, flush=True)
+
+
 if __name__ == "__main__":
     command, args = sys.argv[1], sys.argv[2:]
     if command == "recv":
@@ -107,6 +135,8 @@ if __name__ == "__main__":
         send(args[0], int(args[1]), int(args[2]))
     elif command == "connect":
         connect(args[0], int(args[1]))
+    elif command == "flood":
+        flood(args[0], int(args[1]), int(args[2]))
     elif command == "ping":
         ping(args[0])
     else:

@@ -132,6 +132,10 @@ class TcpConfig:
     keepalive_probes: int = doc("unanswered keepalive probes before the connection "
                                 "times out (ETIMEDOUT)", default=9)
     listen_backlog: int = doc("default listen backlog", default=128)
+    syn_cookies: bool = doc(
+        "RFC 4987 SYN cookies, as Linux makes them: a SYN that finds a listener's backlog "
+        "full of half-open connections is answered with a stateless SYN-ACK, and the ACK "
+        "of it makes the connection (false: such a SYN is dropped)", default=True)
     challenge_ack_per_s: int = doc("RFC 5961 challenge ACKs a connection sends per second "
                                    "at most (answers to suspicious RST/SYN/old ACKs)",
                                    default=1000)
