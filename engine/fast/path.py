@@ -58,6 +58,7 @@ from .flows import (
 ESTAB = State.ESTABLISHED
 MASK = 0xFFFFFFFF
 BURST = 256                       # frames per kernel call
+SMALL_TX_BYTES = 1 << 16          # the transmit kernel's first buffer of a poll
 
 
 class FastOwned(Connection):
@@ -278,9 +279,9 @@ class FastPath:
         self.due_rows = np.zeros(capacity, np.int64)
         self.handed = np.zeros(capacity, np.int64)
         self.ident = np.zeros(1, np.int64)          # the IPv4 identification counter
-        # the transmit kernel's room per call: fresh memory each call (the NIC may
-        # keep the frames), kept below numpy's huge-page threshold (4 MB), whose
-        # first touch would zero 2 MB pages
+        # the transmit kernel's room per call after the first (SMALL_TX_BYTES):
+        # fresh memory each call (the NIC may keep the frames), below numpy's
+        # huge-page threshold (4 MB), whose first touch would zero 2 MB pages
         self.tx_bytes = 1 << 20
         self.tx_starts = np.zeros(1024, np.int64)
         self.tx_lengths = np.zeros(1024, np.int64)
@@ -407,8 +408,9 @@ class FastPath:
         ident = self.ident
         ident[0] = builder.ident
         starts, lengths, partial, gso = self.tx_starts, self.tx_lengths, self.tx_partial, self.tx_gso
+        size = SMALL_TX_BYTES          # ACKs and short bursts: a small, cheap buffer
         while True:
-            buffer = np.empty(self.tx_bytes, np.uint8)
+            buffer = np.empty(size, np.uint8)
             state[tx.AT] = 0
             first = int(state[tx.NEXT])
             frames = tx.output_entry(self.flows.rows, self.tx_ranges, rows, count, now, ident,
@@ -425,8 +427,9 @@ class FastPath:
                 self.counters["fast.tx"] += frames
             if state[tx.NEXT] >= count:
                 break
-            if state[tx.NEXT] == first and not frames:     # one frame needs more room
-                self.grow()
+            if state[tx.NEXT] == first and not frames and size >= self.tx_bytes:
+                self.grow()                                # one frame needs more room
+            size = self.tx_bytes
         builder.ident = int(ident[0])
         reads = self.flows.rows["dma_reads"][rows[:count]]
         for k in np.flatnonzero(reads).tolist():

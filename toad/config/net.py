@@ -114,9 +114,9 @@ class TcpConfig:
     header_prediction: bool = doc("BSD header prediction fast path", default=True)
     fast_path: Literal["compiled", "python"] = doc(
         "compiled: the engine/fast kernels take the common segments of ordinary "
-        "connections (in-order pure ACKs and data, the ACKs they owe); python: the "
-        "Python stack takes all",
-        default="compiled")
+        "connections (in-order ACKs and data, the data and ACKs they send); python: "
+        "the Python stack takes all",
+        default="python")
     fast_path_flows: int = doc("connections the compiled fast path's table holds",
                                default=16384)
     send_buffer_bytes: int = doc("stack send buffer per connection (in-host)", default=4 << 20)
