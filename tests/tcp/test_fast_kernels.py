@@ -337,3 +337,16 @@ def test_tso_super_frames_and_nagle_match_python():
     assert fast[1].counters["fast.tx"] >= 3 and fast[1].counters["fast.rx"] >= 4
     assert fast[2].counters["tx_held_nagle_sws"] > 0
     assert fast[2].counters["tx_data"] > 5 and fast[2].snd_una == fast[2].snd_max
+
+
+def test_jumbo_frames_keep_the_transmit_room_bounded():
+    # 64 KB segments do not fit the first (small) buffer of a poll: the burst goes on
+    # in the next call, and the room does not grow poll after poll
+    config = TcpConfig(fast_path="compiled", checksum="software", nagle=False)
+    a, b, _, clock = make_pair(config, mtu=65535)
+    data = bytes(range(256)) * 8000
+    transfer = Transfer(a, b, ipv4.aton("10.0.0.2"), data, clock, write_size=8192)
+    run([a, b], clock, transfer.done, transfer.tick)
+    assert transfer.ok()
+    assert a.stack.counters["fast.tx"] > 10
+    assert a.stack.fast.tx_bytes == 1 << 20
