@@ -45,3 +45,15 @@ def ns_per_cycle() -> Optional[float]:
     if not _measured:
         _measured.append(measure_ns_per_cycle())
     return _measured[0]
+
+
+def bus_ns_per_cycle() -> float:
+    """ns_per_cycle() for the bus model, which spends its costs on the TSC: a
+    ConfigError naming the fix where the TSC is not constant-rate."""
+    rate = ns_per_cycle()
+    if not rate:
+        from toad.config.loader import ConfigError
+        raise ConfigError("bus.preset: the bus model spends its costs on the time-stamp "
+                          "counter, which does not tick at a constant rate on this machine "
+                          "(no constant_tsc in /proc/cpuinfo); use bus.preset: none")
+    return rate
