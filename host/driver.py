@@ -52,7 +52,7 @@ from typing import Callable, NamedTuple, Optional
 
 import numpy as np
 
-from host import datapath
+from host import bus_counts, datapath
 from host.datapath import COUNT, NO_SLOT, WAKE
 from host.driver_wait import (MIN_SPIN_S, PROBE_MASK, SPIN_CHECKS,  # noqa: F401
                               SPIN_PAYS_S, EventWaits, closed_error)
@@ -217,6 +217,7 @@ class Driver(EventWaits):
             self.layout, words, self.engine_may_sleep, 1)
         self.q = self.qp.view(np.int64)          # the same record, one word per field
         self._set_pio_costs()
+        bus_counts.register(self.bus_counts)     # (for the workloads' measured intervals)
         if self._command(layout.CMD_ENABLE) != layout.SLOT_ACTIVE:
             code = u32[self._slot_word("error")]
             raise ToadError(f"engine {self.name!r} refused QP slot {self.slot}: "
