@@ -47,6 +47,11 @@ class Config:
         "segment, and with glibc's own 128 KB threshold each free gave memory back that "
         "the next frame faulted in again (about 5 page faults per 64 KB segment, a fifth "
         "of the engine's CPU in the kernel); 0 = glibc's default", default=256 << 20)
+    extra_runs: tuple[tuple[str, ...], ...] = doc(
+        "more runs at each point of run, compare and sweep, after the config's own: "
+        "each a list of KEY=VALUE overrides of this config, e.g. [workload.kind=rr, "
+        "engine.polling=busy] (a bulk and an rr workload in one command; configs/bus.yaml)",
+        default=())
     sweep: Optional[str] = doc(
         "toad sweep: the parameter to vary when --param is not given, NAME=V1,V2,... "
         "(e.g. nic.mtu=1500,9000,65535)", default=None)
@@ -60,11 +65,21 @@ class Config:
     def validate(self, path: str) -> None:
         if not re.fullmatch(r"[A-Za-z0-9_.-]{1,40}", self.name):
             raise ConfigError(f"name: {self.name!r} must be 1-40 letters, digits, '_', '-' or '.'")
+        for i, run in enumerate(self.extra_runs):
+            for text in run:
+                keys, _value = parse_override(text)
+                if keys[0] in NOT_PER_RUN:
+                    raise ConfigError(f"extra_runs[{i}]: {text!r}: {keys[0]} cannot change "
+                                      f"per run (set it for the whole command)")
         if not 0 <= self.heap_trim_bytes < 1 << 31:
             raise ConfigError(f"heap_trim_bytes: {self.heap_trim_bytes} must be between 0 "
                               f"and 2147483647 (0 = glibc's default)")
         # The engine sharing a CPU with host workers is allowed (one-CPU machines have
         # no choice); the launcher's report warns about it instead of refusing.
+
+
+# keys an extra run may not change: they say which runs a command makes
+NOT_PER_RUN = ("mode", "modes", "sweep", "extra_runs", "name", "source")
 
 
 def from_dict(data: dict, overrides: Iterable[str] = ()) -> Config:
