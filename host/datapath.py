@@ -40,7 +40,7 @@ from numba import from_dtype, types
 from host.copy_align import MIN_BYTES, PAGE, SLOW_BELOW
 from toad import layout
 from toad.rings.atomics import address, copy_bytes, cycles, fence, pause
-from toad.rings.bus import spin
+from toad.rings.bus import spin as bus_spin
 from toad.compiled import entry, helper, kernel, loaded
 from toad.rings.index import ring_free
 from toad.rings.records import (C_ACKED, C_CONSUMED, E_PHASE, EVENT_BYTES, REQUEST_BYTES,
@@ -151,7 +151,7 @@ def pio_write(q):
     """One register write made: counted, and its cost spent on this CPU."""
     q.pio_writes += 1
     if q.pio_write_cycles:
-        q.bus_cycles += spin(q.pio_write_cycles)
+        q.bus_cycles += bus_spin(q.pio_write_cycles)
 
 
 @helper
@@ -520,7 +520,7 @@ def _register_reads(qp, count):
     q = qp[0]
     q.pio_reads += count
     if q.pio_read_cycles:
-        q.bus_cycles += spin(count * q.pio_read_cycles)
+        q.bus_cycles += bus_spin(count * q.pio_read_cycles)
 
 
 # ---- requests ----------------------------------------------------------------------------------
