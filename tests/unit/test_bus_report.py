@@ -48,3 +48,17 @@ def test_a_sweep_over_presets_has_a_bus_column_per_side():
     assert header[-4:] == ["send", "bus", "recv", "bus"]
     last = text.splitlines()[5].split()
     assert last[-2:] == ["0.25", "0.25"]
+
+
+def test_repeated_points_name_each_model_with_its_own_figures():
+    """Three runs per preset, in a sweep's order (each value's repeats together): the
+    notes pair each summarized run with its own details, not with the unsummarized
+    list's first ones."""
+    runs, details = [], []
+    for model in ("none", "pcie4"):
+        for repeat in range(3):
+            runs.append(run("offload", model))
+            details.append({**detail(model), "repeat": repeat})
+    text = report.sweep_table("bus.preset", runs, details)
+    assert "bus model 'pcie4' (pcie4: PIO write 200 ns, PIO read 1000 ns" in text
+    assert "bus model 'none' (none: PIO write 0 ns" in text

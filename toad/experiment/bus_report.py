@@ -29,7 +29,8 @@ def model_text(figures: dict) -> str:
 
 
 def notes(runs: list[dict], details: list[dict]) -> list[str]:
-    """One line per bus model the offload runs used (with its figures)."""
+    """One line per bus model the offload runs used (with its figures); ``details[i]``
+    is ``runs[i]``'s (summarized runs go with their summarized details)."""
     seen: dict = {}
     for run, detail in zip(runs, details):
         model = (run.get("bus") or {}).get("model")

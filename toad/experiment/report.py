@@ -261,7 +261,7 @@ def render(runs: list[dict], details: list[dict], markdown: bool = False) -> str
     if text:
         out.append(titled("improvement factors (host CPU per Gb/s):",
                           bullets(text.splitlines()) if markdown else text, markdown))
-    out.append(notes(all_details, markdown, runs))
+    out.append(notes(all_details, markdown, bus_report.notes(runs, details)))
     return "\n\n".join(o for o in out if o)
 
 
@@ -270,7 +270,7 @@ def bullets(lines: list[str]) -> str:
 
 
 def notes(details: Iterable[dict], markdown: bool = False,
-          runs: Optional[list[dict]] = None) -> str:
+          bus_lines: Iterable[str] = ()) -> str:
     details = list(details)
     repeats = 1 + max((d.get("repeat", 0) for d in details), default=0)
     lines = ["integrity: every run's CRC-32 matched (bulk: every byte was also compared "
@@ -305,8 +305,7 @@ def notes(details: Iterable[dict], markdown: bool = False,
     for pin in sorted(pins):
         obtained = ", ".join(f"{k} {v}" for k, v in json.loads(pin).items())
         lines.append(f"pinning obtained (CPUs): {obtained}")
-    if runs is not None:
-        lines += bus_report.notes(runs, details)
+    lines += bus_lines
     lines += load_notes(details)
     lines += steal_notes(details)
     seen = set()
@@ -362,7 +361,7 @@ def sweep_table(name: str, runs: list[dict], details: list[dict],
                     + ("; bus = the host's bus time, part of rest" if bus else "") + ")",
                     table(header, rows, markdown), markdown),
              counters_table(labels, runs, markdown), bus_table(labels, runs, markdown),
-             notes(all_details, markdown, runs)]
+             notes(all_details, markdown, bus_report.notes(runs, details))]
     return "\n\n".join(p for p in parts if p)
 
 
