@@ -8,7 +8,7 @@ import pytest
 from engine.dma import Dma, DmaError
 from toad.rings.atomics import read_cycles
 from toad.rings.bus import (BUSY_UNTIL, READ_LATENCY, READ_PER_KB, WAITED, WRITE_PER_KB,
-                            charge_dma, new_bus)
+                            charge_dma, charge_reads, new_bus)
 
 
 def make(size: int = 4096, bus=None) -> Dma:
@@ -76,6 +76,16 @@ def test_a_posted_write_waits_only_for_a_busy_bus():
     charge_dma(bus, 8, False)                       # waits for the transfer before it
     assert read_cycles() >= busy_until
     assert bus[BUSY_UNTIL] >= busy_until + (8 * bus[WRITE_PER_KB] >> 10)
+
+
+def test_reads_charged_at_once_wait_as_long_as_one_by_one():
+    """The fast path's gather pays its reads after the kernel: 3 reads of 1000 bytes in
+    all wait 3 latencies and the bytes, as 3 reads in turn would."""
+    bus = idle_bus()                                # 1 ns per byte + 1000 ns per read
+    before = read_cycles()
+    waited = charge_reads(bus, 3, 1000)
+    assert waited >= 3 * 1000 + 1000 and bus[WAITED] == waited
+    assert bus[BUSY_UNTIL] >= before + 3 * 1000 + 1000
 
 
 def test_no_cap_costs_no_bandwidth():

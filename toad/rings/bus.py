@@ -7,8 +7,9 @@ I/O bus would cost it:
   cycles, inside the compiled call that makes the access (host/datapath.py);
 * the engine, per DMA transfer: :func:`dma_wait` on the card's one bus, whose state
   is a :data:`BUS_WORDS` int64 array (engine-wide, reached from every QP's record
-  through its address: the compiled ring calls, and the payload DMA of engine/dma.py
-  through :data:`charge_dma`). Transfers follow each other on the bus: each starts
+  through its address: the compiled ring calls, the payload DMA of engine/dma.py
+  through :data:`charge_dma`, and the fast path's payload reads through
+  :data:`charge_reads`). Transfers follow each other on the bus: each starts
   when the previous one ends (``BUSY_UNTIL``) and occupies it for its bytes at its
   direction's bandwidth. A read waits until its data is in (``READ_LATENCY`` after it
   starts, plus its bytes); a write is posted: it waits only for the bus to be free,
@@ -61,10 +62,19 @@ def spin(count):
 def dma_wait(bus, nbytes, read):
     """One DMA transfer of ``nbytes`` on ``bus`` (a read if ``read``, else a posted
     write): wait as the model says, count it in ``WAITED``; returns the cycles waited."""
+    return dma_wait_many(bus, 1, nbytes, read)
+
+
+@helper
+def dma_wait_many(bus, count, nbytes, read):
+    """``count`` transfers of ``nbytes`` in all, one after the other, in one wait: the
+    same as ``count`` dma_wait calls (each read waits for its latency and its bytes in
+    turn). For compiled code that moved the bytes without waiting (the fast path's
+    gather, engine/fast/tx.py) and pays for them when it hands its frames over."""
     now = cycles()
     start = bus[BUSY_UNTIL] if bus[BUSY_UNTIL] > now else now
     if read:
-        done = start + bus[READ_LATENCY] + ((nbytes * bus[READ_PER_KB]) >> 10)
+        done = start + count * bus[READ_LATENCY] + ((nbytes * bus[READ_PER_KB]) >> 10)
         bus[BUSY_UNTIL] = done
     else:
         done = start                   # posted: the engine goes on once it is issued
@@ -83,6 +93,13 @@ def _charge_dma(bus, nbytes, read):
     return dma_wait(bus, nbytes, read)
 
 
+@kernel("int64(int64[::1], int64, int64)")
+def _charge_reads(bus, count, nbytes):
+    """dma_wait_many() of ``count`` reads from Python (the fast path's payload reads,
+    engine/fast/path.py)."""
+    return dma_wait_many(bus, count, nbytes, True)
+
+
 @kernel("int64(int64)")
 def _spin_cycles(count):
     """spin() from Python (tests, tools)."""
@@ -90,6 +107,7 @@ def _spin_cycles(count):
 
 
 charge_dma = entry(_charge_dma)
+charge_reads = entry(_charge_reads)
 spin_cycles = entry(_spin_cycles)
 
 
