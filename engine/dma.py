@@ -4,16 +4,18 @@ One :class:`Dma` object per attached QP wraps the engine's persistent mapping of
 host segment. Every access names an offset and a length; both are checked against
 the segment (the IOMMU: a host can never make the engine read or write outside its
 own memory) before any byte moves, and every access counts one transaction and its
-bytes. An optional :class:`BusModel` (bandwidth cap, latency per transaction) charges
-the time a real bus would take by holding the engine CPU, as a DMA engine the OE
-processor waits on would; it is off by default.
+bytes. With a bus model (the ``bus`` config section) every access also waits on the
+card's bus, as a read or a posted write (toad/rings/bus.py, the same compiled charge
+as the ring calls' own accesses): the engine CPU is held as an OE processor waiting
+on its DMA engine would be. Off by default.
 """
 from __future__ import annotations
 
-import time
 from typing import Optional
 
 import numpy as np
+
+from toad.rings.bus import charge_dma
 
 
 class DmaError(Exception):
@@ -24,37 +26,10 @@ class DmaError(Exception):
         self.offset, self.length, self.limit = offset, length, limit
 
 
-class BusModel:
-    """Bandwidth cap (Gb/s) and fixed latency per transaction, charged by spinning."""
-
-    def __init__(self, gbps: Optional[float], latency_us: float,
-                 clock=time.perf_counter_ns):
-        self.ns_per_byte = 8.0 / gbps if gbps else 0.0
-        self.latency_ns = latency_us * 1000.0
-        self.clock = clock
-        self.busy_until = 0
-        self.charged_ns = 0
-
-    @classmethod
-    def from_config(cls, dma_config) -> Optional["BusModel"]:
-        if dma_config.bus_gbps is None and dma_config.latency_us == 0:
-            return None
-        return cls(dma_config.bus_gbps, dma_config.latency_us)
-
-    def charge(self, nbytes: int) -> None:
-        """Wait until the bus has carried ``nbytes`` after the previous transfer."""
-        now = self.clock()
-        cost = int(self.latency_ns + nbytes * self.ns_per_byte)
-        self.busy_until = max(now, self.busy_until) + cost
-        self.charged_ns += cost
-        while self.clock() < self.busy_until:
-            pass
-
-
 class Dma:
     """Bounds-checked, counted access to one host segment."""
 
-    def __init__(self, buffer, size: int, bus: Optional[BusModel] = None):
+    def __init__(self, buffer, size: int, bus: Optional[np.ndarray] = None):
         self.view = memoryview(buffer)
         # the same bytes for compiled code (the rings and counters: engine/ring_calls.py
         # checks and counts those accesses itself)
@@ -62,9 +37,10 @@ class Dma:
         self.u32 = self.view[:size - size % 8].cast("I")   # aligned word access
         self.u64 = self.view[:size - size % 8].cast("Q")
         self.size = size
-        self.bus = bus
+        self.bus = bus                 # the engine's bus state (toad/rings/bus.py) or None
         self.bytes = 0
         self.transactions = 0
+        self.bus_cycles = 0            # TSC cycles these accesses waited on the bus
         self.refused = 0
 
     def check(self, offset: int, length: int) -> None:
@@ -73,11 +49,11 @@ class Dma:
             self.refused += 1
             raise DmaError(offset, length, self.size)
 
-    def _count(self, length: int) -> None:
+    def _count(self, length: int, read: bool) -> None:
         self.transactions += 1
         self.bytes += length
         if self.bus is not None:
-            self.bus.charge(length)
+            self.bus_cycles += charge_dma(self.bus, length, read)
 
     def read(self, offset: int, length: int) -> memoryview:
         """A view of host bytes (a gather read: valid as long as the host keeps them)."""
@@ -86,7 +62,7 @@ class Dma:
         self.transactions += 1          # _count, inline (every read of a segment)
         self.bytes += length
         if self.bus is not None:
-            self.bus.charge(length)
+            self.bus_cycles += charge_dma(self.bus, length, True)
         return self.view[offset:offset + length]
 
     def read_bytes(self, offset: int, length: int) -> bytes:
@@ -99,7 +75,7 @@ class Dma:
         self.transactions += 1          # _count, inline (every payload placed)
         self.bytes += length
         if self.bus is not None:
-            self.bus.charge(length)
+            self.bus_cycles += charge_dma(self.bus, length, False)
         self.view[offset:offset + length] = data
 
     # Word accessors: aligned offsets only (every ring index and counter is aligned).
@@ -109,7 +85,7 @@ class Dma:
         self.transactions += 1
         self.bytes += 4
         if self.bus is not None:
-            self.bus.charge(4)
+            self.bus_cycles += charge_dma(self.bus, 4, True)
         return self.u32[offset >> 2]
 
     def write_u32(self, offset: int, value: int) -> None:
@@ -118,7 +94,7 @@ class Dma:
         self.transactions += 1
         self.bytes += 4
         if self.bus is not None:
-            self.bus.charge(4)
+            self.bus_cycles += charge_dma(self.bus, 4, False)
         self.u32[offset >> 2] = value
 
     def read_u64(self, offset: int) -> int:
@@ -127,7 +103,7 @@ class Dma:
         self.transactions += 1
         self.bytes += 8
         if self.bus is not None:
-            self.bus.charge(8)
+            self.bus_cycles += charge_dma(self.bus, 8, True)
         return self.u64[offset >> 3]
 
     def write_u64(self, offset: int, value: int) -> None:
@@ -136,14 +112,14 @@ class Dma:
         self.transactions += 1
         self.bytes += 8
         if self.bus is not None:
-            self.bus.charge(8)
+            self.bus_cycles += charge_dma(self.bus, 8, False)
         self.u64[offset >> 3] = value
 
     def array(self, offset: int, count: int, dtype: np.dtype) -> np.ndarray:
         """A typed view of ``count`` records (one transaction), e.g. a batch of a ring."""
         length = count * dtype.itemsize
         self.check(offset, length)
-        self._count(length)
+        self._count(length, True)
         return np.frombuffer(self.view, dtype=dtype, count=count, offset=offset)
 
     def close(self) -> None:

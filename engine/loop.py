@@ -14,6 +14,11 @@ Pollers are how later layers plug in without touching this loop: the NIC + TCP
 stack is one. A poller has ``poll(now: float) -> bool`` and ``next_deadline() ->
 float | None`` (seconds).
 
+With a bus model (the ``bus`` config section) the engine owns the card's bus state,
+on which every DMA waits (toad/rings/bus.py), and raises each interrupt
+``bus.interrupt_us`` after it is due (its delivery): the loop keeps the interrupts in
+flight and raises them once their time comes, without waiting for them.
+
 Adaptive polling (io_uring SQPOLL style): after ``idle_us`` without work the engine
 sets "sleeping" (in OE memory and mirrored in each QP header), fences, re-checks
 every doorbell and command, and only then sleeps on the wake semaphore, at most
@@ -23,12 +28,11 @@ fences and reads the flag; one of the two always sees the other (no lost wake-up
 from __future__ import annotations
 
 import time
+from collections import deque
 from typing import Optional
 
-import posix_ipc
-
-from engine.dma import BusModel
 import numpy as np
+import posix_ipc
 
 from engine import ring_calls as calls
 from engine.handlers import REQUEST_SIGNED, Dispatcher
@@ -37,6 +41,8 @@ from engine.registers import RegisterFile
 from engine.slots import SlotManager
 from toad import layout
 from toad.rings import full_fence
+from toad.rings.bus import new_bus
+from toad.tsc import bus_ns_per_cycle as ns_per_cycle_checked
 
 HOUSEKEEPING_NS = 1_000_000
 _UNPACK_REQUESTS = layout.record_struct(REQUEST_SIGNED).iter_unpack
@@ -68,7 +74,11 @@ class Engine:
         self.irq_flags = self.scan_flags[calls.SCAN_INTERRUPTS]
         self.rx_rung = 0            # QPs the last scan found with returned buffers
         self.heartbeat, self.heartbeat_word = self.registers.u64, self.registers.heartbeat_word
-        self.slots = SlotManager(self, BusModel.from_config(config.dma))
+        self.bus, bus_ns_per_cycle = bus_state(config.bus)   # (kept alive: QPs point at it)
+        self.slots = SlotManager(self, self.bus, bus_ns_per_cycle)
+        # interrupts in flight (bus.interrupt_us): (time due, QP), in the order raised
+        self.irq_delay_ns = round(config.bus.interrupt_us * 1000)
+        self.in_flight: deque = deque()
         self.iterations = 0
         self.busy_ns = 0
         self.sleep_ns = 0
@@ -106,8 +116,10 @@ class Engine:
         result = calls.scan(self.regs, self.qp_table, now_ns, self.scan_flags)
         work = result >> 40                    # NOP and ECHO the scan answered
         self.rx_rung = result >> 32 & 0xFF     # for the pollers (rx_doorbells)
+        if self.in_flight:
+            self._deliver(now_ns)
         if result & 0xFFFF:
-            self._raise_marked()
+            self._raise_marked(now_ns)
         if result >> 16 & 0xFFFF:              # the dispatcher's records: their events
             work += self._service_marked(now_ns)
             self.raise_interrupts(now_ns)
@@ -130,12 +142,24 @@ class Engine:
         and moderation allows it. Pollers call this too, right after they post events,
         so a sleeping host does not wait for the rest of their pass."""
         if calls.scan_interrupts(self.regs, self.qp_table, now_ns, self.irq_flags):
-            self._raise_marked()
+            self._raise_marked(now_ns)
 
-    def _raise_marked(self) -> None:
+    def _raise_marked(self, now_ns: int) -> None:
         flags = self.irq_flags
         for qp in self.active:
             if flags[qp.slot]:
+                if self.irq_delay_ns:
+                    self.in_flight.append((now_ns + self.irq_delay_ns, qp))
+                else:
+                    qp.interrupt.raise_()
+
+    def _deliver(self, now_ns: int) -> None:
+        """Raise the interrupts in flight whose delivery time has come (those of a QP
+        detached meanwhile are dropped: its host is gone)."""
+        in_flight, qps = self.in_flight, self.slots.qps
+        while in_flight and in_flight[0][0] <= now_ns:
+            _due, qp = in_flight.popleft()
+            if qps[qp.slot] is qp:
                 qp.interrupt.raise_()
 
     def service_all(self, now_ns: int) -> int:
@@ -211,6 +235,8 @@ class Engine:
 
     def _sleep_timeout(self, now_ns: int) -> float:
         timeout = self.slice_s
+        if self.in_flight:            # an interrupt on its way to a host
+            timeout = min(timeout, (self.in_flight[0][0] - now_ns) / 1e9)
         deadline = calls.interrupt_deadline(self.regs, self.qp_table)
         if deadline >= 0:             # a moderated interrupt waits for its delay
             timeout = min(timeout, (deadline - now_ns) / 1e9)
@@ -279,3 +305,12 @@ class Engine:
             self.registers.set_state(layout.ENGINE_STOPPED)
         finally:
             self.registers.close()
+
+
+def bus_state(bus) -> tuple[Optional[np.ndarray], float]:
+    """(the bus state array every DMA waits on, ns per TSC cycle) of config section
+    ``bus``: (None, 0.0) when the model has no DMA cost."""
+    if not (bus.dma_latency_us or bus.dma_read_gbps or bus.dma_write_gbps):
+        return None, 0.0
+    rate = ns_per_cycle_checked()
+    return new_bus(bus.dma_latency_us, bus.dma_read_gbps, bus.dma_write_gbps, rate), rate

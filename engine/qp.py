@@ -54,6 +54,8 @@ class QueuePair:
         # (scanned by the loop), or a record of its own
         self.state = calls.new_state(lay, dma.size, words, moderation, state)
         self.state["segment_address"] = self.seg.ctypes.data   # (cleared at detach)
+        if dma.bus is not None:       # the ring calls wait on the same bus as the payload
+            self.state["bus_address"] = dma.bus.ctypes.data
         self.fields = self.state.view(np.int64)   # the same record, one word per field
         self.connections: dict[int, Any] = {}
         self._free_rows = list(range(lay.counter_rows - 1, 0, -1))  # row 0 is never used
@@ -103,11 +105,11 @@ class QueuePair:
         return int(self.fields[FIELD["bad_doorbell"]])
 
     def take_counts(self) -> dict:
-        """Requests, events and DMA moved by the compiled calls since the last take
-        (the engine's stats flush adds them to the QP's row)."""
+        """Requests, events, DMA moved and bus cycles waited by the compiled calls
+        since the last take (the engine's stats flush adds them to the QP's row)."""
         f = self.fields
         names = ("requests", "events", "dma_bytes", "dma_transactions", "bulk_nops",
-                 "irq_raised")
+                 "irq_raised", "bus_cycles")
         out = {name: int(f[FIELD[name]]) for name in names}
         for name in names:
             f[FIELD[name]] = 0
@@ -291,7 +293,7 @@ class QueuePair:
         self.connections.clear()
         self.backlog.clear()
         self.state["active"] = self.state["backlog"] = 0   # the scans skip the slot
-        self.state["segment_address"] = 0
+        self.state["segment_address"] = self.state["bus_address"] = 0
         self.seg = None                # views of the mapping go before it is unmapped
         self.interrupt.close()
         self.dma.close()

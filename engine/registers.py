@@ -110,7 +110,7 @@ class RegisterFile:
 
     def _write_config(self, config) -> None:
         block = np.frombuffer(self.segment.map, layout.CONFIG_BLOCK, 1, self.layout.config_offset)
-        e, irq, dma = config.engine, config.interrupts, config.dma
+        e, irq, bus = config.engine, config.interrupts, config.bus
         block["polling"] = layout.POLLING_ADAPTIVE if e.polling == "adaptive" else layout.POLLING_BUSY
         block["idle_us"] = e.idle_us
         block["cpu"] = e.cpu
@@ -118,8 +118,11 @@ class RegisterFile:
         block["moderation_events"] = irq.moderation_events
         block["moderation_us"] = irq.moderation_us
         block["max_qps"] = e.max_qps
-        block["bus_gbps"] = dma.bus_gbps or 0.0
-        block["bus_latency_us"] = dma.latency_us
+        # the bus the card sits on: hosts charge their PIO costs from here
+        block["bus_preset"] = layout.BUS_PRESETS.index(bus.preset)
+        for field in ("pio_write_ns", "pio_read_ns", "dma_latency_us", "dma_read_gbps",
+                      "dma_write_gbps", "interrupt_us", "interrupt_reads"):
+            block[field] = getattr(bus, field)
         block["sleep_slice_ms"] = e.sleep_slice_ms
         del block
 

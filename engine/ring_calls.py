@@ -6,7 +6,9 @@ counters); the calls take the host segment (``seg``, the persistent mapping as
 uint8: every access here lies in a ring or counter region the enable check placed
 inside it, or is checked against the segment here), OE memory as uint32 (``regs``:
 the slot's doorbells) and that record. Every segment access counts one DMA
-transaction and its bytes in the record (published with the QP's stats).
+transaction and its bytes in the record (published with the QP's stats) and, with a
+bus model, waits on the card's bus as a read or a posted write (toad/rings/bus.py;
+the record holds the bus state's address, 0 without a model).
 
 * :func:`post_event`: one event into the event ring, or 0 when it has no room (the
   caller keeps it in its backlog; an event is never overwritten);
@@ -39,6 +41,7 @@ from toad import layout
 from toad.rings.atomics import copy_bytes
 from toad.compiled import entry, helper, kernel, loaded
 from toad.rings.atomics import byte_pointer, fence
+from toad.rings.bus import BUS_WORDS, dma_wait
 from toad.rings.index import need_event, ring_count
 from toad.rings.records import (C_ACKED, C_CONSUMED, EVENT_BYTES, E_PHASE, R_ADDR, R_COOKIE,
                                 R_LENGTH, R_PORT, R_VALUE, REQUEST_BYTES, RXBUF_BYTES,
@@ -74,6 +77,8 @@ ENGINE_QP = np.dtype([
     # counters (added to the QP's stats row by the engine's stats flush)
     ("requests", _I8), ("events", _I8), ("bulk_nops", _I8),
     ("dma_bytes", _I8), ("dma_transactions", _I8),
+    ("bus_cycles", _I8),          # TSC cycles this QP's DMA waited on the bus
+    ("bus_address", _I8),         # the engine's bus state (toad/rings/bus.py), 0: no model
 ])
 _QP = from_dtype(ENGINE_QP)[::1]
 RXBUF_TAKEN = np.dtype([("offset", _I8), ("length", _I8), ("id", _I8)])
@@ -119,10 +124,14 @@ _SEG, _REGS, _U32, _I64 = types.uint8[::1], types.uint32[::1], types.uint32[::1]
 
 
 @helper
-def count_dma(q, nbytes):
-    """One DMA transaction of ``nbytes`` (the segment access it stands for)."""
+def count_dma(q, nbytes, read):
+    """One DMA transaction of ``nbytes`` (the segment access it stands for: a read of
+    host memory if ``read``, else a write), and its wait on the bus, if modelled."""
     q.dma_transactions += 1
     q.dma_bytes += nbytes
+    if q.bus_address:
+        bus = carray(byte_pointer(q.bus_address), BUS_WORDS * 8).view(np.int64)
+        q.bus_cycles += dma_wait(bus, nbytes, read)
 
 
 @helper
@@ -161,7 +170,7 @@ def put_event(seg, regs, q, kind, flags, conn, cookie, status, reason, port, buf
     q.event_producer = (index + 1) & 0xFFFFFFFF
     q.event_room -= 1
     q.events += 1
-    count_dma(q, EVENT_BYTES)
+    count_dma(q, EVENT_BYTES, False)
     return 1
 
 
@@ -221,12 +230,12 @@ def serve(seg, regs, q, out):
             copied += 1
         done += 1
     if done:
-        count_dma(q, done * REQUEST_BYTES)
+        count_dma(q, done * REQUEST_BYTES, True)
         q.request_consumer = (q.request_consumer + done) & 0xFFFFFFFF
         q.requests += done
         # the records are read (copied): the host may reuse their slots
         publish_index(seg.view(np.uint32), REQUEST_CONSUMER_AT >> 2, q.request_consumer)
-        count_dma(q, 4)
+        count_dma(q, 4, False)
     return copied
 
 
@@ -278,10 +287,10 @@ def _take_rxbufs(seg, regs, qp, held, taken, refused):
             refused[bad].status = errno.EFAULT       # not (all) in the receive area
         bad += 1
     if done:
-        count_dma(q, done * RXBUF_BYTES)
+        count_dma(q, done * RXBUF_BYTES, True)
         q.rxbuf_consumer = (q.rxbuf_consumer + done) & 0xFFFFFFFF
         publish_index(seg.view(np.uint32), RXBUF_CONSUMER_AT >> 2, q.rxbuf_consumer)
-        count_dma(q, 4)
+        count_dma(q, 4, False)
     return (bad << REFUSED_SHIFT) | good
 
 
@@ -299,7 +308,7 @@ def _store_acked(seg, qp, conn, total):
     """Bytes sent and acknowledged on ``conn`` (the host frees send space from it)."""
     q = qp[0]
     store_counter(seg, counter_at(q.counters_base, conn, C_ACKED), total)
-    count_dma(q, 8)
+    count_dma(q, 8, False)
 
 
 @kernel(types.void(_SEG, _QP, _I64, _I64))
@@ -307,14 +316,14 @@ def _store_consumed(seg, qp, conn, total):
     """Reset a reused row's consumed count (before the host learns the id)."""
     q = qp[0]
     store_counter(seg, counter_at(q.counters_base, conn, C_CONSUMED), total)
-    count_dma(q, 8)
+    count_dma(q, 8, False)
 
 
 @kernel(_I64(_SEG, _QP, _I64))
 def _load_consumed(seg, qp, conn):
     """Bytes the application has read on ``conn`` (written by the host)."""
     q = qp[0]
-    count_dma(q, 8)
+    count_dma(q, 8, True)
     return load_counter(seg, counter_at(q.counters_base, conn, C_CONSUMED))
 
 

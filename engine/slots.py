@@ -40,11 +40,12 @@ class EnableError(Exception):
 class SlotManager:
     """Attaches and detaches QPs for an :class:`engine.loop.Engine`."""
 
-    def __init__(self, engine, bus):
+    def __init__(self, engine, bus, ns_per_cycle: float = 0.0):
         self.engine = engine
         self.registers = engine.registers
         self.u32 = engine.registers.u32
-        self.bus = bus
+        self.bus = bus                    # the bus state of the model, or None
+        self.ns_per_cycle = ns_per_cycle  # (bus cycles to ns in the stats rows)
         self.max_qps = engine.registers.layout.max_qps
         self.qps: list = [None] * self.max_qps
         self.attach_hooks: list = []      # called with each new QueuePair (socket layer)
@@ -210,5 +211,7 @@ class SlotManager:
         u64[row + field["reports_dropped"]] += qp.reports_dropped
         u64[row + field["dma_bytes"]] += qp.dma.bytes + rings["dma_bytes"]
         u64[row + field["dma_transactions"]] += qp.dma.transactions + rings["dma_transactions"]
+        u64[row + field["bus_ns"]] += round((qp.dma.bus_cycles + rings["bus_cycles"])
+                                            * self.ns_per_cycle)
         qp.bad_records = qp.reports_dropped = 0
-        qp.dma.bytes = qp.dma.transactions = 0
+        qp.dma.bytes = qp.dma.transactions = qp.dma.bus_cycles = 0

@@ -11,9 +11,9 @@ difference to the driver.
 So the socket layers time every ``period``-th boundary copy of their process. The
 offloaded socket's copy happens inside a compiled call (host/datapath.py), which
 reads the CPU's time-stamp counter around the memcpy alone; :meth:`CopyTimer.add_cycles`
-converts it with the TSC's rate, measured against the clock when this module loads
-(the TSC must run at a constant rate: ``constant_tsc``; without it the offloaded
-copies are not timed). The in-host socket (host/inhost_socket.py) times its copy with
+converts it with the TSC's rate (toad/tsc.py, measured once per process; the TSC
+must run at a constant rate: ``constant_tsc``; without it the offloaded copies are
+not timed). The in-host socket (host/inhost_socket.py) times its copy with
 the wall clock, inline:
 
     timer = COPY_TIMER
@@ -37,33 +37,9 @@ from __future__ import annotations
 import time
 from typing import Optional
 
+from toad.tsc import constant_tsc, ns_per_cycle  # noqa: F401 (the TSC rate: toad/tsc.py)
+
 MAX_SAMPLES = 1 << 18
-CALIBRATE_NS = 2_000_000      # how long the TSC is compared with the clock
-
-
-def constant_tsc() -> bool:
-    """The CPU's time-stamp counter ticks at a constant rate (/proc/cpuinfo flags)."""
-    try:
-        with open("/proc/cpuinfo") as info:
-            for line in info:
-                if line.startswith("flags"):
-                    return "constant_tsc" in line.split()
-    except OSError:
-        pass
-    return False
-
-
-def ns_per_cycle() -> Optional[float]:
-    """Nanoseconds per TSC cycle, from a short busy comparison with the clock; None
-    when the TSC is not constant-rate."""
-    if not constant_tsc():
-        return None
-    from toad.rings.atomics import read_cycles
-    clock = time.perf_counter_ns
-    start_ns, start_cycles = clock(), read_cycles()
-    while clock() - start_ns < CALIBRATE_NS:
-        pass
-    return (clock() - start_ns) / max(1, read_cycles() - start_cycles)
 
 
 def _clock_overhead_ns(trials: int = 50) -> int:
@@ -94,8 +70,8 @@ class CopyTimer:
         self.countdown = self.period if self.period > 0 else -1
 
     def calibrate(self) -> None:
-        """Measure the TSC's rate (once per process, by the offloaded socket layer when
-        it starts: it busy-waits 2 ms)."""
+        """Take the TSC's rate (measured once per process, toad/tsc.py: a 2 ms busy
+        wait; the offloaded socket layer calls this when it starts)."""
         if self.cycle_ns is None:
             self.cycle_ns = ns_per_cycle() or 0.0
 

@@ -21,6 +21,12 @@ take the QP segment (``seg``: the host's own memory as bytes), OE memory as uint
 * :func:`post`, :func:`post_records`, :func:`give_buffers`, :func:`arm`: the rest
   of the driver's ring traffic.
 
+Every register write (a doorbell, the event consumer index, arming or disarming the
+interrupt) is a PIO write: counted in the QP record and, with a bus model, paid for
+here, on the host CPU, by staying busy ``pio_write_cycles`` (:func:`pio_write`);
+Python's register reads (the heartbeat, an interrupt handler's status read) are paid
+and counted by :func:`register_reads`.
+
 Values from the engine are checked before use (a buffer id below ``buffers``, a
 length that fits a buffer, a connection whose row is registered); an event that fails
 goes to Python like any other. Results are int64: a count, or a negative code; the
@@ -34,6 +40,7 @@ from numba import from_dtype, types
 from host.copy_align import MIN_BYTES, PAGE, SLOW_BELOW
 from toad import layout
 from toad.rings.atomics import address, copy_bytes, cycles, fence, pause
+from toad.rings.bus import spin as bus_spin
 from toad.compiled import entry, helper, kernel, loaded
 from toad.rings.index import ring_free
 from toad.rings.records import (C_ACKED, C_CONSUMED, E_PHASE, EVENT_BYTES, REQUEST_BYTES,
@@ -64,6 +71,11 @@ HOST_QP = np.dtype([
     ("dirty_head", _I8),          # rows whose consumed counter waits for the flush
     ("bounced", _I8),             # receive copies made through the scratch buffer
     ("copy_cycles", _I8),         # TSC cycles of the last timed copy
+    # the bus model (the engine's config block): PIO costs, and what was paid
+    ("pio_write_cycles", _I8), ("pio_read_cycles", _I8),
+    ("pio_writes", _I8),          # register writes (doorbells and the interrupt's)
+    ("pio_reads", _I8),           # register reads
+    ("bus_cycles", _I8),          # TSC cycles spent busy on them
 ])
 HOST_CONN = np.dtype([
     ("conn", _I8),                # the id whose RECV_DATA this row attaches (0: none)
@@ -135,10 +147,19 @@ def new_state(lay: layout.QpLayout, slot_words: dict, engine_may_sleep: bool,
 # ---- helpers ---------------------------------------------------------------------------
 
 @helper
+def pio_write(q):
+    """One register write made: counted, and its cost spent on this CPU."""
+    q.pio_writes += 1
+    if q.pio_write_cycles:
+        q.bus_cycles += bus_spin(q.pio_write_cycles)
+
+
+@helper
 def ring_doorbell(seg, regs, q, word, index):
     """Publish ``index`` in the doorbell ``word`` (a PIO write); WAKE when the engine
     sleeps (doorbell, then fence, then its flag: one of the two sides sees the other)."""
     publish_index(regs, word, index)
+    pio_write(q)
     if q.engine_may_sleep:
         fence()
         if observed_index(seg.view(np.uint32), ENGINE_FLAGS) & SLEEPING:
@@ -443,6 +464,7 @@ def _poll(seg, regs, qp, conns, bufs, out, limit):
     if taken:
         q.event_consumer = (q.event_consumer + taken) & 0xFFFFFFFF
         publish_index(regs, q.event_doorbell, q.event_consumer)   # the slots are free
+        pio_write(q)
     return (taken << 32) | copied
 
 
@@ -475,10 +497,30 @@ def _arm(seg, regs, qp, batch):
     q = qp[0]
     index = (q.event_consumer + batch - 1) & 0xFFFFFFFF
     regs[q.irq_index] = index
+    pio_write(q)
     publish_index(regs, q.irq_enabled, 1)
+    pio_write(q)
     fence()
     return phase_ready(seg, slot_at(q.event_base, q.event_entries, EVENT_BYTES, index),
                        E_PHASE, index, q.event_entries)
+
+
+@kernel(types.void(_REGS, _QP))
+def _disarm(regs, qp):
+    """The interrupt is off again (a waiter woke up or gave up)."""
+    q = qp[0]
+    regs[q.irq_enabled] = 0
+    pio_write(q)
+
+
+@kernel(types.void(_QP, _I64))
+def _register_reads(qp, count):
+    """``count`` register reads made from Python (the engine's heartbeat and state, an
+    interrupt handler's status read): counted, and their cost spent on this CPU."""
+    q = qp[0]
+    q.pio_reads += count
+    if q.pio_read_cycles:
+        q.bus_cycles += bus_spin(count * q.pio_read_cycles)
 
 
 # ---- requests ----------------------------------------------------------------------------------
@@ -557,6 +599,8 @@ poll = entry(_poll)
 published = entry(_published)
 spin = entry(_spin)
 arm = entry(_arm)
+disarm = entry(_disarm)
+register_reads = entry(_register_reads)
 post = entry(_post)
 post_records = entry(_post_records)
 give_buffers = entry(_give_buffers)

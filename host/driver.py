@@ -18,7 +18,13 @@ peer on the same CPU runs. A batched wait (a pure reader) arms the interrupt for
 ``rx_batch``-th next event, not the next one (the event-index rule of virtio), and
 sleeps at most ``qp.rx_batch_us``. Registers are read only on slow paths: enabling, and checking
 the engine's heartbeat while waiting, so a dead engine is a clear error within
-``engine.heartbeat_timeout_ms``, never a hang. The wait machinery (wait_for, the
+``engine.heartbeat_timeout_ms``, never a hang.
+
+The bus the card sits on (the engine's config block, from its ``bus`` section) sets
+what register accesses cost this CPU: the compiled calls pay each register write
+(host/datapath.py ``pio_write``), Python's register reads are paid through
+``datapath.register_reads`` (two per engine check, ``bus.interrupt_reads`` per
+interrupt taken). :meth:`Driver.bus_counts` says what was paid. The wait machinery (wait_for, the
 spin and sleep loops) is host/driver_wait.py's EventWaits, a mixin of Driver.
 
 Every ring operation is a compiled call of host/datapath.py on the driver's state
@@ -47,7 +53,7 @@ from typing import Callable, NamedTuple, Optional
 
 import numpy as np
 
-from host import datapath
+from host import bus_counts, datapath
 from host.datapath import COUNT, NO_SLOT, WAKE
 from host.driver_wait import (MIN_SPIN_S, PROBE_MASK, SPIN_CHECKS,  # noqa: F401
                               SPIN_PAYS_S, EventWaits, closed_error)
@@ -139,6 +145,10 @@ class Driver(EventWaits):
         self.engine_may_sleep = int(self.oe.config["polling"]) != layout.POLLING_BUSY
         self.engine_pid = self.oe.pid()
         self._last_heartbeat, self._heartbeat_seen = -1, time.monotonic()
+        self.qp = None                   # (the ring state, once the QP is enabled)
+        self.interrupts = 0              # sleeps an interrupt ended
+        self.interrupt_reads = int(self.oe.config["interrupt_reads"])
+        self.bus_ns_per_cycle = 0.0      # (set with the PIO costs, if any)
         self.check_engine()
         self._consumer = threading.Lock()
         self._cond = threading.Condition()
@@ -234,12 +244,33 @@ class Driver(EventWaits):
         self.qp, self.conns, self.bufs = datapath.new_state(
             self.layout, words, self.engine_may_sleep, 1)
         self.q = self.qp.view(np.int64)          # the same record, one word per field
+        self._set_pio_costs()
+        bus_counts.register(self.bus_counts)     # (for the workloads' measured intervals)
         if self._command(layout.CMD_ENABLE) != layout.SLOT_ACTIVE:
             code = u32[self._slot_word("error")]
             raise ToadError(f"engine {self.name!r} refused QP slot {self.slot}: "
                             f"{os.strerror(code) if code else 'unknown reason'}")
         self.enabled = True
         self.slot_state_word = self._slot_word("state")
+
+    def _set_pio_costs(self) -> None:
+        """The card's PIO costs, in TSC cycles (ns from the engine's config block)."""
+        config = self.oe.config
+        costs = float(config["pio_write_ns"]), float(config["pio_read_ns"])
+        if not any(costs):
+            return
+        from toad.tsc import bus_ns_per_cycle
+        self.bus_ns_per_cycle = rate = bus_ns_per_cycle()
+        self.qp["pio_write_cycles"], self.qp["pio_read_cycles"] = (round(ns / rate)
+                                                                   for ns in costs)
+
+    def bus_counts(self) -> dict:
+        """What this QP's host paid the bus so far: register writes (doorbells),
+        register reads, interrupts taken, and the time spent on them (ns)."""
+        q = self.q
+        return {"doorbells": int(q[Q["pio_writes"]]), "register_reads": int(q[Q["pio_reads"]]),
+                "interrupts": self.interrupts,
+                "bus_ns": round(int(q[Q["bus_cycles"]]) * self.bus_ns_per_cycle)}
 
     def _command(self, command: int) -> int:
         """Write a slot command, wake the engine, wait for its acknowledgement."""
@@ -266,6 +297,8 @@ class Driver(EventWaits):
         if self.engine_dead:
             raise EngineDead(f"engine {self.name!r} is gone", self.dead_errno)
         now = time.monotonic()
+        if self.qp is not None:          # the heartbeat and the state: two register reads
+            datapath.register_reads(self.qp, 2)
         beat = self.oe.heartbeat()
         if beat != self._last_heartbeat:
             self._last_heartbeat, self._heartbeat_seen = beat, now

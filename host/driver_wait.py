@@ -165,7 +165,7 @@ class EventWaits:
                     raise closed_error() from None
                 if batch == 1:
                     self.irq_timeouts += 1
-                self.oe.u32[self.irq_enabled_word] = 0
+                datapath.disarm(self.regs, self.qp)
                 self.check_engine()   # woken by no interrupt: is the engine alive?
                 return False
             finally:
@@ -174,7 +174,10 @@ class EventWaits:
                 self.slept_s += time.perf_counter() - start
             if self.closed:           # woken by close()
                 raise closed_error()
+            self.interrupts += 1      # its handler reads the card's status, if it must
+            if self.interrupt_reads:
+                datapath.register_reads(self.qp, self.interrupt_reads)
         # an interrupt (or an event found at the re-check) proves the engine alive;
         # the spin loop still checks the heartbeat every 1024 empty polls
-        self.oe.u32[self.irq_enabled_word] = 0
+        datapath.disarm(self.regs, self.qp)
         return True

@@ -22,10 +22,11 @@ import itertools
 import socket
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Optional
 
 import numpy as np
 
+from host import bus_counts
 from host.copy_timer import COPY_TIMER
 from host.integrity import ExpectedStream, Integrity, SendPattern, pattern
 from toad.errors import ToadError
@@ -51,16 +52,20 @@ class Meter:
     bytes1: int = 0
     busy0: dict = field(default_factory=dict)
     busy1: dict = field(default_factory=dict)
+    bus0: Optional[dict] = None     # what the drivers paid the bus (host/bus_counts.py)
+    bus1: Optional[dict] = None
 
     def start(self, nbytes: int, *checks: "Integrity") -> None:
         self.busy0 = read_cpu_times(self.host_cpus)
         self.integrity0, self.bytes0 = sum(c.cpu_s for c in checks), nbytes
         COPY_TIMER.start()       # boundary copies are sampled inside the interval only
+        self.bus0 = bus_counts.totals()
         self.cpu0, self.t0 = self.cpu_clock(), time.monotonic()
         self.started = True
 
     def stop(self, nbytes: int, *checks: "Integrity") -> None:
         self.t1, self.cpu1 = time.monotonic(), self.cpu_clock()
+        self.bus1 = bus_counts.totals()
         COPY_TIMER.stop()
         self.integrity1, self.bytes1 = sum(c.cpu_s for c in checks), nbytes
         self.busy1 = read_cpu_times(self.host_cpus)
@@ -73,7 +78,7 @@ class Meter:
                 "cpu_s": self.cpu1 - self.cpu0,
                 "integrity_s": self.integrity1 - self.integrity0,
                 "bytes": self.bytes1 - self.bytes0, "host_busy_s": busy, "host_irq_s": irq,
-                "host_steal_s": steal}
+                "host_steal_s": steal, "bus": bus_counts.delta(self.bus0, self.bus1)}
 
 
 def set_nodelay(sock) -> None:

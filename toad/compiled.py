@@ -41,6 +41,7 @@ KERNEL_MODULES = (
     "toad.rings.index",
     "toad.rings.records",
     "toad.rings.calls",
+    "toad.rings.bus",
     "engine.tcp.checksum",
     "engine.ring_calls",
     "engine.fast.flows",

@@ -36,7 +36,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-LAYOUT_VERSION = 3                   # 3: names with a generation (ENGINE_REGISTERS.generation)
+LAYOUT_VERSION = 3                   # 3: names with a generation (ENGINE_REGISTERS.generation),
+                                     # the bus model (CONFIG_BLOCK, QP_STATS.bus_ns)
 OE_MAGIC = 0x314D454F44414F54        # b"TOADOEM1" little-endian
 QP_MAGIC = 0x3150514441414F54        # b"TOAADQP1" little-endian
 FEATURES = 0                         # no optional features yet; bits reserved for later
@@ -84,10 +85,18 @@ CONFIG_BLOCK = _dtype([
     ("moderation_events", "u4", 16),    # default interrupt moderation: events
     ("moderation_us", "u4", 20),        # default interrupt moderation: microseconds
     ("max_qps", "u4", 24),              # QP slots
-    ("bus_gbps", "f8", 32),             # DMA bus model bandwidth cap, 0 = none
-    ("bus_latency_us", "f8", 40),       # DMA bus model latency per transaction
+    ("dma_read_gbps", "f8", 32),        # bus model: DMA read bandwidth, 0 = no cap
+    ("dma_latency_us", "f8", 40),       # bus model: wait of a DMA read for its data
     ("sleep_slice_ms", "u4", 48),       # longest single sleep (heartbeat still advances)
+    ("interrupt_reads", "u4", 52),      # bus model: register reads per interrupt (host)
+    ("pio_write_ns", "f8", 56),         # bus model: host CPU per register write
+    ("pio_read_ns", "f8", 64),          # bus model: host CPU per register read
+    ("dma_write_gbps", "f8", 72),       # bus model: DMA write bandwidth, 0 = no cap
+    ("interrupt_us", "f8", 80),         # bus model: interrupt delivery latency
+    ("bus_preset", "u4", 88),           # index of the preset in BUS_PRESETS
 ], 128)
+# bus.preset values, in the order CONFIG_BLOCK.bus_preset numbers them
+BUS_PRESETS = ("none", "pcie4", "pci66")
 
 ENGINE_STARTING, ENGINE_RUNNING, ENGINE_STOPPING, ENGINE_STOPPED = 0, 1, 2, 3
 ENGINE_REGISTERS = _dtype([
@@ -119,7 +128,8 @@ QP_STATS = _dtype([
     ("dma_transactions", "u8", 40),  # DMA transactions
     ("enables", "u8", 48),       # times the slot was enabled
     ("reports_dropped", "u8", 56),  # bad_records whose ERROR was dropped (events unread)
-], 64)
+    ("bus_ns", "u8", 64),        # bus model: time this QP's DMA waited on the bus
+], 128)
 
 # Slot commands written by a host into QP_SLOT.command (then command_seq += 1).
 CMD_NONE, CMD_ENABLE, CMD_DISABLE = 0, 1, 2

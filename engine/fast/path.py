@@ -38,6 +38,7 @@ from engine.tcp.buffers import ByteRecvBuffer, ByteSendBuffer
 from engine.tcp.connection import Connection
 from engine.tcp.events import DataReceived, SendAcked
 from engine.tcp.states import State
+from toad.rings.bus import charge_reads
 
 from . import rx, tx
 from .flows import (
@@ -441,12 +442,16 @@ class FastPath:
             self.stack._due[conn] = None
 
     def count_dma(self, row: int) -> None:
-        """The kernel's reads of host memory, into the QP's DMA counts."""
+        """The kernel's reads of host memory, into the QP's DMA counts; with a bus
+        model, the engine waits for them here, before their frames leave."""
         f = self.flows.rows[row]
         if f["dma_reads"]:
             dma = self.tx_dma[row]
-            dma.transactions += int(f["dma_reads"])
-            dma.bytes += int(f["dma_read_bytes"])
+            reads, nbytes = int(f["dma_reads"]), int(f["dma_read_bytes"])
+            dma.transactions += reads
+            dma.bytes += nbytes
+            if dma.bus is not None:
+                dma.bus_cycles += charge_reads(dma.bus, reads, nbytes)
             f["dma_reads"] = f["dma_read_bytes"] = 0
 
     def grow(self) -> None:

@@ -21,16 +21,16 @@ class Closable:
         pass
 
 
-def make_qp(*overrides):
+def make_qp(*overrides, bus=None):
     """(qp, buffer, regs, layout): 4 receive buffers of 4 KB and 8 event slots unless
-    overridden."""
+    overridden; ``bus``: a bus state (toad/rings/bus.py) its DMA waits on."""
     lay = layout.qp_layout(load(None, ["qp.recv_buffers=4", "qp.recv_buffer_bytes=4096",
                                        "qp.event_entries=8", "qp.max_connections=4",
                                        *overrides]).qp)
     buf = bytearray(lay.total_bytes)
     regs = np.zeros(len(WORD_NAMES), np.uint32)
     words = {name: i for i, name in enumerate(WORD_NAMES)}
-    qp = QueuePair(3, 1, Closable(), Dma(buf, len(buf)), lay, regs, words, Closable(), -1)
+    qp = QueuePair(3, 1, Closable(), Dma(buf, len(buf), bus), lay, regs, words, Closable(), -1)
     return qp, buf, regs, lay
 
 

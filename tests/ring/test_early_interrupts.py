@@ -1,5 +1,6 @@
 """Interrupts are raised as soon as a poller round posted events (Engine.raise_interrupts,
 called by the offload poller after its input and after its event translation)."""
+from collections import deque
 from types import SimpleNamespace
 
 import numpy as np
@@ -18,10 +19,11 @@ class Line:
         self.raised += 1
 
 
-def test_raise_interrupts_raises_only_the_qps_whose_interrupt_is_due():
-    """One compiled scan of the QP table: the QP with a new event past its armed index
-    is raised, the armed one without a new event and the unarmed one are not."""
+def armed_engine(delay_ns: int = 0) -> Engine:
+    """An Engine (no OE memory) with three QPs: 0 and 1 armed for event 3, new events
+    on 0 and 2."""
     engine = Engine.__new__(Engine)
+    engine.irq_delay_ns, engine.in_flight = delay_ns, deque()
     engine.qp_table = np.zeros(3, ring_calls.ENGINE_QP)
     engine.regs = np.zeros(16, np.uint32)
     engine.irq_flags = np.zeros(3, np.uint8)
@@ -36,9 +38,37 @@ def test_raise_interrupts_raises_only_the_qps_whose_interrupt_is_due():
     engine.regs[[0, 4]] = 1                    # slots 0 and 1 armed for event 3
     engine.regs[[1, 5]] = 3
     engine.qp_table["event_producer"][[0, 2]] = 5          # new events on 0 and 2
+    engine.slots = SimpleNamespace(qps=list(engine.active))
+    return engine
+
+
+def test_raise_interrupts_raises_only_the_qps_whose_interrupt_is_due():
+    """One compiled scan of the QP table: the QP with a new event past its armed index
+    is raised, the armed one without a new event and the unarmed one are not."""
+    engine = armed_engine()
     Engine.raise_interrupts(engine, 1234)
     assert [qp.interrupt.raised for qp in engine.active] == [1, 0, 0]
     Engine.raise_interrupts(engine, 1300)      # nothing new since
+    assert [qp.interrupt.raised for qp in engine.active] == [1, 0, 0]
+
+
+def test_a_delivery_latency_raises_the_interrupt_that_much_later():
+    """bus.interrupt_us: the interrupt due at 1234 ns is in flight until 1234 + delay,
+    then raised once; one whose QP was detached meanwhile is dropped."""
+    engine = armed_engine(delay_ns=1000)
+    Engine.raise_interrupts(engine, 1234)
+    assert [qp.interrupt.raised for qp in engine.active] == [0, 0, 0]
+    Engine._deliver(engine, 2233)
+    assert [qp.interrupt.raised for qp in engine.active] == [0, 0, 0]
+    assert engine.in_flight[0][0] == 2234
+    Engine._deliver(engine, 2234)
+    assert [qp.interrupt.raised for qp in engine.active] == [1, 0, 0]
+    assert not engine.in_flight
+    engine.qp_table["event_producer"][0] = 6                # another due event...
+    engine.regs[0], engine.regs[1] = 1, 5
+    Engine.raise_interrupts(engine, 3000)
+    engine.slots.qps[0] = None                              # ... and its QP goes
+    Engine._deliver(engine, 5000)
     assert [qp.interrupt.raised for qp in engine.active] == [1, 0, 0]
 
 

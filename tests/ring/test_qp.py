@@ -119,3 +119,20 @@ def test_a_host_that_reads_no_events_cannot_grow_the_backlog_without_end():
     start = qp.rxbuf_consumer
     ring[start % lay.rxbuf_entries] = (lay.recv_offset, 4096, 3)   # a good buffer next
     assert qp.take_rx_buffer() == (lay.recv_offset, 4096, 3)
+
+
+def test_the_ring_calls_wait_on_the_engines_bus():
+    """A counter read waits for the bus's read latency; a posted event write does not;
+    both count as DMA, and the wait is taken with the QP's counts."""
+    from toad.rings.bus import WAITED, new_bus
+    bus = new_bus(2.0, 0.0, 0.0, ns_per_cycle=1.0)     # reads: 2000 cycles, no cap
+    qp, _buf, _regs, _lay = make_qp(bus=bus)
+    conn = qp.allocate_connection(object())
+    qp.take_counts()
+    qp.bytes_consumed(conn)                             # a DMA read of host memory
+    qp.post_event(layout.EV_PEER_CLOSED, conn=conn)     # a DMA write
+    counts = qp.take_counts()
+    assert counts["dma_transactions"] == 2
+    assert counts["bus_cycles"] >= 2000 and counts["bus_cycles"] == bus[WAITED]
+    qp.detach()
+    assert int(qp.state["bus_address"][0]) == 0         # detached: no bus to reach

@@ -96,7 +96,9 @@ def test_build_run_has_the_stable_keys_and_excludes_the_checksum():
     run, details = figures.build_run(config, worker("send", crc_sent=7), worker("recv", crc_recv=7))
     assert set(run) == {"mode", "workload", "chunk_bytes", "mtu", "duration_s", "bytes",
                         "goodput_gbps", "integrity_ok", "send", "recv",
-                        "host_cpus_busy_pct_per_gbps", "engine", "total_cpu_pct_per_gbps"}
+                        "host_cpus_busy_pct_per_gbps", "engine", "total_cpu_pct_per_gbps",
+                        "bus"}
+    assert run["bus"] == {"model": None, "send": None, "recv": None}   # no bus in kernel mode
     # 0.01 s of CPU minus 0.001 s of checksum, for 8 Mb: 100 * 0.009 / 0.008
     assert run["send"]["cpu_s"] == pytest.approx(0.009)
     assert run["send"]["cpu_pct_per_gbps"] == pytest.approx(112.5)
@@ -247,3 +249,24 @@ def test_progress_off_a_terminal_is_one_line_per_run():
     assert stream.text.splitlines() == [
         "[1/2] offload bulk 128 KB: 2.35 Gb/s, 4.0 s in all",
         "[2/2] offload bulk 8 KB: 1.10 Gb/s, 0.0 s in all"]
+
+
+def test_offload_bus_figures_are_the_measured_intervals():
+    """Host counts are the worker's interval deltas; the engine's DMA counts grow over
+    the same interval in the QP row of the worker's pid (interpolated)."""
+    from toad.experiment.bus import side_bus
+    send = worker("send")
+    send["pid"] = 7
+    send["measured"]["bus"] = {"doorbells": 40, "register_reads": 2, "interrupts": 3,
+                               "bus_ns": 80_000}
+    row = {"host_pid": 7, "dma_transactions": 0, "dma_bytes": 0, "bus_ns": 0}
+    samples = [(0.0, {"qps": [row]}),
+               (3.0, {"qps": [dict(row, dma_transactions=300, dma_bytes=3_000_000,
+                                   bus_ns=3_000_000)]})]
+    figures = side_bus(send, samples)
+    assert figures["doorbells"] == 40 and figures["interrupts"] == 3
+    assert figures["dma_transactions"] == 100 and figures["dma_bytes"] == 1_000_000
+    assert figures["engine_bus_s"] == 0.001 and figures["host_bus_s"] == 0.00008
+    # 80 us of host CPU for 8 Mb: 100 * 0.00008 / 0.008 = 1% of one CPU per Gb/s
+    assert figures["host_bus_pct_per_gbps"] == 1.0
+    assert side_bus(worker("recv"), samples) is None     # no driver: no bus figures

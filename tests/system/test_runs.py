@@ -15,7 +15,7 @@ SIDE_KEYS = {"cpu_s", "cpu_pct_per_gbps", "copy_pct_per_gbps", "driver_pct_per_g
              "copy_timed_pct_per_gbps"}
 RUN_KEYS = {"mode", "workload", "chunk_bytes", "mtu", "duration_s", "bytes", "goodput_gbps",
             "integrity_ok", "send", "recv", "host_cpus_busy_pct_per_gbps", "engine",
-            "total_cpu_pct_per_gbps", "counters"}
+            "total_cpu_pct_per_gbps", "counters", "bus"}
 COUNTER_KEYS = {"source", "faults", "retransmits", "sack_recoveries", "out_of_order_segments",
                 "duplicate_segments", "zero_window_stalls", "out_of_buffer_stalls",
                 "bad_records", "bad_frames", "interrupts"}
@@ -40,6 +40,22 @@ def check_counters(counters: dict, mode: str, toad_sides=("send", "recv")) -> No
         assert counters["faults"] is None and counters["bad_records"] is None
 
 
+BUS_SIDE_KEYS = {"doorbells", "register_reads", "interrupts", "host_bus_s",
+                 "host_bus_pct_per_gbps", "dma_transactions", "dma_bytes", "engine_bus_s"}
+
+
+def check_bus(bus: dict, mode: str, toad_sides=("send", "recv")) -> None:
+    """The model and each toad side's counts in offload mode; null in the others."""
+    assert set(bus) == {"model", "send", "recv"}
+    if mode != "offload":
+        assert bus == {"model": None, "send": None, "recv": None}
+        return
+    assert isinstance(bus["model"], str)
+    for side in toad_sides:
+        assert set(bus[side]) == BUS_SIDE_KEYS
+        assert bus[side]["doorbells"] > 0 and bus[side]["dma_transactions"] > 0
+
+
 def check_run(run: dict, mode: str, kind: str, toad_sides=("send", "recv")) -> None:
     """``toad_sides``: the sides toad ran (on a TAP the other is the Linux peer)."""
     expected = RUN_KEYS | ({"latency_us"} if kind != "bulk" else set())
@@ -62,6 +78,7 @@ def check_run(run: dict, mode: str, kind: str, toad_sides=("send", "recv")) -> N
             assert 0 < timed <= figures["cpu_pct_per_gbps"]
     assert set(run["engine"]) == {"cpu_pct", "busy_pct"}
     check_counters(run["counters"], mode, toad_sides)
+    check_bus(run["bus"], mode, toad_sides)
     if kind != "bulk":
         lat = run["latency_us"]
         assert set(lat) == {"p50", "p90", "p99", "p999", "min", "max", "mean", "cdf"}

@@ -60,3 +60,27 @@ def test_yaml_booleans_stand_for_the_word_they_were():
         load(None, ["nic.kind=yes"])                # no choice is spelled yes/on/true
     assert "nic.kind: True is not one of loopback, tap" in str(info.value)
     assert "quote" in str(info.value)
+
+
+def test_the_bus_is_off_by_default_and_a_preset_gives_every_figure():
+    from toad import layout
+    from toad.config.bus import FIGURES, PRESETS
+    assert not load(None).bus.active and load(None).bus.describe() == "none"
+    bus = load(None, ["bus.preset=pci66"]).bus
+    assert {name: getattr(bus, name) for name in FIGURES} == PRESETS["pci66"]
+    assert bus.describe() == "pci66"
+    # a figure set in the config overrides the preset's, and the model says so
+    bus = load(None, ["bus.preset=pcie4", "bus.pio_read_ns=700"]).bus
+    assert bus.pio_read_ns == 700 and bus.pio_write_ns == PRESETS["pcie4"]["pio_write_ns"]
+    assert bus.describe() == "pcie4 pio_read_ns=700"
+    # the OE config block numbers the presets in the schema's order
+    assert set(layout.BUS_PRESETS) == set(PRESETS)
+
+
+def test_the_old_dma_keys_name_their_successors():
+    with pytest.raises(ConfigError, match=r"^dma\.bus_gbps: moved to bus\.dma_read_gbps"):
+        load(None, ["dma.bus_gbps=10"])
+    with pytest.raises(ConfigError, match=r"^dma\.latency_us: moved to bus\.dma_latency_us"):
+        load(None, ["dma.latency_us=1"])
+    with pytest.raises(ConfigError, match=r"bus\.pio_write_ns: -1.0 must be >= 0"):
+        load(None, ["bus.pio_write_ns=-1"])

@@ -5,7 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.dma import BusModel, Dma, DmaError
+from engine.dma import Dma, DmaError
+from toad.rings.atomics import read_cycles
+from toad.rings.bus import (BUSY_UNTIL, READ_LATENCY, READ_PER_KB, WAITED, WRITE_PER_KB,
+                            charge_dma, charge_reads, new_bus)
 
 
 def make(size: int = 4096, bus=None) -> Dma:
@@ -47,23 +50,53 @@ def test_bytes_and_transactions_are_counted():
     assert dma.bytes == 5 + 5 + 8 * 2 + 32
 
 
-def test_bus_model_charges_latency_and_bandwidth():
-    now = [0]
+def idle_bus(latency_us=1.0, read_gbps=8.0, write_gbps=8.0):
+    """A bus at 1 ns per cycle: latency and per-KB costs read straight in ns."""
+    return new_bus(latency_us, read_gbps, write_gbps, ns_per_cycle=1.0)
 
-    def clock():
-        now[0] += 10          # every look at the clock lets 10 ns pass
-        return now[0]
 
-    bus = BusModel(gbps=8.0, latency_us=1.0, clock=clock)   # 1 ns per byte + 1000 ns
+def test_a_read_waits_for_its_latency_and_its_bytes():
+    bus = idle_bus()                                # 1 ns per byte + 1000 ns
     dma = make(bus=bus)
-    dma.write(0, b"x" * 1000)
-    assert bus.charged_ns == 2000
-    assert now[0] >= 2000
-    dma.read(0, 0)
-    assert bus.charged_ns == 3000
+    dma.read(0, 1000)
+    assert dma.bus_cycles >= 1000 + 1000
+    assert bus[WAITED] == dma.bus_cycles            # the bus counts the same wait
+    assert dma.transactions == 1 and dma.bytes == 1000
 
 
-def test_bus_model_is_off_by_default():
+def test_a_posted_write_waits_only_for_a_busy_bus():
+    bus = idle_bus()
+    dma = make(bus=bus)
+    before = read_cycles()
+    dma.write(0, b"x" * 1024)                       # idle bus: posted at once
+    assert dma.bus_cycles == 0
+    assert bus[BUSY_UNTIL] >= before + 1024         # ... and holds the bus for its bytes
+    busy_until = read_cycles() + 200_000
+    bus[BUSY_UNTIL] = busy_until
+    charge_dma(bus, 8, False)                       # waits for the transfer before it
+    assert read_cycles() >= busy_until
+    assert bus[BUSY_UNTIL] >= busy_until + (8 * bus[WRITE_PER_KB] >> 10)
+
+
+def test_reads_charged_at_once_wait_as_long_as_one_by_one():
+    """The fast path's gather pays its reads after the kernel: 3 reads of 1000 bytes in
+    all wait 3 latencies and the bytes, as 3 reads in turn would."""
+    bus = idle_bus()                                # 1 ns per byte + 1000 ns per read
+    before = read_cycles()
+    waited = charge_reads(bus, 3, 1000)
+    assert waited >= 3 * 1000 + 1000 and bus[WAITED] == waited
+    assert bus[BUSY_UNTIL] >= before + 3 * 1000 + 1000
+
+
+def test_no_cap_costs_no_bandwidth():
+    bus = new_bus(0.0, 0.0, 0.0, ns_per_cycle=1.0)
+    assert bus[READ_LATENCY] == bus[READ_PER_KB] == bus[WRITE_PER_KB] == 0
+
+
+def test_the_bus_model_is_off_by_default():
+    from engine.loop import bus_state
     from toad.config import load
-    assert BusModel.from_config(load(None).dma) is None
-    assert BusModel.from_config(load(None, ["dma.bus_gbps=10"]).dma) is not None
+    assert bus_state(load(None).bus) == (None, 0.0)
+    assert bus_state(load(None, ["bus.pio_write_ns=100"]).bus) == (None, 0.0)  # no DMA cost
+    bus, rate = bus_state(load(None, ["bus.preset=pci66"]).bus)
+    assert bus is not None and rate > 0 and bus[READ_PER_KB] > bus[WRITE_PER_KB] > 0

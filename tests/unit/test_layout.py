@@ -14,7 +14,7 @@ def test_record_sizes_and_cache_lines():
     assert layout.EVENT.fields["phase"][1] == layout.EVENT_PHASE_OFFSET == 60
     assert layout.RXBUF.itemsize == 16
     assert layout.COUNTER_ROW.itemsize == 32
-    assert layout.QP_STATS.itemsize == 64            # one cache line per QP's stats row
+    assert layout.QP_STATS.itemsize == 128           # two cache lines per QP's stats row
     # host-written doorbells and engine-written status live on different cache lines
     assert layout.QP_SLOT.fields["request_producer"][1] // 64 != layout.QP_SLOT.fields["state"][1] // 64
     assert layout.QP_HEADER.fields["request_consumer"][1] // 64 != layout.QP_HEADER.fields["magic"][1] // 64

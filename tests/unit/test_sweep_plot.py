@@ -71,3 +71,22 @@ def test_which_mode_uses_what():
     assert uses("inhost", "nic.mtu") and not uses("inhost", "nic.wire.loss")
     assert uses("offload", "interrupts.moderation_us")
     assert axis_label("interrupts.moderation_us") == "interrupts.moderation_us (µs)"
+
+
+def test_bulk_and_rr_runs_of_one_sweep_get_their_own_panels_and_sizes_their_own_series():
+    """configs/bus.yaml: bulk at two chunk sizes and 64 B rr at each preset."""
+    runs, details = [], []
+    for value in ["none", "pcie4"]:
+        for chunk in (131072, 8192):
+            runs.append({**run("offload", 2.0), "chunk_bytes": chunk})
+            details.append({"sweep": {"param": "bus.preset", "value": value}})
+        runs.append({**run("offload", 7000.0), "workload": "rr", "chunk_bytes": 64,
+                     "latency_us": {"p50": 140.0, "p99": 280.0}})
+        details.append({"sweep": {"param": "bus.preset", "value": value}})
+    fig = sweep_figure("bus.preset", runs, details)
+    cpu, goodput, engine, latency = fig.axes
+    assert legend(cpu) == ["offload 128 KB send", "offload 128 KB recv",
+                           "offload 8 KB send", "offload 8 KB recv"]
+    assert max(p.get_height() for p in cpu.patches) == 2.0     # no rr run among them
+    assert legend(latency) == ["offload p50", "offload p99"]
+    plt.close(fig)

@@ -1,9 +1,9 @@
-"""Config sections of the engine, the host queue pairs, interrupts and the bus (DMA)."""
+"""Config sections of the engine, the host queue pairs and interrupts."""
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Literal, Optional
+from typing import Literal
 
 from .loader import ConfigError, doc
 
@@ -163,17 +163,3 @@ class InterruptConfig:
             raise ConfigError(f"{path}.moderation_us: 0 with moderation_events "
                               f"{self.moderation_events} could hold a lone event's interrupt "
                               f"forever; set moderation_us > 0 to bound the delay")
-
-
-@dataclass(frozen=True)
-class DmaConfig:
-    bus_gbps: Optional[float] = doc(
-        "bus model: bandwidth cap of emulated DMA in Gb/s (null = no cap, the default)",
-        default=None)
-    latency_us: float = doc("bus model: added latency per DMA transaction", default=0.0)
-
-    def validate(self, path: str) -> None:
-        if self.bus_gbps is not None and self.bus_gbps <= 0:
-            raise ConfigError(f"{path}.bus_gbps: {self.bus_gbps} must be > 0 or null")
-        if self.latency_us < 0:
-            raise ConfigError(f"{path}.latency_us: {self.latency_us} must be >= 0")

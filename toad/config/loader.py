@@ -125,6 +125,7 @@ def build(cls: type, data: dict, path: str = "") -> Any:
     for key in data:
         if key not in fields:
             where = f"{path}.{key}" if path else str(key)
+            moved_key(getattr(cls, "MOVED", {}), key, data[key], where)
             known = ", ".join(sorted(fields))
             raise ConfigError(f"{where}: unknown key (known keys here: {known})")
     kwargs = {}
@@ -137,6 +138,21 @@ def build(cls: type, data: dict, path: str = "") -> Any:
     if check is not None:
         check(path)
     return obj
+
+
+def moved_key(moved: dict, key: str, value: Any, where: str) -> None:
+    """Raise the error naming the successor of a key an earlier version had (a class's
+    ``MOVED``: {key: successor} or, for a section, {section: {key: successor}})."""
+    if key not in moved:
+        return
+    successor = moved[key]
+    if isinstance(successor, dict):
+        for sub in (value if isinstance(value, dict) else {}):
+            if sub in successor:
+                raise ConfigError(f"{where}.{sub}: moved to {successor[sub]}")
+        raise ConfigError(f"{where}: this section is gone; its keys moved: "
+                          + "; ".join(f"{where}.{k} to {v}" for k, v in successor.items()))
+    raise ConfigError(f"{where}: moved to {successor}")
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from toad.config import Config, ConfigError, load
+from toad.config import Config, ConfigError, from_dict, load
 
 from . import capture, report
 from .progress import Progress
@@ -76,6 +76,21 @@ def units(config: Config) -> tuple[int, ...]:
     return w.chunk_bytes if w.kind == "bulk" else w.sizes
 
 
+def variants(config: Config) -> list[Config]:
+    """The config and one config per entry of its ``extra_runs`` (its overrides
+    applied), each checked now: a bad extra run fails before any run starts."""
+    from .runner import as_plain
+    out = [config]
+    base = as_plain(config)
+    base["extra_runs"] = []
+    for i, extra in enumerate(config.extra_runs):
+        try:
+            out.append(from_dict(base, extra))
+        except ConfigError as exc:
+            raise ConfigError(f"extra_runs[{i}]: {exc}") from None
+    return out
+
+
 def stop_on_sigterm() -> None:
     """SIGTERM tears down like Ctrl-C (the launcher's cleanup runs on the way out)."""
     def handler(signum, frame):
@@ -86,7 +101,8 @@ def stop_on_sigterm() -> None:
 def run_all(config: Config, modes: list[str], label: str = "",
             skip_unbuilt: bool = False, more_runs: bool = False,
             progress: Optional[Progress] = None) -> tuple[list[dict], list[dict]]:
-    """Every (mode, unit) run of ``config``, in order, with a progress line.
+    """Every (mode, unit) run of ``config`` and of each of its ``extra_runs``, in
+    order, with a progress line.
 
     With ``skip_unbuilt`` (compare over the config's default modes) a mode whose host
     modules do not exist yet is left out with a note on stderr instead of stopping
@@ -95,21 +111,24 @@ def run_all(config: Config, modes: list[str], label: str = "",
     and ``progress`` counts them all.
     """
     w = config.workload
-    plan = [(r, m, u) for r in range(w.repeat) for m in modes for u in units(config)]
+    plan = [(r, c, m, u) for r in range(w.repeat) for c in variants(config) for m in modes
+            for u in units(c)]
     one_run = len(plan) == 1 and not more_runs
     progress = progress or Progress(len(plan))
     runs, details, skipped = [], [], set()
     try:
-        for repeat, mode, unit in plan:
+        for repeat, run_config, mode, unit in plan:
             if mode in skipped:
                 continue
             nth = f" ({repeat + 1}/{w.repeat})" if w.repeat > 1 else ""
-            progress.begin(f"{label}{mode} {w.kind} {report.size_label(unit)}{nth}",
-                           w.warmup_s + w.duration_s)
-            run_config = config
+            rw = run_config.workload
+            progress.begin(f"{label}{mode} {rw.kind} {report.size_label(unit)}{nth}",
+                           rw.warmup_s + rw.duration_s)
             if config.nic.pcap and not one_run:
-                run_config = capture.for_run(config, capture.point_path(
-                    config.nic.pcap, label, mode, report.size_label(unit).replace(" ", ""),
+                run_config = capture.for_run(run_config, capture.point_path(
+                    config.nic.pcap, label, mode,
+                    f"{rw.kind}-" * bool(config.extra_runs)
+                    + report.size_label(unit).replace(" ", ""),
                     f"r{repeat + 1}" if w.repeat > 1 else ""))
             try:
                 pairs = run_once(run_config, mode, unit, tick=progress.tick)
@@ -140,7 +159,7 @@ def outcome(run: dict) -> str:
 
 
 def plan_size(config: Config, modes: list[str]) -> int:
-    return config.workload.repeat * len(modes) * len(units(config))
+    return config.workload.repeat * len(modes) * sum(len(units(c)) for c in variants(config))
 
 
 def emit(text: str) -> None:

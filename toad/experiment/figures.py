@@ -16,6 +16,7 @@ from typing import Optional
 from toad.config import Config
 
 from .accounting import gigabits, interpolate, overlap, pct_per_gbps, side_figures, span_delta
+from .bus import run_bus
 from .launcher import RunFailed
 
 
@@ -130,6 +131,7 @@ def build_run(config: Config, send: dict, recv: dict, engine=None) -> tuple[dict
                                                    engine["busy"], m["bytes"])
         total = None if engine_pct is None else total + engine_pct
     run["total_cpu_pct_per_gbps"] = round4(total)
+    run["bus"] = run_bus(config, send, recv, (engine or {}).get("busy"))
     if kind != "bulk":
         lat = send["latency_us"]
         # p50, p90, p99, p999, min, max, mean and cdf (host/workloads.py Latencies);
@@ -139,6 +141,8 @@ def build_run(config: Config, send: dict, recv: dict, engine=None) -> tuple[dict
     if engine is not None:
         for name, result in (("send", send), ("recv", recv)):
             info[name]["interrupts"] = side_interrupts(result, engine["busy"])
+    if config.mode == "offload":
+        info["bus_figures"] = config.bus.figures()       # what the model charged per access
     info["other_load_pct"] = {"host": other_host_load(reference, other),
                               "engine": other_engine_load((m["t0"], m["t1"]), engine)}
     info["steal_pct"] = {"host": host_steal(reference),

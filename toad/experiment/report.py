@@ -18,7 +18,10 @@ JSON (documented in the README; keys are stable)::
                             "duplicate_segments", "zero_window_stalls",
                             "out_of_buffer_stalls", "bad_records", "bad_frames",
                             "interrupts": {"send", "recv"}} (counters.py; null: unknown
-                            in this mode)}],
+                            in this mode),
+               "bus": {"model", "send", "recv"} (bus.py: the bus model and, per side,
+                       doorbells, register reads, interrupts, DMA transactions and
+                       bytes, host and engine time charged; null outside offload)}],
      "details": [one object per run: pinning obtained, warnings, checksum CPU excluded,
                  copy calibration, repeat index; informative, not part of the stable keys],
      "summary": [with workload.repeat > 1 only: per point, the median run and its
@@ -35,7 +38,7 @@ from typing import Iterable, Optional
 from toad import __version__
 from toad.config import Config
 
-from . import counters
+from . import bus_report, counters
 from .repeats import summarize
 
 STACK_LABEL = {"offload": "TOE driver", "inhost": "TCP/IP stack", "kernel": "TCP/IP stack"}
@@ -146,8 +149,11 @@ def bulk_table(mode: str, runs: list[dict], details: Optional[list[dict]] = None
     if any(r[s].get("copy_timed_pct_per_gbps") is not None for s, r in columns):
         rows.append(["  the same, timed in the run"]
                     + [fmt(r[s].get("copy_timed_pct_per_gbps")) for s, r in columns])
-    rows += [[stack_label] + [fmt(r[s]["driver_pct_per_gbps"]) for s, r in columns],
-            ["total"] + [fmt(r[s]["cpu_pct_per_gbps"]) for s, r in columns],
+    rows.append([stack_label] + [fmt(r[s]["driver_pct_per_gbps"]) for s, r in columns])
+    if any(bus_report.active(r) for _s, r in columns):
+        rows.append(["  of which bus (PIO)"] + [fmt(bus_report.host_bus_pct(r, s))
+                                                for s, r in columns])
+    rows += [["total"] + [fmt(r[s]["cpu_pct_per_gbps"]) for s, r in columns],
             *spread_rows(columns),
             ["goodput Gb/s"] + [fmt(r["goodput_gbps"]) for s, r in columns],
             ["host CPUs busy (both sides)"] + [fmt(r["host_cpus_busy_pct_per_gbps"])
@@ -249,11 +255,13 @@ def render(runs: list[dict], details: list[dict], markdown: bool = False) -> str
         out.append(rr_table(rr, markdown))
         out.append(counters_table([f"{r['mode']} {r['workload']} {size_label(r['chunk_bytes'])}"
                                    for r in rr], rr, markdown))
+    out.append(bus_table([f"{r['mode']} {r['workload']} {size_label(r['chunk_bytes'])}"
+                          for r in runs], runs, markdown))
     text = factors(runs, details)
     if text:
         out.append(titled("improvement factors (host CPU per Gb/s):",
                           bullets(text.splitlines()) if markdown else text, markdown))
-    out.append(notes(all_details, markdown))
+    out.append(notes(all_details, markdown, bus_report.notes(runs, details)))
     return "\n\n".join(o for o in out if o)
 
 
@@ -261,7 +269,8 @@ def bullets(lines: list[str]) -> str:
     return "\n".join(f"- {line}" for line in lines)
 
 
-def notes(details: Iterable[dict], markdown: bool = False) -> str:
+def notes(details: Iterable[dict], markdown: bool = False,
+          bus_lines: Iterable[str] = ()) -> str:
     details = list(details)
     repeats = 1 + max((d.get("repeat", 0) for d in details), default=0)
     lines = ["integrity: every run's CRC-32 matched (bulk: every byte was also compared "
@@ -296,6 +305,7 @@ def notes(details: Iterable[dict], markdown: bool = False) -> str:
     for pin in sorted(pins):
         obtained = ", ".join(f"{k} {v}" for k, v in json.loads(pin).items())
         lines.append(f"pinning obtained (CPUs): {obtained}")
+    lines += bus_lines
     lines += load_notes(details)
     lines += steal_notes(details)
     seen = set()
@@ -325,6 +335,9 @@ def sweep_table(name: str, runs: list[dict], details: list[dict],
     irq = any(interrupts_per_mb(d, s) is not None for d in details for s in ("send", "recv"))
     if irq:
         header += ["send irq/MB", "recv irq/MB"]
+    bus = any(bus_report.active(r) for r in runs)
+    if bus:
+        header += ["send bus", "recv bus"]
     rows = []
     for r, d in zip(runs, details):
         row = [str(d.get("sweep", {}).get("value")), r["mode"], size_label(r["chunk_bytes"]),
@@ -338,14 +351,28 @@ def sweep_table(name: str, runs: list[dict], details: list[dict],
             row += [fmt(lat.get("p50"), 1), fmt(lat.get("p99"), 1)]
         if irq:
             row += [fmt(interrupts_per_mb(d, s), 3) for s in ("send", "recv")]
+        if bus:
+            row += [fmt(bus_report.host_bus_pct(r, s)) for s in ("send", "recv")]
         rows.append(row)
     labels = [f"{d.get('sweep', {}).get('value')} {r['mode']} {size_label(r['chunk_bytes'])}"
               for r, d in zip(runs, details)]
     parts = [titled("% of one CPU per Gb/s (copy = memory copies, calibrated; timed = the "
-                    "same copies timed in the run; rest = driver or stack)",
+                    "same copies timed in the run; rest = driver or stack"
+                    + ("; bus = the host's bus time, part of rest" if bus else "") + ")",
                     table(header, rows, markdown), markdown),
-             counters_table(labels, runs, markdown), notes(all_details, markdown)]
+             counters_table(labels, runs, markdown), bus_table(labels, runs, markdown),
+             notes(all_details, markdown, bus_report.notes(runs, details))]
     return "\n\n".join(p for p in parts if p)
+
+
+def bus_table(labels: list[str], runs: list[dict], markdown: bool = False) -> str:
+    """What crossed the bus per offload run and side (empty without offload runs)."""
+    header, rows = bus_report.table_rows(labels, runs)
+    if not rows:
+        return ""
+    return titled("bus (each side's measured interval: register writes and reads, "
+                  "interrupts taken, DMA, time charged to the bus)",
+                  table(header, rows, markdown), markdown)
 
 
 def counters_table(labels: list[str], runs: list[dict], markdown: bool = False) -> str:

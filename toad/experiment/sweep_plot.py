@@ -8,6 +8,9 @@
 - A mode is drawn only against parameters it uses: kernel mode is Linux's TCP and
   ignores nic.*, tcp.*, qp.*, engine.*, ...; the figure says which mode was left out.
 - Beside host CPU per Gb/s: goodput, and (offload) the engine CPU. rr/crr: latency.
+  A sweep with both (``extra_runs``: configs/bus.yaml) draws the bulk panels for its
+  bulk runs and the latency panel for its rr/crr runs; where one value has several
+  chunk sizes, each is a series of its own, named by its size.
 """
 from __future__ import annotations
 
@@ -68,14 +71,21 @@ def sweep_figure(name: str, runs: list[dict], details: list[dict]):
     points = [(v, r) for v, r in zip(values, runs)]
     left_out = sorted({r["mode"] for r in runs if not uses(r["mode"], name)})
     drawn = [(v, r) for v, r in points if uses(r["mode"], name)] or points
-    latency = any(r["workload"] != "bulk" for _v, r in drawn)
-    offload = any(r["mode"] == "offload" for _v, r in drawn)
-    panels = ([latency_panel, cpu_panel] if latency
-              else [cpu_panel, goodput_panel] + ([engine_panel] if offload else []))
+    bulk = [(v, r) for v, r in drawn if r["workload"] == "bulk"]
+    rr = [(v, r) for v, r in drawn if r["workload"] != "bulk"]
+    panels = []
+    if bulk:
+        panels += [(cpu_panel, bulk), (goodput_panel, bulk)]
+        if any(r["mode"] == "offload" for _v, r in bulk):
+            panels.append((engine_panel, bulk))
+    if rr:
+        panels.append((latency_panel, rr))
+        if not bulk:
+            panels.append((cpu_panel, rr))
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.4))
-    for ax, panel in zip(axes, panels):
-        panel(ax, name, drawn)
-        dress_x(ax, name, [v for v, _r in drawn])
+    for ax, (panel, subset) in zip(axes, panels):
+        panel(ax, name, subset)
+        dress_x(ax, name, [v for v, _r in subset])
     title = f"sweep of {name}"
     if left_out and len(drawn) < len(points):
         title += f" ({', '.join(left_out)} not drawn: it does not use {name})"
@@ -90,10 +100,15 @@ def first(value):
 
 
 def series(points: list, key) -> dict:
-    """{(mode, label): [(x, y, (lo, hi) or None)]} for each mode, in x order."""
+    """{(mode, label): [(x, y, (lo, hi) or None)]} for each mode, in x order; labels
+    start with the chunk size where one value has runs of several sizes."""
+    sized = len({(str(x), r["mode"], r["chunk_bytes"]) for x, r in points}) \
+        > len({(str(x), r["mode"]) for x, r in points})
     out: dict = {}
     for x, r in points:
         for label, y, spread in key(r):
+            if sized:
+                label = f"{size_label(r['chunk_bytes'])} {label}"
             out.setdefault((r["mode"], label), []).append((x, y, spread))
     return out
 
