@@ -59,7 +59,7 @@ def writable(sock: OffloadSocket) -> bool:
     if sock.closed:
         return False
     if sock.connecting is not None:
-        return sock.driver.answered(sock.connecting[0])
+        return sock.connect_answer is not None
     if sock.error or sock.shut_wr:
         return True
     if not sock.connected:

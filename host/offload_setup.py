@@ -93,6 +93,12 @@ class SocketSetup:
                        value=int(delay_us))
 
     def getsockname(self) -> tuple[str, int]:
+        if self.local_cookie:            # the port a connect was bound to, once known
+            event = self.driver.answer(self.local_cookie)
+            if event is not None:
+                self.local_cookie = 0
+                if not (event.type == layout.EV_ERROR or event.status):
+                    self.local = (self.local[0], event.port)
         return self.local
 
     def getpeername(self) -> tuple[str, int]:
@@ -101,7 +107,12 @@ class SocketSetup:
         return self.peer
 
     def fileno(self) -> int:
-        return -1 if self.closed else self.conn
+        """The readiness descriptor (host/readiness.py), made at the first call."""
+        if self.closed:
+            return -1
+        if self.readiness is None:
+            self.readiness = self.net.watch(self)
+        return self.readiness.fileno()
 
     # ---- connection set-up --------------------------------------------------------
     def _call(self, opcode: int, what: str, timeout: float | None = None, **fields):
@@ -123,6 +134,8 @@ class SocketSetup:
         event = self._call(layout.OP_LISTEN, "listen", value=max(backlog or 128, 1))
         self.listening = True
         self.local = (self.local[0], event.port or self.local[1])
+        if self.readiness is not None:
+            self.readiness.sync()        # a listener is never writable
 
     def accept(self) -> tuple["OffloadSocket", tuple[str, int]]:
         if not self.listening:
@@ -142,19 +155,28 @@ class SocketSetup:
                     self.accept_matched += 1
                     peer = (ntoa(event.addr), event.port)
                     child = type(self)(self.net, event.value, connected=True, peer=peer)
-                    child.local = (self.net.listen_address, self.local[1])
+                    # the engine answers a loopback peer from 127.0.0.1 (engine/tcp)
+                    child.local = ("127.0.0.1" if event.addr >> 24 == 127 else
+                                   self.net.listen_address, self.local[1])
+                    if self.readiness is not None:
+                        self.readiness.update_read()
                     return self.net.adopt(child), peer
                 if event.status != errno.EAGAIN:
                     check(event, "accept")
                 self.accept_matched = seen  # those connections died before they were taken
             if not self._wait(unmatched, deadline):
+                if self.readiness is not None:     # a stale "readable" goes (EAGAIN)
+                    self.readiness.update_read()
                 raise self._would_block("accept")
 
-    def connect(self, address) -> None:
+    def connect(self, address, learn_local: bool = False) -> None:
         """Blocking: the handshake's outcome. Non-blocking (timeout 0), as Linux: the
         first call starts the handshake and raises EINPROGRESS; later calls raise
         EALREADY until it is over, then return (or raise its error) once; after that
-        EISCONN. SO_ERROR also reports a failed handshake."""
+        EISCONN. SO_ERROR also reports a failed handshake. ``learn_local``: an unbound
+        socket is bound to a port the engine picks first (BIND, posted just before the
+        CONNECT, not waited for), so getsockname() names it; the engine's CONNECT
+        answer does not carry the port it chose."""
         self._check_open()
         if self.connecting is not None:
             return self._finish_connect()
@@ -163,9 +185,17 @@ class SocketSetup:
         addr, port = parse_address(address, "connect")
         if addr == 0:
             addr = aton("127.0.0.1")
+        if learn_local and not self.local[1]:
+            self.local_cookie = self.driver.start(layout.OP_BIND, conn=self.conn)
+            self.local = ("127.0.0.1" if addr >> 24 == 127 else self.net.connect_address, 0)
         if self.timeout == 0:
-            cookie = self.driver.start(layout.OP_CONNECT, conn=self.conn, addr=addr, port=port)
+            cookie = self.driver.new_cookie()
+            self.net.connects[cookie] = self          # its answer: connect_answered
             self.connecting = (cookie, addr, port)
+            self.connect_answer = None
+            if self.readiness is not None:
+                self.readiness.update_write()          # not writable while connecting
+            self.driver.post(layout.OP_CONNECT, 0, self.conn, cookie, addr, port)
             raise error(errno.EINPROGRESS, "connect")
         try:
             event = self.driver.call(layout.OP_CONNECT, timeout=self.timeout, conn=self.conn,
@@ -173,20 +203,29 @@ class SocketSetup:
         except TimeoutError:
             self.close(abort=True)
             raise TimeoutError("timed out") from None
+        if self.readiness is not None and (event.type == layout.EV_ERROR or event.status):
+            self.readiness.fd.fail()
+            self.readiness.fd.clear_error()          # (the call reports it)
         check(event, f"connect to {ntoa(addr)}:{port}")
         self.connected = True
         self.peer = (ntoa(addr), port)
 
+    def connect_answered(self, event) -> None:
+        """A non-blocking connect's answer (consuming thread)."""
+        self.connect_answer = event
+        if self.readiness is not None:
+            failed = event.type == layout.EV_ERROR or event.status
+            self.readiness.connected(event.status or errno.EIO if failed else 0)
+
     def _finish_connect(self, in_progress: int = errno.EALREADY) -> None:
         """A connect started non-blocking: its outcome if in (waiting for it unless
         the socket is non-blocking: then ``in_progress`` is raised while it is not)."""
-        cookie, addr, port = self.connecting
-        if self.timeout != 0 and not self._wait(lambda: self.driver.answered(cookie),
-                                                self._deadline()):
-            raise TimeoutError("timed out")
-        event = self.driver.answer(cookie)
-        if event is None:
+        _cookie, addr, port = self.connecting
+        if not self._wait(lambda: self.connect_answer is not None, self._deadline()):
+            if self.timeout != 0:
+                raise TimeoutError("timed out")
             raise error(in_progress, "connect in progress")
+        event = self.connect_answer
         status = self._connect_done(event)
         if status:
             raise error(status, f"connect to {ntoa(addr)}:{port}")
@@ -195,6 +234,7 @@ class SocketSetup:
         """Record a started connect's answer: 0 (connected now) or its errno."""
         _cookie, addr, port = self.connecting
         self.connecting = None
+        self.connect_answer = None
         if event.type == layout.EV_ERROR or event.status:
             return event.status or errno.EIO
         self.connected = True
@@ -203,14 +243,20 @@ class SocketSetup:
 
     def getsockopt(self, level: int, option: int, buflen: int = 0) -> int:
         """SO_ERROR: a non-blocking connect's failure (0 while it is in progress or
-        succeeded), then 0: the poll-for-writable pattern of non-blocking clients."""
+        succeeded), then 0: the poll-for-writable pattern of non-blocking clients; a
+        connection's error (a reset) once."""
         if (level, option) != (pysocket.SOL_SOCKET, pysocket.SO_ERROR) or buflen:
             raise error(errno.ENOPROTOOPT, "getsockopt: only SOL_SOCKET SO_ERROR")
         if self.connecting is not None:
-            event = self.driver.answer(self.connecting[0])
-            if event is not None:
-                self.so_error = self._connect_done(event)
+            if self.connect_answer is None:
+                self.driver.try_poll()
+            if self.connect_answer is not None:
+                self.so_error = self._connect_done(self.connect_answer)
         value, self.so_error = self.so_error, 0
+        if not value and self.error and not self.error_read:
+            value, self.error_read = self.error, True    # a reset's error, once (Linux)
+        if self.readiness is not None:
+            self.readiness.fd.clear_error()
         return value
 
     def connect_ex(self, address) -> int:

@@ -18,9 +18,10 @@ from typing import TYPE_CHECKING
 
 from host import datapath
 from host.copy_timer import COPY_TIMER
-from host.datapath import COUNT, EMPTY, WAKE
+from host.datapath import COUNT, DRAINED, EMPTY, WAKE
 from host.driver import Q
 from host.offload_setup import MIN_SHARE, SocketSetup, check, error  # noqa: F401 (re-exported)
+from host.readiness import Readiness
 from host.send_buffers import SendRing
 from toad import layout
 
@@ -36,9 +37,10 @@ _SEND_VIEW, _RECV_VIEW = SEND_BY_TYPE[memoryview], RECV_BY_TYPE[memoryview]
 _COPY_CYCLES = Q["copy_cycles"]
 
 class OffloadSocket(SocketSetup):
-    """A TCP socket whose protocol runs in the engine (IPv4 stream sockets only). It
-    has no file descriptor (``fileno()`` is its connection id): host/offload_selector.py
-    waits for readiness on many."""
+    """A TCP socket whose protocol runs in the engine (IPv4 stream sockets only).
+    ``fileno()`` is a readiness descriptor made at its first call (host/readiness.py):
+    select, poll, epoll and asyncio can wait on it. host/offload_selector.py waits on
+    many without descriptors."""
 
     family = pysocket.AF_INET
     type = pysocket.SOCK_STREAM
@@ -74,7 +76,11 @@ class OffloadSocket(SocketSetup):
         self.abort_on_close = False    # SO_LINGER {1, 0}
         self.share = network.share     # send-buffer bytes this socket may hold (SO_SNDBUF)
         self.connecting: tuple[int, int, int] | None = None   # (cookie, addr, port)
+        self.connect_answer = None     # its COMPLETION or ERROR event, once in
+        self.local_cookie = 0          # a BIND before connect whose answer names our port
+        self.readiness: Readiness | None = None   # the descriptor fileno() gives
         self.so_error = 0              # a non-blocking connect's failure (SO_ERROR)
+        self.error_read = False        # SO_ERROR has reported ``error``
         self.send_lock = threading.Lock()
         self.recv_lock = threading.Lock()
 
@@ -97,11 +103,18 @@ class OffloadSocket(SocketSetup):
             if event.status:
                 self.error = self.error or event.status
             self.space_events += 1
+        if self.readiness is not None:
+            self.readiness.on_event(kind)
 
     def _wait(self, ready, deadline: float | None, batched: bool = False) -> bool:
-        """Sleep until ``ready()`` (events are handled meanwhile) or the deadline."""
+        """Sleep until ``ready()`` (events are handled meanwhile) or the deadline;
+        a non-blocking socket takes the events in now and does not wait."""
         if ready():
             return True
+        if self.timeout == 0:
+            self.net.flush_returns()
+            self.driver.try_poll()
+            return ready()
         if deadline is None:
             return self.net.wait(ready, None, batched)
         return self.net.wait(ready, max(0.0, deadline - time.monotonic()), batched)
@@ -257,8 +270,10 @@ class OffloadSocket(SocketSetup):
                 continue
             if not self._wait(lambda: self.net.area.free_bytes() >= MIN_SHARE,
                               self._deadline()):
-                raise error(errno.ENOBUFS, "send: the QP's send area is exhausted "
-                                           "(raise qp.send_buffer_bytes)")
+                # as Linux short of socket memory: EAGAIN (or the timeout); no event
+                # brings area space back, so the descriptor stays writable
+                raise self._would_block("send (the QP's send area is exhausted: raise "
+                                        "qp.send_buffer_bytes)")
 
     def _grow(self) -> None:
         """A ring short of room below the share moves to a 4x bigger extent (if the
@@ -296,6 +311,9 @@ class OffloadSocket(SocketSetup):
         # never more than is outstanding (a partly free ring whose size the threshold
         # reaches would wait for bytes never sent); short never exceeds it
         want = min(want, posted - acked)
+        readiness = self.readiness
+        if readiness is not None and self.timeout == 0:
+            readiness.block_write()     # before the request whose event restores it
         self.ask_space(acked, want)
         target, acked_of, conn = acked + want, self.driver.bytes_acked, self.conn
 
@@ -307,6 +325,8 @@ class OffloadSocket(SocketSetup):
 
         if not self._wait(ready, self._deadline()):
             raise self._would_block("send")
+        if readiness is not None:
+            readiness.unblock_write()
         tx["tx_acked"] = acked_of(conn)
         if self.error:
             raise error(self.error, "send")
@@ -357,11 +377,19 @@ class OffloadSocket(SocketSetup):
             else:
                 timer.countdown = 1
         if result >= 0:
-            if result & WAKE:
-                self.driver.wake.release()
-                return result & COUNT
+            if result > COUNT:
+                return self._recv_flags(result)
             return result
         return self._recv_wait(target, recv)
+
+    def _recv_flags(self, result: int) -> int:
+        """A recv whose result carries WAKE (post the engine's semaphore) or DRAINED
+        (the last attached buffer is read: the descriptor stops saying readable)."""
+        if result & WAKE:
+            self.driver.wake.release()
+        if result & DRAINED and self.readiness is not None:
+            self.readiness.update_read()
+        return result & COUNT
 
     @staticmethod
     def _byte_view(target) -> memoryview:
@@ -382,7 +410,7 @@ class OffloadSocket(SocketSetup):
                 result = recv(self.seg, self.regs, self.qp, self.conns, self.bufs,
                               self.scratch, target, self.row, 0)
                 if result != EMPTY:
-                    return self.driver.wake_engine(result)
+                    return self._recv_flags(result) if result > COUNT else result
                 if self.eof or self.error or self.shut_rd or self.closed:
                     # this reader is done: the buffers it read go back now, not at
                     # some other thread's next wait
@@ -411,6 +439,8 @@ class OffloadSocket(SocketSetup):
         batched = tx["consumed"] > 0 and not tx["talking"]
         if not self._wait(lambda: count[row] or self.eof or self.error,
                           self._deadline(), batched):
+            if self.readiness is not None:     # a stale "readable" goes (EAGAIN)
+                self.readiness.update_read()
             raise self._would_block("recv")
 
     # ---- teardown --------------------------------------------------------------------
@@ -425,6 +455,8 @@ class OffloadSocket(SocketSetup):
             with self.send_lock:
                 self._call(layout.OP_SHUTDOWN, "shutdown", value=how)
                 self.shut_wr = True
+        if self.readiness is not None:
+            self.readiness.fd.shut(how)
 
     def close(self, abort: bool = False) -> None:
         """Return at once; the engine answers once the data sent is acknowledged, and
@@ -433,8 +465,12 @@ class OffloadSocket(SocketSetup):
             return
         self.closed = True
         if self.connecting is not None:        # its answer is nobody's now
-            self.driver.forget(self.connecting[0])
+            self.net.connects.pop(self.connecting[0], None)
             self.connecting = None
+        if self.local_cookie:
+            self.driver.forget(self.local_cookie)
+        if self.readiness is not None:
+            self.readiness.close()
         if self.net.sockets.get(self.conn) is self:   # later buffers: the general path
             for buf_id in self.driver.unregister(self.conn):
                 self.net.give_back(buf_id)
