@@ -240,9 +240,11 @@ class Readiness:
 
     def update_write(self) -> None:
         sock, fd = self.sock, self.fd
+        # a connect is pending until its answer is in (connect_answered), not until
+        # the application collects it (_connect_done): its poller waits for OUT first
+        pending = sock.connecting is not None and sock.connect_answer is None
         with fd.lock:
-            fd.set_writable(not (sock.listening or sock.connecting is not None
-                                 or self.write_blocked))
+            fd.set_writable(not (sock.listening or pending or self.write_blocked))
 
     def block_write(self) -> None:
         """A non-blocking send found no room: OUT goes (before the SEND_SPACE request

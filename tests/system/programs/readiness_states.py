@@ -126,6 +126,18 @@ states["reset: SO_ERROR"] = c2.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
 record("reset, SO_ERROR read", c2)
 c2.close()
 
+pending = socket.socket()
+pending.setblocking(False)
+states["non-blocking connect: connect_ex"] = pending.connect_ex((HOST, PORT)) in (0, 115)
+wait(pending, write=True)
+record("non-blocking connect, done", pending)
+states["non-blocking connect: SO_ERROR"] = pending.getsockopt(socket.SOL_SOCKET,
+                                                              socket.SO_ERROR)
+wait(listener, read=True)
+s3, _ = listener.accept()
+s3.close()
+pending.close()
+
 listener.close()
 refused = socket.socket()
 refused.setblocking(False)
