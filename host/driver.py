@@ -126,7 +126,7 @@ class Driver(EventWaits):
         self.segment = self.irq = self.wake = None
         self.seg = self.regs = self.mv = self.u32 = self.u64 = None
         self.closed = False
-        self.engine_dead = False
+        self.engine_dead = ""      # why the engine was found dead (once it was)
         self.heartbeat_timeout = int(self.oe.config["heartbeat_timeout_ms"]) / 1000.0
         # a busy-polling engine never sleeps: doorbells need no "sleeping" check
         self.engine_may_sleep = int(self.oe.config["polling"]) != layout.POLLING_BUSY
@@ -238,7 +238,7 @@ class Driver(EventWaits):
     def check_engine(self) -> None:
         """Raise EngineDead if the engine stopped or its heartbeat stalled too long."""
         if self.engine_dead:
-            raise EngineDead(f"engine {self.name!r} is gone")
+            raise EngineDead(self.engine_dead)
         now = time.monotonic()
         beat = self.oe.heartbeat()
         if beat != self._last_heartbeat:
@@ -253,8 +253,8 @@ class Driver(EventWaits):
             why = f"process {self.engine_pid} has died"
         else:
             return
-        self.engine_dead = True
-        raise EngineDead(f"engine {self.name!r} {why}; is `toad engine` running?")
+        self.engine_dead = f"engine {self.name!r} {why}; is `toad engine` running?"
+        raise EngineDead(self.engine_dead)
 
     # ---- indices (the compiled calls keep them in ``qp``) ----------------------------
     @property
