@@ -33,7 +33,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "engine": ("exec", "engine", "run the engine alone in the foreground"),
     "nc": ("exec", "host.nc", "netcat over toad (inhost or offload)"),
     "bench": ("exec", "host.bench",
-              "micro-benchmarks: toad bench rings|tcp|stack|offload|copy [--json FILE]"),
+              "micro-benchmarks: toad bench rings|tcp|stack|offload|copy|start|readiness [--json FILE]"),
 }
 
 
