@@ -11,6 +11,9 @@
                                      (why a copy costs more in a run than calibrated)
     toad bench start [--json FILE]   toad engine's start with its compiled code cold
                                      (numba compiles it) and warm (cached)
+    toad bench readiness [--json FILE]  an offloaded socket's readiness descriptor: cost
+                                     per event; 64 B rr through asyncio, offloaded and
+                                     over the kernel
 """
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ BENCHES = {
     "offload": "host.bench_offload",
     "copy": "host.bench_copy",
     "start": "host.bench_start",
+    "readiness": "host.bench_readiness",
 }
 
 

@@ -76,6 +76,8 @@ HOST_QP = np.dtype([
     ("pio_writes", _I8),          # register writes (doorbells and the interrupt's)
     ("pio_reads", _I8),           # register reads
     ("bus_cycles", _I8),          # TSC cycles spent busy on them
+    ("ready_head", _I8),          # rows whose data came while their descriptor said
+                                  # "nothing to read" (a list through ready_next)
 ])
 HOST_CONN = np.dtype([
     ("conn", _I8),                # the id whose RECV_DATA this row attaches (0: none)
@@ -89,6 +91,10 @@ HOST_CONN = np.dtype([
     # the send ring: one extent of the QP's send area, used as a ring of bytes
     ("tx_offset", _I8), ("tx_size", _I8), ("tx_posted", _I8), ("tx_acked", _I8),
     ("tx_base", _I8),             # tx_posted when this extent became the ring
+    # readiness descriptor (host/readiness.py): UNWATCHED, WATCHING (the descriptor
+    # says nothing to read: the next attach lists the row) or SIGNALED
+    ("ready", _I8),
+    ("ready_next", _I8),          # next row of the ready list (NONE: the last; CLEAN: not in it)
 ])
 HOST_BUF = np.dtype([("next", _I8), ("length", _I8)])
 
@@ -96,6 +102,9 @@ WAKE = 1 << 48                    # result bit: post the engine's wake semaphore
 COUNT = WAKE - 1
 NEED_ROOM = -1                    # send: the ring lacks room for the bytes (Python)
 NO_SLOT = -2                      # a request ring (or the receive-buffer ring) is full
+DRAINED = 1 << 49                 # recv result bit: a SIGNALED row has nothing attached now
+POLL_READY = 1 << 62              # poll result bit: the ready list is not empty
+UNWATCHED, WATCHING, SIGNALED = 0, 1, 2     # HOST_CONN.ready
 EMPTY = -1                        # recv: no buffer attached to the row
 NONE = -1                         # end of a list
 CLEAN = -2                        # dirty_next of a row not in the dirty list
@@ -134,11 +143,11 @@ def new_state(lay: layout.QpLayout, slot_words: dict, engine_may_sleep: bool,
                         ("irq_index", "irq_event_index"), ("irq_enabled", "irq_enabled")):
         qp[field] = slot_words[word]
     qp["engine_may_sleep"] = int(engine_may_sleep)
-    qp["return_head"] = qp["return_tail"] = qp["dirty_head"] = NONE
+    qp["return_head"] = qp["return_tail"] = qp["dirty_head"] = qp["ready_head"] = NONE
     qp["return_batch"] = return_batch
     conns = np.zeros(lay.counter_rows, HOST_CONN)
     conns["rx_head"] = conns["rx_tail"] = NONE
-    conns["dirty_next"] = CLEAN
+    conns["dirty_next"] = conns["ready_next"] = CLEAN
     bufs = np.zeros(lay.recv_buffers, HOST_BUF)
     bufs["next"] = NONE
     return qp, conns, bufs
@@ -354,16 +363,22 @@ def recv_call(seg, regs, qp, conns, bufs, scratch, dst, row, timed):
     c.rx_head = bufs[buffer_id].next
     c.rx_count -= 1
     c.rx_start = 0
+    flags = 0
     if c.rx_count == 0:
         c.rx_tail = NONE
+        if c.ready == SIGNALED:
+            # its descriptor says "readable": Python clears it (DRAINED); a watched
+            # reader goes back to its poller now, so the buffers go back now too
+            c.ready = WATCHING
+            flags = DRAINED
     give_back(q, bufs, buffer_id)
     c.released = c.consumed
     mark_dirty(q, conns, row)
-    if q.returns >= q.return_batch:
+    if flags or q.returns >= q.return_batch:
         wake = flush_returns(seg, regs, qp, conns, bufs)
         if wake > 0:
-            return count | wake
-    return count
+            flags |= wake
+    return count | flags
 
 
 @kernel(_I64(_SEG, _REGS, _QP, _CONNS, _BUFS, types.uint8[::1], _BYTEARRAY, _I64, _I64),
@@ -398,6 +413,7 @@ def _detach_row(conns, bufs, row):
     c.conn = 0
     c.rx_head = c.rx_tail = NONE
     c.rx_count = c.rx_start = 0
+    c.ready = UNWATCHED
     return head
 
 
@@ -418,6 +434,11 @@ def attach(q, conns, bufs, conn, buffer_id, length):
     c.rx_tail = buffer_id
     c.rx_count += 1
     q.attached += 1
+    if c.ready == WATCHING:         # its descriptor must say "readable" now: list it
+        c.ready = SIGNALED
+        if c.ready_next == CLEAN:
+            c.ready_next = q.ready_head
+            q.ready_head = row
     return True
 
 
@@ -438,6 +459,7 @@ def _open_row(conns, row, conn):
     c.rx_head = c.rx_tail = NONE
     c.rx_count = c.rx_start = c.consumed = c.released = c.talking = 0
     c.tx_offset = c.tx_size = c.tx_posted = c.tx_acked = c.tx_base = 0
+    c.ready = UNWATCHED      # (a listed row stays listed: take_ready skips it)
 
 
 @kernel(_I64(_SEG, _REGS, _QP, _CONNS, _BUFS, types.uint8[::1], _I64))
@@ -445,7 +467,8 @@ def _poll(seg, regs, qp, conns, bufs, out, limit):
     """Consume up to ``limit`` ready events: a RECV_DATA for a registered row (with a
     sane buffer id and length) is attached to the row, every other event copied into
     ``out`` (EVENT records, as many as fit; the drain stops when it is full).
-    Returns ``consumed << 32 | copied``."""
+    Returns ``consumed << 32 | copied``, with POLL_READY when the ready list has rows
+    (their descriptors need signaling: take_ready)."""
     q = qp[0]
     most = len(out) // EVENT_BYTES
     taken = copied = 0
@@ -465,7 +488,29 @@ def _poll(seg, regs, qp, conns, bufs, out, limit):
         q.event_consumer = (q.event_consumer + taken) & 0xFFFFFFFF
         publish_index(regs, q.event_doorbell, q.event_consumer)   # the slots are free
         pio_write(q)
+    if q.ready_head != NONE:
+        return (taken << 32) | copied | POLL_READY
     return (taken << 32) | copied
+
+
+@kernel(_I64(_QP, _CONNS, types.int64[::1]))
+def _take_ready(qp, conns, out):
+    """Take rows off the ready list into ``out`` (their connection ids; rows no longer
+    SIGNALED are dropped from the list, not copied); as many as fit: the rest stay
+    listed. Returns how many were copied."""
+    q = qp[0]
+    count = 0
+    row = q.ready_head
+    while row != NONE and count < len(out):
+        c = conns[row]
+        following = c.ready_next
+        c.ready_next = CLEAN
+        if c.ready == SIGNALED:
+            out[count] = c.conn
+            count += 1
+        row = following
+    q.ready_head = row
+    return count
 
 
 @kernel(types.boolean(_SEG, _QP, _I64))
@@ -596,6 +641,7 @@ detach_row = entry(_detach_row)
 attach_one = entry(_attach)
 open_row = entry(_open_row)
 poll = entry(_poll)
+take_ready = entry(_take_ready)
 published = entry(_published)
 spin = entry(_spin)
 arm = entry(_arm)

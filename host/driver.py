@@ -54,7 +54,7 @@ from typing import Callable, NamedTuple, Optional
 import numpy as np
 
 from host import bus_counts, datapath
-from host.datapath import COUNT, NO_SLOT, WAKE
+from host.datapath import COUNT, NO_SLOT, POLL_READY, WAKE
 from host.driver_wait import (MIN_SPIN_S, PROBE_MASK, SPIN_CHECKS,  # noqa: F401
                               SPIN_PAYS_S, EventWaits, closed_error)
 from toad import layout
@@ -72,6 +72,7 @@ POLL_OUT = 256            # events one poll hands to Python at most
 QUICK_SPINS = 2           # call(): compiled spins on the ring before the general wait
 Q = {name: i for i, name in enumerate(datapath.HOST_QP.names)}   # qp's int64 words
 _SIGN = 1 << 63
+TAKEN_MASK = (1 << 30) - 1   # poll's consumed count (below its POLL_READY bit)
 
 
 class EngineDead(OSError, ToadError):
@@ -120,6 +121,11 @@ class Driver(EventWaits):
     def __init__(self, config, on_event: Optional[Callable[[Event], None]] = None):
         self.name = config.name
         self.on_event = on_event
+        # called (in the consuming thread) when rows of watched connections got data:
+        # the socket layer signals their readiness descriptors (host/readiness.py)
+        self.on_ready: Callable[[], None] = lambda: None
+        self.pump = None       # a thread consuming events while no caller waits (readiness)
+        self.app_waits = 0     # threads inside wait_for (the pump leaves them the rings)
         self.events: deque = deque()      # events nobody claimed (when on_event is None)
         self.busy_poll_s = config.qp.busy_poll_us / 1e6
         self.spin_s = self.busy_poll_s    # the next wait's spin budget (_adapt_spin)
@@ -137,7 +143,7 @@ class Driver(EventWaits):
         self.seg = self.regs = self.mv = self.u32 = self.u64 = None
         self.closed = False
         self.enabled = False         # the engine acknowledged our enable
-        self.engine_dead = False
+        self.engine_dead = ""        # why the engine was found dead (once it was)
         self.dead_errno = errno.ENETDOWN
         self.on_dead: Optional[Callable[[int], None]] = None   # called once, with the errno
         self.heartbeat_timeout = int(self.oe.config["heartbeat_timeout_ms"]) / 1000.0
@@ -295,7 +301,7 @@ class Driver(EventWaits):
         it no longer serves this QP (every wait of the driver calls this between its
         polls: none waits on the engine without this deadline)."""
         if self.engine_dead:
-            raise EngineDead(f"engine {self.name!r} is gone", self.dead_errno)
+            raise EngineDead(self.engine_dead, self.dead_errno)
         now = time.monotonic()
         if self.qp is not None:          # the heartbeat and the state: two register reads
             datapath.register_reads(self.qp, 2)
@@ -316,10 +322,11 @@ class Driver(EventWaits):
             why, code = f"detached QP slot {self.slot} while it was in use", errno.ENETRESET
         else:
             return
-        self.engine_dead, self.dead_errno = True, code
+        self.engine_dead = f"engine {self.name!r} {why}; is `toad engine` running?"
+        self.dead_errno = code
         if self.on_dead is not None:
             self.on_dead(code)
-        raise EngineDead(f"engine {self.name!r} {why}; is `toad engine` running?", code)
+        raise EngineDead(self.engine_dead, code)
 
     # ---- indices (the compiled calls keep them in ``qp``) ----------------------------
     @property
@@ -347,8 +354,9 @@ class Driver(EventWaits):
     def wake_engine(self, result: int) -> int:
         """Post the engine's wake semaphore if a compiled call said it sleeps; returns
         the call's count."""
-        if result > 0 and result & WAKE:
-            self.wake.release()
+        if result > COUNT:
+            if result & WAKE:
+                self.wake.release()
             return result & COUNT
         return result
 
@@ -476,6 +484,8 @@ class Driver(EventWaits):
                                self.out_raw, limit)
         if not result:
             return 0
+        if result & POLL_READY:          # data for rows whose descriptor needs a signal
+            self.on_ready()
         copied = result & 0xFFFFFFFF
         if copied:
             out, dispatch = self.out_view, self._dispatch
@@ -489,7 +499,7 @@ class Driver(EventWaits):
         if self._waiters:
             with self._cond:
                 self._cond.notify_all()
-        return result >> 32
+        return (result >> 32) & TAKEN_MASK
 
     def _deliver(self, events: deque) -> None:
         """Dispatch queued events; one whose handler raises is consumed all the same."""

@@ -42,28 +42,41 @@ class EventWaits:
         ``batched``: the caller only receives (a bulk reader). While it is the only
         waiter, it sleeps until ``rx_batch`` events are in, or ``qp.rx_batch_us`` at
         the latest, instead of waking at every event (_batched_sleep)."""
+        if ready():
+            return True
         deadline = None if timeout is None else time.monotonic() + timeout
-        while not ready():
-            if self.closed:
-                raise closed_error()
-            if self._consumer.acquire(False):
-                try:
-                    self._consume_until(ready, deadline, batched and not self._waiters)
-                finally:
-                    self._consumer.release()
-                    if self._waiters:      # let a waiting thread take over consuming
-                        with self._cond:
-                            self._cond.notify_all()
-            else:
-                with self._cond:
-                    self._waiters += 1
+        with self._sleep_lock:
+            self.app_waits += 1          # (the event pump leaves the rings to us)
+        try:
+            while not ready():
+                if self.closed:
+                    raise closed_error()
+                if self._consumer.acquire(False):
                     try:
-                        self._cond.wait(0.005)
+                        self._consume_until(ready, deadline, batched and not self._waiters)
                     finally:
-                        self._waiters -= 1
-            if deadline is not None and time.monotonic() >= deadline:
-                return ready()
-        return True
+                        self._consumer.release()
+                        if self._waiters:      # let a waiting thread take over consuming
+                            with self._cond:
+                                self._cond.notify_all()
+                else:
+                    if self.pump is not None:   # asleep with the role: wake it to leave
+                        self.pump.hand_over()
+                    with self._cond:
+                        self._waiters += 1
+                        try:
+                            self._cond.wait(0.005)
+                        finally:
+                            self._waiters -= 1
+                if deadline is not None and time.monotonic() >= deadline:
+                    return ready()
+            return True
+        finally:
+            with self._sleep_lock:
+                self.app_waits -= 1
+                idle = not self.app_waits
+            if idle and self.pump is not None:
+                self.pump.resume()
 
     def _consume_until(self, ready, deadline: Optional[float], batched: bool) -> None:
         started = time.perf_counter()

@@ -1,8 +1,9 @@
 """Readiness for offloaded sockets: a ``selectors`` selector over one OffloadNetwork.
 
-An offloaded socket has no file descriptor: its news comes through the QP's event
-ring and interrupt, so ``select``/``poll``/``epoll`` cannot wait on it. This
-selector answers the same question from the sockets' own state, after the driver
+An offloaded socket's news comes through the QP's event ring and interrupt. Its
+``fileno()`` (host/readiness.py) lets ``select``/``poll``/``epoll`` wait on it at the
+cost of an event pump thread and a system call per transition; this selector needs
+neither: it answers the same question from the sockets' own state, after the driver
 has consumed the events that are in, and sleeps on the QP's interrupt (the driver's
 spin-then-sleep wait) until one registered socket is ready or the timeout ends:
 
@@ -59,7 +60,7 @@ def writable(sock: OffloadSocket) -> bool:
     if sock.closed:
         return False
     if sock.connecting is not None:
-        return sock.driver.answered(sock.connecting[0])
+        return sock.connect_answer is not None
     if sock.error or sock.shut_wr:
         return True
     if not sock.connected:

@@ -12,24 +12,23 @@ from __future__ import annotations
 
 import errno
 import socket as pysocket
-import struct
 import threading
 import time
 from typing import TYPE_CHECKING
 
 from host import datapath
 from host.copy_timer import COPY_TIMER
-from host.datapath import COUNT, EMPTY, WAKE
+from host.datapath import COUNT, DRAINED, EMPTY, WAKE
 from host.driver import Q
+from host.offload_setup import MIN_SHARE, SocketSetup, check, error  # noqa: F401 (re-exported)
+from host.readiness import Readiness
 from host.send_buffers import SendRing
 from toad import layout
-from toad.addresses import aton, ntoa, parse_address
 
 if TYPE_CHECKING:
     from host.sockets import OffloadNetwork
 
 ABORT = 1                 # CLOSE value: reset (SO_LINGER 0)
-MIN_SHARE = 16384
 FIRST_RING = 65536
 ROW_MASK = (1 << layout.CONN_ROW_BITS) - 1
 SEND_BY_TYPE = {kind: datapath.send_by_source[i] for kind, i in datapath.SOURCES.items()}
@@ -37,20 +36,11 @@ RECV_BY_TYPE = {kind: datapath.recv_by_target[i] for kind, i in datapath.TARGETS
 _SEND_VIEW, _RECV_VIEW = SEND_BY_TYPE[memoryview], RECV_BY_TYPE[memoryview]
 _COPY_CYCLES = Q["copy_cycles"]
 
-def error(code: int, text: str) -> OSError:
-    """OSError(code, ...) is built as the matching subclass (ConnectionResetError...)."""
-    return OSError(code, f"{text}: {errno.errorcode.get(code, code)}")
-
-
-def check(event, what: str) -> None:
-    if event.type == layout.EV_ERROR or event.status:
-        raise error(event.status or errno.EIO, what)
-
-
-class OffloadSocket:
-    """A TCP socket whose protocol runs in the engine (IPv4 stream sockets only). It
-    has no file descriptor (``fileno()`` is its connection id): host/offload_selector.py
-    waits for readiness on many."""
+class OffloadSocket(SocketSetup):
+    """A TCP socket whose protocol runs in the engine (IPv4 stream sockets only).
+    ``fileno()`` is a readiness descriptor made at its first call (host/readiness.py):
+    select, poll, epoll and asyncio can wait on it. host/offload_selector.py waits on
+    many without descriptors."""
 
     family = pysocket.AF_INET
     type = pysocket.SOCK_STREAM
@@ -86,7 +76,11 @@ class OffloadSocket:
         self.abort_on_close = False    # SO_LINGER {1, 0}
         self.share = network.share     # send-buffer bytes this socket may hold (SO_SNDBUF)
         self.connecting: tuple[int, int, int] | None = None   # (cookie, addr, port)
+        self.connect_answer = None     # its COMPLETION or ERROR event, once in
+        self.local_cookie = 0          # a BIND before connect whose answer names our port
+        self.readiness: Readiness | None = None   # the descriptor fileno() gives
         self.so_error = 0              # a non-blocking connect's failure (SO_ERROR)
+        self.error_read = False        # SO_ERROR has reported ``error``
         self.send_lock = threading.Lock()
         self.recv_lock = threading.Lock()
 
@@ -109,195 +103,18 @@ class OffloadSocket:
             if event.status:
                 self.error = self.error or event.status
             self.space_events += 1
-
-    # ---- options ----------------------------------------------------------------------
-    def settimeout(self, value: float | None) -> None:
-        if value is not None and value < 0:
-            raise ValueError("Timeout value out of range")
-        self.timeout = value
-
-    def gettimeout(self) -> float | None:
-        return self.timeout
-
-    def setblocking(self, flag: bool) -> None:
-        self.timeout = None if flag else 0.0
-
-    def getblocking(self) -> bool:
-        return self.timeout != 0.0
-
-    def setsockopt(self, level: int, option: int, value) -> None:
-        if level == pysocket.IPPROTO_TCP and option == pysocket.TCP_NODELAY:
-            # Posted, not waited for (as Linux sets it without a round trip): the engine
-            # applies requests in order, so the option holds for every later SEND. It
-            # cannot fail for a socket this QP owns; if the engine refused the request
-            # anyway, its ERROR event sets the socket's error (host/sockets.py).
-            self._check_open()
-            self.driver.post(layout.OP_SETOPT, layout.REQ_SILENT, self.conn,
-                             option=layout.OPT_NODELAY, value=int(bool(value)))
-        elif level == pysocket.SOL_SOCKET and option == pysocket.SO_LINGER:
-            on, seconds = struct.unpack("ii", value)
-            self.abort_on_close = bool(on) and seconds == 0   # close() sends an RST
-        elif level == pysocket.SOL_SOCKET and option == pysocket.SO_SNDBUF:
-            # this socket's share of the QP's send area (TOAD's per-connection buffer
-            # share); a ring already open grows up to it, never beyond the area
-            self.share = max(MIN_SHARE, min(int(value), self.net.area.size))
-        elif level == pysocket.SOL_SOCKET and option in (pysocket.SO_REUSEADDR,
-                                                          pysocket.SO_RCVBUF):
-            return   # ports are reused at once; the receive window follows the QP's pool
-        else:
-            raise error(errno.ENOPROTOOPT, f"option {level}/{option} is not supported")
-
-    def set_checksum_mode(self, mode: str) -> None:
-        """TCP checksum mode of this socket's connection (software, integrated,
-        offloaded or off), before connect() or listen(); EISCONN after."""
-        if mode not in layout.CHECKSUM_MODES:
-            raise error(errno.EINVAL, f"checksum mode {mode!r}: choose one of "
-                                      f"{', '.join(layout.CHECKSUM_MODES)}")
-        self._call(layout.OP_SETOPT, "setsockopt", option=layout.OPT_CHECKSUM,
-                   value=layout.CHECKSUM_MODES.index(mode))
-
-    def set_receive_policy(self, push: bool | None = None, delay_us: int | None = None) -> None:
-        """When partly filled receive buffers are posted to this socket (engine side)."""
-        if push is not None:
-            self._call(layout.OP_SETOPT, "setsockopt", option=layout.OPT_RECV_PUSH,
-                       value=int(push))
-        if delay_us is not None:
-            self._call(layout.OP_SETOPT, "setsockopt", option=layout.OPT_RECV_DELAY_US,
-                       value=int(delay_us))
-
-    def getsockname(self) -> tuple[str, int]:
-        return self.local
-
-    def getpeername(self) -> tuple[str, int]:
-        if self.peer is None:
-            raise error(errno.ENOTCONN, "getpeername")
-        return self.peer
-
-    def fileno(self) -> int:
-        return -1 if self.closed else self.conn
-
-    # ---- connection set-up --------------------------------------------------------
-    def _call(self, opcode: int, what: str, timeout: float | None = None, **fields):
-        self._check_open()
-        event = self.driver.call(opcode, timeout=timeout, conn=self.conn, **fields)
-        check(event, what)
-        return event
-
-    def _check_open(self) -> None:
-        if self.closed:
-            raise error(errno.EBADF, "socket is closed")
-
-    def bind(self, address) -> None:
-        addr, port = parse_address(address, "bind")
-        event = self._call(layout.OP_BIND, "bind", addr=addr, port=port)
-        self.local = (ntoa(addr) if addr else "0.0.0.0", event.port or port)
-
-    def listen(self, backlog: int | None = None) -> None:
-        event = self._call(layout.OP_LISTEN, "listen", value=max(backlog or 128, 1))
-        self.listening = True
-        self.local = (self.local[0], event.port or self.local[1])
-
-    def accept(self) -> tuple["OffloadSocket", tuple[str, int]]:
-        if not self.listening:
-            raise error(errno.EINVAL, "accept: socket is not listening")
-        deadline = None if self.timeout is None else time.monotonic() + self.timeout
-        # The engine posts one ACCEPT_READY per connection it queues, before any ACCEPT
-        # can take it, so an ACCEPT is asked only when an event is not matched yet: a
-        # server waiting for its next connection makes one round trip, not two (a
-        # probe answered EAGAIN, then the ACCEPT after the event).
-        unmatched = lambda: self.accept_ready > self.accept_matched or self.closed
-        while True:
-            self._check_open()
-            if unmatched():
-                seen = self.accept_ready
-                event = self.driver.call(layout.OP_ACCEPT, conn=self.conn)
-                if event.type == layout.EV_COMPLETION and event.status == 0:
-                    self.accept_matched += 1
-                    peer = (ntoa(event.addr), event.port)
-                    child = OffloadSocket(self.net, event.value, connected=True, peer=peer)
-                    child.local = (self.net.listen_address, self.local[1])
-                    return self.net.adopt(child), peer
-                if event.status != errno.EAGAIN:
-                    check(event, "accept")
-                self.accept_matched = seen  # those connections died before they were taken
-            if not self._wait(unmatched, deadline):
-                raise self._would_block("accept")
-
-    def connect(self, address) -> None:
-        """Blocking: the handshake's outcome. Non-blocking (timeout 0), as Linux: the
-        first call starts the handshake and raises EINPROGRESS; later calls raise
-        EALREADY until it is over, then return (or raise its error) once; after that
-        EISCONN. SO_ERROR also reports a failed handshake."""
-        self._check_open()
-        if self.connecting is not None:
-            return self._finish_connect()
-        if self.connected:
-            raise error(errno.EISCONN, "connect")
-        addr, port = parse_address(address, "connect")
-        if addr == 0:
-            addr = aton("127.0.0.1")
-        if self.timeout == 0:
-            cookie = self.driver.start(layout.OP_CONNECT, conn=self.conn, addr=addr, port=port)
-            self.connecting = (cookie, addr, port)
-            raise error(errno.EINPROGRESS, "connect")
-        try:
-            event = self.driver.call(layout.OP_CONNECT, timeout=self.timeout, conn=self.conn,
-                                     addr=addr, port=port)
-        except TimeoutError:
-            self.close(abort=True)
-            raise TimeoutError("timed out") from None
-        check(event, f"connect to {ntoa(addr)}:{port}")
-        self.connected = True
-        self.peer = (ntoa(addr), port)
-
-    def _finish_connect(self, in_progress: int = errno.EALREADY) -> None:
-        """A connect started non-blocking: its outcome if in (waiting for it unless
-        the socket is non-blocking: then ``in_progress`` is raised while it is not)."""
-        cookie, addr, port = self.connecting
-        if self.timeout != 0 and not self._wait(lambda: self.driver.answered(cookie),
-                                                self._deadline()):
-            raise TimeoutError("timed out")
-        event = self.driver.answer(cookie)
-        if event is None:
-            raise error(in_progress, "connect in progress")
-        status = self._connect_done(event)
-        if status:
-            raise error(status, f"connect to {ntoa(addr)}:{port}")
-
-    def _connect_done(self, event) -> int:
-        """Record a started connect's answer: 0 (connected now) or its errno."""
-        _cookie, addr, port = self.connecting
-        self.connecting = None
-        if event.type == layout.EV_ERROR or event.status:
-            return event.status or errno.EIO
-        self.connected = True
-        self.peer = (ntoa(addr), port)
-        return 0
-
-    def getsockopt(self, level: int, option: int, buflen: int = 0) -> int:
-        """SO_ERROR: a non-blocking connect's failure (0 while it is in progress or
-        succeeded), then 0: the poll-for-writable pattern of non-blocking clients."""
-        if (level, option) != (pysocket.SOL_SOCKET, pysocket.SO_ERROR) or buflen:
-            raise error(errno.ENOPROTOOPT, "getsockopt: only SOL_SOCKET SO_ERROR")
-        if self.connecting is not None:
-            event = self.driver.answer(self.connecting[0])
-            if event is not None:
-                self.so_error = self._connect_done(event)
-        value, self.so_error = self.so_error, 0
-        return value
-
-    def connect_ex(self, address) -> int:
-        """connect(), returning the errno instead of raising it (0 on success)."""
-        try:
-            self.connect(address)
-        except OSError as exc:
-            return exc.errno or errno.ETIMEDOUT
-        return 0
+        if self.readiness is not None:
+            self.readiness.on_event(kind)
 
     def _wait(self, ready, deadline: float | None, batched: bool = False) -> bool:
-        """Sleep until ``ready()`` (events are handled meanwhile) or the deadline."""
+        """Sleep until ``ready()`` (events are handled meanwhile) or the deadline;
+        a non-blocking socket takes the events in now and does not wait."""
         if ready():
             return True
+        if self.timeout == 0:
+            self.net.flush_returns()
+            self.driver.try_poll()
+            return ready()
         if deadline is None:
             return self.net.wait(ready, None, batched)
         return self.net.wait(ready, max(0.0, deadline - time.monotonic()), batched)
@@ -453,8 +270,10 @@ class OffloadSocket:
                 continue
             if not self._wait(lambda: self.net.area.free_bytes() >= MIN_SHARE,
                               self._deadline()):
-                raise error(errno.ENOBUFS, "send: the QP's send area is exhausted "
-                                           "(raise qp.send_buffer_bytes)")
+                # as Linux short of socket memory: EAGAIN (or the timeout); no event
+                # brings area space back, so the descriptor stays writable
+                raise self._would_block("send (the QP's send area is exhausted: raise "
+                                        "qp.send_buffer_bytes)")
 
     def _grow(self) -> None:
         """A ring short of room below the share moves to a 4x bigger extent (if the
@@ -492,6 +311,9 @@ class OffloadSocket:
         # never more than is outstanding (a partly free ring whose size the threshold
         # reaches would wait for bytes never sent); short never exceeds it
         want = min(want, posted - acked)
+        readiness = self.readiness
+        if readiness is not None and self.timeout == 0:
+            readiness.block_write()     # before the request whose event restores it
         self.ask_space(acked, want)
         target, acked_of, conn = acked + want, self.driver.bytes_acked, self.conn
 
@@ -503,6 +325,8 @@ class OffloadSocket:
 
         if not self._wait(ready, self._deadline()):
             raise self._would_block("send")
+        if readiness is not None:
+            readiness.unblock_write()
         tx["tx_acked"] = acked_of(conn)
         if self.error:
             raise error(self.error, "send")
@@ -553,11 +377,19 @@ class OffloadSocket:
             else:
                 timer.countdown = 1
         if result >= 0:
-            if result & WAKE:
-                self.driver.wake.release()
-                return result & COUNT
+            if result > COUNT:
+                return self._recv_flags(result)
             return result
         return self._recv_wait(target, recv)
+
+    def _recv_flags(self, result: int) -> int:
+        """A recv whose result carries WAKE (post the engine's semaphore) or DRAINED
+        (the last attached buffer is read: the descriptor stops saying readable)."""
+        if result & WAKE:
+            self.driver.wake.release()
+        if result & DRAINED and self.readiness is not None:
+            self.readiness.update_read()
+        return result & COUNT
 
     @staticmethod
     def _byte_view(target) -> memoryview:
@@ -578,7 +410,7 @@ class OffloadSocket:
                 result = recv(self.seg, self.regs, self.qp, self.conns, self.bufs,
                               self.scratch, target, self.row, 0)
                 if result != EMPTY:
-                    return self.driver.wake_engine(result)
+                    return self._recv_flags(result) if result > COUNT else result
                 if self.eof or self.error or self.shut_rd or self.closed:
                     # this reader is done: the buffers it read go back now, not at
                     # some other thread's next wait
@@ -607,6 +439,8 @@ class OffloadSocket:
         batched = tx["consumed"] > 0 and not tx["talking"]
         if not self._wait(lambda: count[row] or self.eof or self.error,
                           self._deadline(), batched):
+            if self.readiness is not None:     # a stale "readable" goes (EAGAIN)
+                self.readiness.update_read()
             raise self._would_block("recv")
 
     # ---- teardown --------------------------------------------------------------------
@@ -621,6 +455,8 @@ class OffloadSocket:
             with self.send_lock:
                 self._call(layout.OP_SHUTDOWN, "shutdown", value=how)
                 self.shut_wr = True
+        if self.readiness is not None:
+            self.readiness.fd.shut(how)
 
     def close(self, abort: bool = False) -> None:
         """Return at once; the engine answers once the data sent is acknowledged, and
@@ -629,8 +465,12 @@ class OffloadSocket:
             return
         self.closed = True
         if self.connecting is not None:        # its answer is nobody's now
-            self.driver.forget(self.connecting[0])
+            self.net.connects.pop(self.connecting[0], None)
             self.connecting = None
+        if self.local_cookie:
+            self.driver.forget(self.local_cookie)
+        if self.readiness is not None:
+            self.readiness.close()
         if self.net.sockets.get(self.conn) is self:   # later buffers: the general path
             for buf_id in self.driver.unregister(self.conn):
                 self.net.give_back(buf_id)

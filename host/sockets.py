@@ -47,7 +47,9 @@ import numpy as np
 from host import datapath
 from host.copy_timer import COPY_TIMER
 from host.driver import Driver, EngineDead, Q
+from host.event_pump import EventPump
 from host.offload_socket import OffloadSocket, check, error  # noqa: F401 (re-exported)
+from host.readiness import Readiness
 from host.send_buffers import SendArea
 from toad import layout
 from toad.errors import ToadError
@@ -79,6 +81,10 @@ class OffloadNetwork:
         self.sockets: dict[int, OffloadSocket] = {}
         self.orphans: dict[int, list] = {}     # events that beat their ACCEPT answer
         self.closing: dict[int, OffloadSocket] = {}   # CLOSE cookie -> socket
+        self.connects: dict[int, OffloadSocket] = {}  # non-blocking CONNECT cookie -> socket
+        self.pump: EventPump | None = None     # started with the first readiness descriptor
+        self.ready_ids = np.zeros(256, np.int64)      # take_ready's output
+        driver.on_ready = self._signal_ready
         self.closed = False
         self.unowned_returns = 0               # buffers the engine gave back unused
         # buffers read go back in batches of this many (with the consumed counters)
@@ -128,6 +134,8 @@ class OffloadNetwork:
         acknowledged out of this QP's memory and finishes sending it)."""
         if self.closed:
             return
+        if self.pump is not None:
+            self.pump.stop()
         try:
             for sock in list(self.sockets.values()):
                 sock.close()
@@ -195,6 +203,37 @@ class OffloadNetwork:
         if q[Q["returns"]] or q[Q["dirty_head"]] >= 0:
             self.driver.flush_returns()
 
+    def watch(self, sock: OffloadSocket, fd=None) -> Readiness:
+        """``sock``'s readiness descriptor (host/readiness.py), made now; the event
+        pump runs from the first one on."""
+        readiness = Readiness(sock, fd)
+        if self.pump is None:
+            self.pump = EventPump(self)
+            self.driver.pump = self.pump
+            self.pump.start()
+        return readiness
+
+    def _signal_ready(self) -> None:
+        """Rows the compiled poll listed (data for a descriptor that said "nothing to
+        read"): their descriptors become readable (consuming thread)."""
+        ids, sockets = self.ready_ids, self.sockets
+        while True:
+            count = datapath.take_ready(self.driver.qp, self.driver.conns, ids)
+            for conn in ids[:count].tolist():
+                sock = sockets.get(conn)
+                if sock is not None and sock.readiness is not None:
+                    sock.readiness.update_read()
+            if count < len(ids):
+                return
+
+    def engine_lost(self) -> None:
+        """The engine died (found by the event pump): every descriptor reports an
+        error, so a program asleep in a poller wakes and its next call raises."""
+        for sock in list(self.sockets.values()):
+            sock.error = sock.error or errno.ECONNABORTED
+            if sock.readiness is not None:
+                sock.readiness.fd.fail()
+
     def _on_event(self, event) -> None:
         """Runs in the thread consuming events: attach, mark, wake; never waits."""
         kind = event.type
@@ -202,6 +241,10 @@ class OffloadNetwork:
             sock = self.closing.pop(event.cookie, None)
             if sock is not None:
                 sock.release()
+                return
+            sock = self.connects.pop(event.cookie, None)
+            if sock is not None:
+                sock.connect_answered(event)
                 return
             sock = self.sockets.get(event.conn)
             if sock is not None and kind == layout.EV_ERROR:

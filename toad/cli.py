@@ -28,10 +28,12 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "perturb": ("call", "toad.perturb:main", "host copy bandwidth, engine idle vs copying"),
     "config-reference": ("call", "toad.config.reference_cmd:main",
                          "every config key with its type, default and meaning"),
+    "exec": ("call", "toad.exec_cmd:main",
+             "run a Python program with its TCP sockets offloaded to a running engine"),
     "engine": ("exec", "engine", "run the engine alone in the foreground"),
     "nc": ("exec", "host.nc", "netcat over toad (inhost or offload)"),
     "bench": ("exec", "host.bench",
-              "micro-benchmarks: toad bench rings|tcp|stack|offload|copy [--json FILE]"),
+              "micro-benchmarks: toad bench rings|tcp|stack|offload|copy|start|readiness [--json FILE]"),
 }
 
 
