@@ -279,7 +279,7 @@ class Handlers:
         elif option == layout.OPT_RECV_DELAY_US:
             sock.policy.delay_s = value / 1e6
         elif option == layout.OPT_CHECKSUM:
-            if value >= len(layout.CHECKSUM_MODES):
+            if not 0 <= value < len(layout.CHECKSUM_MODES):   # (a host's value)
                 complete(qp, request, status=errno.EINVAL)
                 return
             if sock.state not in (NEW, BOUND):   # the TCB exists: its mode is fixed

@@ -233,3 +233,20 @@ def test_a_receive_buffer_the_engine_holds_is_not_taken_twice():
         assert got[first_child] == sent[:1000]         # its buffer was never overwritten
     finally:
         rig.close()
+
+
+def test_checksum_option_out_of_range_is_refused():
+    """SETOPT OPT_CHECKSUM with a value that names no mode, negative included (the
+    fuzzer's -1 raised IndexError in the engine): EINVAL, and the socket still works."""
+    rig = Rig()
+    try:
+        a, _ = rig.hosts
+        sock = a.call(layout.OP_SOCKET).value
+        for value in (-1, len(layout.CHECKSUM_MODES), 1 << 40):
+            answer = a.call(layout.OP_SETOPT, conn=sock, option=layout.OPT_CHECKSUM,
+                            value=value)
+            assert (answer.type, answer.status) == (layout.EV_COMPLETION, errno.EINVAL)
+        answer = a.call(layout.OP_SETOPT, conn=sock, option=layout.OPT_CHECKSUM, value=0)
+        assert answer.status == 0
+    finally:
+        rig.close()
