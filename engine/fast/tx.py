@@ -21,6 +21,7 @@ import numpy as np
 from numba import carray, types
 
 from engine.fast.flows import _FLOWS, CSUM_NONE, CSUM_PARTIAL, FAST, SLOW
+from engine.fast.rx import fold, rto
 from engine.tcp.checksum import sum_kernel
 from toad.compiled import entry, helper, kernel, loaded
 from toad.rings.atomics import byte_pointer, copy_bytes
@@ -56,13 +57,6 @@ def put32(out, at, value):
 def put48(out, at, value):
     put16(out, at, value >> 32)
     put32(out, at + 2, value & MASK)
-
-
-@helper
-def fold(total):
-    total = (total & 0xFFFF) + (total >> 16)
-    total = (total & 0xFFFF) + (total >> 16)
-    return (total & 0xFFFF) + (total >> 16)
 
 
 @helper
@@ -168,13 +162,6 @@ def sent_ack(f):
     f.ack_now = 0
     f.delack_bytes = 0
     f.t_delack = np.inf
-
-
-@helper
-def rto_now(f):
-    if not f.backoff:
-        return f.base_rto
-    return min(f.rto_max, f.base_rto * (1 << f.backoff))
 
 
 @helper
@@ -288,7 +275,7 @@ def send_data(f, ranges, out, at, k, ident, now, starts, lengths, partials, gsos
         f.snd_nxt = seq
         f.tx_data += sent
         if f.t_rexmit == np.inf:
-            f.t_rexmit = now + rto_now(f)
+            f.t_rexmit = now + rto(f)
         sent_ack(f)
     return k, at, full
 
@@ -352,10 +339,9 @@ def output(flows, tx_ranges, rows, count, now, ident, out, starts, lengths, part
         f.window_update_only = 0
         if f.t_rexmit == np.inf and f.t_persist == np.inf:
             if f.snd_nxt != f.snd_una:
-                f.t_rexmit = now + rto_now(f)
+                f.t_rexmit = now + rto(f)
             elif f.send_held > 0:              # arm_persist: data waits on the window
-                rto = rto_now(f)
-                f.t_persist = now + min(max(rto, 0.005), f.rto_max)
+                f.t_persist = now + min(max(rto(f), 0.005), f.rto_max)
                 f.tx_window_stall += 1
         index += 1
     state[AT] = at
