@@ -42,6 +42,7 @@ KERNEL_MODULES = (
     "toad.rings.records",
     "toad.rings.calls",
     "toad.rings.bus",
+    "engine.frames",
     "engine.tcp.checksum",
     "engine.ring_calls",
     "engine.fast.flows",
