@@ -43,6 +43,7 @@ KERNEL_MODULES = (
     "toad.rings.calls",
     "toad.rings.bus",
     "engine.frames",
+    "engine.nic.shm_ring",
     "engine.tcp.checksum",
     "engine.ring_calls",
     "engine.fast.flows",

@@ -273,7 +273,6 @@ class FastPath:
         self.lengths = np.zeros(BURST, np.int64)
         self.csum_ok = np.zeros(BURST, np.uint8)
         self.burst_counters = np.zeros(2, np.int64)
-        self.buffer = np.zeros(1 << 16, np.uint8)
         self.mac = int.from_bytes(stack.mac, "big")
         self.counters = stack.counters
         self.due: dict = {}                         # rows with output due (ordered set)
@@ -294,30 +293,27 @@ class FastPath:
         self.cooldown = [0] * capacity              # row -> offers left to sit out
 
     # ---- frames ------------------------------------------------------------------
-    def receive(self, frames: list, now: float) -> list:
-        """Run the receive kernel over ``frames`` ((frame, csum_ok) pairs); return
-        those left to the Python stack, in order (their connections reclaimed)."""
+    def receive(self, pool, slots, count: int, now: float) -> list:
+        """Run the receive kernel over the frames in ``slots[:count]`` of frame pool
+        ``pool`` (engine/frames.py), read where they lie in ``pool.data``; return the
+        slots left to the Python stack, in order (their connections reclaimed). The
+        slots stay the caller's."""
         if not self.fast:
-            return frames
+            return slots[:count].tolist()
         left = []
-        for first in range(0, len(frames), BURST):
-            left += self._burst(frames[first:first + BURST], now)
+        for first in range(0, count, BURST):
+            left += self._burst(pool, slots[first:min(count, first + BURST)], now)
         return left
 
-    def _burst(self, frames: list, now: float) -> list:
-        count = len(frames)
-        size = sum([len(frame) for frame, _ in frames])
-        if size > self.buffer.shape[0]:
-            self.buffer = np.zeros(1 << (size - 1).bit_length(), np.uint8)
-        buffer, starts, lengths, csum_ok = self.buffer, self.starts, self.lengths, self.csum_ok
-        at = 0
-        for i, (frame, ok) in enumerate(frames):
-            n = len(frame)
-            buffer[at:at + n] = frame
-            starts[i] = at
-            lengths[i] = n
-            csum_ok[i] = ok
-            at += n
+    def _burst(self, pool, slots, now: float) -> list:
+        count = len(slots)
+        # each frame's place in the pool: no copy, only its start, length and csum_ok
+        starts, lengths, csum_ok = self.starts, self.lengths, self.csum_ok
+        starts[:count] = slots
+        starts[:count] *= pool.slot_bytes
+        lengths[:count] = pool.length[slots]
+        csum_ok[:count] = pool.csum_ok[slots]
+        buffer = pool.data
         counters = self.burst_counters
         counters[:] = 0
         touched = rx.receive_entry(buffer, starts, lengths, csum_ok, count, self.verdict,
@@ -329,7 +325,7 @@ class FastPath:
             self.counters["fast.rx"] += int(counters[rx.C_TCP_RX])
         if touched:
             self.settle(touched)
-        return [frames[i] for i in np.flatnonzero(self.verdict[:count]).tolist()]
+        return slots[np.flatnonzero(self.verdict[:count])].tolist()
 
     def settle(self, touched: int) -> None:
         """After a burst: the events of the bytes placed and acknowledged (in the

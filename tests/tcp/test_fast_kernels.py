@@ -13,6 +13,7 @@ from engine.tcp.connection import Connection
 from engine.tcp.stack import Stack
 from engine.tcp.wire import ipv4
 from engine.tcp.wire.tcp import ACK, PSH, SYN, TcpRepr
+from tests.nicframes import feed, sent
 from toad.config import TcpConfig, WireConfig
 
 from .test_fast_path import tcb as full_tcb
@@ -35,15 +36,15 @@ def established(mode: str, **tcp):
     stack = Stack(config, "10.0.0.1/24", bytes.fromhex("02000000000a"), features())
     learn_peer(stack)
     listener = stack.listen(81)
-    stack.receive_frames([(memoryview(tcp_frame(TcpRepr(
-        40000, 81, PEER_ISS, 0, SYN, 65535, mss=1460, window_scale=7, timestamp=(7, 0)))),
+    feed(stack, [(tcp_frame(TcpRepr(
+        40000, 81, PEER_ISS, 0, SYN, 65535, mss=1460, window_scale=7, timestamp=(7, 0))),
         False)], 0.0)
-    synack = parse_out(stack.poll_transmit(0.0)[0])[2]
+    synack = parse_out(sent(stack, 0.0)[0])[2]
     our = (synack.seq + 1) & 0xFFFFFFFF
-    stack.receive_frames([(memoryview(tcp_frame(TcpRepr(
-        40000, 81, PEER_ISS + 1, our, ACK, 512, timestamp=(8, synack.timestamp[0])))),
+    feed(stack, [(tcp_frame(TcpRepr(
+        40000, 81, PEER_ISS + 1, our, ACK, 512, timestamp=(8, synack.timestamp[0]))),
         False)], 0.0)
-    stack.poll_transmit(0.0)
+    sent(stack, 0.0)
     stack.events()
     conn = listener.accept()
     return stack, conn, our
@@ -51,9 +52,9 @@ def established(mode: str, **tcp):
 
 def ack(our: int, acked: int, window: int = 512, tsval: int = 9, tsecr: int = 0,
         payload: bytes = b"", flags: int = ACK, good: bool = True) -> tuple:
-    return (memoryview(tcp_frame(TcpRepr(40000, 81, PEER_ISS + 1, (our + acked) & 0xFFFFFFFF,
-                                         flags, window, timestamp=(tsval, tsecr),
-                                         payload=payload), good_checksum=good)), False)
+    return (tcp_frame(TcpRepr(40000, 81, PEER_ISS + 1, (our + acked) & 0xFFFFFFFF,
+                              flags, window, timestamp=(tsval, tsecr), payload=payload),
+                      good_checksum=good), False)
 
 
 def script(mode: str, steps) -> tuple:
@@ -61,14 +62,14 @@ def script(mode: str, steps) -> tuple:
     by ``steps(our)``) with output polled after each: (frames out, stack, conn)."""
     stack, conn, our = established(mode)
     conn.send(b"d" * 3 * 1448)
-    out = [bytes(f.data) for f in stack.poll_transmit(0.1)]
+    out = [bytes(f.data) for f in sent(stack, 0.1)]
     now = 0.1
     for burst in steps(our):
         now += 0.01
-        stack.receive_frames(burst, now)
+        feed(stack, burst, now)
         if stack.next_deadline() is not None and stack.next_deadline() <= now:
             stack.on_timer(now)
-        out += [bytes(f.data) for f in stack.poll_transmit(now)]
+        out += [bytes(f.data) for f in sent(stack, now)]
         stack.events()
     return out, stack, conn
 
@@ -89,6 +90,9 @@ def same(steps) -> tuple:
     assert counters == dict(slow[1].counters)
     assert tcb(fast[2]) == tcb(slow[2])
     assert fast[2].counters == slow[2].counters
+    for stack in (fast[1], slow[1]):            # every slot of every burst released once
+        pool = stack.pool.counters()
+        assert pool["free"] == pool["slots"] and pool["bad_release"] == 0, pool
     return fast
 
 
@@ -197,15 +201,15 @@ def test_unpredicted_frames_go_to_python_with_the_state(frame):
 def test_retransmission_timer_of_a_fast_connection_fires_in_python():
     stack, conn, our = established("compiled", rto_initial_ms=10.0, rto_min_ms=10.0)
     conn.send(b"d" * 2896)
-    stack.poll_transmit(0.0)
+    sent(stack, 0.0)
     stack.events()
-    stack.receive_frames([ack(our, 1448)], 0.001)
+    feed(stack, [ack(our, 1448)], 0.001)
     assert type(conn) is FastOwned
     deadline = stack.next_deadline()
     assert deadline is not None and 0.001 < deadline <= 0.1
     stack.on_timer(deadline)
     assert stack.counters["fast.handback_timer"] == 1
-    out = stack.poll_transmit(deadline)
+    out = sent(stack, deadline)
     assert [parse_out(f)[2].seq for f in out] == [(our + 1448) & 0xFFFFFFFF]
     assert conn.counters["rto"] == 1
 
@@ -213,13 +217,13 @@ def test_retransmission_timer_of_a_fast_connection_fires_in_python():
 def test_touching_a_fast_connection_reclaims_it():
     stack, conn, our = established("compiled")
     conn.send(b"d" * 2896)
-    stack.poll_transmit(0.0)
+    sent(stack, 0.0)
     stack.events()
     row = object.__getattribute__(conn, "flow")
     rows = stack.fast.flows.rows
     assert type(conn) is FastOwned and rows["owner"][row] == FAST
     assert conn not in stack.table.active
-    stack.receive_frames([ack(our, 1448)], 0.001)
+    feed(stack, [ack(our, 1448)], 0.001)
     assert rows["snd_una"][row] == (our + 1448) & 0xFFFFFFFF
     assert conn.snd_una == (our + 1448) & 0xFFFFFFFF      # the read reclaims it
     assert type(conn) is Connection and rows["owner"][row] == SLOW
@@ -229,10 +233,10 @@ def test_touching_a_fast_connection_reclaims_it():
 
 def test_flow_row_goes_with_the_connection():
     stack, conn, _ = established("compiled")
-    stack.poll_transmit(0.0)
+    sent(stack, 0.0)
     assert stack.fast.flows.used == 1
     conn.abort(0.0)
-    stack.poll_transmit(0.0)
+    sent(stack, 0.0)
     stack.events()
     assert stack.fast.flows.used == 0 and stack.fast.fast == 0
 
@@ -255,12 +259,12 @@ def test_flow_table_holds_ten_thousand_connections_and_refuses_more():
 
 def record(nic, log: list) -> None:
     """Keep a copy of every frame ``nic`` sends in ``log``."""
-    send = nic.send
+    send = nic.send_burst
 
-    def sending(frames):
-        log.extend(bytes(f.data) for f in frames)
-        send(frames)
-    nic.send = sending
+    def sending(pool, slots, n):
+        log.extend(bytes(pool.view(slot)) for slot in slots[:n])
+        send(pool, slots, n)
+    nic.send_burst = sending
 
 
 FAULTS = WireConfig(loss=0.01, reorder=0.02, duplicate=0.01, seed=5)
