@@ -32,7 +32,6 @@ import math
 
 import numpy as np
 
-from engine.nic.base import TxFrame
 from engine.offload.host_buffers import HostSendBuffer
 from engine.tcp.buffers import ByteRecvBuffer, ByteSendBuffer
 from engine.tcp.connection import Connection
@@ -59,7 +58,7 @@ from .flows import (
 ESTAB = State.ESTABLISHED
 MASK = 0xFFFFFFFF
 BURST = 256                       # frames per kernel call
-SMALL_TX_BYTES = 1 << 16          # the transmit kernel's first buffer of a poll
+TX_SLOTS = 1024                   # frames per transmit kernel call
 
 
 class FastOwned(Connection):
@@ -279,14 +278,7 @@ class FastPath:
         self.due_rows = np.zeros(capacity, np.int64)
         self.handed = np.zeros(capacity, np.int64)
         self.ident = np.zeros(1, np.int64)          # the IPv4 identification counter
-        # the transmit kernel's room per call after the first (SMALL_TX_BYTES):
-        # fresh memory each call (the NIC may keep the frames), below numpy's
-        # huge-page threshold (4 MB), whose first touch would zero 2 MB pages
-        self.tx_bytes = 1 << 20
-        self.tx_starts = np.zeros(1024, np.int64)
-        self.tx_lengths = np.zeros(1024, np.int64)
-        self.tx_partial = np.zeros(1024, np.int64)
-        self.tx_gso = np.zeros(1024, np.int64)
+        self.tx_slots = np.zeros(TX_SLOTS, np.int32)     # the frames of one kernel call
         self.tx_state = np.zeros(3, np.int64)
         self.tx_ranges = np.zeros((capacity, TX_RANGES, 2), np.int64)
         self.tx_dma: list = [None] * capacity       # row -> its QP's Dma (host ranges)
@@ -392,9 +384,10 @@ class FastPath:
 
     def transmit(self, now: float, out: list) -> None:
         """What the fast connections in ``due`` owe the wire (new data from in-host
-        rings, ACKs, window updates), built by the kernel and appended to ``out`` as
-        the Stack's frames; rows whose route must be looked up again are reclaimed
-        (Python's output sends for them)."""
+        rings or host ranges, ACKs, window updates), built by the kernel in slots of
+        the Stack's frame pool and appended to ``out``; rows whose route must be
+        looked up again are reclaimed (Python's output sends for them). When the pool
+        runs dry the rows not served stay due (counted: ``fast.tx_pool_dry``)."""
         due, self.due = self.due, {}
         count = len(due)
         rows = self.due_rows
@@ -402,31 +395,27 @@ class FastPath:
         state = self.tx_state
         state[:] = 0
         builder = self.stack.builder
+        pool = self.stack.pool
         ident = self.ident
         ident[0] = builder.ident
-        starts, lengths, partial, gso = self.tx_starts, self.tx_lengths, self.tx_partial, self.tx_gso
-        size = SMALL_TX_BYTES          # ACKs and short bursts: a small, cheap buffer
+        slots = self.tx_slots
         while True:
-            buffer = np.empty(size, np.uint8)
-            state[tx.AT] = 0
-            first = int(state[tx.NEXT])
             frames = tx.output_entry(self.flows.rows, self.tx_ranges, rows, count, now, ident,
-                                     buffer, starts, lengths, partial, gso, self.handed,
+                                     pool.data, pool.slot_bytes, pool.free, pool.state,
+                                     pool.held, pool.length, pool.csum_start,
+                                     pool.csum_offset, pool.gso_size, slots, self.handed,
                                      state)
             if frames:
-                view = memoryview(buffer)
-                for at, n, part, g in zip(starts[:frames].tolist(), lengths[:frames].tolist(),
-                                          partial[:frames].tolist(), gso[:frames].tolist()):
-                    frame = view[at:at + n]
-                    out.append(TxFrame(frame, tx.TCP_AT, tx.CHECKSUM_AT, g) if part
-                               else TxFrame(frame))
+                out += slots[:frames].tolist()
                 self.counters["tcp.tx"] += frames
                 self.counters["fast.tx"] += frames
             if state[tx.NEXT] >= count:
                 break
-            if state[tx.NEXT] == first and not frames and size >= self.tx_bytes:
-                self.grow()                                # one frame needs more room
-            size = self.tx_bytes
+            if state[tx.DRY] or not frames:
+                self.counters["fast.tx_pool_dry"] += 1
+                for row in rows[int(state[tx.NEXT]):count].tolist():
+                    self.due[row] = None
+                break
         builder.ident = int(ident[0])
         reads = self.flows.rows["dma_reads"][rows[:count]]
         for k in np.flatnonzero(reads).tolist():
@@ -449,15 +438,6 @@ class FastPath:
             if dma.bus is not None:
                 dma.bus_cycles += charge_reads(dma.bus, reads, nbytes)
             f["dma_reads"] = f["dma_read_bytes"] = 0
-
-    def grow(self) -> None:
-        """Twice the transmit kernel's room (bytes and frames)."""
-        self.tx_bytes *= 2
-        frames = 2 * self.tx_starts.shape[0]
-        self.tx_starts = np.zeros(frames, np.int64)
-        self.tx_lengths = np.zeros(frames, np.int64)
-        self.tx_partial = np.zeros(frames, np.int64)
-        self.tx_gso = np.zeros(frames, np.int64)
 
     # ---- ownership ---------------------------------------------------------------
     def offer(self, conn) -> None:

@@ -8,12 +8,12 @@ import pytest
 
 from engine.fast.flows import FAST, SLOW, FlowTable
 from engine.fast.path import FastOwned
-from engine.nic.base import NicFeatures, TxFrame
+from engine.nic.base import NicFeatures
 from engine.tcp.connection import Connection
 from engine.tcp.stack import Stack
 from engine.tcp.wire import ipv4
 from engine.tcp.wire.tcp import ACK, PSH, SYN, TcpRepr
-from tests.nicframes import feed, sent
+from tests.nicframes import Frame, feed, sent
 from toad.config import TcpConfig, WireConfig
 
 from .test_fast_path import tcb as full_tcb
@@ -157,7 +157,7 @@ def test_window_updates_after_reads_match_python():
     def go(mode):
         stack, conn, our = established(mode, recv_buffer_bytes=8 * 1448)
         conn.send(b"d" * 1448)
-        frames = [bytes(f.data) for f in stack.poll_transmit(0.1)]
+        frames = [bytes(f.data) for f in sent(stack, 0.1)]
         now, offset, tsval = 0.1, 0, 20
         for burst in (3, 3, 2, 4, 1, 5):
             now += 0.001
@@ -166,12 +166,12 @@ def test_window_updates_after_reads_match_python():
                 pending.append(data(our, offset, 1448, tsval, acked=1448))
                 offset += 1448
                 tsval += 1
-            stack.receive_frames(pending, now)
-            frames += [bytes(f.data) for f in stack.poll_transmit(now)]
+            feed(stack, pending, now)
+            frames += [bytes(f.data) for f in sent(stack, now)]
             stack.events()
             conn.recv_buffer.read(len(conn.recv_buffer) - 100)
             conn.notify_read(now)
-            frames += [bytes(f.data) for f in stack.poll_transmit(now)]
+            frames += [bytes(f.data) for f in sent(stack, now)]
         return frames, stack, conn
     fast, slow = go("compiled"), go("python")
     assert fast[0] == slow[0]
@@ -302,22 +302,22 @@ def test_tso_super_frames_and_nagle_match_python():
         stack = Stack(config, "10.0.0.1/24", bytes.fromhex("02000000000a"), nic)
         learn_peer(stack)
         listener = stack.listen(81)
-        stack.receive_frames([(memoryview(tcp_frame(TcpRepr(
+        feed(stack, [(tcp_frame(TcpRepr(
             40000, 81, PEER_ISS, 0, SYN, 65535, mss=1460, window_scale=7,
-            timestamp=(7, 0)))), False)], 0.0)
-        synack = parse_out(stack.poll_transmit(0.0)[0])[2]
+            timestamp=(7, 0))), False)], 0.0)
+        synack = parse_out(sent(stack, 0.0)[0])[2]
         our = (synack.seq + 1) & 0xFFFFFFFF
-        stack.receive_frames([(memoryview(tcp_frame(TcpRepr(
-            40000, 81, PEER_ISS + 1, our, ACK, 4096, timestamp=(8, synack.timestamp[0])))),
+        feed(stack, [(tcp_frame(TcpRepr(
+            40000, 81, PEER_ISS + 1, our, ACK, 4096, timestamp=(8, synack.timestamp[0]))),
             False)], 0.0)
-        stack.poll_transmit(0.0)
+        sent(stack, 0.0)
         stack.events()
         conn = listener.accept()
         frames = []
 
         def out(now):
             frames.extend((bytes(f.data), f.csum_start, f.csum_offset, f.gso_size)
-                          for f in stack.poll_transmit(now))
+                          for f in sent(stack, now))
         conn.send(b"a" * 1000)
         out(0.01)
         conn.send(b"b" * 500)                       # Nagle: held, data in flight
@@ -325,11 +325,10 @@ def test_tso_super_frames_and_nagle_match_python():
         conn.send(bytes(range(256)) * 400)
         out(0.03)
         for step in range(1, 12):                   # ACK all sent so far, each time
-            sent = max(((seg.seq + len(seg.payload) - our) & 0xFFFFFFFF
-                        for seg in (parse_out(TxFrame(bytearray(data), start, offset))[2]
+            done = max(((seg.seq + len(seg.payload) - our) & 0xFFFFFFFF
+                        for seg in (parse_out(Frame(bytearray(data), start, offset))[2]
                                     for data, start, offset, _ in frames)), default=0)
-            stack.receive_frames([ack(our, sent, window=4096, tsval=9 + step)],
-                                 0.03 + step / 100)
+            feed(stack, [ack(our, done, window=4096, tsval=9 + step)], 0.03 + step / 100)
             out(0.03 + step / 100)
             stack.events()
         return frames, stack, conn
@@ -343,9 +342,8 @@ def test_tso_super_frames_and_nagle_match_python():
     assert fast[2].counters["tx_data"] > 5 and fast[2].snd_una == fast[2].snd_max
 
 
-def test_jumbo_frames_keep_the_transmit_room_bounded():
-    # 64 KB segments do not fit the first (small) buffer of a poll: the burst goes on
-    # in the next call, and the room does not grow poll after poll
+def test_jumbo_frames_go_out_in_pool_slots():
+    # 64 KB segments, each in a slot of the pool; every slot comes back
     config = TcpConfig(fast_path="compiled", checksum="software", nagle=False)
     a, b, _, clock = make_pair(config, mtu=65535)
     data = bytes(range(256)) * 8000
@@ -353,4 +351,40 @@ def test_jumbo_frames_keep_the_transmit_room_bounded():
     run([a, b], clock, transfer.done, transfer.tick)
     assert transfer.ok()
     assert a.stack.counters["fast.tx"] > 10
-    assert a.stack.fast.tx_bytes == 1 << 20
+    pools = (a.stack.pool, b.stack.pool)
+    run([a, b], clock, lambda: all(p.available == p.slots for p in pools))  # the wire drains
+    for stack in (a.stack, b.stack):
+        pool = stack.pool.counters()
+        assert pool["free"] == pool["slots"] and pool["bad_release"] == 0, pool
+
+
+def test_a_dry_pool_holds_the_rest_of_a_burst_until_slots_come_back():
+    # the pool has 3 free slots when 4 segments are due: the kernel sends 3, counts
+    # the dry pool, and sends the fourth at the next poll; the same frames as Python's
+    # with room to spare
+    def go(mode, dry):
+        stack, conn, our = established(mode)
+        conn.send(b"d" * 1448)
+        frames = [bytes(f.data) for f in sent(stack, 0.1)]
+        feed(stack, [ack(our, 1448, 4096, tsval=10)], 0.11)
+        frames += [bytes(f.data) for f in sent(stack, 0.11)]
+        pool = stack.pool
+        held = pool.alloc_many(pool.available - 3) if dry else []
+        conn.send(bytes(range(256)) * 60)
+        frames += [bytes(f.data) for f in sent(stack, 0.12)]
+        first = len(frames)
+        pool.release_many(held)
+        frames += [bytes(f.data) for f in sent(stack, 0.13 if dry else 0.12)]
+        return frames, first, stack, conn
+    fast, first, stack, conn = go("compiled", dry=True)
+    slow, *_ = go("python", dry=False)
+    assert stack.counters["fast.tx_pool_dry"] == 1
+    assert stack.pool.counters()["alloc_failed"] == 1
+    assert len(fast) == first + 1 and len(fast) == len(slow)
+    assert type(conn) is FastOwned
+    # the fourth segment is the same bytes but for its timestamp (sent 10 ms later)
+    assert fast[:first] == slow[:first]
+    late, early = (parse_out(Frame(bytearray(f[-1])))[2] for f in (fast, slow))
+    assert (late.seq, late.payload) == (early.seq, early.payload)
+    pool = stack.pool.counters()
+    assert pool["free"] == pool["slots"] and pool["bad_release"] == 0, pool
