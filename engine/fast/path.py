@@ -81,7 +81,13 @@ def _read_done(conn, get):
     if type(get(conn, "recv_buffer")) is not FastRecvRing:   # Python's window rule
         fast.reclaim(conn)
         return get(conn, "notify_read")
-    return lambda now: fast.read_done(conn)
+
+    def read_done(now):
+        if type(conn) is FastOwned:
+            fast.read_done(conn)
+        else:              # reclaimed between the read and the call (an argument's read)
+            Connection.notify_read(conn, now)
+    return read_done
 
 
 def _recv_buffer(conn, get):
@@ -93,10 +99,15 @@ def _recv_buffer(conn, get):
 
 def _send(conn, get):
     ring = get(conn, "send_buffer")
-    if type(ring) is FastSendRing:
-        return ring.append
-    get(conn, "fast").reclaim(conn)           # an offload buffer: Python sends
-    return get(conn, "send")
+    if type(ring) is not FastSendRing:
+        get(conn, "fast").reclaim(conn)       # an offload buffer: Python sends
+        return get(conn, "send")
+
+    def send(data):
+        if type(ring) is FastSendRing:
+            return ring.append(data)
+        return Connection.send(conn, data)    # reclaimed between the read and the call
+    return send
 
 
 def _send_buffer(conn, get):

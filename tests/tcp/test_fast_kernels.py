@@ -388,3 +388,28 @@ def test_a_dry_pool_holds_the_rest_of_a_burst_until_slots_come_back():
     assert (late.seq, late.payload) == (early.seq, early.payload)
     pool = stack.pool.counters()
     assert pool["free"] == pool["slots"] and pool["bad_release"] == 0, pool
+
+
+def test_a_call_whose_argument_reclaims_the_connection_still_works():
+    # conn.send(...conn.eff_mss...): the method is fetched while the connection is
+    # fast, the argument's read reclaims it before the call; likewise notify_read
+    def go(mode):
+        stack, conn, our = established(mode, recv_buffer_bytes=4 * 1448)
+        conn.send(b"d" * 1448)
+        frames = [bytes(f.data) for f in sent(stack, 0.1)]
+        feed(stack, [ack(our, 1448, 4096, tsval=10)], 0.11)
+        frames += [bytes(f.data) for f in sent(stack, 0.11)]
+        conn.send(b"e" * conn.eff_mss)
+        frames += [bytes(f.data) for f in sent(stack, 0.12)]
+        feed(stack, [data(our, k * 1448, 1448, 11 + k, acked=2 * 1448) for k in range(3)],
+             0.13)
+        frames += [bytes(f.data) for f in sent(stack, 0.13)]
+        stack.events()
+        conn.recv_buffer.read(1448 * 3)
+        conn.notify_read(conn.last_rx + 0.01)
+        frames += [bytes(f.data) for f in sent(stack, 0.14)]
+        return frames, stack, conn
+    fast, slow = go("compiled"), go("python")
+    assert fast[0] == slow[0]
+    assert tcb(fast[2]) == tcb(slow[2])
+    assert fast[1].counters["fast.exported"] >= 2
