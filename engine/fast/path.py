@@ -33,7 +33,7 @@ import math
 import numpy as np
 
 from engine.offload.host_buffers import HostSendBuffer
-from engine.tcp.buffers import ByteRecvBuffer, ByteSendBuffer
+from engine.tcp.buffers import ByteRecvBuffer, ByteSendBuffer, _Ring
 from engine.tcp.connection import Connection
 from engine.tcp.events import DataReceived, SendAcked
 from engine.tcp.states import State
@@ -125,7 +125,7 @@ def _nothing(*args) -> None:
 FAST_READS = {
     "state": lambda conn, get: ESTAB,
     "recv_buffer": _recv_buffer,
-    "ack_now": lambda conn, get: bool(get(conn, "fast").flows.rows["ack_now"][get(conn, "flow")]),
+    "ack_now": lambda conn, get: bool(get(conn, "fast").acks_now[get(conn, "flow")]),
     "notify_read": _read_done,
     "send": _send,
     "check_can_send": lambda conn, get: _nothing,   # ESTABLISHED, no FIN queued
@@ -149,7 +149,7 @@ class FastSendRing(ByteSendBuffer):
         n = self._put(data)
         if n:
             fast, row = self.fast_row
-            fast.flows.rows["send_held"][row] += n
+            fast.sends_held[row] += n
             if not fast.stack.output_tracking:    # else the caller marks it (Stack.mark)
                 fast.due[row] = None
         return n
@@ -195,53 +195,59 @@ SENT_BY_KERNEL = (FastSendRing, FastHostSend)    # send buffers the kernel reads
 class FastRecvRing(ByteRecvBuffer):
     """A connection's receive ring while the kernel places into it: the kernel adds
     to the row's ``rx_size``; Python moves the head and takes bytes out. Each call
-    reads the fill from the row first and writes head and fill back after."""
+    reads the fill from the row once first and writes head and fill back after.
+    ``fast_row`` is (the rows' rx_size as a memoryview, their rx_head, row): an item
+    of a memoryview costs a third of a numpy structured field's."""
 
     __slots__ = ()
 
-    def _pull(self) -> None:
-        rows, row = self.fast_row
-        self.size = int(rows["rx_size"][row])
-
-    def _push(self) -> None:
-        rows, row = self.fast_row
-        rows["rx_size"][row] = self.size
-        rows["rx_head"][row] = self.head
-
     def __len__(self) -> int:
-        self._pull()
-        return self.size
+        sizes, _, row = self.fast_row
+        return sizes[row]
 
     def free_space(self) -> int:
-        self._pull()
-        return self.capacity - self.size
+        sizes, _, row = self.fast_row
+        return self.capacity - sizes[row]
 
     def read(self, n: int = -1) -> bytes:
-        self._pull()
-        out = ByteRecvBuffer.read(self, n)
-        self._push()
+        sizes, heads, row = self.fast_row
+        self.size = sizes[row]
+        if n < 0 or n > self.size:
+            n = self.size
+        out = b"".join(_Ring._views(self, 0, n))
+        _Ring._drop(self, n)
+        sizes[row], heads[row] = self.size, self.head
         return out
 
     def readinto(self, target) -> int:
-        self._pull()
-        n = ByteRecvBuffer.readinto(self, target)
-        self._push()
-        return n
+        sizes, heads, row = self.fast_row
+        self.size = sizes[row]
+        dst = memoryview(target).cast("B")
+        done = 0
+        for part in _Ring._views(self, 0, len(dst)):
+            dst[done:done + len(part)] = part
+            done += len(part)
+        _Ring._drop(self, done)
+        sizes[row], heads[row] = self.size, self.head
+        return done
 
     def write(self, data, push: bool = False) -> int:
-        self._pull()
-        n = self._put(data, push)
-        self._push()
+        sizes, heads, row = self.fast_row
+        self.size = sizes[row]
+        n = _Ring._put(self, data, push)
+        sizes[row], heads[row] = self.size, self.head
         return n
 
     def _views(self, offset: int, length: int) -> list:
-        self._pull()
-        return ByteRecvBuffer._views(self, offset, length)
+        sizes, _, row = self.fast_row
+        self.size = sizes[row]
+        return _Ring._views(self, offset, length)
 
     def _drop(self, n: int) -> None:
-        self._pull()
-        ByteRecvBuffer._drop(self, n)
-        self._push()
+        sizes, heads, row = self.fast_row
+        self.size = sizes[row]
+        _Ring._drop(self, n)
+        sizes[row], heads[row] = self.size, self.head
 
 
 def ordinary(c, stack) -> bool:
@@ -273,6 +279,10 @@ class FastPath:
     def __init__(self, stack, capacity: int):
         self.stack = stack
         self.flows = FlowTable(capacity)
+        # fields Python reads and writes per socket call, as memoryviews of the rows
+        rows = self.flows.rows
+        self.rx_sizes, self.rx_heads = memoryview(rows["rx_size"]), memoryview(rows["rx_head"])
+        self.acks_now, self.sends_held = memoryview(rows["ack_now"]), memoryview(rows["send_held"])
         self.conns: list = [None] * capacity        # row -> its Connection
         self.acked_total: list = [0] * capacity     # row -> bytes acked (conn.bytes_acked)
         self.fast = 0                               # rows owned by the kernels
@@ -484,7 +494,7 @@ class FastPath:
         if type(ring) is ByteRecvBuffer:          # the kernel places into it
             f["rx_addr"] = np.frombuffer(ring.storage, np.uint8).ctypes.data
             f["rx_cap"], f["rx_head"], f["rx_size"] = ring.capacity, ring.head, ring.size
-            ring.fast_row = (rows, row)
+            ring.fast_row = (self.rx_sizes, self.rx_heads, row)
             ring.__class__ = FastRecvRing
         else:                                     # data in hands the connection back
             f["rx_addr"] = f["rx_cap"] = f["rx_head"] = f["rx_size"] = 0
