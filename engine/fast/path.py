@@ -289,10 +289,8 @@ class FastPath:
         self.marks = np.zeros(capacity, np.int64)
         self.touched = np.zeros(BURST, np.int64)
         self.verdict = np.zeros(BURST, np.int8)
-        self.starts = np.zeros(BURST, np.int64)
-        self.lengths = np.zeros(BURST, np.int64)
-        self.csum_ok = np.zeros(BURST, np.uint8)
-        self.burst_counters = np.zeros(2, np.int64)
+        self.left = np.zeros(BURST, np.int32)       # a burst's slots left to Python
+        self.burst_counters = np.zeros(3, np.int64)
         self.mac = int.from_bytes(stack.mac, "big")
         self.counters = stack.counters
         self.due: dict = {}                         # rows with output due (ordered set)
@@ -319,17 +317,10 @@ class FastPath:
         return left
 
     def _burst(self, pool, slots, now: float) -> list:
-        count = len(slots)
-        # each frame's place in the pool: no copy, only its start, length and csum_ok
-        starts, lengths, csum_ok = self.starts, self.lengths, self.csum_ok
-        starts[:count] = slots
-        starts[:count] *= pool.slot_bytes
-        lengths[:count] = pool.length[slots]
-        csum_ok[:count] = pool.csum_ok[slots]
-        buffer = pool.data
         counters = self.burst_counters
         counters[:] = 0
-        touched = rx.receive_entry(buffer, starts, lengths, csum_ok, count, self.verdict,
+        touched = rx.receive_entry(pool.data, pool.slot_bytes, slots, pool.length,
+                                   pool.csum_ok, len(slots), self.verdict, self.left,
                                    self.flows.rows, self.flows.slots, self.stack.ip, self.mac,
                                    now, self.marks, self.touched, counters)
         if counters[rx.C_TCP_RX]:
@@ -338,7 +329,8 @@ class FastPath:
             self.counters["fast.rx"] += int(counters[rx.C_TCP_RX])
         if touched:
             self.settle(touched)
-        return slots[np.flatnonzero(self.verdict[:count])].tolist()
+        left = int(counters[rx.C_LEFT])
+        return self.left[:left].tolist() if left else []
 
     def settle(self, touched: int) -> None:
         """After a burst: the events of the bytes placed and acknowledged (in the

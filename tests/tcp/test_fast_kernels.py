@@ -413,3 +413,30 @@ def test_a_call_whose_argument_reclaims_the_connection_still_works():
     assert fast[0] == slow[0]
     assert tcb(fast[2]) == tcb(slow[2])
     assert fast[1].counters["fast.exported"] >= 2
+
+
+def test_the_receive_kernel_leaves_slots_it_cannot_read_to_python():
+    # slot ids outside the pool and a length beyond its slot are never read: they
+    # are left to the caller, in order, around a good frame the kernel takes
+    import numpy as np
+
+    from engine.fast import rx
+    stack, conn, our = established("compiled")
+    conn.send(b"d" * 1448)
+    sent(stack, 0.1)
+    feed(stack, [ack(our, 1448, 4096, tsval=10)], 0.11)
+    sent(stack, 0.11)
+    conn.send(b"e" * 1448)                          # sent by the transmit kernel
+    assert len(sent(stack, 0.12)) == 1 and type(conn) is FastOwned
+    fast, pool = stack.fast, stack.pool
+    good = pool.put(ack(our, 2896, 4096, tsval=11)[0])
+    long = pool.put(ack(our, 2896, 4096, tsval=11)[0])
+    pool.length[long] = pool.slot_bytes + 1
+    frames = np.array([-1, good, pool.slots, long, 1 << 30], np.int32)
+    counters = np.zeros(3, np.int64)
+    rx.receive_entry(pool.data, pool.slot_bytes, frames, pool.length, pool.csum_ok,
+                     len(frames), fast.verdict, fast.left, fast.flows.rows, fast.flows.slots,
+                     stack.ip, fast.mac, 0.13, fast.marks, fast.touched, counters)
+    assert fast.left[:counters[rx.C_LEFT]].tolist() == [-1, pool.slots, long, 1 << 30]
+    assert counters[rx.C_TCP_RX] == 1
+    pool.release_many([good, long])
