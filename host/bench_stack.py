@@ -309,13 +309,16 @@ def burst(mode: str, segments: int, fast_path: str = "python"):
     sender: (sender, receiver, sender's connection, frames, us per frame built)."""
     sender, receiver, conn, _ = connected_pair(mode, fast_path)
     conn.cc.cwnd = 1 << 30
-    sender.poll_transmit(time.monotonic())      # (the fast path takes it back here)
-    conn.send(bytes(segments * conn.eff_mss))
+    data = bytes(segments * conn.eff_mss)       # (read before the fast path takes it)
+    sender.poll_transmit(time.monotonic())      # (here the fast path exports it)
+    conn.send(data)
     start = time.perf_counter_ns()
     frames = sender.poll_transmit(time.monotonic())
     tx_us = (time.perf_counter_ns() - start) / len(frames) / 1000
     if len(frames) != segments:
         raise ToadError(f"bench stack: a burst of {len(frames)} frames, not {segments}")
+    if fast_path == "compiled" and sender.counters["fast.tx"] != segments:
+        raise ToadError("bench stack: the transmit kernel did not build the burst")
     return sender, receiver, conn, taken(sender, frames), tx_us
 
 
