@@ -1,5 +1,7 @@
-"""``toad bench stack [--mb N] [--modes m1,m2] [--json FILE]``: the stack's own costs,
-no Linux involved (the TAP figures are ``toad bench tcp``).
+"""``toad bench stack [--mb N] [--modes m1,m2] [--fast-path python|compiled] [--json FILE]``:
+the stack's own costs, no Linux involved (the TAP figures are ``toad bench tcp``). With
+``--fast-path compiled`` every stack runs the engine/fast kernels, so the per-frame and
+rr figures are the kernels' where they take the frame.
 
 * checksum kernels (numba): RFC 1071 sum, integrated copy+sum, and a plain memcpy
   for scale, at 1460 and 65536 bytes (best of many, microseconds);
@@ -8,7 +10,8 @@ no Linux involved (the TAP figures are ``toad bench tcp``).
   clock with the receiver's sha256 check taken off the clock:
   - ``self``: one stack talking to its own address through a wire that hears itself
     (the offload engine's internal-wire topology), MTU 65535;
-  - ``pair``: two stacks at the two ends of one wire, MTU 65535 and 1500.
+  - ``pair``: two stacks at the two ends of one wire, MTU 65535 and 1500, in one
+    frame pool (one process: the wire moves slot ids, no copy).
   Both ends run in this one process on one CPU, so the figure is what one CPU moves
   while doing the sender's and the receiver's work.
 
@@ -23,13 +26,13 @@ no Linux involved (the TAP figures are ``toad bench tcp``).
   and the sender's receive_frame of the ACKs (one per two segments); best of 9 runs,
   microseconds (the figure least disturbed by other processes).
 
-JSON keys: checksum_us.{sum,copy_sum,memcpy}.{1460,65536}, build_us.<mode>.{1448,65483},
+JSON keys: fast_path, checksum_us.{sum,copy_sum,memcpy}.{1460,65536}, build_us.<mode>.{1448,65483},
 frames_us.<mode>: {tx_data, rx_data, rx_ack},
 rr.<delayed_ack_ms>: {legs, frames_per_leg, polls_per_leg, stack_us_per_leg (sum of
 median call times x calls per leg), us: {rx_data, rx_ack, tx_data, tx_ack, tx_none,
 events} (median per call), calls: {...}, idle_us: {poll_transmit, next_deadline}
 (best per call on the idle 2-connection stack)},
-bulk[]: {topology, mtu, checksum, bytes, seconds, gbps, cpu_seconds, gbps_per_cpu, intact}
+bulk[]: {topology, mtu, checksum, fast_path, bytes, seconds, gbps, cpu_seconds, gbps_per_cpu, intact}
 (gbps_per_cpu = bytes moved per CPU-second of this process: the figure that holds on a
 busy machine, where wall-clock gbps also counts time the CPU spent on others).
 """
@@ -42,6 +45,8 @@ import os
 import statistics
 import sys
 import time
+
+import numpy as np
 
 from engine.nic.loopback import LoopbackWire
 from engine.tcp.checksum import copy_sum, ones_sum
@@ -95,7 +100,9 @@ def build_figures(modes) -> dict:
             seg = TcpRepr(5001, 40000, 1, 1, ACK, 1000, timestamp=(1, 2),
                           payload=memoryview(bytearray(os.urandom(size))))
             repeat = 1000 if size > 10000 else 10000
-            out[mode][size] = best_us(lambda: builder.tcp_frame(prefix, IP_A, IP_B, seg), repeat)
+            # built into a pool slot and released (as the NIC would): the slot is reused
+            out[mode][size] = best_us(lambda b=builder, s=seg: b.pool.release(
+                b.tcp_frame(prefix, IP_A, IP_B, s)), repeat)
     return out
 
 
@@ -104,30 +111,42 @@ class Endpoint:
 
     def __init__(self, stack: Stack, nic):
         self.stack, self.nic = stack, nic
+        self.slots = np.empty(1024, np.int32)
 
     def step(self, now: float) -> None:
-        for frame, csum_ok in self.nic.receive(now, 1 << 20):
-            self.stack.receive_frame(frame, now, csum_ok)
-        deadline = self.stack.next_deadline()
+        stack, pool = self.stack, self.stack.pool
+        while n := self.nic.receive_burst(now, pool, self.slots):
+            stack.receive_frames(pool, self.slots, n, now)
+        deadline = stack.next_deadline()
         if deadline is not None and deadline <= now:
-            self.stack.on_timer(now)
-        frames = self.stack.poll_transmit(now)
+            stack.on_timer(now)
+        frames = stack.poll_transmit(now)
         if frames:
-            self.nic.send(frames)
-        self.stack.events()
+            self.nic.send_burst(pool, frames, len(frames))
+        stack.events()
 
 
-def bulk(topology: str, mtu: int, mode: str, total: int, write_size: int = 1 << 20) -> dict:
+def taken(stack: Stack, slots: list) -> list[tuple[bytes, bool]]:
+    """(bytes, checksum left partial) of frames the stack sent; their slots released."""
+    pool = stack.pool
+    out = [(bytes(pool.view(slot)), bool(pool.csum_starts[slot])) for slot in slots]
+    pool.release_many(slots)
+    return out
+
+
+def bulk(topology: str, mtu: int, mode: str, total: int, write_size: int = 1 << 20,
+         fast_path: str = "python") -> dict:
     """Move ``total`` bytes from a client to a server connection; wall-clock timed."""
-    config = TcpConfig(checksum=mode, time_wait_s=0.0)
+    config = TcpConfig(checksum=mode, time_wait_s=0.0, fast_path=fast_path)
     wire = LoopbackWire(mtu=mtu, clock=time.monotonic)
     nic_a = wire.attach(MAC_A)
     client = Endpoint(Stack(config, "10.0.0.1/24", MAC_A, nic_a.features), nic_a)
     if topology == "self":
         server, server_ip = client, IP_A
-    else:
+    else:     # one process: both stacks in one frame pool, the wire moves slot ids
         nic_b = wire.attach(MAC_B)
-        server = Endpoint(Stack(config, "10.0.0.2/24", MAC_B, nic_b.features, seed=2), nic_b)
+        server = Endpoint(Stack(config, "10.0.0.2/24", MAC_B, nic_b.features, seed=2,
+                                pool=client.stack.pool), nic_b)
         server_ip = IP_B
     endpoints = [client] if server is client else [client, server]
     block = os.urandom(write_size)
@@ -163,7 +182,8 @@ def bulk(topology: str, mtu: int, mode: str, total: int, write_size: int = 1 << 
             raise ToadError(f"bench stack: {topology} mtu {mtu} stalled at {received} bytes")
     seconds = time.perf_counter() - start_wall - hash_time
     cpu = time.process_time() - start_cpu - hash_cpu
-    return {"topology": topology, "mtu": mtu, "checksum": mode, "bytes": total,
+    return {"topology": topology, "mtu": mtu, "checksum": mode, "fast_path": fast_path,
+            "bytes": total,
             "seconds": round(seconds, 4), "gbps": round(total * 8 / seconds / 1e9, 3),
             "cpu_seconds": round(cpu, 4),
             "gbps_per_cpu": round(total * 8 / max(cpu, 1e-9) / 1e9, 3),
@@ -188,33 +208,43 @@ class Timed:
         return sum(len(self.ns.get(kind, ())) for kind in kinds)
 
 
+RR_SLOTS = np.empty(64, np.int32)
+
+
 def rr_round(stack: Stack, nic, now: float, changed: bool, timed: Timed) -> bool:
     """One round of the engine poller (engine/offload/poller.py) on ``stack``;
     returns whether it did anything. Frames of more than 66 bytes carry data."""
     clock = time.perf_counter_ns
-    frames = nic.receive(now, 64)
-    for frame, csum_ok in frames:
+    pool, slots = stack.pool, RR_SLOTS
+    frames = nic.receive_burst(now, pool, slots)
+    if frames:     # the burst as the engine hands it over; its time shared per frame
+        kinds = ["rx_data" if pool.lengths[slot] > 66 else "rx_ack"
+                 for slot in slots[:frames].tolist()]
         start = clock()
-        stack.receive_frame(frame, now, csum_ok)
-        timed.add("rx_data" if len(frame) > 66 else "rx_ack", clock() - start)
+        stack.receive_frames(pool, slots, frames, now)
+        share = (clock() - start) // frames
+        for kind in kinds:
+            timed.add(kind, share)
     out = None
     if frames or changed:
         start = clock()
         out = stack.poll_transmit(now)
         spent = clock() - start
-        kind = ("tx_none" if not out else "tx_data" if len(out[0].data) > 66 else "tx_ack")
+        kind = ("tx_none" if not out else "tx_data" if pool.lengths[out[0]] > 66 else "tx_ack")
         timed.add(kind, spent)
         if out:
-            nic.send(out)
+            nic.send_burst(pool, out, len(out))
     start = clock()
     events = stack.events()
     timed.add("events", clock() - start)
     return bool(frames or out or events or changed)
 
 
-def rr_costs(delayed_ack_ms: float, legs: int = 4000, size: int = 64) -> dict:
+def rr_costs(delayed_ack_ms: float, legs: int = 4000, size: int = 64,
+             fast_path: str = "python") -> dict:
     """Per-call stack costs of ``legs`` one-way legs of a ``size``-byte ping-pong."""
-    config = TcpConfig(nagle=False, delayed_ack_ms=delayed_ack_ms, time_wait_s=0.0)
+    config = TcpConfig(nagle=False, delayed_ack_ms=delayed_ack_ms, time_wait_s=0.0,
+                       fast_path=fast_path)
     wire = LoopbackWire(mtu=65535, clock=time.monotonic)
     nic = wire.attach(MAC_A)
     stack = Stack(config, "10.0.0.1/24", MAC_A, nic.features)
@@ -253,10 +283,10 @@ def rr_costs(delayed_ack_ms: float, legs: int = 4000, size: int = 64) -> dict:
             "calls": {kind: timed.calls(kind) for kind in us}}
 
 
-def connected_pair(mode: str):
+def connected_pair(mode: str, fast_path: str = "python"):
     """Two stacks on a 1500-MTU wire, a connection accepted, the whole (scaled) receive
     window advertised: (client stack, server stack, client conn, server conn)."""
-    config = TcpConfig(checksum=mode, time_wait_s=0.0)
+    config = TcpConfig(checksum=mode, time_wait_s=0.0, fast_path=fast_path)
     wire = LoopbackWire(mtu=1500, clock=time.monotonic)
     ends = [Endpoint(Stack(config, "10.0.0.1/24", MAC_A, nic.features), nic)
             for nic in (wire.attach(MAC_A),)]
@@ -274,50 +304,58 @@ def connected_pair(mode: str):
     return ends[0].stack, ends[1].stack, conn, accepted
 
 
-def burst(mode: str, segments: int):
+def burst(mode: str, segments: int, fast_path: str = "python"):
     """A connected pair and one burst of ``segments`` full data frames from its
     sender: (sender, receiver, sender's connection, frames, us per frame built)."""
-    sender, receiver, conn, _ = connected_pair(mode)
+    sender, receiver, conn, _ = connected_pair(mode, fast_path)
     conn.cc.cwnd = 1 << 30
-    conn.send(bytes(segments * conn.eff_mss))
+    data = bytes(segments * conn.eff_mss)       # (read before the fast path takes it)
+    sender.poll_transmit(time.monotonic())      # (here the fast path exports it)
+    conn.send(data)
     start = time.perf_counter_ns()
     frames = sender.poll_transmit(time.monotonic())
     tx_us = (time.perf_counter_ns() - start) / len(frames) / 1000
     if len(frames) != segments:
         raise ToadError(f"bench stack: a burst of {len(frames)} frames, not {segments}")
-    return sender, receiver, conn, [(bytes(f.data), bool(f.csum_start)) for f in frames], tx_us
+    if fast_path == "compiled" and sender.counters["fast.tx"] != segments:
+        raise ToadError("bench stack: the transmit kernel did not build the burst")
+    return sender, receiver, conn, taken(sender, frames), tx_us
 
 
-def frame_replay(mode: str, segments: int = 600) -> tuple[float, float, float]:
+def received(stack: Stack, frames, now: float) -> float:
+    """Microseconds per frame for ``stack.receive_frames`` of ``frames`` ((bytes,
+    csum_ok) pairs) put in its pool first, as one NIC burst."""
+    pool = stack.pool
+    slots = np.array([pool.put(data, ok) for data, ok in frames], np.int32)
+    if (slots < 0).any():
+        raise ToadError("bench stack: the replay's frames do not fit the frame pool")
+    start = time.perf_counter_ns()
+    stack.receive_frames(pool, slots, len(slots), now)
+    return (time.perf_counter_ns() - start) / len(slots) / 1000
+
+
+def frame_replay(mode: str, fast_path: str = "python", segments: int = 600) -> tuple[float, float, float]:
     """(tx per data frame, rx per data frame, rx per ACK) in microseconds, one run.
-    Data frames are received back to back (a NIC batch); the ACKs come from a second
-    pair whose receiver answers every second segment, then reach its sender."""
-    _, receiver, _, frames, tx_us = burst(mode, segments)
-    views, now = [(memoryview(data), ok) for data, ok in frames], time.monotonic()
-    start = time.perf_counter_ns()
-    for frame, csum_ok in views:
-        receiver.receive_frame(frame, now, csum_ok)
-    rx_us = (time.perf_counter_ns() - start) / segments / 1000
-    sender, receiver, conn, frames, _ = burst(mode, segments)
+    Data frames are received in one burst (as a NIC hands them over); the ACKs come
+    from a second pair whose receiver answers every second segment, then reach its
+    sender in one burst."""
+    _, receiver, _, frames, tx_us = burst(mode, segments, fast_path)
+    rx_us = received(receiver, frames, time.monotonic())
+    sender, receiver, conn, frames, _ = burst(mode, segments, fast_path)
     acks, now = [], time.monotonic()
-    for i, (data, csum_ok) in enumerate(frames):
-        receiver.receive_frame(memoryview(data), now, csum_ok)
-        if i % 2:
-            acks += [(memoryview(bytes(f.data)), bool(f.csum_start))
-                     for f in receiver.poll_transmit(now)]
-    start = time.perf_counter_ns()
-    for frame, csum_ok in acks:
-        sender.receive_frame(frame, now, csum_ok)
-    ack_us = (time.perf_counter_ns() - start) / len(acks) / 1000
+    for i in range(0, len(frames), 2):
+        received(receiver, frames[i:i + 2], now)
+        acks += taken(receiver, receiver.poll_transmit(now))
+    ack_us = received(sender, acks, now)
     if conn.bytes_acked != segments * conn.eff_mss:
         raise ToadError("bench stack: replayed ACKs did not acknowledge every byte")
     return tx_us, rx_us, ack_us
 
 
-def frame_figures(modes) -> dict:
+def frame_figures(modes, fast_path: str) -> dict:
     out = {}
     for mode in modes:
-        runs = [frame_replay(mode) for _ in range(9)]
+        runs = [frame_replay(mode, fast_path) for _ in range(9)]
         out[mode] = {key: round(min(run[i] for run in runs), 2)
                      for i, key in enumerate(("tx_data", "rx_data", "rx_ack"))}
     return out
@@ -331,6 +369,8 @@ def parse_args(argv):
                    "(MTU 1500 runs move a quarter of it); default 256")
     p.add_argument("--modes", default="offloaded,integrated,software,off",
                    help="checksum modes, comma-separated")
+    p.add_argument("--fast-path", default="python", choices=("python", "compiled"),
+                   help="tcp.fast_path of every stack (default python)")
     p.add_argument("--json", metavar="FILE", help="write the figures as JSON")
     args = p.parse_args(argv)
     modes = [m for m in args.modes.split(",") if m]
@@ -346,19 +386,21 @@ def parse_args(argv):
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     keep_heap(load(None).heap_trim_bytes)   # the stacks run here, as in the engine
-    result = {"checksum_us": checksum_figures(), "build_us": build_figures(args.modes),
-              "bulk": [], "load_average": os.getloadavg()}
+    result = {"fast_path": args.fast_path, "checksum_us": checksum_figures(),
+              "build_us": build_figures(args.modes), "bulk": [],
+              "load_average": os.getloadavg()}
     for name, sizes in result["checksum_us"].items():
         print(f"checksum {name:9s} " + "  ".join(f"{s} B: {us:7.2f} us" for s, us in sizes.items()))
     for mode, sizes in result["build_us"].items():
         print(f"build    {mode:10s}" + "  ".join(f"{s} B: {us:7.2f} us" for s, us in sizes.items()))
-    result["frames_us"] = frame_figures(args.modes)
+    result["frames_us"] = frame_figures(args.modes, args.fast_path)
     for mode, row in result["frames_us"].items():
         print(f"frames   {mode:10s} MTU 1500: tx data {row['tx_data']:5.2f} us, rx data "
               f"{row['rx_data']:5.2f} us, rx ACK {row['rx_ack']:5.2f} us per frame", flush=True)
     result["rr"] = {}
     for delayed_ack_ms in (0, 40):
-        row = result["rr"][delayed_ack_ms] = rr_costs(delayed_ack_ms)
+        row = result["rr"][delayed_ack_ms] = rr_costs(delayed_ack_ms,
+                                                      fast_path=args.fast_path)
         print(f"rr 64 B delayed_ack_ms={delayed_ack_ms:2d}: {row['frames_per_leg']:.2f} frames, "
               f"{row['polls_per_leg']:.2f} poll_transmit, {row['stack_us_per_leg']:.1f} us "
               "of stack per leg; us per call: "
@@ -368,7 +410,7 @@ def main(argv: list[str]) -> int:
     for topology, mtu in (("self", 65535), ("pair", 65535), ("pair", 1500)):
         for mode in args.modes:
             total = args.mb << 20 if mtu > 9000 else args.mb << 18
-            row = bulk(topology, mtu, mode, total)
+            row = bulk(topology, mtu, mode, total, fast_path=args.fast_path)
             result["bulk"].append(row)
             print(f"bulk {topology:4s} mtu {mtu:5d} {mode:10s} {row['gbps']:6.2f} Gb/s wall, "
                   f"{row['gbps_per_cpu']:6.2f} Gb/s per CPU-second ({row['bytes'] >> 20} MB, "

@@ -24,6 +24,8 @@ import select
 import time
 from typing import Callable
 
+import numpy as np
+
 from engine.nic.pcap import PcapNic
 from engine.nic.shm import ShmWire
 from engine.nic.tap import TapNic, local_mac
@@ -34,6 +36,7 @@ from host.inhost_socket import InhostSocket
 from toad.errors import ToadError
 
 MAX_RX_BATCHES = 8          # NIC batches taken per step before output runs again
+RX_BATCH = 64               # frames per NIC batch
 LINGER_S = 2.0              # close(): time given to connections to finish their FINs
 QUIET_STATES = (State.CLOSED, State.TIME_WAIT, State.FIN_WAIT_2)
 
@@ -103,6 +106,7 @@ class InhostNetwork:
             self.nic.close()
             raise
         self.ip = ipv4.aton(self.address.split("/")[0])
+        self.rx_slots = np.empty(RX_BATCH, np.int32)    # one receive burst's slot ids
         self.sockets: dict = {}          # Connection | Listener -> InhostSocket
         self.bound_ports: set[int] = set()
         self.closed = False
@@ -134,20 +138,20 @@ class InhostNetwork:
         """One round: frames in, due timers, frames out, events to sockets.
         Returns True when anything was received or sent."""
         stack, nic, now = self.stack, self.nic, self.clock()
+        pool, slots = stack.pool, self.rx_slots
         busy = False
         for _ in range(MAX_RX_BATCHES):
-            frames = nic.receive(now)
+            frames = nic.receive_burst(now, pool, slots)
             if not frames:
                 break
             busy = True
-            stack.receive_frames(frames, now)
-            # frames are valid until the next receive: all consumed above
+            stack.receive_frames(pool, slots, frames, now)   # consumed and released
         deadline = stack.next_deadline()
         if deadline is not None and deadline <= now:
             stack.on_timer(now)
         out = stack.poll_transmit(now)
         if out:
-            nic.send(out)
+            nic.send_burst(pool, out, len(out))
             busy = True
         for owner, event in stack.events():
             sock = self.sockets.get(owner)

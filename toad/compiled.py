@@ -42,6 +42,8 @@ KERNEL_MODULES = (
     "toad.rings.records",
     "toad.rings.calls",
     "toad.rings.bus",
+    "engine.frames",
+    "engine.nic.shm_ring",
     "engine.tcp.checksum",
     "engine.ring_calls",
     "engine.fast.flows",

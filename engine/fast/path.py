@@ -32,9 +32,8 @@ import math
 
 import numpy as np
 
-from engine.nic.base import TxFrame
 from engine.offload.host_buffers import HostSendBuffer
-from engine.tcp.buffers import ByteRecvBuffer, ByteSendBuffer
+from engine.tcp.buffers import ByteRecvBuffer, ByteSendBuffer, _Ring
 from engine.tcp.connection import Connection
 from engine.tcp.events import DataReceived, SendAcked
 from engine.tcp.states import State
@@ -59,7 +58,7 @@ from .flows import (
 ESTAB = State.ESTABLISHED
 MASK = 0xFFFFFFFF
 BURST = 256                       # frames per kernel call
-SMALL_TX_BYTES = 1 << 16          # the transmit kernel's first buffer of a poll
+TX_SLOTS = 1024                   # frames per transmit kernel call
 
 
 class FastOwned(Connection):
@@ -82,7 +81,13 @@ def _read_done(conn, get):
     if type(get(conn, "recv_buffer")) is not FastRecvRing:   # Python's window rule
         fast.reclaim(conn)
         return get(conn, "notify_read")
-    return lambda now: fast.read_done(conn)
+
+    def read_done(now):
+        if type(conn) is FastOwned:
+            fast.read_done(conn)
+        else:              # reclaimed between the read and the call (an argument's read)
+            Connection.notify_read(conn, now)
+    return read_done
 
 
 def _recv_buffer(conn, get):
@@ -94,10 +99,15 @@ def _recv_buffer(conn, get):
 
 def _send(conn, get):
     ring = get(conn, "send_buffer")
-    if type(ring) is FastSendRing:
-        return ring.append
-    get(conn, "fast").reclaim(conn)           # an offload buffer: Python sends
-    return get(conn, "send")
+    if type(ring) is not FastSendRing:
+        get(conn, "fast").reclaim(conn)       # an offload buffer: Python sends
+        return get(conn, "send")
+
+    def send(data):
+        if type(ring) is FastSendRing:
+            return ring.append(data)
+        return Connection.send(conn, data)    # reclaimed between the read and the call
+    return send
 
 
 def _send_buffer(conn, get):
@@ -115,7 +125,7 @@ def _nothing(*args) -> None:
 FAST_READS = {
     "state": lambda conn, get: ESTAB,
     "recv_buffer": _recv_buffer,
-    "ack_now": lambda conn, get: bool(get(conn, "fast").flows.rows["ack_now"][get(conn, "flow")]),
+    "ack_now": lambda conn, get: bool(get(conn, "fast").acks_now[get(conn, "flow")]),
     "notify_read": _read_done,
     "send": _send,
     "check_can_send": lambda conn, get: _nothing,   # ESTABLISHED, no FIN queued
@@ -139,7 +149,7 @@ class FastSendRing(ByteSendBuffer):
         n = self._put(data)
         if n:
             fast, row = self.fast_row
-            fast.flows.rows["send_held"][row] += n
+            fast.sends_held[row] += n
             if not fast.stack.output_tracking:    # else the caller marks it (Stack.mark)
                 fast.due[row] = None
         return n
@@ -185,53 +195,59 @@ SENT_BY_KERNEL = (FastSendRing, FastHostSend)    # send buffers the kernel reads
 class FastRecvRing(ByteRecvBuffer):
     """A connection's receive ring while the kernel places into it: the kernel adds
     to the row's ``rx_size``; Python moves the head and takes bytes out. Each call
-    reads the fill from the row first and writes head and fill back after."""
+    reads the fill from the row once first and writes head and fill back after.
+    ``fast_row`` is (the rows' rx_size as a memoryview, their rx_head, row): an item
+    of a memoryview costs a third of a numpy structured field's."""
 
     __slots__ = ()
 
-    def _pull(self) -> None:
-        rows, row = self.fast_row
-        self.size = int(rows["rx_size"][row])
-
-    def _push(self) -> None:
-        rows, row = self.fast_row
-        rows["rx_size"][row] = self.size
-        rows["rx_head"][row] = self.head
-
     def __len__(self) -> int:
-        self._pull()
-        return self.size
+        sizes, _, row = self.fast_row
+        return sizes[row]
 
     def free_space(self) -> int:
-        self._pull()
-        return self.capacity - self.size
+        sizes, _, row = self.fast_row
+        return self.capacity - sizes[row]
 
     def read(self, n: int = -1) -> bytes:
-        self._pull()
-        out = ByteRecvBuffer.read(self, n)
-        self._push()
+        sizes, heads, row = self.fast_row
+        self.size = sizes[row]
+        if n < 0 or n > self.size:
+            n = self.size
+        out = b"".join(_Ring._views(self, 0, n))
+        _Ring._drop(self, n)
+        sizes[row], heads[row] = self.size, self.head
         return out
 
     def readinto(self, target) -> int:
-        self._pull()
-        n = ByteRecvBuffer.readinto(self, target)
-        self._push()
-        return n
+        sizes, heads, row = self.fast_row
+        self.size = sizes[row]
+        dst = memoryview(target).cast("B")
+        done = 0
+        for part in _Ring._views(self, 0, len(dst)):
+            dst[done:done + len(part)] = part
+            done += len(part)
+        _Ring._drop(self, done)
+        sizes[row], heads[row] = self.size, self.head
+        return done
 
     def write(self, data, push: bool = False) -> int:
-        self._pull()
-        n = self._put(data, push)
-        self._push()
+        sizes, heads, row = self.fast_row
+        self.size = sizes[row]
+        n = _Ring._put(self, data, push)
+        sizes[row], heads[row] = self.size, self.head
         return n
 
     def _views(self, offset: int, length: int) -> list:
-        self._pull()
-        return ByteRecvBuffer._views(self, offset, length)
+        sizes, _, row = self.fast_row
+        self.size = sizes[row]
+        return _Ring._views(self, offset, length)
 
     def _drop(self, n: int) -> None:
-        self._pull()
-        ByteRecvBuffer._drop(self, n)
-        self._push()
+        sizes, heads, row = self.fast_row
+        self.size = sizes[row]
+        _Ring._drop(self, n)
+        sizes[row], heads[row] = self.size, self.head
 
 
 def ordinary(c, stack) -> bool:
@@ -263,64 +279,48 @@ class FastPath:
     def __init__(self, stack, capacity: int):
         self.stack = stack
         self.flows = FlowTable(capacity)
+        # fields Python reads and writes per socket call, as memoryviews of the rows
+        rows = self.flows.rows
+        self.rx_sizes, self.rx_heads = memoryview(rows["rx_size"]), memoryview(rows["rx_head"])
+        self.acks_now, self.sends_held = memoryview(rows["ack_now"]), memoryview(rows["send_held"])
         self.conns: list = [None] * capacity        # row -> its Connection
         self.acked_total: list = [0] * capacity     # row -> bytes acked (conn.bytes_acked)
         self.fast = 0                               # rows owned by the kernels
         self.marks = np.zeros(capacity, np.int64)
         self.touched = np.zeros(BURST, np.int64)
         self.verdict = np.zeros(BURST, np.int8)
-        self.starts = np.zeros(BURST, np.int64)
-        self.lengths = np.zeros(BURST, np.int64)
-        self.csum_ok = np.zeros(BURST, np.uint8)
-        self.burst_counters = np.zeros(2, np.int64)
-        self.buffer = np.zeros(1 << 16, np.uint8)
+        self.left = np.zeros(BURST, np.int32)       # a burst's slots left to Python
+        self.burst_counters = np.zeros(3, np.int64)
         self.mac = int.from_bytes(stack.mac, "big")
         self.counters = stack.counters
         self.due: dict = {}                         # rows with output due (ordered set)
         self.due_rows = np.zeros(capacity, np.int64)
         self.handed = np.zeros(capacity, np.int64)
         self.ident = np.zeros(1, np.int64)          # the IPv4 identification counter
-        # the transmit kernel's room per call after the first (SMALL_TX_BYTES):
-        # fresh memory each call (the NIC may keep the frames), below numpy's
-        # huge-page threshold (4 MB), whose first touch would zero 2 MB pages
-        self.tx_bytes = 1 << 20
-        self.tx_starts = np.zeros(1024, np.int64)
-        self.tx_lengths = np.zeros(1024, np.int64)
-        self.tx_partial = np.zeros(1024, np.int64)
-        self.tx_gso = np.zeros(1024, np.int64)
+        self.tx_slots = np.zeros(TX_SLOTS, np.int32)     # the frames of one kernel call
         self.tx_state = np.zeros(3, np.int64)
         self.tx_ranges = np.zeros((capacity, TX_RANGES, 2), np.int64)
         self.tx_dma: list = [None] * capacity       # row -> its QP's Dma (host ranges)
         self.cooldown = [0] * capacity              # row -> offers left to sit out
 
     # ---- frames ------------------------------------------------------------------
-    def receive(self, frames: list, now: float) -> list:
-        """Run the receive kernel over ``frames`` ((frame, csum_ok) pairs); return
-        those left to the Python stack, in order (their connections reclaimed)."""
+    def receive(self, pool, slots, count: int, now: float) -> list:
+        """Run the receive kernel over the frames in ``slots[:count]`` of frame pool
+        ``pool`` (engine/frames.py), read where they lie in ``pool.data``; return the
+        slots left to the Python stack, in order (their connections reclaimed). The
+        slots stay the caller's."""
         if not self.fast:
-            return frames
+            return slots[:count].tolist()
         left = []
-        for first in range(0, len(frames), BURST):
-            left += self._burst(frames[first:first + BURST], now)
+        for first in range(0, count, BURST):
+            left += self._burst(pool, slots[first:min(count, first + BURST)], now)
         return left
 
-    def _burst(self, frames: list, now: float) -> list:
-        count = len(frames)
-        size = sum([len(frame) for frame, _ in frames])
-        if size > self.buffer.shape[0]:
-            self.buffer = np.zeros(1 << (size - 1).bit_length(), np.uint8)
-        buffer, starts, lengths, csum_ok = self.buffer, self.starts, self.lengths, self.csum_ok
-        at = 0
-        for i, (frame, ok) in enumerate(frames):
-            n = len(frame)
-            buffer[at:at + n] = frame
-            starts[i] = at
-            lengths[i] = n
-            csum_ok[i] = ok
-            at += n
+    def _burst(self, pool, slots, now: float) -> list:
         counters = self.burst_counters
         counters[:] = 0
-        touched = rx.receive_entry(buffer, starts, lengths, csum_ok, count, self.verdict,
+        touched = rx.receive_entry(pool.data, pool.slot_bytes, slots, pool.length,
+                                   pool.csum_ok, len(slots), self.verdict, self.left,
                                    self.flows.rows, self.flows.slots, self.stack.ip, self.mac,
                                    now, self.marks, self.touched, counters)
         if counters[rx.C_TCP_RX]:
@@ -329,7 +329,8 @@ class FastPath:
             self.counters["fast.rx"] += int(counters[rx.C_TCP_RX])
         if touched:
             self.settle(touched)
-        return [frames[i] for i in np.flatnonzero(self.verdict[:count]).tolist()]
+        left = int(counters[rx.C_LEFT])
+        return self.left[:left].tolist() if left else []
 
     def settle(self, touched: int) -> None:
         """After a burst: the events of the bytes placed and acknowledged (in the
@@ -396,9 +397,10 @@ class FastPath:
 
     def transmit(self, now: float, out: list) -> None:
         """What the fast connections in ``due`` owe the wire (new data from in-host
-        rings, ACKs, window updates), built by the kernel and appended to ``out`` as
-        the Stack's frames; rows whose route must be looked up again are reclaimed
-        (Python's output sends for them)."""
+        rings or host ranges, ACKs, window updates), built by the kernel in slots of
+        the Stack's frame pool and appended to ``out``; rows whose route must be
+        looked up again are reclaimed (Python's output sends for them). When the pool
+        runs dry the rows not served stay due (counted: ``fast.tx_pool_dry``)."""
         due, self.due = self.due, {}
         count = len(due)
         rows = self.due_rows
@@ -406,31 +408,27 @@ class FastPath:
         state = self.tx_state
         state[:] = 0
         builder = self.stack.builder
+        pool = self.stack.pool
         ident = self.ident
         ident[0] = builder.ident
-        starts, lengths, partial, gso = self.tx_starts, self.tx_lengths, self.tx_partial, self.tx_gso
-        size = SMALL_TX_BYTES          # ACKs and short bursts: a small, cheap buffer
+        slots = self.tx_slots
         while True:
-            buffer = np.empty(size, np.uint8)
-            state[tx.AT] = 0
-            first = int(state[tx.NEXT])
             frames = tx.output_entry(self.flows.rows, self.tx_ranges, rows, count, now, ident,
-                                     buffer, starts, lengths, partial, gso, self.handed,
+                                     pool.data, pool.slot_bytes, pool.free, pool.state,
+                                     pool.held, pool.length, pool.csum_start,
+                                     pool.csum_offset, pool.gso_size, slots, self.handed,
                                      state)
             if frames:
-                view = memoryview(buffer)
-                for at, n, part, g in zip(starts[:frames].tolist(), lengths[:frames].tolist(),
-                                          partial[:frames].tolist(), gso[:frames].tolist()):
-                    frame = view[at:at + n]
-                    out.append(TxFrame(frame, tx.TCP_AT, tx.CHECKSUM_AT, g) if part
-                               else TxFrame(frame))
+                out += slots[:frames].tolist()
                 self.counters["tcp.tx"] += frames
                 self.counters["fast.tx"] += frames
             if state[tx.NEXT] >= count:
                 break
-            if state[tx.NEXT] == first and not frames and size >= self.tx_bytes:
-                self.grow()                                # one frame needs more room
-            size = self.tx_bytes
+            if state[tx.DRY] or not frames:
+                self.counters["fast.tx_pool_dry"] += 1
+                for row in rows[int(state[tx.NEXT]):count].tolist():
+                    self.due[row] = None
+                break
         builder.ident = int(ident[0])
         reads = self.flows.rows["dma_reads"][rows[:count]]
         for k in np.flatnonzero(reads).tolist():
@@ -453,15 +451,6 @@ class FastPath:
             if dma.bus is not None:
                 dma.bus_cycles += charge_reads(dma.bus, reads, nbytes)
             f["dma_reads"] = f["dma_read_bytes"] = 0
-
-    def grow(self) -> None:
-        """Twice the transmit kernel's room (bytes and frames)."""
-        self.tx_bytes *= 2
-        frames = 2 * self.tx_starts.shape[0]
-        self.tx_starts = np.zeros(frames, np.int64)
-        self.tx_lengths = np.zeros(frames, np.int64)
-        self.tx_partial = np.zeros(frames, np.int64)
-        self.tx_gso = np.zeros(frames, np.int64)
 
     # ---- ownership ---------------------------------------------------------------
     def offer(self, conn) -> None:
@@ -497,7 +486,7 @@ class FastPath:
         if type(ring) is ByteRecvBuffer:          # the kernel places into it
             f["rx_addr"] = np.frombuffer(ring.storage, np.uint8).ctypes.data
             f["rx_cap"], f["rx_head"], f["rx_size"] = ring.capacity, ring.head, ring.size
-            ring.fast_row = (rows, row)
+            ring.fast_row = (self.rx_sizes, self.rx_heads, row)
             ring.__class__ = FastRecvRing
         else:                                     # data in hands the connection back
             f["rx_addr"] = f["rx_cap"] = f["rx_head"] = f["rx_size"] = 0

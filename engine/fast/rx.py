@@ -40,9 +40,9 @@ IP_LEN_TS = 52
 HP_MASK = 0x02 | 0x01 | 0x04 | 0x20 | 0x10          # SYN FIN RST URG ACK
 ACK, PSH = 0x10, 0x08
 # counters of the burst (added to the Stack's)
-C_IP_RX, C_TCP_RX = 0, 1
+C_IP_RX, C_TCP_RX, C_LEFT = 0, 1, 2         # burst counters: frames taken, and left
 
-_U8, _I8A = types.uint8[::1], types.int64[::1]
+_U8, _I8A, _I4A = types.uint8[::1], types.int64[::1], types.int32[::1]
 
 
 @helper
@@ -249,20 +249,24 @@ def mark(marks, touched, count, row, bit):
     return count
 
 
-@kernel(types.int64(_U8, _I8A, _I8A, _U8, types.int64, types.int8[::1], _FLOWS, _I8A,
-                    types.int64, types.int64, types.float64, _I8A, _I8A, _I8A))
-def receive(data, starts, lengths, csum_ok, count, verdict, flows, slots, our_ip, our_mac,
-            now, marks, touched, counters):
-    """Frames ``data[starts[i]:starts[i]+lengths[i]]`` for i < ``count``: verdicts,
-    rows touched (returned: how many), burst counters. ``our_mac`` is the 48-bit
-    address as an integer; ``csum_ok[i]`` says the NIC vouched for frame i's TCP
-    checksum."""
+@kernel(types.int64(_U8, types.int64, _I4A, _I4A, _U8, types.int64, types.int8[::1], _I4A,
+                    _FLOWS, _I8A, types.int64, types.int64, types.float64, _I8A, _I8A, _I8A))
+def receive(data, slot_bytes, frames, length, csum_ok, count, verdict, left, flows, slots,
+            our_ip, our_mac, now, marks, touched, counters):
+    """The frames in frame-pool slots ``frames[:count]`` (the pool's ``data``,
+    ``slot_bytes``, ``length`` and ``csum_ok``: the NIC vouched for the frame's TCP
+    checksum), read where they lie: the rows touched (returned: how many), the burst
+    counters, and the slots left to Python in ``left[:counters[C_LEFT]]``, in order.
+    ``our_mac`` is the 48-bit address as an integer."""
     n_touched = 0
     for i in range(count):
         verdict[i] = SLOW_FRAME
-        at = starts[i]
-        size = lengths[i]
-        if at < 0 or size < 54 or at + size > data.shape[0]:
+        slot = frames[i]
+        if slot < 0 or slot >= length.shape[0]:
+            continue
+        at = slot * slot_bytes
+        size = length[slot]
+        if size < 54 or size > slot_bytes or at + size > data.shape[0]:
             continue
         frame = data[at:at + size]
         # whose frame is it? (any IPv4 TCP frame with its ports inside the frame)
@@ -281,7 +285,7 @@ def receive(data, starts, lengths, csum_ok, count, verdict, flows, slots, our_ip
         # A frame of a fast connection: taken here, or the connection goes back to
         # Python with it (and with every later frame of the burst).
         f = flows[row]
-        if good_shape(frame, size, our_ip, our_mac, csum_ok[i] or f.checksum_off):
+        if good_shape(frame, size, our_ip, our_mac, csum_ok[slot] or f.checksum_off):
             seq = be32(frame, 38)
             ack = be32(frame, 42)
             window = be16(frame, 48)
@@ -310,6 +314,12 @@ def receive(data, starts, lengths, csum_ok, count, verdict, flows, slots, our_ip
         f.owner = SLOW
         f.reason = R_DATA if f.rx_cap == 0 and size > FRAME_TS else R_SHAPE
         n_touched = mark(marks, touched, n_touched, row, HANDBACK)
+    n_left = 0
+    for i in range(count):
+        if verdict[i] == SLOW_FRAME:
+            left[n_left] = frames[i]
+            n_left += 1
+    counters[C_LEFT] = n_left
     return n_touched
 
 

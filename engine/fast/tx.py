@@ -8,12 +8,14 @@ else the pure ACK or window update owed (receiver SWS avoidance, the update drop
 when it would repeat the last ACK). Timestamps, the IPv4 identification (the
 Stack's counter, shared) and the checksum mode are framing.py's.
 
-Frames are laid end to end in ``out`` from ``state[AT]``: frame k starts at
-``starts[k]``, is ``lengths[k]`` bytes, and ``partial[k]`` says its TCP checksum is
-left to the NIC (csum_start 34, csum_offset 16), ``gso[k]`` > 0 marks a TSO
-super-frame. When ``out`` (or the frame arrays) runs out of room the call stops and is
-continued: ``state[NEXT]`` says where the next call (with a fresh ``out``) goes on,
-in the middle of a row's burst if need be (the same frames as one burst).
+Each frame goes into a slot of the Stack's frame pool (engine/frames.py), allocated
+here and handed to the caller in ``slots[k]`` with the pool's ``length``,
+``csum_start``/``csum_offset`` (34/16 when the TCP checksum is left to the NIC, else
+0) and ``gso_size`` (> 0: a TSO super-frame) set. When ``slots`` is full the call
+stops and is continued: ``state[NEXT]`` says where the next call goes on, in the
+middle of a row's burst if need be (the same frames as one burst). When the pool has
+no free slot (counted by the pool) the call stops with ``state[DRY]`` set; the rows
+from ``state[NEXT]`` on are still owed.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from numba import carray, types
 
 from engine.fast.flows import _FLOWS, CSUM_NONE, CSUM_PARTIAL, FAST, SLOW
 from engine.fast.rx import fold, rto
+from engine.frames import alloc, release
 from engine.tcp.checksum import sum_kernel
 from toad.compiled import entry, helper, kernel, loaded
 from toad.rings.atomics import byte_pointer, copy_bytes
@@ -34,9 +37,14 @@ ACK, PSH = 0x10, 0x08
 R_ROUTE = 3                          # handed back: the route (ARP entry) needs Python
 R_RANGE = 4                          # handed back: a host range outside its segment
 # state[] words
-AT, NEXT, HANDED = 0, 1, 2
+NEXT, HANDED, DRY = 0, 1, 2
 
 _I8A = types.int64[::1]
+_I4A = types.int32[::1]
+_U1A = types.uint8[::1]
+# the frame pool's arrays, in this order: data, slot_bytes, free, state, held, length,
+# csum_start, csum_offset, gso_size
+_POOL = (_U1A, types.int64, _I4A, _I8A, _U1A, _I4A, _I4A, _I4A, _I4A)
 
 
 @helper
@@ -165,11 +173,12 @@ def sent_ack(f):
 
 
 @helper
-def frame_done(k, at, size, partial, gso, starts, lengths, partials, gsos):
-    starts[k] = at
-    lengths[k] = size
-    partials[k] = partial
-    gsos[k] = gso
+def frame_done(slot, size, partial, gso, length, csum_start, csum_offset, gso_size):
+    """The pool's fields of a transmitted frame."""
+    length[slot] = size
+    csum_start[slot] = TCP_AT if partial else 0
+    csum_offset[slot] = CHECKSUM_AT if partial else 0
+    gso_size[slot] = gso
 
 
 @helper
@@ -200,23 +209,25 @@ def gather(f, ranges, memory, out, at, off, n):
 
 
 @helper
-def send_data(f, ranges, out, at, k, ident, now, starts, lengths, partials, gsos):
+def send_data(f, ranges, k, ident, now, data, slot_bytes, free, pstate, held, length,
+              csum_start, csum_offset, gso_size, slots, state):
     """tcp_output.send_data for an ordinary connection (no SACK, no FIN, no
-    recovery): segments from SND.NXT up to min(cwnd, window); returns (frames, at,
-    whether ``out`` ran out of room: the burst goes on in the next call, as if one)."""
+    recovery): segments from SND.NXT up to min(cwnd, window), each in a pool slot;
+    returns (frames, whether it stopped for room: ``slots`` full or the pool dry, the
+    burst going on in the next call, as if one)."""
     off = (f.snd_nxt - f.snd_una) & MASK
     avail = f.send_held - off
     if avail <= 0:
-        return k, at, False
+        return k, False
     limit = min(f.cwnd, f.snd_wnd)
     if limit <= off:
         if limit >= f.snd_wnd:
             f.tx_limited_by_peer_window += 1
         else:
             f.tx_limited_by_cwnd += 1
-        return k, at, False
+        return k, False
     mss = f.eff_mss
-    maxseg = f.maxseg
+    maxseg = min(f.maxseg, slot_bytes - ACK_FRAME)      # (the pool is sized for it)
     window = advertise(f)
     memory = carray(byte_pointer(f.tx_addr), f.tx_cap)
     seq = f.snd_nxt
@@ -239,32 +250,39 @@ def send_data(f, ranges, out, at, k, ident, now, starts, lengths, partials, gsos
         if n < mss and not small_ok:
             f.tx_held_nagle_sws += 1
             break
-        if at + ACK_FRAME + n > out.shape[0] or k >= starts.shape[0]:
+        if k >= slots.shape[0]:
             full = True
             break
+        slot = alloc(free, pstate, held)
+        if slot < 0:
+            state[DRY] = 1
+            full = True
+            break
+        at = slot * slot_bytes
         flags = ACK | PSH if n == avail else ACK
         ident[0] = (ident[0] + 1) & 0xFFFF
-        addresses = headers(f, out, at, ident[0], seq, flags, window, n, now)
+        addresses = headers(f, data, at, ident[0], seq, flags, window, n, now)
         if f.tx_host:
-            if not gather(f, ranges, memory, out, at + ACK_FRAME, off, n):
+            if not gather(f, ranges, memory, data, at + ACK_FRAME, off, n):
                 f.owner = SLOW                  # a range outside the segment: Python's
                 f.reason = R_RANGE
+                release(free, pstate, held, slot)
                 break
         else:
             # the payload: ring bytes from SND.UNA's index + off, maybe wrapping
             start = f.tx_head + f.acked + off
             start %= f.tx_cap
             first = min(n, f.tx_cap - start)
-            copy_bytes(out, at + ACK_FRAME, memory, start, first)
+            copy_bytes(data, at + ACK_FRAME, memory, start, first)
             if first < n:
-                copy_bytes(out, at + ACK_FRAME + first, memory, 0, n - first)
+                copy_bytes(data, at + ACK_FRAME + first, memory, 0, n - first)
         gso = f.gso_size if f.gso_size and n > f.gso_size else 0
-        partial = checksum(f, out, at, n, addresses, gso)
+        partial = checksum(f, data, at, n, addresses, gso)
         # (framing.py marks a super-frame only with a partial checksum)
-        frame_done(k, at, ACK_FRAME + n, partial, gso if partial else 0, starts, lengths,
-                   partials, gsos)
+        frame_done(slot, ACK_FRAME + n, partial, gso if partial else 0, length, csum_start,
+                   csum_offset, gso_size)
+        slots[k] = slot
         k += 1
-        at += ACK_FRAME + n
         seq = (seq + n) & MASK
         if seq != f.snd_max and (seq - f.snd_max) & MASK < HALF:
             f.snd_max = seq
@@ -277,19 +295,18 @@ def send_data(f, ranges, out, at, k, ident, now, starts, lengths, partials, gsos
         if f.t_rexmit == np.inf:
             f.t_rexmit = now + rto(f)
         sent_ack(f)
-    return k, at, full
+    return k, full
 
 
 @kernel(types.int64(_FLOWS, types.int64[:, :, ::1], _I8A, types.int64, types.float64, _I8A,
-                    types.uint8[::1], _I8A, _I8A, _I8A, _I8A, _I8A, _I8A))
-def output(flows, tx_ranges, rows, count, now, ident, out, starts, lengths, partials, gsos,
-           handed, state):
+                    *_POOL, _I4A, _I8A, _I8A))
+def output(flows, tx_ranges, rows, count, now, ident, data, slot_bytes, free, pstate, held,
+           length, csum_start, csum_offset, gso_size, slots, handed, state):
     """tcp_output.output for each row of ``rows[state[NEXT]:count]`` (its data, else
-    the ACK it owes) into ``out``; returns the frames built. A row whose route must be
-    looked up again, or whose host range the DMA check refuses, is handed back (owner
-    SLOW) into ``handed[:state[HANDED]]``."""
+    the ACK it owes) into frame-pool slots listed in ``slots``; returns the frames
+    built. A row whose route must be looked up again, or whose host range the DMA
+    check refuses, is handed back (owner SLOW) into ``handed[:state[HANDED]]``."""
     k = 0
-    at = state[AT]
     index = state[NEXT]
     while index < count:
         row = rows[index]
@@ -308,12 +325,13 @@ def output(flows, tx_ranges, rows, count, now, ident, out, starts, lengths, part
         if not f.ack_now and unsent == 0:       # tcp_output.idle: nothing at all to do
             index += 1
             continue
-        if at + ACK_FRAME > out.shape[0] or k >= starts.shape[0]:
+        if k >= slots.shape[0]:
             break                               # not even an ACK fits: the next call
         sent_before = k
         if f.tx_cap:
-            k, at, full = send_data(f, tx_ranges[row], out, at, k, ident, now, starts,
-                                    lengths, partials, gsos)
+            k, full = send_data(f, tx_ranges[row], k, ident, now, data, slot_bytes, free,
+                                pstate, held, length, csum_start, csum_offset, gso_size,
+                                slots, state)
             if f.owner != FAST:
                 handed[state[HANDED]] = row
                 state[HANDED] += 1
@@ -328,14 +346,21 @@ def output(flows, tx_ranges, rows, count, now, ident, out, starts, lengths, part
                 f.ack_now = 0
                 f.tx_window_update_dropped += 1
             else:
+                slot = alloc(free, pstate, held)
+                if slot < 0:
+                    state[DRY] = 1
+                    break
+                at = slot * slot_bytes
                 ident[0] = (ident[0] + 1) & 0xFFFF
-                addresses = headers(f, out, at, ident[0], ack_seq(f), ACK, advertise(f), 0, now)
-                partial = checksum(f, out, at, 0, addresses, 0)
+                addresses = headers(f, data, at, ident[0], ack_seq(f), ACK, advertise(f), 0,
+                                    now)
+                partial = checksum(f, data, at, 0, addresses, 0)
                 sent_ack(f)
                 f.tx_pure_ack += 1
-                frame_done(k, at, ACK_FRAME, partial, 0, starts, lengths, partials, gsos)
+                frame_done(slot, ACK_FRAME, partial, 0, length, csum_start, csum_offset,
+                           gso_size)
+                slots[k] = slot
                 k += 1
-                at += ACK_FRAME
         f.window_update_only = 0
         if f.t_rexmit == np.inf and f.t_persist == np.inf:
             if f.snd_nxt != f.snd_una:
@@ -344,7 +369,6 @@ def output(flows, tx_ranges, rows, count, now, ident, out, starts, lengths, part
                 f.t_persist = now + min(max(rto(f), 0.005), f.rto_max)
                 f.tx_window_stall += 1
         index += 1
-    state[AT] = at
     state[NEXT] = index
     return k
 

@@ -1,17 +1,24 @@
 """The one small device interface every NIC backend implements (docs/stack-api.md).
 
-A NIC moves whole Ethernet frames. On transmit the stack hands it TxFrames; a frame
-with ``csum_start`` > 0 carries a partial TCP checksum (the pseudo-header sum already
-in the field, as Linux's CHECKSUM_PARTIAL) that the NIC completes; a frame with
+A NIC moves whole Ethernet frames held in a frame pool (engine/frames.py), in bursts
+of slot ids. ``send_burst(pool, slots, n)`` takes ownership of ``slots[:n]`` and
+releases each slot once it is done with it (sent, copied onto the wire, or dropped).
+A slot with ``csum_start`` > 0 carries a partial TCP checksum (the pseudo-header sum
+already in the field, as Linux's CHECKSUM_PARTIAL) that the NIC completes; one with
 ``gso_size`` > 0 is a TSO super-frame the NIC cuts into segments of that payload size.
-On receive it returns (frame, csum_ok) pairs: csum_ok means the NIC vouches for the L4
-checksum and the stack skips verifying it.
+``receive_burst(now, pool, slots)`` fills up to ``len(slots)`` slot ids of ``pool``
+with received frames (``length`` and ``csum_ok`` set; csum_ok means the NIC vouches
+for the L4 checksum and the stack skips verifying it) and returns how many: they are
+the caller's, to release. A frame that finds no free slot is dropped and counted.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Protocol
 
+import numpy as np
+
+from engine.frames import FramePool
 from engine.tcp.checksum import fill_partial
 
 
@@ -23,23 +30,15 @@ class NicFeatures:
     rx_csum: bool            # may report csum_ok on receive
     tso: bool                # accepts TCP super-frames with gso_size
     tso_max: int             # largest TCP payload of one super-frame (0 = no TSO)
-    hears_itself: bool = False   # frames sent to our own MAC come back through receive()
-
-
-@dataclass(slots=True)
-class TxFrame:
-    data: bytearray | memoryview      # Ethernet frame, headers + payload
-    csum_start: int = 0               # >0: the NIC fills the L4 checksum
-    csum_offset: int = 0              #   from csum_start, written at csum_start+csum_offset
-    gso_size: int = 0                 # >0: the NIC splits the TCP payload at this size
+    hears_itself: bool = False   # frames sent to our own MAC come back through receive
 
 
 class Nic(Protocol):
     features: NicFeatures
 
-    def send(self, frames: list[TxFrame]) -> None: ...
+    def send_burst(self, pool: FramePool, slots, n: int) -> None: ...
 
-    def receive(self, now: float, max_frames: int = 64) -> list[tuple[memoryview, bool]]: ...
+    def receive_burst(self, now: float, pool: FramePool, slots: np.ndarray) -> int: ...
 
     def fileno(self) -> int | None: ...
 
@@ -48,9 +47,19 @@ class Nic(Protocol):
     def close(self) -> None: ...
 
 
-def complete_checksum(frame: TxFrame) -> None:
-    """Do in software what a NIC does for a partial-checksum frame (in place)."""
-    if frame.csum_start:
-        fill_partial(frame.data, frame.csum_start, frame.csum_offset)
-        frame.csum_start = 0
-        frame.csum_offset = 0
+def slot_ids(slots, n: int) -> list[int]:
+    """``slots[:n]`` as a list of ints (Python backends loop over it): ``slots`` is an
+    int32 array (compiled callers) or a list (the Python stack's output)."""
+    if type(slots) is np.ndarray:
+        return slots[:n].tolist()
+    return slots if n == len(slots) else slots[:n]
+
+
+def complete_checksum(pool: FramePool, slot: int) -> None:
+    """Do in software what a NIC does for a partial-checksum frame (in the slot)."""
+    start = pool.csum_starts[slot]
+    if start:
+        fill_partial(pool.view(slot), start, pool.csum_offsets[slot])
+        pool.csum_starts[slot] = 0
+        pool.csum_offsets[slot] = 0
+

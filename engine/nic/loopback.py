@@ -10,7 +10,14 @@ sends to itself), otherwise to the other end. Each direction has a bandwidth cap
 reordering (a frame is held back behind the next one, or released after
 ``REORDER_HOLD`` if none follows) and corruption (one byte flipped). Every frame draws
 the same random numbers in the same order, so a run is a function of the seed and the
-times it is driven at (``clock`` is injected; receive(now) uses the caller's now).
+times it is driven at (``clock`` is injected; receive_burst(now) uses the caller's now).
+
+Frames travel as slots of the sender's frame pool (engine/frames.py): the wire keeps
+(pool, slot) until the far end receives it. A receiver that shares the sender's pool
+(one end hearing itself, as the engine's wire; or two ends given one pool) gets the
+slot id itself, no copy; another receiver gets a copy in its own pool, and the
+sender's slot is released. A duplicated frame takes a second slot of the sender's
+pool (a copy); a frame the pool has no slot for is dropped, counted as ``no_buffer``.
 
 Checksum offload is emulated as Linux's veth does it: a frame whose TCP checksum was
 left to the NIC is delivered as is with csum_ok=True. A frame the wire corrupts is
@@ -24,7 +31,10 @@ import time
 from collections import deque
 from typing import Callable
 
-from engine.nic.base import NicFeatures, TxFrame, complete_checksum
+import numpy as np
+
+from engine.frames import FramePool
+from engine.nic.base import NicFeatures, complete_checksum, slot_ids
 from engine.tcp.wire.ethernet import HEADER_LEN
 from toad.config import WireConfig
 
@@ -37,41 +47,45 @@ class LoopbackNic:
     def __init__(self, wire: "LoopbackWire", features: NicFeatures):
         self.wire = wire
         self.features = features
-        self.inbox: deque = deque()     # (arrival time, frame, csum_ok), arrival order
-        self.held = None                # (frame, csum_ok, release time) held back
+        self.inbox: deque = deque()     # (arrival time, pool, slot, csum_ok), arrival order
+        self.held = None                # (pool, slot, csum_ok, release time) held back
         self.tx_free_at = 0.0           # when the previous frame finished serialising
 
-    def send(self, frames: list[TxFrame]) -> None:
+    def send_burst(self, pool: FramePool, slots, n: int) -> None:
+        if n <= 0:
+            return
         wire = self.wire
         now = wire.clock()
+        ids = slot_ids(slots, n)
         if not wire.faulty:
-            wire.carry_clean(self, frames, now)
+            wire.carry_clean(self, pool, ids, now)
             return
-        for frame in frames:
-            wire.carry(self, frame, now)
+        for slot in ids:
+            wire.carry(self, pool, slot, now)
 
-    def receive(self, now: float, max_frames: int = 64) -> list[tuple[memoryview, bool]]:
+    def receive_burst(self, now: float, pool: FramePool, slots: np.ndarray) -> int:
         inbox = self.inbox
         if self.held is None:
             if not inbox:
-                return []               # the busy-polling engine's usual call: nothing
-            if len(inbox) == 1 and max_frames > 0:     # one frame (an rr leg's)
-                arrival, frame, csum_ok = inbox[0]
-                if arrival > now:
-                    return []
-                inbox.clear()
-                self.wire.counters["delivered"] += 1
-                return [(memoryview(frame), csum_ok)]
-        elif self.held[2] <= now:
-            frame, csum_ok, release = self.held
+                return 0                # the busy-polling engine's usual call: nothing
+        elif self.held[3] <= now:
+            frame_pool, slot, csum_ok, release = self.held
             self.held = None
-            inbox.append((release, frame, csum_ok))
-        out = []
-        while inbox and len(out) < max_frames and inbox[0][0] <= now:
-            _, frame, csum_ok = inbox.popleft()
-            out.append((memoryview(frame), csum_ok))
-        self.wire.counters["delivered"] += len(out)
-        return out
+            inbox.append((release, frame_pool, slot, csum_ok))
+        limit = len(slots)
+        csum_oks = pool.csum_oks
+        count = 0
+        while inbox and count < limit and inbox[0][0] <= now:
+            _, frame_pool, slot, csum_ok = inbox.popleft()
+            if frame_pool is not pool:
+                slot = self.wire.copy_across(frame_pool, slot, pool)
+                if slot < 0:
+                    continue
+            csum_oks[slot] = csum_ok
+            slots[count] = slot
+            count += 1
+        self.wire.counters["delivered"] += count
+        return count
 
     def comes_back(self, dst_mac) -> bool:
         """Whether the wire hands a frame sent to ``dst_mac`` back to this end (its own
@@ -82,15 +96,20 @@ class LoopbackNic:
     def next_deadline(self) -> float | None:
         times = [self.inbox[0][0]] if self.inbox else []
         if self.held is not None:
-            times.append(self.held[2])
+            times.append(self.held[3])
         return min(times) if times else None
 
     def fileno(self) -> int | None:
         return None
 
     def close(self) -> None:
+        """Drop what is on the wire for this end (its slots go back to their pools)."""
+        for _, pool, slot, _ in self.inbox:
+            pool.release(slot)
         self.inbox.clear()
-        self.held = None
+        if self.held is not None:
+            self.held[0].release(self.held[1])
+            self.held = None
 
 
 class LoopbackWire:
@@ -108,7 +127,7 @@ class LoopbackWire:
         self.ends: list[LoopbackNic] = []
         self.counters = dict.fromkeys(
             ("sent", "delivered", "lost", "duplicated", "reordered", "corrupted",
-             "oversize"), 0)
+             "oversize", "no_buffer"), 0)
         bandwidth = self.config.bandwidth_gbps
         self.seconds_per_byte = 8.0 / (bandwidth * 1e9) if bandwidth else 0.0
         self.delay = self.config.delay_us * 1e-6
@@ -136,82 +155,108 @@ class LoopbackWire:
                 return end
         return sender
 
-    def carry(self, sender: LoopbackNic, frame: TxFrame, now: float) -> None:
+    def target(self, sender: LoopbackNic, pool: FramePool, slot: int) -> LoopbackNic:
+        """The end a frame goes to (by its destination MAC on a two-ended wire)."""
+        if len(self.ends) == 1:
+            return sender
+        base = slot * pool.slot_bytes
+        return self.destination(sender, bytes(pool.bytes[base:base + 6]))
+
+    def carry(self, sender: LoopbackNic, pool: FramePool, slot: int, now: float) -> None:
         """Put one frame on the cable: serialise, delay, and maybe damage it."""
-        data = frame.data
+        size = pool.lengths[slot]
         self.counters["sent"] += 1
-        if len(data) > self.mtu + HEADER_LEN and not frame.gso_size:
+        if size > self.mtu + HEADER_LEN and not pool.gso_sizes[slot]:
             self.counters["oversize"] += 1
+            pool.release(slot)
             return
         start = max(now, sender.tx_free_at)
-        sender.tx_free_at = start + len(data) * self.seconds_per_byte
+        sender.tx_free_at = start + size * self.seconds_per_byte
         arrival = sender.tx_free_at + self.delay
-        target = sender if len(self.ends) == 1 else self.destination(sender, bytes(data[:6]))
+        target = self.target(sender, pool, slot)
         if not self.faulty:
-            self.deliver(target, arrival, frame)
+            self.deliver(target, arrival, pool, slot, self.prepare(pool, slot))
             return
         config, draw = self.config, self.random.random
         lose, corrupt, duplicate, reorder = draw(), draw(), draw(), draw()
-        where, flip = self.random.randrange(len(data)), self.random.randrange(1, 256)
+        where, flip = self.random.randrange(size), self.random.randrange(1, 256)
         if lose < config.loss:
             self.counters["lost"] += 1
+            pool.release(slot)
             return
         if corrupt < config.corrupt:
             self.counters["corrupted"] += 1
-            complete_checksum(frame)            # the NIC sums before the cable
-            data = frame.data = bytearray(frame.data)
-            data[where] ^= flip
-        copies = 2 if duplicate < config.duplicate else 1
-        self.counters["duplicated"] += copies - 1
+            complete_checksum(pool, slot)       # the NIC sums before the cable
+            at = slot * pool.slot_bytes + where
+            pool.bytes[at] ^= flip
+        csum_ok = self.prepare(pool, slot)
+        copies = [slot]
+        if duplicate < config.duplicate:
+            self.counters["duplicated"] += 1
+            copy = self.copy_across(pool, slot, pool, keep=True)
+            if copy >= 0:
+                copies.append(copy)
         if reorder < config.reorder and target.held is None:
             self.counters["reordered"] += 1
-            data, csum_ok = self.prepare(frame)
-            target.held = (data, csum_ok, arrival + REORDER_HOLD)
-            copies -= 1
-        for _ in range(copies):
-            self.deliver(target, arrival, frame)
+            target.held = (pool, copies.pop(), csum_ok, arrival + REORDER_HOLD)
+        for copy in copies:
+            self.deliver(target, arrival, pool, copy, csum_ok)
 
-    def carry_clean(self, sender: LoopbackNic, frames: list[TxFrame], now: float) -> None:
+    def carry_clean(self, sender: LoopbackNic, pool: FramePool, ids: list, now: float) -> None:
         """:meth:`carry` of a burst on a wire without faults (no random draws, nothing
         ever held back): the same serialisation, delay and delivery, per frame inline."""
         counters = self.counters
-        counters["sent"] += len(frames)
+        counters["sent"] += len(ids)
         limit = self.mtu + HEADER_LEN
         per_byte, delay = self.seconds_per_byte, self.delay
         alone = len(self.ends) == 1
         complete = not self.csum_offload
+        lengths, gso_sizes, csum_starts = pool.lengths, pool.gso_sizes, pool.csum_starts
         free_at = sender.tx_free_at
-        for frame in frames:
-            data = frame.data
-            size = len(data)
-            if size > limit and not frame.gso_size:
+        for slot in ids:
+            size = lengths[slot]
+            if size > limit and not gso_sizes[slot]:
                 counters["oversize"] += 1
+                pool.release(slot)
                 continue
             if free_at < now:
                 free_at = now
             free_at += size * per_byte
-            target = sender if alone else self.destination(sender, bytes(data[:6]))
-            if frame.csum_start and complete:
-                complete_checksum(frame)            # prepare(), inline
-                data = frame.data
-            target.inbox.append((free_at + delay, data, bool(frame.csum_start)))
+            target = sender if alone else self.target(sender, pool, slot)
+            partial = csum_starts[slot]
+            if partial and complete:
+                complete_checksum(pool, slot)       # prepare(), inline
+                partial = 0
+            target.inbox.append((free_at + delay, pool, slot, partial != 0))
         sender.tx_free_at = free_at
 
-    def prepare(self, frame: TxFrame) -> tuple:
-        """The bytes that reach the far end and whether the NIC vouches for them."""
-        if frame.csum_start and not self.csum_offload:
-            complete_checksum(frame)
-        return frame.data, bool(frame.csum_start)
+    def prepare(self, pool: FramePool, slot: int) -> bool:
+        """Complete the checksum a NIC without offload sums; whether the NIC vouches
+        for the frame (its checksum left partial, on a wire with offload)."""
+        if pool.csum_starts[slot] and not self.csum_offload:
+            complete_checksum(pool, slot)
+        return pool.csum_starts[slot] != 0
 
-    def deliver(self, target: LoopbackNic, arrival: float, frame: TxFrame) -> None:
+    def deliver(self, target: LoopbackNic, arrival: float, pool: FramePool, slot: int,
+                csum_ok: bool) -> None:
         """Queue a frame; a held-back frame goes right behind it (or before it, if its
         hold ran out earlier), keeping the inbox in arrival order."""
-        data, csum_ok = self.prepare(frame)
         held, inbox = target.held, target.inbox
         target.held = None
-        if held is not None and held[2] <= arrival:
-            inbox.append((held[2], held[0], held[1]))
+        if held is not None and held[3] <= arrival:
+            inbox.append((held[3], held[0], held[1], held[2]))
             held = None
-        inbox.append((arrival, data, csum_ok))
+        inbox.append((arrival, pool, slot, csum_ok))
         if held is not None:
-            inbox.append((arrival, held[0], held[1]))
+            inbox.append((arrival, held[0], held[1], held[2]))
+
+    def copy_across(self, source: FramePool, slot: int, pool: FramePool,
+                    keep: bool = False) -> int:
+        """A copy of frame ``slot`` of ``source`` in a new slot of ``pool`` (-1 and
+        counted when there is none); the source slot is released unless ``keep``."""
+        copy = pool.put(source.view(slot))
+        if not keep:
+            source.release(slot)
+        if copy < 0:
+            self.counters["no_buffer"] += 1
+        return copy

@@ -9,8 +9,8 @@ twice); the NIC says which they are (``comes_back(dst_mac)``).
 
 Writes the classic libpcap format (magic a1b2c3d4, microsecond stamps,
 LINKTYPE_ETHERNET) that tshark and Wireshark read. A frame whose TCP checksum is left
-to the NIC is written with the checksum completed (a copy is summed; the NIC's frame is
-untouched), so Wireshark's checksum validation passes; a received frame the NIC vouched
+to the NIC is written with the checksum completed (a copy is summed; the frame in its
+pool slot is untouched), so Wireshark's checksum validation passes; a received frame the NIC vouched
 for (csum_ok, whose field may hold only a partial sum) is recorded with its TCP
 checksum recomputed, for the same reason. TSO super-frames are written as
 they are handed to the NIC, one record of up to 64 KB (tshark decodes them as one large
@@ -22,7 +22,10 @@ import struct
 import time
 from typing import Callable
 
-from engine.nic.base import Nic, TxFrame
+import numpy as np
+
+from engine.frames import FramePool
+from engine.nic.base import Nic, slot_ids
 from engine.tcp.checksum import checksum, fill_partial, pseudo_sum
 
 MAGIC = 0xA1B2C3D4
@@ -88,27 +91,34 @@ class PcapNic:
         # stop summary reads them: toad/experiment/counters.py)
         self.wire_counters = getattr(inner, "wire_counters", None)
 
-    def send(self, frames: list[TxFrame]) -> None:
+    def send_burst(self, pool: FramePool, slots, n: int) -> None:
+        """Record, then hand over (the inner NIC owns and releases the slots)."""
         stamp = self.clock()
         comes_back = self.comes_back
-        for frame in frames:
-            if comes_back is not None and comes_back(frame.data[:6]):
+        write = self.writer.write
+        for slot in slot_ids(slots, n):
+            frame = pool.view(slot)
+            if comes_back is not None and comes_back(frame[:6]):
                 continue                   # recorded when it arrives
-            if frame.csum_start:
-                copy = bytearray(frame.data)
-                fill_partial(copy, frame.csum_start, frame.csum_offset)
-                self.writer.write(copy, stamp)
+            start = pool.csum_starts[slot]
+            if start:
+                copy = bytearray(frame)
+                fill_partial(copy, start, pool.csum_offsets[slot])
+                write(copy, stamp)
             else:
-                self.writer.write(frame.data, stamp)
-        self.inner.send(frames)
+                write(frame, stamp)
+        self.inner.send_burst(pool, slots, n)
 
-    def receive(self, now: float, max_frames: int = 64) -> list[tuple[memoryview, bool]]:
-        frames = self.inner.receive(now, max_frames)
-        if frames:
+    def receive_burst(self, now: float, pool: FramePool, slots: np.ndarray) -> int:
+        n = self.inner.receive_burst(now, pool, slots)
+        if n:
             stamp = self.clock()
-            for frame, csum_ok in frames:
-                self.writer.write(with_tcp_checksum(frame) if csum_ok else frame, stamp)
-        return frames
+            csum_oks = pool.csum_oks
+            for slot in slots[:n].tolist():
+                frame = pool.view(slot)
+                self.writer.write(with_tcp_checksum(frame) if csum_oks[slot] else frame,
+                                  stamp)
+        return n
 
     def fileno(self) -> int | None:
         return self.inner.fileno()

@@ -15,9 +15,10 @@ Segment layout (all integers little endian, indices free-running, masked by slot
     slot:  length u32 @0, flags u32 @4 (bit 0: checksum left to the NIC), frame @16
 
 Ordering rules: the producer writes every frame of a batch, then publishes the new
-producer index; the consumer reads frames only below the index it loaded and hands
-slots back (consumer index) only on its next ``receive``, so the frame views it
-returned stay valid until then. Wake-up: before it sleeps, the consumer sets its
+producer index; the consumer reads frames only below the index it loaded, copies them
+into its frame pool (engine/frames.py) and only then hands the records back
+(consumer index). Frames are copied by one compiled call per burst each way
+(engine/nic/shm_ring.py). Wake-up: before it sleeps, the consumer sets its
 waiting flag and re-checks the ring; after publishing, the producer checks the flag
 and writes a byte into the consumer's FIFO (the consumer's ``fileno()``, so it sleeps
 in select/poll). Both sides fence between their store and their load (Dekker), so
@@ -33,18 +34,19 @@ import time
 import numpy as np
 import posix_ipc
 
-from engine.nic.base import NicFeatures, TxFrame
+from engine.frames import FramePool
+from engine.nic import shm_ring
+from engine.nic.base import NicFeatures
+from engine.nic.shm_ring import SLOT_HEADER
 from toad.errors import ToadError
 
 MAGIC = 0x746F61642D776972          # "toad-wir"
 VERSION = 1
 HEADER_BYTES = 4096
 RING_CONTROL = 256
-SLOT_HEADER = 16
 RING_BUDGET = 16 << 20               # bytes of slots per direction, at most
 MAX_SLOTS = 8192                     # at MTU 1500: 11 MB of payload, above a 4 MB window
 PRODUCER, CONSUMER, WAITING = 0, 8, 16   # u64 positions in a ring's control block
-FLAG_PARTIAL_CSUM = 1
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _fence_lock = ctypes.c_int(0)
@@ -91,10 +93,8 @@ class Ring:
     def __init__(self, buffer, offset: int, slot_size: int, slots: int):
         self.control = np.ndarray((RING_CONTROL // 8,), np.uint64, buffer, offset)
         base = offset + RING_CONTROL
-        self.slots = np.ndarray((slots, slot_size), np.uint8, buffer, base)
+        self.records = np.ndarray((slots * slot_size,), np.uint8, buffer, base)
         self.lengths = np.ndarray((slots,), np.uint32, buffer, base, (slot_size,))
-        self.flags = np.ndarray((slots,), np.uint32, buffer, base + 4, (slot_size,))
-        self.view = memoryview(buffer)[base:base + slots * slot_size]
         self.slot_size, self.mask, self.size = slot_size, slots - 1, slots
 
     def reset(self) -> None:
@@ -116,13 +116,15 @@ class ShmWire:
                                     rx_csum=csum_offload, tso=False, tso_max=0)
         self.counters = dict.fromkeys(("tx_frames", "tx_bytes", "tx_dropped_full",
                                        "tx_dropped_oversize", "rx_frames", "rx_bytes",
-                                       "rx_dropped_bad_length", "wakeups_sent"), 0)
+                                       "rx_dropped_bad_length", "rx_no_buffer",
+                                       "wakeups_sent"), 0)
+        self.tx_counts = np.zeros(shm_ring.COUNT_WORDS, np.int64)   # to_ring's
+        self.rx_counts = np.zeros(shm_ring.COUNT_WORDS, np.int64)   # from_ring's
         self.fifo_path = f"/dev/shm/{name}-{side}.fifo"
         self.peer_fifo_path = f"/dev/shm/{name}-{'b' if side == 'a' else 'a'}.fifo"
         self.fifo = self.peer_fifo = -1
         self.map = None
         self.attached = False      # only an attached side clears its pid and unlinks
-        self.pending = 0           # slots handed out by the last receive, not yet released
         try:
             self.attach(mtu)
             self.open_fifo()
@@ -181,35 +183,44 @@ class ShmWire:
         # O_RDWR: on Linux this opens without a writer and never reports EOF.
         self.fifo = os.open(self.fifo_path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
 
-    def send(self, frames: list[TxFrame]) -> None:
-        ring, count = self.tx, self.counters
+    def send_burst(self, pool: FramePool, slots, n: int) -> None:
+        """Copy the frames into the ring (one compiled call), release their slots,
+        publish them, wake the peer if it sleeps. A full ring drops and counts."""
+        if n <= 0:
+            return
+        if type(slots) is not np.ndarray:
+            slots = np.array(slots, np.int32)
+        ring = self.tx
         control = ring.control
-        producer = int(control[PRODUCER])
-        free = ring.size - (producer - int(control[CONSUMER]))
-        limit = self.features.mtu + 14
-        for frame in frames:
-            data = frame.data
-            n = len(data)
-            if n > limit or n > ring.slot_size - SLOT_HEADER:
-                count["tx_dropped_oversize"] += 1
-                continue
-            if free == 0:
-                count["tx_dropped_full"] += 1
-                continue
-            slot = producer & ring.mask
-            ring.slots[slot, SLOT_HEADER:SLOT_HEADER + n] = np.frombuffer(data, np.uint8)
-            ring.lengths[slot] = n
-            ring.flags[slot] = FLAG_PARTIAL_CSUM if frame.csum_start else 0
-            producer += 1
-            free -= 1
-            count["tx_frames"] += 1
-            count["tx_bytes"] += n
-        if producer == int(control[PRODUCER]):
+        start = int(control[PRODUCER])
+        room = ring.size - (start - int(control[CONSUMER]))
+        counts = self.tx_counts
+        producer = shm_ring.to_ring(ring.records, ring.slot_size, ring.mask, start, room,
+                                    self.features.mtu + 14, pool.data, pool.slot_bytes,
+                                    pool.length, pool.csum_start, slots, n, counts)
+        pool.release_many(slots, n)
+        if producer == start:
+            self.add_counts(counts, "tx")
             return
         control[PRODUCER] = producer        # after the frames: publishes them
         fence()                             # the index store before the flag load
         if control[WAITING]:
             self.wake_peer()
+        self.add_counts(counts, "tx")
+
+    def add_counts(self, counts: np.ndarray, side: str) -> None:
+        """Move a copy call's counts into the named counters."""
+        frames, size, bad, full, no_buffer = counts[:5].tolist()
+        counts[:] = 0
+        count = self.counters
+        count[f"{side}_frames"] += frames
+        count[f"{side}_bytes"] += size
+        if side == "tx":
+            count["tx_dropped_oversize"] += bad
+            count["tx_dropped_full"] += full
+        else:
+            count["rx_dropped_bad_length"] += bad
+            count["rx_no_buffer"] += no_buffer
 
     def wake_peer(self) -> None:
         if self.peer_fifo < 0:
@@ -227,34 +238,30 @@ class ShmWire:
             os.close(self.peer_fifo)
             self.peer_fifo = -1
 
-    def receive(self, now: float, max_frames: int = 64) -> list[tuple[memoryview, bool]]:
+    def receive_burst(self, now: float, pool: FramePool, slots: np.ndarray) -> int:
+        """Copy up to len(slots) frames out of the ring into new pool slots (one
+        compiled call, lengths bounds-checked there), then hand the records back."""
         ring = self.rx
         control = ring.control
-        consumer = int(control[CONSUMER]) + self.pending
-        control[CONSUMER] = consumer        # the previous batch's views are released
-        self.pending = 0
+        consumer = int(control[CONSUMER])
         available = int(control[PRODUCER]) - consumer
         if available == 0:
             available = self.prepare_sleep()
             if available == 0:
-                return []
+                return 0
         elif control[WAITING]:
             control[WAITING] = 0            # awake and busy: no wake-ups needed
-        out = []
-        lengths, flags, view, stride = ring.lengths, ring.flags, ring.view, ring.slot_size
-        limit = ring.slot_size - SLOT_HEADER
-        for index in range(consumer, consumer + min(available, max_frames)):
-            slot = index & ring.mask
-            n = int(lengths[slot])
-            self.pending += 1
-            if not 14 <= n <= limit:
-                self.counters["rx_dropped_bad_length"] += 1
-                continue
-            start = slot * stride + SLOT_HEADER
-            out.append((view[start:start + n], bool(flags[slot] & FLAG_PARTIAL_CSUM)))
-            self.counters["rx_bytes"] += n
-        self.counters["rx_frames"] += len(out)
-        return out
+        if not 0 < available <= ring.size:
+            available = ring.size if available > ring.size else 0   # a garbled index
+        counts = self.rx_counts
+        taken = shm_ring.from_ring(ring.records, ring.slot_size, ring.mask, consumer,
+                                   available, pool.data, pool.slot_bytes, pool.length,
+                                   pool.csum_ok, pool.free, pool.state, pool.held, slots,
+                                   counts)
+        control[CONSUMER] = consumer + taken   # after the copies: the records are free
+        got = int(counts[shm_ring.FRAMES])
+        self.add_counts(counts, "rx")
+        return got
 
     def prepare_sleep(self) -> int:
         """The ring looked empty: drain old wake-ups, raise the waiting flag, re-check.

@@ -8,13 +8,14 @@ frame (no iovec, no header to pack or check per frame). TUNSETOFFLOAD tells
 the kernel what toad accepts: TUN_F_CSUM (frames may arrive with a partial checksum,
 NEEDS_CSUM) and TUN_F_TSO4 (TCP super-frames up to 64 KB may arrive, and the device
 advertises TSO so Linux's TCP sends them). Toad's transmit path uses the same header:
-a TxFrame with gso_size becomes a GSO_TCPV4 super-frame the kernel segments, and one
+a pool slot with gso_size becomes a GSO_TCPV4 super-frame the kernel segments, and one
 with csum_start becomes NEEDS_CSUM. With offloads off the kernel hands over plain,
 fully summed frames and toad sums its own in software.
 
-The fd is non-blocking; ``receive`` drains up to ``max_frames`` frames per call into
-preallocated buffers. A returned frame view stays valid until the next ``receive``.
-Malformed headers or runt frames are counted and dropped.
+The fd is non-blocking; ``receive_burst`` drains up to ``len(slots)`` frames per call
+straight into frame-pool slots (engine/frames.py), which then belong to the caller.
+Malformed headers, runt frames and frames that fill a whole slot (maybe cut short)
+are counted and dropped.
 """
 from __future__ import annotations
 
@@ -25,8 +26,11 @@ import ipaddress
 import os
 import struct
 
+import numpy as np
+
+from engine.frames import FramePool
 from engine.nic import virtio
-from engine.nic.base import NicFeatures, TxFrame
+from engine.nic.base import NicFeatures, slot_ids
 from toad.config import TapConfig
 from toad.errors import ToadError
 from toad.netns import PeerNamespace, have_net_admin, peer_interface
@@ -45,7 +49,6 @@ ETH_HLEN = 14
 # Largest TCP payload of one super-frame: the IPv4 total length (16 bits) must hold it
 # plus a 20-byte IP header and a TCP header with 40 bytes of options.
 TSO_MAX = 65535 - 20 - 60
-READ_SIZE = virtio.HEADER_LEN + ETH_HLEN + 65535 + 64
 _unpack = virtio.HEADER.unpack_from
 
 
@@ -102,10 +105,11 @@ def open_tap(device: str, offload: int, vnet: bool = True) -> tuple[int, str]:
 
 class TapDevice:
     """The fd and its framing: virtio-net header in, virtio-net header out; or, with
-    ``vnet`` False (a device opened without IFF_VNET_HDR), bare frames both ways."""
+    ``vnet`` False (a device opened without IFF_VNET_HDR), bare frames both ways.
+    Frames are read straight into frame-pool slots (the header into a scratch buffer,
+    one readv) and written from them (one writev of header and slot)."""
 
-    def __init__(self, fd: int, rx_csum: bool, max_frames: int = 64, label: str = "TAP",
-                 vnet: bool = True):
+    def __init__(self, fd: int, rx_csum: bool, label: str = "TAP", vnet: bool = True):
         self.fd = fd
         self.vnet = vnet
         if not vnet:                  # instance attributes: no branch per batch
@@ -116,69 +120,103 @@ class TapDevice:
         self.reader = io.FileIO(fd, "rb", closefd=False) if fd >= 0 else None
         self.label = label
         self.rx_csum = rx_csum
-        self.buffers = [bytearray(READ_SIZE) for _ in range(max_frames)]
-        self.views = [memoryview(b) for b in self.buffers]
+        self.header = bytearray(virtio.HEADER_LEN)    # where readv puts each header
+        self.spare = None             # (pool, slot) allocated but not filled yet
         self.counters = dict.fromkeys(
             ("rx_frames", "rx_bytes", "rx_gso_frames", "rx_partial_csum", "rx_csum_valid",
-             "rx_dropped_bad_header", "rx_dropped_runt", "tx_frames", "tx_bytes",
-             "tx_gso_frames", "tx_partial_csum", "tx_dropped_no_tso", "tx_errors"), 0)
+             "rx_dropped_bad_header", "rx_dropped_runt", "rx_dropped_oversize",
+             "rx_no_buffer", "tx_frames", "tx_bytes", "tx_gso_frames", "tx_partial_csum",
+             "tx_dropped_no_tso", "tx_errors"), 0)
 
-    def read_batch(self, max_frames: int) -> list[tuple[memoryview, bool]]:
-        out = []
-        readinto = self.reader.readinto
-        for view in self.views[:max_frames]:
-            try:
-                n = readinto(view)    # None when empty: no exception per batch
-            except OSError as exc:    # EBADFD: the device was deleted under us
-                raise self.read_failed(exc) from None
-            if n is None:
+    def take_slot(self, pool: FramePool) -> int:
+        """The slot the next read goes into: the one kept from the last empty read,
+        or a new one (-1, counted, when the pool is empty: reading stops)."""
+        spare = self.spare
+        if spare is not None:
+            self.spare = None
+            if spare[0] is pool:
+                return spare[1]
+            spare[0].release(spare[1])
+        slot = pool.alloc()
+        if slot < 0:
+            self.counters["rx_no_buffer"] += 1
+        return slot
+
+    def read_batch(self, pool: FramePool, slots) -> int:
+        """Up to len(slots) frames, each read with its header into a new slot."""
+        readv, fd = os.readv, self.fd
+        buffers = [self.header, None]
+        got = 0
+        while got < len(slots):
+            slot = self.take_slot(pool)
+            if slot < 0:
                 break
-            frame = self.accept(view, n)
-            if frame is not None:
-                out.append(frame)
-        return out
+            buffers[1] = pool.space(slot)
+            try:
+                n = readv(fd, buffers)
+            except BlockingIOError:   # empty: the end of every batch
+                self.spare = (pool, slot)
+                break
+            except OSError as exc:    # EBADFD: the device was deleted under us
+                pool.release(slot)
+                raise self.read_failed(exc) from None
+            if self.accept(pool, slot, n):
+                slots[got] = slot
+                got += 1
+            else:
+                self.spare = (pool, slot)
+        return got
 
     def read_failed(self, exc: OSError) -> TapError:
         return TapError(f"{self.label}: read failed: {exc.strerror} (was its namespace "
                         "deleted by another program?)")
 
-    def read_bare(self, max_frames: int) -> list[tuple[memoryview, bool]]:
+    def read_bare(self, pool: FramePool, slots) -> int:
         """``read_batch`` without the virtio-net header: each read is one frame, its
         checksums unverified (the stack sums them). Counters are added once a batch."""
-        out = []
         readinto = self.reader.readinto
-        runts = 0
-        for view in self.views[:max_frames]:
-            try:
-                n = readinto(view)    # None when empty: no exception per batch
-            except OSError as exc:    # EBADFD: the device was deleted under us
-                raise self.read_failed(exc) from None
-            if n is None:
+        lengths, csum_oks = pool.lengths, pool.csum_oks
+        got = size = runts = 0
+        while got < len(slots):
+            slot = self.take_slot(pool)
+            if slot < 0:
                 break
-            if n < ETH_HLEN:
+            try:
+                n = readinto(pool.space(slot))   # None when empty: no exception
+            except OSError as exc:    # EBADFD: the device was deleted under us
+                pool.release(slot)
+                raise self.read_failed(exc) from None
+            if n is None or n < ETH_HLEN:
+                self.spare = (pool, slot)
+                if n is None:
+                    break
                 runts += 1
                 continue
-            out.append((view[:n], False))
+            lengths[slot] = n
+            csum_oks[slot] = False
+            slots[got] = slot
+            got += 1
+            size += n
         count = self.counters
-        if out:
-            count["rx_frames"] += len(out)
-            count["rx_bytes"] += sum([len(frame) for frame, _ in out])
+        if got:
+            count["rx_frames"] += got
+            count["rx_bytes"] += size
         if runts:
             count["rx_dropped_runt"] += runts
-        return out
+        return got
 
-    def write_bare(self, frames: list[TxFrame], tx_csum: bool, tso: bool) -> None:
+    def write_bare(self, pool: FramePool, ids: list, tx_csum: bool, tso: bool) -> None:
         """``write_batch`` without the virtio-net header: one write per whole frame.
         A partial checksum is completed here; a TSO super-frame cannot be sent."""
         write, fd = os.write, self.fd
         sent = size = 0
-        for frame in frames:
-            data = frame.data
-            if frame.gso_size or frame.csum_start:
-                if frame.gso_size:
+        for slot in ids:
+            data = pool.view(slot)
+            if pool.gso_sizes[slot] or pool.csum_starts[slot]:
+                if pool.gso_sizes[slot]:
                     self.counters["tx_dropped_no_tso"] += 1
                     continue
-                virtio.complete_checksum(data, frame.csum_start, frame.csum_offset)
+                virtio.complete_checksum(data, pool.csum_starts[slot], pool.csum_offsets[slot])
             try:
                 write(fd, data)
             except OSError:
@@ -186,85 +224,104 @@ class TapDevice:
                 continue
             sent += 1
             size += len(data)
+        pool.release_many(ids)
         if sent:
             count = self.counters
             count["tx_frames"] += sent
             count["tx_bytes"] += size
 
-    def accept(self, view: memoryview, n: int) -> tuple[memoryview, bool] | None:
-        """Check one read (header + frame); return (frame, csum_ok) or count a drop.
-        The header is unpacked inline (no object per frame): this runs per frame."""
+    def accept(self, pool: FramePool, slot: int, n: int) -> bool:
+        """Check one read (header + frame into ``slot``): set its length and csum_ok,
+        or count a drop. The header is unpacked inline (no object per frame): this
+        runs per frame."""
         count = self.counters
         if n < virtio.HEADER_LEN + ETH_HLEN:
             count["rx_dropped_runt"] += 1
-            return None
-        flags, gso_type, _hdr_len, gso_size, csum_start, csum_offset = _unpack(view)
+            return False
         frame_len = n - virtio.HEADER_LEN
+        if frame_len >= pool.slot_bytes:     # filled the slot: maybe cut short
+            count["rx_dropped_oversize"] += 1
+            return False
+        flags, gso_type, _hdr_len, gso_size, csum_start, csum_offset = _unpack(self.header)
         if (flags & ~virtio.KNOWN_FLAGS or gso_type & ~virtio.GSO_ECN not in virtio.KNOWN_GSO
                 or (gso_type and not gso_size)
                 or (flags & virtio.F_NEEDS_CSUM and csum_start + csum_offset + 2 > frame_len)):
             count["rx_dropped_bad_header"] += 1
-            return None
-        frame = view[virtio.HEADER_LEN:n]
+            return False
+        pool.lengths[slot] = frame_len
         count["rx_frames"] += 1
         count["rx_bytes"] += frame_len
         if gso_type:
             count["rx_gso_frames"] += 1      # a TCP super-frame: one segment up to 64 KB
+        csum_ok = False
         if flags & virtio.F_NEEDS_CSUM:
             count["rx_partial_csum"] += 1
             # The kernel built it and left only the pseudo-header sum: the data is
             # intact. Trust it when the stack uses receive offload, else complete it.
             if not self.rx_csum:
-                virtio.complete_checksum(frame, csum_start, csum_offset)
-            return frame, self.rx_csum
-        if flags & virtio.F_DATA_VALID:
+                virtio.complete_checksum(pool.view(slot), csum_start, csum_offset)
+            csum_ok = self.rx_csum
+        elif flags & virtio.F_DATA_VALID:
             count["rx_csum_valid"] += 1
-            return frame, self.rx_csum
-        return frame, False
+            csum_ok = self.rx_csum
+        pool.csum_oks[slot] = csum_ok
+        return True
 
-    def write_batch(self, frames: list[TxFrame], tx_csum: bool, tso: bool) -> None:
+    def write_batch(self, pool: FramePool, ids: list, tx_csum: bool, tso: bool) -> None:
         count = self.counters
-        for frame in frames:
-            if frame.gso_size or frame.csum_start:
-                header = self.tx_header(frame, tx_csum, tso)
+        writev, fd = os.writev, self.fd
+        gso_sizes, csum_starts = pool.gso_sizes, pool.csum_starts
+        for slot in ids:
+            if gso_sizes[slot] or csum_starts[slot]:
+                header = self.tx_header(pool, slot, tx_csum, tso)
             else:                     # a fully built frame: the constant header
                 header = virtio.NO_OFFLOAD_BYTES
             if header is None:
                 count["tx_dropped_no_tso"] += 1
                 continue
+            frame = pool.view(slot)
             try:
-                os.writev(self.fd, [header, frame.data])
+                writev(fd, [header, frame])
             except OSError:
                 count["tx_errors"] += 1   # e.g. link down in the namespace: the frame is lost
                 continue
             count["tx_frames"] += 1
-            count["tx_bytes"] += len(frame.data)
+            count["tx_bytes"] += len(frame)
+        pool.release_many(ids)
 
-    def tx_header(self, frame: TxFrame, tx_csum: bool, tso: bool) -> bytes | None:
+    def tx_header(self, pool: FramePool, slot: int, tx_csum: bool, tso: bool) -> bytes | None:
         """The virtio-net header for one frame, or None when it cannot be sent."""
-        if frame.gso_size:
+        gso_size = pool.gso_sizes[slot]
+        csum_start, csum_offset = pool.csum_starts[slot], pool.csum_offsets[slot]
+        if gso_size:
             if not tso:
                 return None
             self.counters["tx_gso_frames"] += 1
-            data = frame.data
-            tcp_header = (data[frame.csum_start + 12] >> 4) * 4
+            base = slot * pool.slot_bytes
+            tcp_header = (pool.bytes[base + csum_start + 12] >> 4) * 4
             return virtio.HEADER.pack(virtio.F_NEEDS_CSUM, virtio.GSO_TCPV4,
-                                      frame.csum_start + tcp_header, frame.gso_size,
-                                      frame.csum_start, frame.csum_offset)
-        if frame.csum_start:
+                                      csum_start + tcp_header, gso_size,
+                                      csum_start, csum_offset)
+        if csum_start:
             if not tx_csum:      # the stack asked for offload the NIC lacks: do it here
-                virtio.complete_checksum(frame.data, frame.csum_start, frame.csum_offset)
+                virtio.complete_checksum(pool.view(slot), csum_start, csum_offset)
                 return virtio.NO_OFFLOAD_BYTES
             self.counters["tx_partial_csum"] += 1
             return virtio.HEADER.pack(virtio.F_NEEDS_CSUM, virtio.GSO_NONE, 0, 0,
-                                      frame.csum_start, frame.csum_offset)
+                                      csum_start, csum_offset)
         return virtio.NO_OFFLOAD_BYTES
+
+    def close(self) -> None:
+        """Give back the slot kept for the next read."""
+        if self.spare is not None:
+            self.spare[0].release(self.spare[1])
+            self.spare = None
 
 
 class TapNic:
     """The Nic for TAP topologies: ``TapNic(config.nic.tap)``; close() removes all."""
 
-    def __init__(self, tap: TapConfig, max_frames: int = 64):
+    def __init__(self, tap: TapConfig):
         offloads = tuple(tap.offloads)
         flags = offload_flags(offloads)
         peer_cidr = peer_interface(tap.address, tap.peer_address)
@@ -282,16 +339,18 @@ class TapNic:
             mtu=tap.mtu, mac=local_mac(tap.address), tx_csum="csum" in offloads,
             rx_csum="csum" in offloads, tso="tso" in offloads,
             tso_max=TSO_MAX if "tso" in offloads else 0)
-        self.device_io = TapDevice(self.fd, self.features.rx_csum, max_frames,
+        self.device_io = TapDevice(self.fd, self.features.rx_csum,
                                    f"TAP device {self.device} (namespace {tap.netns})",
                                    vnet=bool(offloads))
         self.counters = self.device_io.counters
 
-    def send(self, frames: list[TxFrame]) -> None:
-        self.device_io.write_batch(frames, self.features.tx_csum, self.features.tso)
+    def send_burst(self, pool: FramePool, slots, n: int) -> None:
+        if n > 0:
+            self.device_io.write_batch(pool, slot_ids(slots, n), self.features.tx_csum,
+                                       self.features.tso)
 
-    def receive(self, now: float, max_frames: int = 64) -> list[tuple[memoryview, bool]]:
-        return self.device_io.read_batch(max_frames)
+    def receive_burst(self, now: float, pool: FramePool, slots: np.ndarray) -> int:
+        return self.device_io.read_batch(pool, slots)
 
     def fileno(self) -> int | None:
         return self.fd if self.fd >= 0 else None
@@ -301,6 +360,8 @@ class TapNic:
 
     def close(self) -> None:
         """Close the fd (the kernel deletes the device), then the namespace if ours."""
+        if getattr(self, "device_io", None) is not None:
+            self.device_io.close()
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1

@@ -30,6 +30,8 @@ import errno
 import time
 from collections import Counter
 
+import numpy as np
+
 from engine.tcp.events import (Closed, DataReceived, Established, PeerClosed, Refused,
                                Reset, SendAcked, TimedOut)
 from engine.tcp.listener import Listener
@@ -53,6 +55,8 @@ class OffloadPoller:
         self.config = config
         self.stack = stack
         self.nic = nic
+        self.pool = stack.pool                  # the NIC fills it, the stack builds in it
+        self.rx_slots = np.empty(MAX_FRAMES, np.int32)
         self.clock = clock
         self.counters: Counter = Counter()
         self.table = SocketTable()
@@ -95,16 +99,17 @@ class OffloadPoller:
     def poll(self, now: float) -> bool:
         # the idle case first: no frame in, no request changed a connection, no host
         # returned buffers (the loop's scan saw the doorbells), no timer or delayed post
-        frames = self.nic.receive(now, MAX_FRAMES)
+        frames = self.nic.receive_burst(now, self.pool, self.rx_slots)
         rung = self.rx_doorbells(False) if self.pools and self.rx_doorbells else ()
         if not (frames or rung or self.kicked or self.table.delayed
                 or (self.timer_at is not None and now >= self.timer_at)):
             return False
         return self._pass(now, frames, rung)
 
-    def _pass(self, now: float, frames: list, rung) -> bool:
-        """Rounds of input, timers, output and events until one does nothing."""
-        stack, nic = self.stack, self.nic
+    def _pass(self, now: float, frames: int, rung) -> bool:
+        """Rounds of input, timers, output and events until one does nothing.
+        ``frames``: how many the NIC put in ``rx_slots`` (this round's input)."""
+        stack, nic, pool, rx_slots = self.stack, self.nic, self.pool, self.rx_slots
         changed = worked = self.kicked
         self.kicked = False
         service = self.service_requests
@@ -127,9 +132,9 @@ class OffloadPoller:
                 if self.kicked:           # a request or a window update is due
                     self.kicked = False
                     changed = True
-                frames = nic.receive(now, MAX_FRAMES)
+                frames = nic.receive_burst(now, pool, rx_slots)
             if frames:
-                stack.receive_frames(frames, now)
+                stack.receive_frames(pool, rx_slots, frames, now)   # and released
             if frames and self.raise_interrupts is not None:
                 self.raise_interrupts(int(now * 1e9))   # RECV_DATA posted on input
             if self.timer_at is not None and now >= self.timer_at:
@@ -143,7 +148,7 @@ class OffloadPoller:
             out = (stack.poll_transmit(now) if (frames or changed) and (
                 not self.tracking or stack.output_due()) else None)
             if out:
-                nic.send(out)
+                nic.send_burst(pool, out, len(out))
             events = stack.events()
             if events:
                 self.translate(events)
@@ -297,7 +302,8 @@ class OffloadPoller:
         # fit the peer's window), before the QP's memory is unmapped
         if self.tracking:
             self.stack.mark(None)
-        self.nic.send(self.stack.poll_transmit(now))
+        out = self.stack.poll_transmit(now)
+        self.nic.send_burst(self.pool, out, len(out))
         self.translate(self.stack.events())   # this QP's objects are unbound: skipped
         self.kick()
 

@@ -3,8 +3,9 @@ timeout, and frames waiting for a resolution.
 
 An entry older than ``timeout`` is still used (Linux's STALE) but asks the stack to
 re-ask once per ``retry``; with no answer for ``retries`` more intervals it is dropped.
-An unknown address queues frames (at most ``queue_limit``) and is asked for
-``retries`` times, ``retry`` apart; then its frames are dropped and counted.
+An unknown address queues frames (at most ``queue_limit``; the stack's frame-pool
+slots) and is asked for ``retries`` times, ``retry`` apart; then its frames are given
+back to the caller to drop (release) and count.
 """
 from __future__ import annotations
 
@@ -64,14 +65,14 @@ class ArpCache:
         waiting.frames.append(frame)
         return True, False
 
-    def due(self, now: float) -> tuple[list[int], int]:
-        """Addresses to ask (again) now, and how many queued frames were given up."""
-        ask, dropped = [], 0
+    def due(self, now: float) -> tuple[list[int], list]:
+        """Addresses to ask (again) now, and the queued frames given up."""
+        ask, dropped = [], []
         for ip, waiting in list(self.pending.items()):
             if waiting.next_ask > now:
                 continue
             if waiting.asked > self.retries:
-                dropped += len(waiting.frames)
+                dropped += waiting.frames
                 del self.pending[ip]
                 continue
             waiting.asked += 1

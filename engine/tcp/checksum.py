@@ -132,21 +132,29 @@ def frame_copy_sum_kernel(frame, start, head, src, initial):
 region_frame = entry(region_kernel, 0)
 
 
-@kernel(types.int64(types.ByteArray(types.uint8, 1, "C"), types.int64), nogil=True)
-def burst_kernel(buf, count):
-    """Fill the TCP checksums of ``count`` frames laid end to end in ``buf``, each
-    Ethernet + IPv4 (no options) + TCP with its checksum field zero, as the frame
-    builder lays them out: a frame's length is 14 + its IPv4 total length, the
-    pseudo-header comes from its IPv4 header. Same sum as ``region_kernel``, for a
-    whole burst in one call. Returns the bytes walked (the caller checks it)."""
-    data = np.frombuffer(buf, np.uint8)
-    at = 0
-    for _ in range(count):
+@kernel("int64(uint8[::1], int64, int32[::1], int32[::1], int64)", nogil=True)
+def burst_kernel(data, slot_bytes, length, slots, count):
+    """Fill the TCP checksums of the frames in frame-pool slots ``slots[:count]``
+    (engine/frames.py: slot i at i * slot_bytes, ``length[i]`` bytes), each Ethernet +
+    IPv4 (no options) + TCP with its checksum field zero, as the frame builder lays
+    them out: the pseudo-header comes from its IPv4 header. Same sum as
+    ``region_kernel``, for a whole burst in one call. A slot whose length disagrees
+    with its IPv4 header (not a frame of the builder's) is left alone. Returns the
+    frames summed (the caller checks it)."""
+    done = 0
+    for k in range(count):
+        slot = slots[k]
+        if slot < 0 or slot >= length.size:
+            continue
+        at = np.int64(slot) * slot_bytes
+        n = np.int64(length[slot])
+        if n < 54 or n > slot_bytes:
+            continue
         total = (np.int64(data[at + 16]) << 8) | np.int64(data[at + 17])
+        if total + 14 != n:
+            continue
         tcp_at = at + 34
-        end = at + 14 + total
-        if total < 40 or end > data.size:
-            return -1                      # not a frame of the builder's: stop
+        end = at + n
         pseudo = np.uint64(6 + total - 20)
         for i in range(at + 26, at + 34, 2):         # source and destination address
             pseudo += (np.uint64(data[i]) << np.uint64(8)) | np.uint64(data[i + 1])
@@ -157,8 +165,8 @@ def burst_kernel(buf, count):
         value = ~acc & np.uint64(0xFFFF)
         data[tcp_at + 16] = value >> np.uint64(8)
         data[tcp_at + 17] = value & np.uint64(0xFF)
-        at = end
-    return at
+        done += 1
+    return done
 
 
 burst_frames = entry(burst_kernel)

@@ -24,7 +24,8 @@ import random
 import struct
 from collections import Counter
 
-from engine.nic.base import NicFeatures, TxFrame
+from engine.frames import FramePool, frame_bytes
+from engine.nic.base import NicFeatures
 from toad.config import TcpConfig
 
 from . import neighbours, syncookies, tracking
@@ -63,7 +64,7 @@ _TS_IP_LEN = _TS_FRAME_LEN - ethernet.HEADER_LEN
 
 class Stack:
     def __init__(self, config: TcpConfig, address: str, mac: bytes, nic: NicFeatures,
-                 seed: int = 1, arp_timeout: float = 60.0):
+                 seed: int = 1, arp_timeout: float = 60.0, pool: FramePool | None = None):
         try:
             interface = ipaddress.IPv4Interface(address)
         except ValueError:
@@ -83,7 +84,11 @@ class Stack:
         self.arp = ArpCache(timeout=arp_timeout)
         self.table = ConnectionTable(self.rng)
         self.listeners: dict[int, Listener] = {}
-        self.builder = FrameBuilder(config.checksum, nic)
+        if pool is None:         # room for the frames of a window in flight each way
+            window = max(config.recv_buffer_bytes, config.send_buffer_bytes)
+            pool = FramePool.for_frames(frame_bytes(nic), window)
+        self.pool = pool                 # frames to and from the NIC (engine/frames.py)
+        self.builder = FrameBuilder(config.checksum, nic, pool, self.counters)
         self.mss = nic.mtu - 40
         self.tso_max = nic.tso_max if nic.tso else 0
         self._own_prefix = ethernet_prefix(self.mac, self.mac)
@@ -98,8 +103,8 @@ class Stack:
         self.output_tracking = False
         self._due: dict = {}             # connection -> None, in marking order
         self._due_all = False
-        self._tx: list[TxFrame] = []     # frames ready for the NIC
-        self._loop: list = []            # frames looped inside the stack
+        self._tx: list[int] = []         # frames ready for the NIC: slots of self.pool
+        self._loop: list[int] = []       # frames looped inside: slots of builder.loop_pool
         self._retired: Counter = Counter()
         self._now = 0.0
         # the compiled fast path (engine/fast), or None: Python does everything
@@ -207,7 +212,8 @@ class Stack:
             self._wake_waiting(conn, now)
         ask, dropped = self.arp.due(now)
         if dropped:
-            self.counters["arp.unresolved_drops"] += dropped
+            self.counters["arp.unresolved_drops"] += len(dropped)
+            self.pool.release_many(dropped)
         for address in ask:
             self._arp_request(address)
 
@@ -229,12 +235,13 @@ class Stack:
                 best = t
         return best
 
-    def poll_transmit(self, now: float) -> list[TxFrame]:
-        """Frames for the NIC. Looped frames are received here, round after round."""
+    def poll_transmit(self, now: float) -> list[int]:
+        """Frames for the NIC: slots of ``self.pool``, now the caller's (a NIC's
+        ``send_burst`` takes them). Looped frames are received here, round after round."""
         self._now = now
         if self._touched:
             self._drain_touched()
-        out: list[TxFrame] = []
+        out: list[int] = []
         keys = self._keys
         fast = self.fast
         if fast is not None and fast.due:
@@ -258,21 +265,32 @@ class Stack:
             if not self._loop:
                 return out
             looped, self._loop = self._loop, []
-            for data in looped:
-                self.receive_frame(memoryview(data), now, True, True)
+            loop_pool = self.builder.loop_pool
+            for slot in looped:
+                self.receive_frame(loop_pool.view(slot), now, True, True)
+            loop_pool.release_many(looped)
         out += self._tx
         self._tx = []
         return out
 
     # ---- input -------------------------------------------------------------------
 
-    def receive_frames(self, frames: list, now: float) -> None:
-        """A burst of (frame, csum_ok) pairs from the NIC: the fast path's kernel
-        takes what it can, the rest goes through ``receive_frame`` in order."""
+    def receive_frames(self, pool: FramePool, slots, count: int, now: float) -> None:
+        """A burst from the NIC: the frames in ``slots[:count]`` of ``pool`` (an int32
+        array; ``length`` and ``csum_ok`` set). The fast path's kernel takes what it
+        can straight out of the pool; the rest go through ``receive_frame`` in order,
+        each as a view of its slot. Then every slot of the burst is released (the
+        stack keeps no view of a frame: docs/stack-api.md)."""
         if self.fast is not None:
-            frames = self.fast.receive(frames, now)
-        for frame, csum_ok in frames:
-            self.receive_frame(frame, now, csum_ok)
+            left = self.fast.receive(pool, slots, count, now)
+        else:
+            left = slots[:count].tolist()
+        data, lengths, csum_oks = pool.bytes, pool.lengths, pool.csum_oks
+        slot_bytes, receive = pool.slot_bytes, self.receive_frame
+        for slot in left:
+            base = slot * slot_bytes
+            receive(data[base:base + lengths[slot]], now, csum_oks[slot])
+        pool.release_many(slots, count)
 
     def receive_frame(self, frame: memoryview, now: float, csum_ok: bool = False,
                       looped: bool = False) -> None:
@@ -535,14 +553,16 @@ class Stack:
         if prefix is not None and not looped:
             self.builder.tcp_frames(prefix, src, dst, segments, gso_size, False, mode, self._tx)
         elif looped:
-            for seg in segments:
-                self._loop.append(build(prefix, src, dst, seg, 0, True, mode).data)
+            self.builder.tcp_frames(prefix, src, dst, segments, 0, True, mode, self._loop)
         else:
             for seg in segments:
-                queued, ask = self.arp.enqueue(dst, build(self._own_prefix, src, dst, seg,
-                                                          gso_size, False, mode), now)
+                slot = build(self._own_prefix, src, dst, seg, gso_size, False, mode)
+                if slot < 0:
+                    continue                         # no frame slot (counted)
+                queued, ask = self.arp.enqueue(dst, slot, now)
                 if not queued:
                     self.counters["arp.queue_overflow"] += 1
+                    self.pool.release(slot)
                 if ask:
                     self._arp_request(dst)
         self.counters["tcp.tx"] += len(segments)

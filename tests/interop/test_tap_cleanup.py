@@ -12,6 +12,7 @@ import pytest
 
 from engine.nic.tap import TapError, TapNic
 from tests.conftest import requires_tap, toad_links
+from tests.nicframes import FrameNic
 from toad.config import TapConfig
 from toad.netns import NetnsError, list_netns, run_ip
 
@@ -109,5 +110,5 @@ def test_namespace_deleted_under_a_running_nic_is_a_clear_error():
         assert wait_until(lambda: netns not in list_netns(), 5)
         with pytest.raises(TapError, match=f"TAP device {device}.*namespace"):
             for _ in range(100):
-                nic.receive(0.0)
+                FrameNic(nic).receive(0.0)
                 time.sleep(0.01)

@@ -10,9 +10,9 @@ import sys
 import pytest
 
 from engine.nic import tap as tapmod
-from engine.nic.base import TxFrame
 from tests.conftest import requires_tap
 from tests.interop import rawframes as raw
+from tests.nicframes import Frame, FrameNic
 from toad.config import TapConfig
 from toad.netns import list_netns
 
@@ -26,13 +26,13 @@ def nic(request):
     config = TapConfig(netns=f"toad-tf{tag}", device=f"toadtf{tag}", mtu=1500,
                        offloads=request.param)
     with tapmod.TapNic(config) as nic:
-        yield nic
+        yield FrameNic(nic)
     assert config.netns not in list_netns()
 
 
 def resolve_peer(nic) -> bytes:
     cfg = nic.config
-    nic.send([TxFrame(raw.arp_request(nic.features.mac, cfg.address, cfg.peer_address))])
+    nic.send([Frame(raw.arp_request(nic.features.mac, cfg.address, cfg.peer_address))])
 
     def reply(frame, _ok):
         arp = raw.parse_arp(frame)
@@ -67,7 +67,7 @@ def test_traffic_from_namespace_reaches_the_tap(nic):
         ping.wait()
 
 
-def rst_for(nic, payload: bytes, frame: TxFrame, seq: int) -> dict:
+def rst_for(nic, payload: bytes, frame: Frame, seq: int) -> dict:
     nic.send([frame])
 
     def rst(data, _ok):
@@ -89,7 +89,7 @@ def test_transmit_offloads_accepted_by_linux(nic, size):
                            seq, PSH, payload, full_checksum=not offloaded)
     if size > 1460 and not nic.features.tso:
         pytest.skip("a super-frame needs TSO")
-    frame = TxFrame(data, csum_start=34 if offloaded else 0, csum_offset=16 if offloaded else 0,
+    frame = Frame(data, csum_start=34 if offloaded else 0, csum_offset=16 if offloaded else 0,
                     gso_size=1448 if size > 1460 else 0)
     seg = rst_for(nic, payload, frame, seq)
     assert seg["ack"] == (seq + size) % 2**32
@@ -102,11 +102,12 @@ def test_missing_offload_is_done_in_software():
     completed by the NIC object itself, and Linux accepts it."""
     tag = os.getpid() % 100000
     config = TapConfig(netns=f"toad-tg{tag}", device=f"toadtg{tag}", offloads=())
-    with tapmod.TapNic(config) as nic:
+    with tapmod.TapNic(config) as tap:
+        nic = FrameNic(tap)
         mac = resolve_peer(nic)
         data = raw.tcp_segment(mac, nic.features.mac, config.address, config.peer_address,
                                40000, 9, 5, PSH, b"x" * 200, full_checksum=False)
-        seg = rst_for(nic, b"", TxFrame(data, csum_start=34, csum_offset=16), 5)
+        seg = rst_for(nic, b"", Frame(data, csum_start=34, csum_offset=16), 5)
         assert seg["ack"] == 205
 
 

@@ -6,6 +6,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from engine import ring_calls
+from engine.frames import FramePool
 from engine.loop import Engine
 from engine.offload.poller import OffloadPoller
 from toad.config import load
@@ -78,12 +79,14 @@ class Nic:
     def __init__(self, frames):
         self.frames = frames
 
-    def receive(self, now, limit):
+    def receive_burst(self, now, pool, slots):
         frames, self.frames = self.frames, []
-        return frames
+        for k, (frame, csum_ok) in enumerate(frames):
+            slots[k] = pool.put(frame, csum_ok)
+        return len(frames)
 
-    def send(self, out):
-        pass
+    def send_burst(self, pool, slots, n):
+        pool.release_many(slots, n)
 
     def next_deadline(self):
         return None
@@ -92,9 +95,11 @@ class Nic:
 class Stack:
     def __init__(self, log):
         self.log = log
+        self.pool = FramePool(4, 128)
 
-    def receive_frames(self, frames, now):
+    def receive_frames(self, pool, slots, count, now):
         self.log.append("input")
+        pool.release_many(slots, count)
 
     def poll_transmit(self, now):
         self.log.append("output")

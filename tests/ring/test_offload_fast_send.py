@@ -19,12 +19,13 @@ def transfer(mode: str, checksum: str, *more: str) -> tuple:
     rig = Rig(f"tcp.fast_path={mode}", f"tcp.checksum={checksum}", *more)
     frames: list = []
     nic = rig.poller.nic
-    send = nic.send
+    send = nic.send_burst
 
-    def sending(out):
-        frames.extend((bytes(f.data), f.csum_start, f.gso_size) for f in out)
-        send(out)
-    nic.send = sending
+    def sending(pool, slots, count):
+        frames.extend((bytes(pool.view(slot)), pool.csum_starts[slot], pool.gso_sizes[slot])
+                      for slot in list(slots[:count]))
+        send(pool, slots, count)
+    nic.send_burst = sending
     try:
         a, b = rig.hosts
         conn, child = connected_pair(rig)

@@ -6,25 +6,29 @@ from __future__ import annotations
 
 import numpy as np
 
+from engine.frames import FramePool
 from engine.offload.poller import OffloadPoller
 from toad.config import load
 
 
 class ScriptedNic:
-    """Delivers the frames queued for each receive() call, records what is sent."""
+    """Delivers the frames queued for each receive_burst() call, records what is sent."""
 
     def __init__(self, inbound: list):
-        self.inbound = list(inbound)      # one list of frames per receive() call
+        self.inbound = list(inbound)      # one list of frames per receive_burst() call
         self.sent: list = []
         self.log: list = []
 
-    def receive(self, now, max_frames):
+    def receive_burst(self, now, pool, slots):
         frames = self.inbound.pop(0) if self.inbound else []
         self.log.append(("receive", len(frames)))
-        return [(frame, True) for frame in frames]
+        for k, frame in enumerate(frames):
+            slots[k] = pool.put(frame, True)
+        return len(frames)
 
-    def send(self, frames):
-        self.sent += frames
+    def send_burst(self, pool, slots, n):
+        self.sent += [bytes(pool.view(slot)) for slot in slots[:n]]
+        pool.release_many(slots, n)
 
     def next_deadline(self):
         return None
@@ -36,13 +40,16 @@ class ScriptedStack:
     def __init__(self, log):
         self.log = log
         self.queued = 0
+        self.pool = FramePool(8, 128)
 
-    def receive_frames(self, frames, now):
-        self.log.extend(("rx", frame) for frame, _ in frames)
+    def receive_frames(self, pool, slots, count, now):
+        self.log.extend(("rx", bytes(pool.view(slot))) for slot in slots[:count].tolist())
+        pool.release_many(slots, count)
 
     def poll_transmit(self, now):
         self.log.append(("tx", self.queued))
-        out, self.queued = ["frame"] * self.queued, 0
+        out = [self.pool.put(b"frame") for _ in range(self.queued)]
+        self.queued = 0
         return out
 
     def events(self):
@@ -77,7 +84,8 @@ def test_a_request_posted_during_a_pass_is_served_and_sent_in_it():
 
     poller.service_requests = service
     assert poller.poll(1.0)
-    assert nic.sent == ["frame"]
+    assert nic.sent == [b"frame"]
+    assert stack.pool.available == stack.pool.slots    # received and sent: all released
     served = nic.log.index(("served", 1))
     assert ("tx", 1) in nic.log[served:]  # output after the service, same pass
     assert len(calls) >= 2                 # served again at the next boundary

@@ -8,11 +8,12 @@ import pytest
 
 from engine.fast.flows import FAST, SLOW, FlowTable
 from engine.fast.path import FastOwned
-from engine.nic.base import NicFeatures, TxFrame
+from engine.nic.base import NicFeatures
 from engine.tcp.connection import Connection
 from engine.tcp.stack import Stack
 from engine.tcp.wire import ipv4
 from engine.tcp.wire.tcp import ACK, PSH, SYN, TcpRepr
+from tests.nicframes import Frame, feed, sent
 from toad.config import TcpConfig, WireConfig
 
 from .test_fast_path import tcb as full_tcb
@@ -35,15 +36,15 @@ def established(mode: str, **tcp):
     stack = Stack(config, "10.0.0.1/24", bytes.fromhex("02000000000a"), features())
     learn_peer(stack)
     listener = stack.listen(81)
-    stack.receive_frames([(memoryview(tcp_frame(TcpRepr(
-        40000, 81, PEER_ISS, 0, SYN, 65535, mss=1460, window_scale=7, timestamp=(7, 0)))),
+    feed(stack, [(tcp_frame(TcpRepr(
+        40000, 81, PEER_ISS, 0, SYN, 65535, mss=1460, window_scale=7, timestamp=(7, 0))),
         False)], 0.0)
-    synack = parse_out(stack.poll_transmit(0.0)[0])[2]
+    synack = parse_out(sent(stack, 0.0)[0])[2]
     our = (synack.seq + 1) & 0xFFFFFFFF
-    stack.receive_frames([(memoryview(tcp_frame(TcpRepr(
-        40000, 81, PEER_ISS + 1, our, ACK, 512, timestamp=(8, synack.timestamp[0])))),
+    feed(stack, [(tcp_frame(TcpRepr(
+        40000, 81, PEER_ISS + 1, our, ACK, 512, timestamp=(8, synack.timestamp[0]))),
         False)], 0.0)
-    stack.poll_transmit(0.0)
+    sent(stack, 0.0)
     stack.events()
     conn = listener.accept()
     return stack, conn, our
@@ -51,9 +52,9 @@ def established(mode: str, **tcp):
 
 def ack(our: int, acked: int, window: int = 512, tsval: int = 9, tsecr: int = 0,
         payload: bytes = b"", flags: int = ACK, good: bool = True) -> tuple:
-    return (memoryview(tcp_frame(TcpRepr(40000, 81, PEER_ISS + 1, (our + acked) & 0xFFFFFFFF,
-                                         flags, window, timestamp=(tsval, tsecr),
-                                         payload=payload), good_checksum=good)), False)
+    return (tcp_frame(TcpRepr(40000, 81, PEER_ISS + 1, (our + acked) & 0xFFFFFFFF,
+                              flags, window, timestamp=(tsval, tsecr), payload=payload),
+                      good_checksum=good), False)
 
 
 def script(mode: str, steps) -> tuple:
@@ -61,14 +62,14 @@ def script(mode: str, steps) -> tuple:
     by ``steps(our)``) with output polled after each: (frames out, stack, conn)."""
     stack, conn, our = established(mode)
     conn.send(b"d" * 3 * 1448)
-    out = [bytes(f.data) for f in stack.poll_transmit(0.1)]
+    out = [bytes(f.data) for f in sent(stack, 0.1)]
     now = 0.1
     for burst in steps(our):
         now += 0.01
-        stack.receive_frames(burst, now)
+        feed(stack, burst, now)
         if stack.next_deadline() is not None and stack.next_deadline() <= now:
             stack.on_timer(now)
-        out += [bytes(f.data) for f in stack.poll_transmit(now)]
+        out += [bytes(f.data) for f in sent(stack, now)]
         stack.events()
     return out, stack, conn
 
@@ -89,6 +90,9 @@ def same(steps) -> tuple:
     assert counters == dict(slow[1].counters)
     assert tcb(fast[2]) == tcb(slow[2])
     assert fast[2].counters == slow[2].counters
+    for stack in (fast[1], slow[1]):            # every slot of every burst released once
+        pool = stack.pool.counters()
+        assert pool["free"] == pool["slots"] and pool["bad_release"] == 0, pool
     return fast
 
 
@@ -153,7 +157,7 @@ def test_window_updates_after_reads_match_python():
     def go(mode):
         stack, conn, our = established(mode, recv_buffer_bytes=8 * 1448)
         conn.send(b"d" * 1448)
-        frames = [bytes(f.data) for f in stack.poll_transmit(0.1)]
+        frames = [bytes(f.data) for f in sent(stack, 0.1)]
         now, offset, tsval = 0.1, 0, 20
         for burst in (3, 3, 2, 4, 1, 5):
             now += 0.001
@@ -162,12 +166,12 @@ def test_window_updates_after_reads_match_python():
                 pending.append(data(our, offset, 1448, tsval, acked=1448))
                 offset += 1448
                 tsval += 1
-            stack.receive_frames(pending, now)
-            frames += [bytes(f.data) for f in stack.poll_transmit(now)]
+            feed(stack, pending, now)
+            frames += [bytes(f.data) for f in sent(stack, now)]
             stack.events()
             conn.recv_buffer.read(len(conn.recv_buffer) - 100)
             conn.notify_read(now)
-            frames += [bytes(f.data) for f in stack.poll_transmit(now)]
+            frames += [bytes(f.data) for f in sent(stack, now)]
         return frames, stack, conn
     fast, slow = go("compiled"), go("python")
     assert fast[0] == slow[0]
@@ -197,15 +201,15 @@ def test_unpredicted_frames_go_to_python_with_the_state(frame):
 def test_retransmission_timer_of_a_fast_connection_fires_in_python():
     stack, conn, our = established("compiled", rto_initial_ms=10.0, rto_min_ms=10.0)
     conn.send(b"d" * 2896)
-    stack.poll_transmit(0.0)
+    sent(stack, 0.0)
     stack.events()
-    stack.receive_frames([ack(our, 1448)], 0.001)
+    feed(stack, [ack(our, 1448)], 0.001)
     assert type(conn) is FastOwned
     deadline = stack.next_deadline()
     assert deadline is not None and 0.001 < deadline <= 0.1
     stack.on_timer(deadline)
     assert stack.counters["fast.handback_timer"] == 1
-    out = stack.poll_transmit(deadline)
+    out = sent(stack, deadline)
     assert [parse_out(f)[2].seq for f in out] == [(our + 1448) & 0xFFFFFFFF]
     assert conn.counters["rto"] == 1
 
@@ -213,13 +217,13 @@ def test_retransmission_timer_of_a_fast_connection_fires_in_python():
 def test_touching_a_fast_connection_reclaims_it():
     stack, conn, our = established("compiled")
     conn.send(b"d" * 2896)
-    stack.poll_transmit(0.0)
+    sent(stack, 0.0)
     stack.events()
     row = object.__getattribute__(conn, "flow")
     rows = stack.fast.flows.rows
     assert type(conn) is FastOwned and rows["owner"][row] == FAST
     assert conn not in stack.table.active
-    stack.receive_frames([ack(our, 1448)], 0.001)
+    feed(stack, [ack(our, 1448)], 0.001)
     assert rows["snd_una"][row] == (our + 1448) & 0xFFFFFFFF
     assert conn.snd_una == (our + 1448) & 0xFFFFFFFF      # the read reclaims it
     assert type(conn) is Connection and rows["owner"][row] == SLOW
@@ -229,10 +233,10 @@ def test_touching_a_fast_connection_reclaims_it():
 
 def test_flow_row_goes_with_the_connection():
     stack, conn, _ = established("compiled")
-    stack.poll_transmit(0.0)
+    sent(stack, 0.0)
     assert stack.fast.flows.used == 1
     conn.abort(0.0)
-    stack.poll_transmit(0.0)
+    sent(stack, 0.0)
     stack.events()
     assert stack.fast.flows.used == 0 and stack.fast.fast == 0
 
@@ -255,12 +259,12 @@ def test_flow_table_holds_ten_thousand_connections_and_refuses_more():
 
 def record(nic, log: list) -> None:
     """Keep a copy of every frame ``nic`` sends in ``log``."""
-    send = nic.send
+    send = nic.send_burst
 
-    def sending(frames):
-        log.extend(bytes(f.data) for f in frames)
-        send(frames)
-    nic.send = sending
+    def sending(pool, slots, n):
+        log.extend(bytes(pool.view(slot)) for slot in slots[:n])
+        send(pool, slots, n)
+    nic.send_burst = sending
 
 
 FAULTS = WireConfig(loss=0.01, reorder=0.02, duplicate=0.01, seed=5)
@@ -298,22 +302,22 @@ def test_tso_super_frames_and_nagle_match_python():
         stack = Stack(config, "10.0.0.1/24", bytes.fromhex("02000000000a"), nic)
         learn_peer(stack)
         listener = stack.listen(81)
-        stack.receive_frames([(memoryview(tcp_frame(TcpRepr(
+        feed(stack, [(tcp_frame(TcpRepr(
             40000, 81, PEER_ISS, 0, SYN, 65535, mss=1460, window_scale=7,
-            timestamp=(7, 0)))), False)], 0.0)
-        synack = parse_out(stack.poll_transmit(0.0)[0])[2]
+            timestamp=(7, 0))), False)], 0.0)
+        synack = parse_out(sent(stack, 0.0)[0])[2]
         our = (synack.seq + 1) & 0xFFFFFFFF
-        stack.receive_frames([(memoryview(tcp_frame(TcpRepr(
-            40000, 81, PEER_ISS + 1, our, ACK, 4096, timestamp=(8, synack.timestamp[0])))),
+        feed(stack, [(tcp_frame(TcpRepr(
+            40000, 81, PEER_ISS + 1, our, ACK, 4096, timestamp=(8, synack.timestamp[0]))),
             False)], 0.0)
-        stack.poll_transmit(0.0)
+        sent(stack, 0.0)
         stack.events()
         conn = listener.accept()
         frames = []
 
         def out(now):
             frames.extend((bytes(f.data), f.csum_start, f.csum_offset, f.gso_size)
-                          for f in stack.poll_transmit(now))
+                          for f in sent(stack, now))
         conn.send(b"a" * 1000)
         out(0.01)
         conn.send(b"b" * 500)                       # Nagle: held, data in flight
@@ -321,11 +325,10 @@ def test_tso_super_frames_and_nagle_match_python():
         conn.send(bytes(range(256)) * 400)
         out(0.03)
         for step in range(1, 12):                   # ACK all sent so far, each time
-            sent = max(((seg.seq + len(seg.payload) - our) & 0xFFFFFFFF
-                        for seg in (parse_out(TxFrame(bytearray(data), start, offset))[2]
+            done = max(((seg.seq + len(seg.payload) - our) & 0xFFFFFFFF
+                        for seg in (parse_out(Frame(bytearray(data), start, offset))[2]
                                     for data, start, offset, _ in frames)), default=0)
-            stack.receive_frames([ack(our, sent, window=4096, tsval=9 + step)],
-                                 0.03 + step / 100)
+            feed(stack, [ack(our, done, window=4096, tsval=9 + step)], 0.03 + step / 100)
             out(0.03 + step / 100)
             stack.events()
         return frames, stack, conn
@@ -339,9 +342,8 @@ def test_tso_super_frames_and_nagle_match_python():
     assert fast[2].counters["tx_data"] > 5 and fast[2].snd_una == fast[2].snd_max
 
 
-def test_jumbo_frames_keep_the_transmit_room_bounded():
-    # 64 KB segments do not fit the first (small) buffer of a poll: the burst goes on
-    # in the next call, and the room does not grow poll after poll
+def test_jumbo_frames_go_out_in_pool_slots():
+    # 64 KB segments, each in a slot of the pool; every slot comes back
     config = TcpConfig(fast_path="compiled", checksum="software", nagle=False)
     a, b, _, clock = make_pair(config, mtu=65535)
     data = bytes(range(256)) * 8000
@@ -349,4 +351,92 @@ def test_jumbo_frames_keep_the_transmit_room_bounded():
     run([a, b], clock, transfer.done, transfer.tick)
     assert transfer.ok()
     assert a.stack.counters["fast.tx"] > 10
-    assert a.stack.fast.tx_bytes == 1 << 20
+    pools = (a.stack.pool, b.stack.pool)
+    run([a, b], clock, lambda: all(p.available == p.slots for p in pools))  # the wire drains
+    for stack in (a.stack, b.stack):
+        pool = stack.pool.counters()
+        assert pool["free"] == pool["slots"] and pool["bad_release"] == 0, pool
+
+
+def test_a_dry_pool_holds_the_rest_of_a_burst_until_slots_come_back():
+    # the pool has 3 free slots when 4 segments are due: the kernel sends 3, counts
+    # the dry pool, and sends the fourth at the next poll; the same frames as Python's
+    # with room to spare
+    def go(mode, dry):
+        stack, conn, our = established(mode)
+        conn.send(b"d" * 1448)
+        frames = [bytes(f.data) for f in sent(stack, 0.1)]
+        feed(stack, [ack(our, 1448, 4096, tsval=10)], 0.11)
+        frames += [bytes(f.data) for f in sent(stack, 0.11)]
+        pool = stack.pool
+        held = pool.alloc_many(pool.available - 3) if dry else []
+        conn.send(bytes(range(256)) * 60)
+        frames += [bytes(f.data) for f in sent(stack, 0.12)]
+        first = len(frames)
+        pool.release_many(held)
+        frames += [bytes(f.data) for f in sent(stack, 0.13 if dry else 0.12)]
+        return frames, first, stack, conn
+    fast, first, stack, conn = go("compiled", dry=True)
+    slow, *_ = go("python", dry=False)
+    assert stack.counters["fast.tx_pool_dry"] == 1
+    assert stack.pool.counters()["alloc_failed"] == 1
+    assert len(fast) == first + 1 and len(fast) == len(slow)
+    assert type(conn) is FastOwned
+    # the fourth segment is the same bytes but for its timestamp (sent 10 ms later)
+    assert fast[:first] == slow[:first]
+    late, early = (parse_out(Frame(bytearray(f[-1])))[2] for f in (fast, slow))
+    assert (late.seq, late.payload) == (early.seq, early.payload)
+    pool = stack.pool.counters()
+    assert pool["free"] == pool["slots"] and pool["bad_release"] == 0, pool
+
+
+def test_a_call_whose_argument_reclaims_the_connection_still_works():
+    # conn.send(...conn.eff_mss...): the method is fetched while the connection is
+    # fast, the argument's read reclaims it before the call; likewise notify_read
+    def go(mode):
+        stack, conn, our = established(mode, recv_buffer_bytes=4 * 1448)
+        conn.send(b"d" * 1448)
+        frames = [bytes(f.data) for f in sent(stack, 0.1)]
+        feed(stack, [ack(our, 1448, 4096, tsval=10)], 0.11)
+        frames += [bytes(f.data) for f in sent(stack, 0.11)]
+        conn.send(b"e" * conn.eff_mss)
+        frames += [bytes(f.data) for f in sent(stack, 0.12)]
+        feed(stack, [data(our, k * 1448, 1448, 11 + k, acked=2 * 1448) for k in range(3)],
+             0.13)
+        frames += [bytes(f.data) for f in sent(stack, 0.13)]
+        stack.events()
+        conn.recv_buffer.read(1448 * 3)
+        conn.notify_read(conn.last_rx + 0.01)
+        frames += [bytes(f.data) for f in sent(stack, 0.14)]
+        return frames, stack, conn
+    fast, slow = go("compiled"), go("python")
+    assert fast[0] == slow[0]
+    assert tcb(fast[2]) == tcb(slow[2])
+    assert fast[1].counters["fast.exported"] >= 2
+
+
+def test_the_receive_kernel_leaves_slots_it_cannot_read_to_python():
+    # slot ids outside the pool and a length beyond its slot are never read: they
+    # are left to the caller, in order, around a good frame the kernel takes
+    import numpy as np
+
+    from engine.fast import rx
+    stack, conn, our = established("compiled")
+    conn.send(b"d" * 1448)
+    sent(stack, 0.1)
+    feed(stack, [ack(our, 1448, 4096, tsval=10)], 0.11)
+    sent(stack, 0.11)
+    conn.send(b"e" * 1448)                          # sent by the transmit kernel
+    assert len(sent(stack, 0.12)) == 1 and type(conn) is FastOwned
+    fast, pool = stack.fast, stack.pool
+    good = pool.put(ack(our, 2896, 4096, tsval=11)[0])
+    long = pool.put(ack(our, 2896, 4096, tsval=11)[0])
+    pool.length[long] = pool.slot_bytes + 1
+    frames = np.array([-1, good, pool.slots, long, 1 << 30], np.int32)
+    counters = np.zeros(3, np.int64)
+    rx.receive_entry(pool.data, pool.slot_bytes, frames, pool.length, pool.csum_ok,
+                     len(frames), fast.verdict, fast.left, fast.flows.rows, fast.flows.slots,
+                     stack.ip, fast.mac, 0.13, fast.marks, fast.touched, counters)
+    assert fast.left[:counters[rx.C_LEFT]].tolist() == [-1, pool.slots, long, 1 << 30]
+    assert counters[rx.C_TCP_RX] == 1
+    pool.release_many([good, long])

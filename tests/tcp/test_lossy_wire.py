@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from engine.nic.base import TxFrame
 from engine.nic.loopback import REORDER_HOLD, LoopbackWire
+from tests.nicframes import Frame, FrameNic
 from toad.config import WireConfig
 
 MAC_A = bytes.fromhex("020000000001")
@@ -20,12 +20,17 @@ class Clock:
         return self.now
 
 
-def frame(dst: bytes, tag: int, size: int = 100) -> TxFrame:
+def frame(dst: bytes, tag: int, size: int = 100) -> Frame:
     data = bytearray(size)
     data[:6] = dst
     data[6:12] = MAC_A
     data[14:18] = tag.to_bytes(4, "big")
-    return TxFrame(data)
+    return Frame(data)
+
+
+def ends(wire, *macs) -> list[FrameNic]:
+    """The wire's ends for these MACs, driven with Python frames (one pool each)."""
+    return [FrameNic(wire.attach(mac)) for mac in macs]
 
 
 def tags(received) -> list[int]:
@@ -35,7 +40,7 @@ def tags(received) -> list[int]:
 def test_two_ends_hear_each_other_and_themselves():
     clock = Clock()
     wire = LoopbackWire(clock=clock)
-    a, b = wire.attach(MAC_A), wire.attach(MAC_B)
+    a, b = ends(wire, MAC_A, MAC_B)
     a.send([frame(MAC_B, 1), frame(b"\xff" * 6, 2), frame(MAC_A, 3)])
     assert tags(b.receive(clock.now)) == [1, 2]
     assert tags(a.receive(clock.now)) == [3]
@@ -45,7 +50,7 @@ def test_two_ends_hear_each_other_and_themselves():
 def test_single_end_hears_itself():
     clock = Clock()
     wire = LoopbackWire(clock=clock)
-    a = wire.attach(MAC_A)
+    a, = ends(wire, MAC_A)
     a.send([frame(MAC_B, 7)])
     assert tags(a.receive(clock.now)) == [7]
 
@@ -61,7 +66,7 @@ def test_third_end_refused():
 def test_delay_and_bandwidth_follow_the_injected_clock():
     clock = Clock(10.0)
     wire = LoopbackWire(WireConfig(delay_us=500, bandwidth_gbps=0.008), clock=clock)
-    a, b = wire.attach(MAC_A), wire.attach(MAC_B)
+    a, b = ends(wire, MAC_A, MAC_B)
     # 0.008 Gb/s = 1 byte per microsecond: two 1000-byte frames serialise in 1 ms each
     a.send([frame(MAC_B, 1, 1000), frame(MAC_B, 2, 1000)])
     assert b.receive(10.0 + 0.0014) == []
@@ -74,7 +79,7 @@ def test_delay_and_bandwidth_follow_the_injected_clock():
 def test_oversize_frames_dropped_and_counted():
     clock = Clock()
     wire = LoopbackWire(mtu=1500, clock=clock)
-    a, b = wire.attach(MAC_A), wire.attach(MAC_B)
+    a, b = ends(wire, MAC_A, MAC_B)
     a.send([frame(MAC_B, 1, 1515), frame(MAC_B, 2, 1514)])
     assert tags(b.receive(clock.now)) == [2]
     assert wire.counters["oversize"] == 1
@@ -83,7 +88,7 @@ def test_oversize_frames_dropped_and_counted():
 def run_faulty(config: WireConfig, count: int = 2000) -> tuple[list[int], dict]:
     clock = Clock()
     wire = LoopbackWire(config, clock=clock)
-    a, b = wire.attach(MAC_A), wire.attach(MAC_B)
+    a, b = ends(wire, MAC_A, MAC_B)
     got = []
     for i in range(count):
         a.send([frame(MAC_B, i)])
@@ -114,7 +119,7 @@ def test_reordered_frame_goes_behind_its_successor():
 def test_held_frame_released_without_successor():
     clock = Clock()
     wire = LoopbackWire(WireConfig(reorder=0.999, seed=1), clock=clock)
-    a, b = wire.attach(MAC_A), wire.attach(MAC_B)
+    a, b = ends(wire, MAC_A, MAC_B)
     a.send([frame(MAC_B, 1)])
     assert b.receive(clock.now) == []
     assert b.next_deadline() == pytest.approx(clock.now + REORDER_HOLD)
@@ -124,7 +129,7 @@ def test_held_frame_released_without_successor():
 def test_corruption_flips_a_byte_and_completes_the_checksum_first():
     clock = Clock()
     wire = LoopbackWire(WireConfig(corrupt=0.999, seed=5), clock=clock)
-    a, b = wire.attach(MAC_A), wire.attach(MAC_B)
+    a, b = ends(wire, MAC_A, MAC_B)
     original = frame(MAC_B, 9, 200)
     original.data[40:42] = b"\x12\x34"          # a "pseudo-header sum" in the field
     original.csum_start, original.csum_offset = 24, 16
@@ -139,7 +144,7 @@ def test_corruption_flips_a_byte_and_completes_the_checksum_first():
 
 def test_partial_checksum_frames_are_vouched_for_when_offloading():
     clock = Clock()
-    a = LoopbackWire(clock=clock).attach(MAC_A)
+    a, = ends(LoopbackWire(clock=clock), MAC_A)
     partial = frame(MAC_A, 1)
     partial.csum_start, partial.csum_offset = 34, 16
     a.send([partial, frame(MAC_A, 2)])
@@ -148,7 +153,7 @@ def test_partial_checksum_frames_are_vouched_for_when_offloading():
 
 def test_without_offload_the_wire_completes_the_checksum():
     clock = Clock()
-    a = LoopbackWire(csum_offload=False, clock=clock).attach(MAC_A)
+    a, = ends(LoopbackWire(csum_offload=False, clock=clock), MAC_A)
     partial = frame(MAC_A, 1)
     partial.csum_start, partial.csum_offset = 34, 16
     a.send([partial])

@@ -8,12 +8,12 @@ import subprocess
 
 import pytest
 
-from engine.nic.base import TxFrame
 from engine.nic.loopback import LoopbackWire
 from engine.nic.pcap import PcapNic
 from engine.tcp.checksum import pseudo_sum
 from engine.tcp.wire import arp, ethernet, icmp, ipv4, tcp
 from engine.tcp.wire.tcp import ACK, PSH, TcpRepr
+from tests.nicframes import Frame, FrameNic
 
 MAC_A = bytes.fromhex("020000000001")
 MAC_B = bytes.fromhex("020000000002")
@@ -22,25 +22,25 @@ IP_A, IP_B = ipv4.aton("10.0.0.1"), ipv4.aton("10.0.0.2")
 needs_tshark = pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark not installed")
 
 
-def arp_frame() -> TxFrame:
+def arp_frame() -> Frame:
     data = bytearray(14 + 28)
     ethernet.emit(ethernet.EthernetRepr(ethernet.BROADCAST, MAC_A, ethernet.ETHERTYPE_ARP),
                   memoryview(data))
     arp.emit(arp.ArpRepr(arp.OP_REQUEST, MAC_A, IP_A, bytes(6), IP_B), memoryview(data)[14:])
-    return TxFrame(data)
+    return Frame(data)
 
 
-def icmp_frame() -> TxFrame:
+def icmp_frame() -> Frame:
     echo = icmp.IcmpRepr(icmp.ECHO_REQUEST, 0, 1, 1, b"ping" * 8)
     data = bytearray(14 + 20 + icmp.buffer_len(echo))
     ethernet.emit(ethernet.EthernetRepr(MAC_B, MAC_A, ethernet.ETHERTYPE_IPV4), memoryview(data))
     ipv4.emit(ipv4.Ipv4Repr(IP_A, IP_B, ipv4.PROTO_ICMP, icmp.buffer_len(echo)),
               memoryview(data)[14:])
     icmp.emit(echo, memoryview(data)[34:])
-    return TxFrame(data)
+    return Frame(data)
 
 
-def partial_tcp_frame(payload: bytes) -> TxFrame:
+def partial_tcp_frame(payload: bytes) -> Frame:
     seg = TcpRepr(40000, 5001, 1000, 1, ACK | PSH, 100, timestamp=(5, 6), payload=payload)
     length = tcp.buffer_len(seg)
     data = bytearray(34 + length)
@@ -49,16 +49,16 @@ def partial_tcp_frame(payload: bytes) -> TxFrame:
     size = tcp.emit(seg, memoryview(data)[34:])
     data[34 + size:] = payload
     data[50:52] = pseudo_sum(IP_A, IP_B, 6, length).to_bytes(2, "big")
-    return TxFrame(data, csum_start=34, csum_offset=16)
+    return Frame(data, csum_start=34, csum_offset=16)
 
 
 def test_file_layout_and_completed_checksum(tmp_path):
     path = tmp_path / "cap.pcap"
     wire = LoopbackWire(clock=lambda: 0.0)
-    nic = PcapNic(wire.attach(MAC_A), str(path), clock=lambda: 1234.5)
+    nic = FrameNic(PcapNic(wire.attach(MAC_A), str(path), clock=lambda: 1234.5))
     frame = partial_tcp_frame(b"x" * 101)
     nic.send([frame])
-    assert len(nic.receive(0.0)) == 1
+    (received, csum_ok), = nic.receive(0.0)
     nic.close()
     raw = path.read_bytes()
     magic, major, minor, _, _, snaplen, link = struct.unpack_from("<IHHiIII", raw)
@@ -66,9 +66,9 @@ def test_file_layout_and_completed_checksum(tmp_path):
     sec, usec, kept, orig = struct.unpack_from("<IIII", raw, 24)
     assert (sec, usec, kept, orig) == (1234, 500000, len(frame.data), len(frame.data))
     recorded = raw[40:40 + kept]
-    # the recorded TCP segment verifies; the NIC's own frame still holds the partial sum
+    # the recorded TCP segment verifies; the frame in its slot still holds the partial sum
     tcp.parse(memoryview(recorded[34:]), pseudo_sum(IP_A, IP_B, 6, len(recorded) - 34))
-    assert frame.data[50:52] == pseudo_sum(IP_A, IP_B, 6, len(recorded) - 34).to_bytes(2, "big")
+    assert csum_ok and received[50:52] == pseudo_sum(IP_A, IP_B, 6, len(recorded) - 34).to_bytes(2, "big")
     assert len(raw) == 24 + 16 + kept            # it came back: recorded once, on arrival
 
 
@@ -76,17 +76,17 @@ def test_the_wire_counters_stay_visible_through_a_capture(tmp_path):
     wire = LoopbackWire(clock=lambda: 0.0)
     inner = wire.attach(MAC_A)
     inner.wire_counters = wire.counters          # as the engine's build_nic sets them
-    nic = PcapNic(inner, str(tmp_path / "cap.pcap"))
+    nic = FrameNic(PcapNic(inner, str(tmp_path / "cap.pcap")))
     nic.send([partial_tcp_frame(b"x")])
     nic.close()
-    assert nic.wire_counters is wire.counters and wire.counters["sent"] == 1
+    assert nic.nic.wire_counters is wire.counters and wire.counters["sent"] == 1
 
 
 @needs_tshark
 def test_tshark_reads_it_with_no_malformed_frame(tmp_path):
     path = tmp_path / "cap.pcap"
     wire = LoopbackWire(clock=lambda: 0.0)
-    nic = PcapNic(wire.attach(MAC_A), str(path), clock=lambda: 1.0)
+    nic = FrameNic(PcapNic(wire.attach(MAC_A), str(path), clock=lambda: 1.0))
     nic.send([arp_frame(), icmp_frame(), partial_tcp_frame(b"y" * 1000),
               partial_tcp_frame(b"z" * 60000)])
     assert len(nic.receive(0.0)) == 4                # a one-ended wire: all come back

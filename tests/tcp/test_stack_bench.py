@@ -39,3 +39,12 @@ def test_frame_replay_and_rr_costs_run_and_count_what_they_time():
     row = rr_costs(40.0, legs=20)
     assert row["frames_per_leg"] == 1.0                      # the ACK rides on the reply
     assert rr_costs(0.0, legs=20)["frames_per_leg"] == 2.0   # data + immediate ACK
+
+
+def test_the_compiled_fast_path_is_timed_where_it_takes_the_frames():
+    tx, rx, ack = frame_replay("software", "compiled", segments=40)
+    assert tx > 0 and rx > 0 and ack > 0
+    rows = [rr_costs(ms, legs=20, fast_path="compiled") for ms in (40.0, 0.0)]
+    assert [row["frames_per_leg"] for row in rows] == [1.0, 2.0]   # as Python's
+    row = bulk("pair", 1500, "software", 300_000, write_size=50_000, fast_path="compiled")
+    assert row["intact"] and row["fast_path"] == "compiled"

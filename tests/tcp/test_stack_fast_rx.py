@@ -10,7 +10,7 @@ from engine.tcp.wire import tcp
 from engine.tcp.wire.tcp import ACK, PSH, SYN, TcpRepr
 from toad.config import TcpConfig
 
-from .test_stack_support import features, learn_peer, parse_out, tcp_frame
+from .test_stack_support import features, learn_peer, parse_out, sent, tcp_frame
 
 PEER_ISS = 5000
 
@@ -23,14 +23,14 @@ def established(checksum: str = "software"):
     listener = stack.listen(81)
     stack.receive_frame(memoryview(tcp_frame(TcpRepr(
         40000, 81, PEER_ISS, 0, SYN, 65535, mss=1460, timestamp=(7, 0)))), 0.0)
-    frame = stack.poll_transmit(0.0)[0]
+    frame = sent(stack, 0.0)[0]
     synack = (parse_out(frame)[2] if checksum != "off"       # "off" sends no checksum
               else tcp.parse(memoryview(frame.data)[34:]))
     assert synack.flags == SYN | ACK and synack.timestamp is not None
     our = (synack.seq + 1) & 0xFFFFFFFF
     stack.receive_frame(memoryview(tcp_frame(TcpRepr(
         40000, 81, PEER_ISS + 1, our, ACK, 65535, timestamp=(8, synack.timestamp[0])))), 0.0)
-    stack.poll_transmit(0.0)
+    sent(stack, 0.0)
     conn = listener.accept()
     assert conn is not None and conn.state is State.ESTABLISHED
     return stack, conn, our
@@ -44,7 +44,7 @@ def data_frame(our: int, payload: bytes, good_checksum: bool = True) -> bytearra
 def test_timestamped_data_is_delivered_and_acked():
     stack, conn, our = established()
     stack.receive_frame(memoryview(data_frame(our, b"hello")), 0.0)
-    out = stack.poll_transmit(0.0)
+    out = sent(stack, 0.0)
     assert conn.recv_buffer.read() == b"hello"
     _, _, ack = parse_out(out[0])
     assert ack.ack == PEER_ISS + 1 + 5 and ack.flags == ACK

@@ -12,7 +12,7 @@ from engine.tcp.wire.tcp import ACK, FIN, PSH, RST, SYN, TcpRepr
 from toad.config import TcpConfig
 
 from .test_stack_support import (PEER_IP, PEER_MAC, STACK_IP, STACK_MAC, arp_frame, echo_request,
-                            features, ip_frame, learn_peer, parse_out, tcp_frame)
+                            features, ip_frame, learn_peer, parse_out, sent, tcp_frame)
 
 
 @pytest.fixture
@@ -22,7 +22,7 @@ def stack() -> Stack:
 
 def feed(stack: Stack, data, now: float = 0.0, csum_ok: bool = False):
     stack.receive_frame(memoryview(data), now, csum_ok)
-    return stack.poll_transmit(now)
+    return sent(stack, now)
 
 
 def test_arp_request_answered_and_sender_learned(stack):
@@ -60,7 +60,7 @@ def test_arp_retries_then_drops_queued_frames(stack):
     while stack.next_deadline() is not None and now < 30:
         now = stack.next_deadline()
         stack.on_timer(now)
-        requests += sum(1 for f in stack.poll_transmit(now) if parse_out(f)[1].op == 1)
+        requests += sum(1 for f in sent(stack, now) if parse_out(f)[1].op == 1)
     assert requests == stack.arp.retries + 1
     assert stack.counters["arp.unresolved_drops"] == 1
     assert stack.next_deadline() is None
@@ -76,7 +76,7 @@ def test_arp_entry_goes_stale_is_refreshed_then_expires(stack):
     learn_peer(stack, now=0.0)
     timeout = stack.arp.timeout
     stack.on_timer(timeout)
-    out = stack.poll_transmit(timeout)
+    out = sent(stack, timeout)
     assert [parse_out(f)[1].op for f in out] == [arp.OP_REQUEST]   # refresh, entry still used
     assert stack.arp.lookup(PEER_IP, timeout) == PEER_MAC
     late = timeout + stack.arp.retry * stack.arp.retries
@@ -187,7 +187,7 @@ def test_random_garbage_never_raises(stack):
             data[rng.randrange(len(data))] = rng.randrange(256)
         data = data[:rng.randrange(10, len(data) + 1)]
         stack.receive_frame(memoryview(data), 0.0, rng.random() < 0.5)
-        stack.poll_transmit(0.0)
+        sent(stack, 0.0)
     assert sum(stack.counters.values()) > 3000
 
 
@@ -217,7 +217,7 @@ def test_segment_after_peer_reset_gets_rst(stack, batched):
     ours = open_passive(stack)
     stack.receive_frame(memoryview(tcp_frame(TcpRepr(40000, 81, 1001, ours, RST | ACK, 0))), 1.0)
     if not batched:
-        assert stack.poll_transmit(1.0) == []
+        assert sent(stack, 1.0) == []
     out = feed(stack, tcp_frame(TcpRepr(40000, 81, 1001, ours, ACK | PSH, 65535, payload=b"x")),
                now=1.0)
     (_, _, rst), = [parse_out(f) for f in out]

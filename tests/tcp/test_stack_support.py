@@ -2,10 +2,13 @@
 modules and reads the Stack's output back."""
 from __future__ import annotations
 
-from engine.nic.base import NicFeatures, TxFrame, complete_checksum
-from engine.tcp.checksum import checksum, pseudo_sum
+import numpy as np
+
+from engine.nic.base import NicFeatures
+from engine.tcp.checksum import checksum, fill_partial, pseudo_sum
 from engine.tcp.wire import arp, ethernet, icmp, ipv4, tcp
 from engine.tcp.wire.tcp import TcpRepr
+from tests.nicframes import Frame, sent
 
 STACK_MAC = bytes.fromhex("02000000000a")
 PEER_MAC = bytes.fromhex("02000000000b")
@@ -58,11 +61,13 @@ def echo_request(ident: int, seq_no: int, payload: bytes) -> bytearray:
     return ip_frame(ipv4.PROTO_ICMP, bytes(body))
 
 
-def parse_out(frame: TxFrame):
-    """(ethernet, ip-or-arp, tcp/icmp-or-None) of a frame the Stack sent; a partial
-    checksum is completed first, and every checksum is verified."""
+def parse_out(frame: Frame):
+    """(ethernet, ip-or-arp, tcp/icmp-or-None) of a frame the Stack sent (a copy,
+    tests.nicframes.sent); a partial checksum is completed first, and every checksum
+    is verified."""
     if frame.csum_start:
-        complete_checksum(frame)
+        fill_partial(frame.data, frame.csum_start, frame.csum_offset)
+        frame.csum_start = frame.csum_offset = 0
     eth = ethernet.parse(memoryview(frame.data))
     if eth.ethertype == ethernet.ETHERTYPE_ARP:
         return eth, arp.parse(eth.payload), None
@@ -76,7 +81,7 @@ def parse_out(frame: TxFrame):
 def learn_peer(stack, now: float = 0.0) -> None:
     """Teach the stack the peer's MAC the ordinary way: the peer asks for ours."""
     stack.receive_frame(memoryview(arp_frame(arp.OP_REQUEST)), now)
-    stack.poll_transmit(now)
+    sent(stack, now)
 
 
 # ---- driving whole stacks over a loopback wire ---------------------------------------
@@ -102,18 +107,21 @@ class Host:
     def __init__(self, stack, nic):
         self.stack, self.nic = stack, nic
         self.events: list = []
+        self.slots = np.empty(256, np.int32)
 
     def step(self, now: float) -> bool:
         """One pass of the runner's loop; True if any frame moved."""
-        frames = self.nic.receive(now, 1 << 20)
-        self.stack.receive_frames(frames, now)
-        moved = bool(frames)
+        moved = False
+        pool = self.stack.pool
+        while n := self.nic.receive_burst(now, pool, self.slots):
+            self.stack.receive_frames(pool, self.slots, n, now)
+            moved = True
         deadline = self.stack.next_deadline()
         if deadline is not None and deadline <= now:
             self.stack.on_timer(now)
         frames = self.stack.poll_transmit(now)
         if frames:
-            self.nic.send(frames)
+            self.nic.send_burst(pool, frames, len(frames))
             moved = True
         events = self.stack.events()
         self.events += events
@@ -146,14 +154,17 @@ def run(hosts, clock: Clock, done, tick=lambda: None, max_steps: int = 500_000) 
 
 
 def make_pair(config_a, config_b=None, wire_config=None, mtu: int = 1500, clock=None,
-              csum_offload: bool = True):
-    """Two stacks (10.0.0.1 and 10.0.0.2) on the two ends of one loopback wire."""
+              csum_offload: bool = True, shared_pool: bool = False):
+    """Two stacks (10.0.0.1 and 10.0.0.2) on the two ends of one loopback wire, each
+    with its own frame pool (the wire copies frames across) or, with ``shared_pool``,
+    both in a's (the wire moves slot ids)."""
     from engine.tcp.stack import Stack
     clock = clock or Clock()
     wire = LoopbackWire(wire_config, mtu=mtu, csum_offload=csum_offload, clock=clock)
     nic_a, nic_b = wire.attach(STACK_MAC), wire.attach(PEER_MAC)
     a = Host(Stack(config_a, "10.0.0.1/24", STACK_MAC, nic_a.features, seed=1), nic_a)
-    b = Host(Stack(config_b or config_a, "10.0.0.2/24", PEER_MAC, nic_b.features, seed=2), nic_b)
+    b = Host(Stack(config_b or config_a, "10.0.0.2/24", PEER_MAC, nic_b.features, seed=2,
+                   pool=a.stack.pool if shared_pool else None), nic_b)
     return a, b, wire, clock
 
 

@@ -10,7 +10,7 @@ import os
 from engine.tcp.stack import Stack
 from toad.config import TcpConfig, WireConfig
 
-from .test_stack_support import PEER_IP, STACK_IP, Transfer, make_pair, run
+from .test_stack_support import PEER_IP, STACK_IP, Transfer, make_pair, run, sent
 
 FAULTS = WireConfig(loss=0.03, duplicate=0.01, reorder=0.03, seed=11)
 DATA = os.urandom(300_000)
@@ -36,13 +36,13 @@ def wire_log(tracking: bool):
     log = []
     for host in (a, b):
         host.stack.output_tracking = tracking
-        send = host.nic.send
+        send = host.nic.send_burst
 
-        def recording(frames, send=send):
-            log.extend(bytes(frame.data) for frame in frames)
-            send(frames)
+        def recording(pool, slots, n, send=send):
+            log.extend(bytes(pool.view(slot)) for slot in slots[:n])
+            send(pool, slots, n)
 
-        host.nic.send = recording
+        host.nic.send_burst = recording
     kind = MarkingTransfer if tracking else Transfer
     transfers = [kind(a, b, PEER_IP, DATA, clock, port=5001),
                  kind(a, b, PEER_IP, DATA[::-1], clock, port=5002, write_size=20_000)]
@@ -76,12 +76,12 @@ def test_an_unmarked_user_call_waits_for_its_mark():
     conn = a.stack.connect(PEER_IP, 7, clock.now)
     assert a.stack.output_due()                   # connect marks: the SYN is due
     run([a, b], clock, lambda: listener.ready and conn.state.name == "ESTABLISHED")
-    assert not a.stack.output_due() and a.stack.poll_transmit(clock.now) == []
+    assert not a.stack.output_due() and sent(a.stack, clock.now) == []
     conn.send(b"hello")                           # a user call the Stack is not told of
-    assert not a.stack.output_due() and a.stack.poll_transmit(clock.now) == []
+    assert not a.stack.output_due() and sent(a.stack, clock.now) == []
     a.stack.mark(conn)
     assert a.stack.output_due()
-    frames = a.stack.poll_transmit(clock.now)
+    frames = sent(a.stack, clock.now)
     assert len(frames) == 1 and bytes(frames[0].data).endswith(b"hello")
     assert not a.stack.output_due()
     a.stack.mark()                                # "not said which": every connection

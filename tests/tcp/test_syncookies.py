@@ -12,10 +12,22 @@ from engine.tcp.stack import Stack
 from engine.tcp.states import State
 from engine.tcp.wire import ipv4
 from engine.tcp.wire.tcp import ACK, RST, SYN, TcpRepr
+from tests.nicframes import sent
 from toad.config import TcpConfig
 
-from .test_stack_support import (PEER_IP, PEER_MAC, STACK_IP, STACK_MAC, Transfer, features, learn_peer,
-                                 make_pair, parse_out, run, tcp_frame)
+from .test_stack_support import (
+    PEER_IP,
+    PEER_MAC,
+    STACK_IP,
+    STACK_MAC,
+    Transfer,
+    features,
+    learn_peer,
+    make_pair,
+    parse_out,
+    run,
+    tcp_frame,
+)
 
 SECRET = bytes(range(8))
 KEY = (STACK_IP, 80, PEER_IP, 40000)
@@ -61,7 +73,7 @@ def flooded(config: TcpConfig) -> tuple[Stack, object]:
     learn_peer(stack)
     listener = stack.listen(80, backlog=1)
     stack.receive_frame(memoryview(tcp_frame(TcpRepr(39999, 80, 5, 0, SYN, 65535))), 0.0)
-    stack.poll_transmit(0.0)
+    sent(stack, 0.0)
     assert len(listener.half_open) == 1
     return stack, listener
 
@@ -72,7 +84,7 @@ def syn(**options) -> TcpRepr:
 
 def answer(stack: Stack, seg: TcpRepr, now: float):
     stack.receive_frame(memoryview(tcp_frame(seg)), now)
-    return [parse_out(f)[2] for f in stack.poll_transmit(now)]
+    return [parse_out(f)[2] for f in sent(stack, now)]
 
 
 def test_full_backlog_answers_with_a_cookie_and_keeps_nothing():
