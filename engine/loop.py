@@ -211,6 +211,7 @@ class Engine:
         return work + qp.requests - before
 
     def housekeeping(self, now_ns: int) -> int:
+        self.slots.mirror_liveness(layout.ENGINE_RUNNING, self.iterations)
         work = self.slots.scan_commands()
         work += self.slots.check_hosts(now_ns)
         work += self.slots.sweep_leftovers(now_ns)
@@ -300,6 +301,7 @@ class Engine:
     def close(self) -> None:
         """Detach every QP, publish "stopped", remove OE memory and the wake semaphore."""
         try:
+            self.slots.mirror_liveness(layout.ENGINE_STOPPING, self.iterations)
             self.slots.detach_all()
             self.flush_stats()
             self.registers.set_state(layout.ENGINE_STOPPED)

@@ -39,6 +39,7 @@ SWEEP_NS = 1_000_000_000      # how often dead hosts' leftovers are looked for
 _H = layout.QP_HEADER_FIELDS
 PAGE_COMMAND, PAGE_SEQ = _H["command"] // 4, _H["command_seq"] // 4   # (uint32 words
 PAGE_STATE, PAGE_ACK = _H["state"] // 4, _H["ack_seq"] // 4           # of QueuePair.regs)
+PAGE_ENGINE_STATE, PAGE_HEARTBEAT = _H["engine_state"] // 4, _H["heartbeat"] // 4
 
 
 class EnableError(Exception):
@@ -133,6 +134,7 @@ class SlotManager:
         self.registers.qp_stats[slot]["enables"] += 1
         for hook in self.attach_hooks:
             hook(qp)
+        qp.regs[PAGE_ENGINE_STATE] = layout.ENGINE_RUNNING
         qp.regs[PAGE_STATE] = layout.SLOT_ACTIVE   # (the host believes its own page)
         self.u32[w["error"]] = 0
         self.u32[w["state"]] = layout.SLOT_ACTIVE
@@ -209,6 +211,16 @@ class SlotManager:
                 self.reclaimed += 1
                 self.u32[w["ack_seq"]] = self.u32[w["command_seq"]]
             self.u32[w["state"]] = layout.SLOT_FREE
+
+    def mirror_liveness(self, state: int, heartbeat: int) -> None:
+        """Copy the engine's state and heartbeat into every attached QP's page (each
+        housekeeping pass): a host trusts its own page over OE memory, which any host
+        may write, before it gives the engine up."""
+        beat = heartbeat & 0xFFFFFFFF
+        for qp in self.engine.active:
+            regs = qp.regs
+            regs[PAGE_ENGINE_STATE] = state
+            regs[PAGE_HEARTBEAT] = beat
 
     def check_hosts(self, now_ns: int) -> int:
         """Reclaim the QPs whose host process has exited (pidfd became readable)."""

@@ -79,6 +79,8 @@ PAGE_COMMAND = layout.QP_HEADER_FIELDS["command"] // 4
 PAGE_SEQ = layout.QP_HEADER_FIELDS["command_seq"] // 4
 PAGE_STATE = layout.QP_HEADER_FIELDS["state"] // 4
 PAGE_ACK = layout.QP_HEADER_FIELDS["ack_seq"] // 4
+PAGE_ENGINE_STATE = layout.QP_HEADER_FIELDS["engine_state"] // 4
+PAGE_HEARTBEAT = layout.QP_HEADER_FIELDS["heartbeat"] // 4
 
 
 class EngineDead(OSError, ToadError):
@@ -158,6 +160,8 @@ class Driver(EventWaits):
         self.engine_may_sleep = int(self.oe.config["polling"]) != layout.POLLING_BUSY
         self.engine_pid = self.oe.pid()
         self._last_heartbeat, self._heartbeat_seen = -1, time.monotonic()
+        self._page_heartbeat, self._page_seen = -1, time.monotonic()   # (our page's copy)
+        self.liveness_disputed = 0   # times OE memory said dead and our page did not
         self.qp = None                   # (the ring state, once the QP is enabled)
         self.interrupts = 0              # sleeps an interrupt ended
         self.interrupt_reads = int(self.oe.config["interrupt_reads"])
@@ -324,6 +328,22 @@ class Driver(EventWaits):
         state = self.oe.state()
         stalled = now - self._heartbeat_seen
         code = errno.ENETDOWN
+        mirrored = self.enabled and not self.closed
+        if mirrored:             # (our own memory: no register read)
+            page_beat = int(self.regs[PAGE_HEARTBEAT])
+            if page_beat != self._page_heartbeat:
+                self._page_heartbeat, self._page_seen = page_beat, now
+        if mirrored and (state in (layout.ENGINE_STOPPING, layout.ENGINE_STOPPED)
+                         or stalled > self.heartbeat_timeout):
+            # OE memory is every host's to write: believe it only if our own page,
+            # which only the engine writes besides us, agrees
+            if self.regs[PAGE_ENGINE_STATE] == layout.ENGINE_RUNNING and \
+                    now - self._page_seen <= self.heartbeat_timeout:
+                self.liveness_disputed += 1
+                state, stalled = layout.ENGINE_RUNNING, 0.0
+            else:
+                state = int(self.regs[PAGE_ENGINE_STATE])
+                stalled = now - self._page_seen
         if state in (layout.ENGINE_STOPPING, layout.ENGINE_STOPPED):
             why = "has stopped"
         elif stalled > self.heartbeat_timeout:

@@ -368,6 +368,10 @@ QP_HEADER = _dtype([
     # -- status, written by the engine --
     ("state", "u4", 448),             # SLOT_ACTIVE once enabled, SLOT_FREE once disabled
     ("ack_seq", "u4", 452),           # last command_seq the engine handled
+    ("engine_state", "u4", 456),      # ENGINE_* (a copy of the register, each millisecond)
+    ("heartbeat", "u4", 460),         # the heartbeat's low 32 bits (the same copy): a host
+                                      # believes a stopped or stalled engine only if its
+                                      # own page agrees (OE memory is every host's to write)
 ], 512)
 
 QP_HEADER_FIELDS = {name: QP_HEADER.fields[name][1] for name in QP_HEADER.names}

@@ -184,6 +184,52 @@ def test_another_process_cannot_reach_a_hosts_doorbells_or_segment(engine):
     assert not [p for p in Path("/dev/shm").iterdir() if f"-{os.getpid()}-" in p.name]
 
 
+# Another process writes the engine's registers in OE memory: "stopped", and a heartbeat
+# that never moves, over and over, for a while.
+SPOOFER = r"""
+import sys, time
+from toad import layout
+from toad.engine_stats import OeMemory
+oe = OeMemory(sys.argv[1])
+state = oe.register_word("state")
+beat = (oe.layout.registers_offset + layout.ENGINE_REGISTERS.fields["heartbeat"][1]) // 8
+frozen = oe.heartbeat()
+end = time.monotonic() + float(sys.argv[2])
+while time.monotonic() < end:
+    oe.u32[state] = layout.ENGINE_STOPPED
+    oe.u64[beat] = frozen
+oe.close()
+"""
+
+
+@pytest.mark.timeout(60)
+def test_a_spoofed_engine_state_or_heartbeat_does_not_end_a_hosts_transfer(engine):
+    """An enabled host believes "stopped" or a stalled heartbeat only if the copies in
+    its own page agree: a transfer under 1.5 s of spoofing (5 heartbeat timeouts)
+    goes on, every byte in place."""
+    run = engine(HEARTBEAT)
+    net = OffloadNetwork(run.config())
+    try:
+        listener = net.listen(7023)
+        client = net.create_connection((net.listen_address, 7023), timeout=10)
+        server, _ = listener.accept()
+        server.settimeout(30)
+        spoofer = subprocess.Popen([sys.executable, "-c", SPOOFER, run.name, "1.5"])
+        sent = got = 0
+        while spoofer.poll() is None or sent < 4 << 20:
+            client.sendall(pattern(sent, 16384))
+            sent += 16384
+            while got < sent:
+                data = server.recv(65536)
+                assert data == pattern(got, len(data))
+                got += len(data)
+            time.sleep(0.002)       # (the waits check the engine between polls)
+        assert spoofer.returncode == 0
+        assert net.driver.liveness_disputed > 0 and not net.driver.engine_dead
+    finally:
+        net.close()
+
+
 @pytest.mark.timeout(60)
 def test_a_qp_dropped_under_a_blocked_recv_is_enetreset_not_a_hang(engine):
     """The engine drops a QP its host still uses (here: a disable command written

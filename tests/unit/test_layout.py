@@ -19,7 +19,8 @@ def test_record_sizes_and_cache_lines():
     # status each live on cache lines of their own
     line = {name: layout.QP_HEADER.fields[name][1] // 64 for name in layout.QP_HEADER.names}
     groups = [("magic",), ("request_consumer",), ("rxbuf_consumer",), ("engine_flags",),
-              layout.DOORBELL_FIELDS, ("command", "command_seq"), ("state", "ack_seq")]
+              layout.DOORBELL_FIELDS, ("command", "command_seq"),
+              ("state", "ack_seq", "engine_state", "heartbeat")]
     assert [len({line[name] for name in group}) for group in groups] == [1] * len(groups)
     assert len({line[group[0]] for group in groups}) == len(groups)
     assert layout.QP_HEADER.itemsize <= 4096    # the doorbell page: the segment's first
