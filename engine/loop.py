@@ -65,7 +65,6 @@ class Engine:
         # are ``active``): the loop's compiled scans read the whole table in one call
         slots = config.engine.max_qps
         self.qp_table = np.zeros(slots, calls.ENGINE_QP)
-        self.regs = self.registers.words32
         # which slots the scans marked: requests for the dispatcher, returned receive
         # buffers, interrupts due (one array: the loop's scan fills all three rows)
         self.scan_flags = np.zeros((3, slots), np.uint8)
@@ -113,7 +112,7 @@ class Engine:
         """One pass of the loop at time ``now_ns`` (the engine's clock): requests,
         pollers, interrupts, heartbeat, housekeeping when due. Returns the work done
         (records handled, pollers that worked); busy time is counted when nonzero."""
-        result = calls.scan(self.regs, self.qp_table, now_ns, self.scan_flags)
+        result = calls.scan(self.qp_table, now_ns, self.scan_flags)
         work = result >> 40                    # NOP and ECHO the scan answered
         self.rx_rung = result >> 32 & 0xFF     # for the pollers (rx_doorbells)
         if self.in_flight:
@@ -141,7 +140,7 @@ class Engine:
         """Raise the interrupts that are due: events crossed the index a host armed,
         and moderation allows it. Pollers call this too, right after they post events,
         so a sleeping host does not wait for the rest of their pass."""
-        if calls.scan_interrupts(self.regs, self.qp_table, now_ns, self.irq_flags):
+        if calls.scan_interrupts(self.qp_table, now_ns, self.irq_flags):
             self._raise_marked(now_ns)
 
     def _raise_marked(self, now_ns: int) -> None:
@@ -167,7 +166,7 @@ class Engine:
         compiled scan answers what needs no Python (engine/ring_calls.py), the QPs it
         marks are served here (the offload poller between its rounds). Returns the
         records handled."""
-        result = calls.scan_requests(self.regs, self.qp_table, self.request_flags)
+        result = calls.scan_requests(self.qp_table, self.request_flags)
         if not result:
             return 0
         return (result >> 32) + (self._service_marked(now_ns) if result & 0xFFFFFFFF else 0)
@@ -183,7 +182,7 @@ class Engine:
         """The QPs whose host rang the receive-buffer doorbell since the last look:
         the iteration's scan found them (``fresh`` False), or a scan now."""
         if fresh:
-            self.rx_rung = calls.scan_rxbufs(self.regs, self.qp_table, self.rxbuf_flags)
+            self.rx_rung = calls.scan_rxbufs(self.qp_table, self.rxbuf_flags)
         if not self.rx_rung:
             return []
         self.rx_rung = 0
@@ -212,6 +211,7 @@ class Engine:
         return work + qp.requests - before
 
     def housekeeping(self, now_ns: int) -> int:
+        self.slots.mirror_liveness(layout.ENGINE_RUNNING, self.iterations)
         work = self.slots.scan_commands()
         work += self.slots.check_hosts(now_ns)
         work += self.slots.sweep_leftovers(now_ns)
@@ -225,7 +225,7 @@ class Engine:
         for qp in self.active:
             if qp.pending_requests() or (qp.backlog and qp.event_space()):
                 return True
-        if calls.rxbufs_rung(self.regs, self.qp_table):
+        if calls.rxbufs_rung(self.qp_table):
             return True               # a host returned receive buffers
         for poller in self.pollers:   # e.g. receive-buffer doorbells (engine/offload)
             pending = getattr(poller, "work_pending", None)
@@ -237,7 +237,7 @@ class Engine:
         timeout = self.slice_s
         if self.in_flight:            # an interrupt on its way to a host
             timeout = min(timeout, (self.in_flight[0][0] - now_ns) / 1e9)
-        deadline = calls.interrupt_deadline(self.regs, self.qp_table)
+        deadline = calls.interrupt_deadline(self.qp_table)
         if deadline >= 0:             # a moderated interrupt waits for its delay
             timeout = min(timeout, (deadline - now_ns) / 1e9)
         for poller in self.pollers:
@@ -294,12 +294,14 @@ class Engine:
         u64[word["started_ns"]] = self.started_ns
         u64[word["updated_ns"]] = time.monotonic_ns()
         u64[word["qps_reclaimed"]] = self.slots.reclaimed
+        u64[word["commands_refused"]] = self.slots.refused
         for qp in self.active:
             self.slots.flush_qp_stats(qp)
 
     def close(self) -> None:
         """Detach every QP, publish "stopped", remove OE memory and the wake semaphore."""
         try:
+            self.slots.mirror_liveness(layout.ENGINE_STOPPING, self.iterations)
             self.slots.detach_all()
             self.flush_stats()
             self.registers.set_state(layout.ENGINE_STOPPED)

@@ -4,7 +4,8 @@ A :class:`QueuePair` exists from the moment a host enables its slot until the sl
 disabled or its host dies. It owns the persistent mapping of the host segment: payload
 is reached through ``self.dma`` (engine/dma.py), the rings and counter rows through
 the compiled calls of engine/ring_calls.py on ``self.seg`` (the same mapping as
-bytes) and ``self.state`` (the engine's indices and counters). It also holds the QP's
+bytes), ``self.regs`` (its doorbell page as uint32: the same mapping, as only its
+host and the engine reach it) and ``self.state`` (the engine's indices and counters). It also holds the QP's
 connection table, the events waiting for room in the event ring, and the reclaim
 hooks run at detach so the socket layer can reset connections and free what they hold.
 
@@ -36,14 +37,14 @@ class QueuePair:
     """One attached QP as the engine sees it."""
 
     def __init__(self, slot: int, host_pid: int, segment, dma, lay: layout.QpLayout,
-                 registers_u32, words: dict, interrupt, pidfd: int, moderation=(1, 0),
+                 doorbells, words: dict, interrupt, pidfd: int, moderation=(1, 0),
                  state: Optional[np.ndarray] = None):
         self.slot = slot
         self.host_pid = host_pid
         self.segment = segment
         self.dma = dma
         self.seg = dma.seg                    # the mapping as bytes (compiled calls)
-        self.regs = registers_u32             # OE memory as uint32 (this QP's doorbells)
+        self.regs = doorbells                 # the QP's doorbell page as uint32 (words)
         self.layout = lay
         self.words = words
         self.interrupt = interrupt
@@ -54,6 +55,8 @@ class QueuePair:
         # (scanned by the loop), or a record of its own
         self.state = calls.new_state(lay, dma.size, words, moderation, state)
         self.state["segment_address"] = self.seg.ctypes.data   # (cleared at detach)
+        self.state["doorbell_address"] = doorbells.ctypes.data
+        self.state["doorbell_words"] = len(doorbells)
         if dma.bus is not None:       # the ring calls wait on the same bus as the payload
             self.state["bus_address"] = dma.bus.ctypes.data
         self.fields = self.state.view(np.int64)   # the same record, one word per field
@@ -294,6 +297,8 @@ class QueuePair:
         self.backlog.clear()
         self.state["active"] = self.state["backlog"] = 0   # the scans skip the slot
         self.state["segment_address"] = self.state["bus_address"] = 0
+        self.state["doorbell_address"] = self.state["doorbell_words"] = 0
+        self.regs = None
         self.seg = None                # views of the mapping go before it is unmapped
         self.interrupt.close()
         self.dma.close()

@@ -19,9 +19,7 @@ from toad.errors import ToadError
 from toad.shm import (Segment, ShmError, close_semaphore, create_semaphore, unlink_segment,
                       unlink_semaphore)
 
-SLOT_FIELDS = ("command", "command_seq", "host_pid", "request_producer", "event_consumer",
-               "rxbuf_producer", "irq_enabled", "irq_event_index", "moderation_events",
-               "moderation_us", "state", "ack_seq", "error")
+SLOT_FIELDS = ("command", "command_seq", "host_pid", "state", "ack_seq", "error")
 
 
 
@@ -86,7 +84,6 @@ class RegisterFile:
         buf = self.segment.map
         self.u32 = memoryview(buf).cast("I")
         self.u64 = memoryview(buf).cast("Q")
-        self.words32 = np.frombuffer(buf, np.uint32)   # the same, for compiled calls
         lay = self.layout
         self.stats = np.frombuffer(buf, layout.ENGINE_STATS, 1, lay.stats_offset)[0]
         self.qp_stats = np.frombuffer(buf, layout.QP_STATS, lay.max_qps, lay.qp_stats_offset)
@@ -175,6 +172,6 @@ class RegisterFile:
         unlink_semaphore(layout.wake_name(self.name, self.generation))
         self.u32.release()
         self.u64.release()
-        self.stats = self.qp_stats = self.slots = self.words32 = None
+        self.stats = self.qp_stats = self.slots = None
         self.segment.close()
         self.segment.unlink()

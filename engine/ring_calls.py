@@ -4,8 +4,10 @@ A QP's engine-side ring state is one record of :data:`ENGINE_QP` (the layout the
 published and the engine checked, its register words, the engine's indices and
 counters); the calls take the host segment (``seg``, the persistent mapping as
 uint8: every access here lies in a ring or counter region the enable check placed
-inside it, or is checked against the segment here), OE memory as uint32 (``regs``:
-the slot's doorbells) and that record. Every segment access counts one DMA
+inside it, or is checked against the segment here), the QP's doorbell page as uint32
+(``regs``: its doorbells and interrupt registers, in the QP's own segment; the table
+scans find it through the record's ``doorbell_address``) and that record. Every
+segment access counts one DMA
 transaction and its bytes in the record (published with the QP's stats) and, with a
 bus model, waits on the card's bus as a read or a posted write (toad/rings/bus.py;
 the record holds the bus state's address, 0 without a model).
@@ -57,7 +59,7 @@ ENGINE_QP = np.dtype([
     ("event_base", _I8), ("event_entries", _I8), ("rxbuf_base", _I8), ("rxbuf_entries", _I8),
     ("counters_base", _I8), ("recv_base", _I8), ("recv_bytes", _I8),
     ("buffer_bytes", _I8), ("buffers", _I8),
-    # uint32 word indices of this QP's doorbells and interrupt registers in OE memory
+    # uint32 word indices of this QP's doorbells and interrupt registers in ``regs``
     ("request_doorbell", _I8), ("event_doorbell", _I8), ("rxbuf_doorbell", _I8),
     ("irq_enabled", _I8), ("irq_index", _I8), ("mod_events", _I8), ("mod_us", _I8),
     ("active", _I8),              # 1 while the QP is attached (the scans look at it)
@@ -79,6 +81,8 @@ ENGINE_QP = np.dtype([
     ("dma_bytes", _I8), ("dma_transactions", _I8),
     ("bus_cycles", _I8),          # TSC cycles this QP's DMA waited on the bus
     ("bus_address", _I8),         # the engine's bus state (toad/rings/bus.py), 0: no model
+    ("doorbell_address", _I8),    # where ``regs`` (the doorbell page's words) is mapped
+    ("doorbell_words", _I8),      # ... and its length in uint32 words
 ])
 _QP = from_dtype(ENGINE_QP)[::1]
 RXBUF_TAKEN = np.dtype([("offset", _I8), ("length", _I8), ("id", _I8)])
@@ -96,7 +100,8 @@ REFUSED_SHIFT = 32         # take_rxbufs: refused entries << 32 | accepted entri
 
 def new_state(lay: layout.QpLayout, segment_bytes: int, words: dict, moderation=(1, 0),
               state: np.ndarray | None = None) -> np.ndarray:
-    """The ENGINE_QP record of a QP just enabled (``words``: its slot's register words;
+    """The ENGINE_QP record of a QP just enabled (``words``: its register words in the
+    array its caller passes as ``regs`` and records in ``doorbell_address``;
     ``moderation``: the engine's default events and microseconds; ``state``: the
     record to fill, e.g. the slot's row of the engine's table)."""
     state = np.zeros(1, ENGINE_QP) if state is None else state
@@ -336,6 +341,12 @@ def segment(q):
 
 
 @helper
+def doorbells(q):
+    """The QP's doorbell page as uint32 words, from where its owner recorded it."""
+    return carray(byte_pointer(q.doorbell_address), q.doorbell_words * 4).view(np.uint32)
+
+
+@helper
 def serve_head(regs, q):
     """Serve what needs no Python at the head of ``q``'s request ring (NOP and ECHO:
     serve() with no room to copy records out); True if the dispatcher has work there
@@ -367,39 +378,39 @@ def rxbuf_rung(regs, q):
     return True
 
 
-@kernel(_I64(_REGS, _QP, types.uint8[::1]))
-def _scan_requests(regs, qps, flags):
+@kernel(_I64(_QP, types.uint8[::1]))
+def _scan_requests(qps, flags):
     """serve_head() on every attached QP; flags[slot] = 1 where the dispatcher has
     work. Returns ``records served << 32 | QPs marked``."""
     marked = served = 0
     for slot in range(len(qps)):
         flags[slot] = 0
         if qps[slot].active:
-            result = serve_slot(regs, qps[slot])
+            result = serve_slot(doorbells(qps[slot]), qps[slot])
             flags[slot] = result & 1
             marked += result & 1
             served += result >> 1
     return (served << 32) | marked
 
 
-@kernel(_I64(_REGS, _QP, types.uint8[::1]))
-def _scan_rxbufs(regs, qps, flags):
+@kernel(_I64(_QP, types.uint8[::1]))
+def _scan_rxbufs(qps, flags):
     """flags[slot] = 1 for each attached QP whose host rang the receive-buffer doorbell
     since the last scan (it read data: windows may reopen), else 0; returns how many."""
     marked = 0
     for slot in range(len(qps)):
-        flags[slot] = qps[slot].active and rxbuf_rung(regs, qps[slot])
+        flags[slot] = qps[slot].active and rxbuf_rung(doorbells(qps[slot]), qps[slot])
         marked += flags[slot]
     return marked
 
 
-@kernel(_I64(_REGS, _QP))
-def _rxbufs_rung(regs, qps):
+@kernel(_I64(_QP))
+def _rxbufs_rung(qps):
     """Attached QPs whose receive-buffer doorbell moved since the last scan (no change)."""
     count = 0
     for slot in range(len(qps)):
         q = qps[slot]
-        if q.active and observed_index(regs, q.rxbuf_doorbell) != q.rxbuf_seen:
+        if q.active and observed_index(doorbells(q), q.rxbuf_doorbell) != q.rxbuf_seen:
             count += 1
     return count
 
@@ -437,14 +448,14 @@ def irq_due(regs, q, now_ns):
     return False
 
 
-@kernel(_I64(_REGS, _QP, _I64, types.uint8[::1]))
-def _scan_interrupts(regs, qps, now_ns, flags):
+@kernel(_I64(_QP, _I64, types.uint8[::1]))
+def _scan_interrupts(qps, now_ns, flags):
     """flags[slot] = 1 for each attached QP whose interrupt is due now (irq_due), else
     0; returns how many (the caller posts their semaphores)."""
     marked = 0
     for slot in range(len(qps)):
         q = qps[slot]
-        flags[slot] = q.active and irq_due(regs, q, now_ns)
+        flags[slot] = q.active and irq_due(doorbells(q), q, now_ns)
         marked += flags[slot]
     return marked
 
@@ -452,8 +463,8 @@ def _scan_interrupts(regs, qps, now_ns, flags):
 SCAN_REQUESTS, SCAN_RXBUFS, SCAN_INTERRUPTS = 0, 1, 2     # rows of _scan's flags
 
 
-@kernel(_I64(_REGS, _QP, _I64, types.uint8[:, ::1]))
-def _scan(regs, qps, now_ns, flags):
+@kernel(_I64(_QP, _I64, types.uint8[:, ::1]))
+def _scan(qps, now_ns, flags):
     """The loop's look at every attached QP, once per iteration: serve what needs no
     Python (serve_head), then mark the slot in row SCAN_REQUESTS of ``flags`` where the
     dispatcher has work, in row SCAN_RXBUFS where the host rang the receive-buffer
@@ -468,6 +479,7 @@ def _scan(regs, qps, now_ns, flags):
         requests[slot] = rxbufs[slot] = interrupts[slot] = 0
         if not q.active:
             continue
+        regs = doorbells(q)
         result = serve_slot(regs, q)
         requests[slot] = result & 1
         marked += result & 1
@@ -479,14 +491,14 @@ def _scan(regs, qps, now_ns, flags):
     return (served << 40) | (rung << 32) | (marked << 16) | due
 
 
-@kernel(_I64(_REGS, _QP))
-def _interrupt_deadline(regs, qps):
+@kernel(_I64(_QP))
+def _interrupt_deadline(qps):
     """The earliest time (ns) a pending interrupt's moderation delay ends, or -1."""
     earliest = -1
     for slot in range(len(qps)):
         q = qps[slot]
         if q.active and q.irq_pending >= 0:
-            at = q.irq_pending + (np.int64(regs[q.mod_us]) or q.default_us) * 1000
+            at = q.irq_pending + (np.int64(doorbells(q)[q.mod_us]) or q.default_us) * 1000
             if earliest < 0 or at < earliest:
                 earliest = at
     return earliest

@@ -3,17 +3,24 @@
 A host claims slot ``s`` with a lock on the slot's byte of OE memory (OeMemory.
 claim_slot: only processes that may open OE memory can take one, and it goes with
 its holder), creates its segment and interrupt semaphore exclusively under names
-with a random part (toad/layout.py), fills the slot registers and writes ``command``
-then ``command_seq``. The engine notices a new ``command_seq`` during housekeeping,
-acts, writes ``state`` and ``error``, and publishes ``ack_seq`` last.
+with a random part (toad/layout.py), fills the slot registers and writes
+``CMD_ENABLE`` then ``command_seq``. The engine notices a new ``command_seq`` during
+housekeeping, acts, writes ``state`` and ``error``, and publishes ``ack_seq`` last.
 
 Enable maps the host segment ONCE (a persistent mapping, as TOAD's OE maps host
 memory once) after checking its name (this engine's, this slot's, the pid's), the
-QP header (magic, version, slot, owner, region bounds) and opens a pidfd on the
-owner. When the owner dies (pidfd readable) the QP is reclaimed: reclaim hooks run,
-the mapping goes, and the engine unlinks the dead host's segment and interrupt
-semaphore, since nobody else will. Once a second, the objects of hosts that died
-before enabling (or before the engine saw them) are removed too (toad/leftovers.py).
+QP header (magic, version, slot, owner, region bounds), opens the interrupt
+semaphore and a pidfd on the owner, then unlinks the segment's and the semaphore's
+names: both sides hold them now, and no other process can open them by name. It
+writes SLOT_ACTIVE into the QP's own page (QP_HEADER.state) before the slot's ack.
+
+OE memory is writable by every host, so an enabled QP takes no orders from it: a
+slot command for a QP whose host lives is refused (EBUSY in ``error``, counted in
+ENGINE_STATS.commands_refused); its host disables it through its own page
+(QP_HEADER.command, acked in QP_HEADER.ack_seq). When the owner dies (pidfd
+readable) the QP is reclaimed: reclaim hooks run and the mapping goes (its names
+went at enable). Once a second, the objects of hosts that died before enabling (or
+before the engine saw them) are removed too (toad/leftovers.py).
 """
 from __future__ import annotations
 
@@ -29,6 +36,10 @@ from toad import layout, leftovers
 from toad.shm import Segment, ShmError, open_semaphore, unlink_segment, unlink_semaphore
 
 SWEEP_NS = 1_000_000_000      # how often dead hosts' leftovers are looked for
+_H = layout.QP_HEADER_FIELDS
+PAGE_COMMAND, PAGE_SEQ = _H["command"] // 4, _H["command_seq"] // 4   # (uint32 words
+PAGE_STATE, PAGE_ACK = _H["state"] // 4, _H["ack_seq"] // 4           # of QueuePair.regs)
+PAGE_ENGINE_STATE, PAGE_HEARTBEAT = _H["engine_state"] // 4, _H["heartbeat"] // 4
 
 
 class EnableError(Exception):
@@ -57,15 +68,19 @@ class SlotManager:
         self.failures: list[str] = []     # last enable failures (for logs and tests)
         self.next_sweep = 0
         self.leftovers_removed = 0        # dead hosts' objects the sweep removed
+        self.refused = 0                  # slot commands for a live host's QP
+        self.page_seq = [0] * self.max_qps  # each attached QP's last page command seen
 
     def words(self, slot: int) -> dict:
         return self.registers.slot_words[slot]
 
     def commands_pending(self) -> bool:
         u32 = self.u32
-        return any(u32[w["command_seq"]] != u32[w["ack_seq"]] for w in self.registers.slot_words)
+        return any(u32[w["command_seq"]] != u32[w["ack_seq"]] for w in self.registers.slot_words) \
+            or any(qp.regs[PAGE_SEQ] != self.page_seq[qp.slot] for qp in self.engine.active)
 
     def scan_commands(self) -> int:
+        """Act on new slot commands (OE memory) and QPs' own commands (their pages)."""
         done = 0
         for slot, w in enumerate(self.registers.slot_words):
             seq = self.u32[w["command_seq"]]
@@ -73,11 +88,32 @@ class SlotManager:
                 continue
             command = self.u32[w["command"]]
             old = self.qps[slot]
-            if old is not None:   # (a new claimer after a death the pidfd check missed)
-                self.detach(old, host_dead=self._exited(old))
+            if old is not None:
+                if not self._exited(old):
+                    # another process wrote into a live host's slot (its own host
+                    # disables through its page): the QP is not touched
+                    self.refused += 1
+                    why = (f"slot {slot}: command {command} refused: the QP of live "
+                           f"host {old.host_pid} is enabled")
+                    self.failures = (self.failures + [why])[-8:]
+                    self.u32[w["error"]] = errno.EBUSY
+                    self.u32[w["ack_seq"]] = seq
+                    done += 1
+                    continue
+                self.detach(old, host_dead=True)   # (a death the pidfd check missed)
             if command == layout.CMD_ENABLE:
                 self.enable(slot)
             self.u32[w["ack_seq"]] = seq   # publish: state and error are written
+            done += 1
+        for qp in list(self.engine.active):
+            seq = int(qp.regs[PAGE_SEQ])
+            if seq == self.page_seq[qp.slot]:
+                continue
+            self.page_seq[qp.slot] = seq
+            if qp.regs[PAGE_COMMAND] == layout.CMD_DISABLE:
+                self.detach(qp, host_dead=False, page_ack=seq)
+            else:
+                qp.regs[PAGE_ACK] = seq
             done += 1
         return done
 
@@ -91,12 +127,15 @@ class SlotManager:
             self.u32[w["state"]] = layout.SLOT_FAILED
             return
         self.qps[slot] = qp
+        self.page_seq[slot] = int(qp.regs[PAGE_SEQ])
         self.engine.active.append(qp)
         self.host_poll.register(qp.pidfd, select.POLLIN)
         self.by_pidfd[qp.pidfd] = qp
         self.registers.qp_stats[slot]["enables"] += 1
         for hook in self.attach_hooks:
             hook(qp)
+        qp.regs[PAGE_ENGINE_STATE] = layout.ENGINE_RUNNING
+        qp.regs[PAGE_STATE] = layout.SLOT_ACTIVE   # (the host believes its own page)
         self.u32[w["error"]] = 0
         self.u32[w["state"]] = layout.SLOT_ACTIVE
 
@@ -118,8 +157,12 @@ class SlotManager:
             dma = Dma(segment.map, segment.size, self.bus)
             lay = self._check_header(dma, slot, pid, segment.size)
             semaphore = open_semaphore(layout.irq_name(seg_name))
+            # both sides have them now: no other process may open them by name
+            unlink_segment(seg_name)
+            unlink_semaphore(layout.irq_name(seg_name))
             irq = self.engine.config.interrupts
-            return QueuePair(slot, pid, segment, dma, lay, self.registers.words32, w,
+            doorbells = dma.seg[:segment.size - segment.size % 4].view("<u4")
+            return QueuePair(slot, pid, segment, dma, lay, doorbells, layout.DOORBELL_WORDS,
                              InterruptLine(semaphore), pidfd,
                              moderation=(irq.moderation_events, irq.moderation_us),
                              state=self.engine.qp_table[slot:slot + 1])
@@ -146,8 +189,9 @@ class SlotManager:
             raise EnableError(errno.EINVAL, why)
         return lay
 
-    def detach(self, qp: QueuePair, host_dead: bool) -> None:
-        """Detach ``qp``; for a dead host also remove its segment and semaphore."""
+    def detach(self, qp: QueuePair, host_dead: bool, page_ack: int | None = None) -> None:
+        """Detach ``qp`` (its names went at enable); ``page_ack``: the sequence of
+        the host's own disable command, acknowledged in its page with the state."""
         self.flush_qp_stats(qp)
         self.qps[qp.slot] = None
         if qp in self.engine.active:
@@ -156,15 +200,27 @@ class SlotManager:
         self.by_pidfd.pop(qp.pidfd, None)
         os.close(qp.pidfd)
         try:
+            if not host_dead:        # (the page goes with the mapping: status first)
+                qp.regs[PAGE_STATE] = layout.SLOT_FREE
+                if page_ack is not None:
+                    qp.regs[PAGE_ACK] = page_ack   # publish: the state is written
             qp.detach()
         finally:
             w = self.words(qp.slot)
             if host_dead:
-                unlink_segment(qp.segment.name)
-                unlink_semaphore(layout.irq_name(qp.segment.name))
                 self.reclaimed += 1
                 self.u32[w["ack_seq"]] = self.u32[w["command_seq"]]
             self.u32[w["state"]] = layout.SLOT_FREE
+
+    def mirror_liveness(self, state: int, heartbeat: int) -> None:
+        """Copy the engine's state and heartbeat into every attached QP's page (each
+        housekeeping pass): a host trusts its own page over OE memory, which any host
+        may write, before it gives the engine up."""
+        beat = heartbeat & 0xFFFFFFFF
+        for qp in self.engine.active:
+            regs = qp.regs
+            regs[PAGE_ENGINE_STATE] = state
+            regs[PAGE_HEARTBEAT] = beat
 
     def check_hosts(self, now_ns: int) -> int:
         """Reclaim the QPs whose host process has exited (pidfd became readable)."""

@@ -5,8 +5,9 @@ QP (the counter-table row of its id) has a :data:`HOST_CONN` record (its send ri
 the anonymous buffers attached to it, the bytes it has consumed), each anonymous
 buffer a :data:`HOST_BUF` record (its length once filled, and the next buffer of the
 list it is in: a connection's attached buffers, or the buffers going back). The calls
-take the QP segment (``seg``: the host's own memory as bytes), OE memory as uint32
-(``regs``: the slot's doorbells, written by PIO) and those arrays:
+take the QP segment (``seg``: the host's own memory as bytes), the QP's doorbell page
+as uint32 (``regs``: its doorbells and interrupt registers, written by PIO; the same
+segment's words, which only this host and the engine map) and those arrays:
 
 * :func:`send`: the boundary copy into the connection's send ring, the SEND
   descriptor, the doorbell, the sleeping-engine check; or a code saying what Python
@@ -56,7 +57,7 @@ HOST_QP = np.dtype([
     ("event_entries", _I8), ("rxbuf_base", _I8), ("rxbuf_entries", _I8),
     ("counters_base", _I8), ("counter_rows", _I8), ("recv_base", _I8),
     ("buffer_bytes", _I8), ("buffers", _I8),
-    # uint32 word indices of the slot's registers in OE memory
+    # uint32 word indices of the QP's registers in ``regs`` (layout.DOORBELL_WORDS)
     ("request_doorbell", _I8), ("event_doorbell", _I8), ("rxbuf_doorbell", _I8),
     ("irq_index", _I8), ("irq_enabled", _I8),
     # the driver's ring indices (free-running, 32-bit values)

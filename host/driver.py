@@ -6,7 +6,8 @@
 
 What a host does, as TOAD's driver (section III-C): write request records into the
 request ring in its own memory and the producer index into the QP's doorbell
-register (a PIO write); find events by the phase bit at the event-ring head (no
+register (a PIO write, into the QP's doorbell page: the first page of its segment,
+which only this host and the engine can reach); find events by the phase bit at the event-ring head (no
 register read); spin briefly, then arm the QP's interrupt and sleep on its
 semaphore; read the cumulative counters the engine writes; refill the anonymous
 receive-buffer ring.
@@ -73,6 +74,13 @@ QUICK_SPINS = 2           # call(): compiled spins on the ring before the genera
 Q = {name: i for i, name in enumerate(datapath.HOST_QP.names)}   # qp's int64 words
 _SIGN = 1 << 63
 TAKEN_MASK = (1 << 30) - 1   # poll's consumed count (below its POLL_READY bit)
+# our page's command and status words (uint32 indices of ``regs``)
+PAGE_COMMAND = layout.QP_HEADER_FIELDS["command"] // 4
+PAGE_SEQ = layout.QP_HEADER_FIELDS["command_seq"] // 4
+PAGE_STATE = layout.QP_HEADER_FIELDS["state"] // 4
+PAGE_ACK = layout.QP_HEADER_FIELDS["ack_seq"] // 4
+PAGE_ENGINE_STATE = layout.QP_HEADER_FIELDS["engine_state"] // 4
+PAGE_HEARTBEAT = layout.QP_HEADER_FIELDS["heartbeat"] // 4
 
 
 class EngineDead(OSError, ToadError):
@@ -142,7 +150,8 @@ class Driver(EventWaits):
         self.irq_name = None
         self.seg = self.regs = self.mv = self.u32 = self.u64 = None
         self.closed = False
-        self.enabled = False         # the engine acknowledged our enable
+        self.enabled = False         # the engine acknowledged our enable (in our page)
+        self.enable_sent = False     # we asked for it
         self.engine_dead = ""        # why the engine was found dead (once it was)
         self.dead_errno = errno.ENETDOWN
         self.on_dead: Optional[Callable[[int], None]] = None   # called once, with the errno
@@ -151,6 +160,8 @@ class Driver(EventWaits):
         self.engine_may_sleep = int(self.oe.config["polling"]) != layout.POLLING_BUSY
         self.engine_pid = self.oe.pid()
         self._last_heartbeat, self._heartbeat_seen = -1, time.monotonic()
+        self._page_heartbeat, self._page_seen = -1, time.monotonic()   # (our page's copy)
+        self.liveness_disputed = 0   # times OE memory said dead and our page did not
         self.qp = None                   # (the ring state, once the QP is enabled)
         self.interrupts = 0              # sleeps an interrupt ended
         self.interrupt_reads = int(self.oe.config["interrupt_reads"])
@@ -222,7 +233,8 @@ class Driver(EventWaits):
         self.u32 = self.mv.cast("I")
         self.u64 = self.mv.cast("Q")
         self.seg = np.frombuffer(buf, np.uint8)          # the same, for compiled calls
-        self.regs = np.frombuffer(self.oe.segment.map, np.uint32)   # OE memory
+        # the QP's doorbell page, as uint32 words (layout.DOORBELL_WORDS index it)
+        self.regs = np.frombuffer(buf, np.uint32)
         self.request_consumer_word = layout.QP_HEADER_FIELDS["request_consumer"] // 4
         self.rxbuf_consumer_word = layout.QP_HEADER_FIELDS["rxbuf_consumer"] // 4
 
@@ -230,34 +242,39 @@ class Driver(EventWaits):
         return self.oe.slot_word(self.slot, field)
 
     def _enable(self) -> None:
+        """Have the engine map our segment: the slot's registers (OE memory) name it,
+        CMD_ENABLE; the engine's answer that counts is in our own page (QP_HEADER.
+        state): another process may write the slot's, never our page."""
         u32, slot = self.oe.u32, self.oe.slots[self.slot]
-        for field in ("request_producer", "event_consumer", "rxbuf_producer", "irq_enabled",
-                      "irq_event_index", "moderation_events", "moderation_us"):
-            u32[self._slot_word(field)] = 0
         slot["host_pid"] = os.getpid()
         slot["segment_bytes"] = self.segment.size
         slot["segment_name"] = layout.segment_name(self.segment.name)
         del slot
-        self.oe_u32 = u32   # the engine's registers (doorbells: PIO writes)
-        self.req_doorbell = self._slot_word("request_producer")
-        self.event_doorbell = self._slot_word("event_consumer")
-        self.rxbuf_doorbell = self._slot_word("rxbuf_producer")
-        self.irq_enabled_word = self._slot_word("irq_enabled")
-        self.irq_index_word = self._slot_word("irq_event_index")
-        words = {field: self._slot_word(field) for field in
-                 ("request_producer", "event_consumer", "rxbuf_producer", "irq_event_index",
-                  "irq_enabled")}
+        words = layout.DOORBELL_WORDS      # (in our page: all zero in a new segment)
+        self.req_doorbell = words["request_producer"]
+        self.event_doorbell = words["event_consumer"]
+        self.rxbuf_doorbell = words["rxbuf_producer"]
+        self.irq_enabled_word = words["irq_enabled"]
+        self.irq_index_word = words["irq_event_index"]
         self.qp, self.conns, self.bufs = datapath.new_state(
             self.layout, words, self.engine_may_sleep, 1)
         self.q = self.qp.view(np.int64)          # the same record, one word per field
         self._set_pio_costs()
         bus_counts.register(self.bus_counts)     # (for the workloads' measured intervals)
-        if self._command(layout.CMD_ENABLE) != layout.SLOT_ACTIVE:
-            code = u32[self._slot_word("error")]
-            raise ToadError(f"engine {self.name!r} refused QP slot {self.slot}: "
-                            f"{os.strerror(code) if code else 'unknown reason'}")
+        seq = (u32[self._slot_word("command_seq")] + 1) & MASK32
+        u32[self._slot_word("command")] = layout.CMD_ENABLE
+        u32[self._slot_word("command_seq")] = seq   # publish: the command is written
+        self.enable_sent = True
+        self.wake.release()
+        while self.regs[PAGE_STATE] != layout.SLOT_ACTIVE:
+            if u32[self._slot_word("ack_seq")] == seq and \
+                    self.regs[PAGE_STATE] != layout.SLOT_ACTIVE:
+                code = u32[self._slot_word("error")]
+                raise ToadError(f"engine {self.name!r} refused QP slot {self.slot}: "
+                                f"{os.strerror(code) if code else 'unknown reason'}")
+            self.check_engine()
+            time.sleep(0.0005)
         self.enabled = True
-        self.slot_state_word = self._slot_word("state")
 
     def _set_pio_costs(self) -> None:
         """The card's PIO costs, in TSC cycles (ns from the engine's config block)."""
@@ -278,22 +295,22 @@ class Driver(EventWaits):
                 "interrupts": self.interrupts,
                 "bus_ns": round(int(q[Q["bus_cycles"]]) * self.bus_ns_per_cycle)}
 
-    def _command(self, command: int) -> int:
-        """Write a slot command, wake the engine, wait for its acknowledgement."""
-        u32 = self.oe.u32
-        seq = (u32[self._slot_word("command_seq")] + 1) & MASK32
-        u32[self._slot_word("command")] = command
-        u32[self._slot_word("command_seq")] = seq   # publish: the command is written
+    def _disable(self, wait: bool = True) -> None:
+        """CMD_DISABLE through our own page; wait for the engine's acknowledgement
+        there (``wait`` False: a host giving up an enable it may not have seen)."""
+        regs = self.regs
+        seq = (int(regs[PAGE_SEQ]) + 1) & MASK32
+        regs[PAGE_COMMAND] = layout.CMD_DISABLE
+        regs[PAGE_SEQ] = seq                # publish: the command is written
         self.wake.release()
-        while u32[self._slot_word("ack_seq")] != seq:
+        while wait and regs[PAGE_ACK] != seq:
             self.check_engine()
             time.sleep(0.0005)
-        return u32[self._slot_word("state")]
 
     def set_moderation(self, events: int = 0, micros: int = 0) -> None:
         """Per-QP interrupt moderation (0 = the engine's configured default)."""
-        self.oe.u32[self._slot_word("moderation_events")] = events
-        self.oe.u32[self._slot_word("moderation_us")] = micros
+        self.regs[layout.DOORBELL_WORDS["moderation_events"]] = events
+        self.regs[layout.DOORBELL_WORDS["moderation_us"]] = micros
 
     # ---- engine liveness ---------------------------------------------------------------
     def check_engine(self) -> None:
@@ -311,14 +328,29 @@ class Driver(EventWaits):
         state = self.oe.state()
         stalled = now - self._heartbeat_seen
         code = errno.ENETDOWN
+        mirrored = self.enabled and not self.closed
+        if mirrored:             # (our own memory: no register read)
+            page_beat = int(self.regs[PAGE_HEARTBEAT])
+            if page_beat != self._page_heartbeat:
+                self._page_heartbeat, self._page_seen = page_beat, now
+        if mirrored and (state in (layout.ENGINE_STOPPING, layout.ENGINE_STOPPED)
+                         or stalled > self.heartbeat_timeout):
+            # OE memory is every host's to write: believe it only if our own page,
+            # which only the engine writes besides us, agrees
+            if self.regs[PAGE_ENGINE_STATE] == layout.ENGINE_RUNNING and \
+                    now - self._page_seen <= self.heartbeat_timeout:
+                self.liveness_disputed += 1
+                state, stalled = layout.ENGINE_RUNNING, 0.0
+            else:
+                state = int(self.regs[PAGE_ENGINE_STATE])
+                stalled = now - self._page_seen
         if state in (layout.ENGINE_STOPPING, layout.ENGINE_STOPPED):
             why = "has stopped"
         elif stalled > self.heartbeat_timeout:
             why = f"is not responding (heartbeat unchanged for {stalled:.1f} s)"
         elif stalled > 0.05 and not pid_alive(self.engine_pid):
             why = f"process {self.engine_pid} has died"
-        elif self.enabled and not self.closed and \
-                self.oe.u32[self.slot_state_word] != layout.SLOT_ACTIVE:
+        elif self.enabled and not self.closed and self.regs[PAGE_STATE] != layout.SLOT_ACTIVE:
             why, code = f"detached QP slot {self.slot} while it was in use", errno.ENETRESET
         else:
             return
@@ -605,9 +637,9 @@ class Driver(EventWaits):
         # rings and the semaphore; only then may they go
         left = self._consumer.acquire(timeout=CLOSE_WAIT_S)
         try:
-            if not self.engine_dead and self.segment is not None:
+            if not self.engine_dead and self.enabled:
                 try:
-                    self._command(layout.CMD_DISABLE)
+                    self._disable()
                 except EngineDead:
                     pass
         finally:
@@ -619,10 +651,14 @@ class Driver(EventWaits):
 
     def _release(self, close_irq: bool = True) -> None:
         """Unmap, and unlink what this driver created (its segment and interrupt
-        semaphore; never the engine's objects, even of a dead engine: a new engine
-        of the same name may own those names by now, and it removes a dead one's);
-        ``close_irq`` False leaves the interrupt semaphore's handle open (a thread
-        may still sleep on it) but unlinks it."""
+        semaphore, unless the engine enabled the QP: it unlinked both names then;
+        never the engine's objects, even of a dead engine: a new engine of the same
+        name may own those names by now, and it removes a dead one's); ``close_irq``
+        False leaves the interrupt semaphore's handle open (a thread may still sleep
+        on it)."""
+        if self.enable_sent and not self.enabled and self.regs is not None \
+                and not self.engine_dead:
+            self._disable(wait=False)   # (an engine that attached us after all lets go)
         for view in ("u32", "u64", "mv"):
             if getattr(self, view, None) is not None:
                 getattr(self, view).release()
@@ -630,11 +666,13 @@ class Driver(EventWaits):
         self.seg = self.regs = None            # numpy views go before their mappings
         if self.segment is not None:
             self.segment.close()
-            self.segment.unlink()
+            if not self.enabled:
+                self.segment.unlink()
         if self.irq is not None:
             if close_irq:
                 close_semaphore(self.irq)
-            unlink_semaphore(self.irq_name)
+            if not self.enabled:
+                unlink_semaphore(self.irq_name)
         close_semaphore(self.wake)
         self.oe.close()                       # (gives the slot's claim up)
 

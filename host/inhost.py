@@ -26,6 +26,7 @@ from typing import Callable
 
 import numpy as np
 
+from engine.nic.faults import FaultyNic, has_faults
 from engine.nic.pcap import PcapNic
 from engine.nic.shm import ShmWire
 from engine.nic.tap import TapNic, local_mac
@@ -66,11 +67,20 @@ def pcap_path(path: str, side: str) -> str:
 
 
 def open_nic(config, side: str, address: str):
+    """This side's NIC: TAP or its end of the shared-memory wire, inside the fault
+    injector when ``nic.wire`` has faults (engine/nic/faults.py: on the wire, each
+    side damages what it sends; on TAP, both ways), inside a capture if asked."""
     nic_config = config.nic
     if nic_config.kind == "tap":
         nic = TapNic(nic_config.tap)
+        directions = "both"
     else:
         nic = ShmWire(wire_name(config), side, nic_config.mtu, local_mac(address))
+        directions = "tx"
+    if has_faults(nic_config.wire):
+        # side b draws its own stream: the two directions do not lose the same frames
+        nic = FaultyNic(nic, nic_config.wire, directions,
+                        seed=nic_config.wire.seed + (side == "b"))
     if nic_config.pcap:
         try:
             nic = PcapNic(nic, pcap_path(nic_config.pcap, side))
@@ -219,7 +229,11 @@ class InhostNetwork:
         """Stack, per-connection (summed) and NIC counters, prefixed by origin."""
         out = dict(self.stack.counters)
         out.update({f"conn.{k}": v for k, v in self.stack.connection_counters().items()})
-        nic = getattr(self.nic, "inner", self.nic)
+        faults = getattr(self.nic, "wire_counters", None)   # (a capture forwards them)
+        out.update({f"fault.{k}": v for k, v in (faults or {}).items()})
+        nic = self.nic
+        while hasattr(nic, "inner"):          # the NIC itself, under capture and faults
+            nic = nic.inner
         out.update({f"nic.{k}": v for k, v in getattr(nic, "counters", {}).items()})
         return out
 

@@ -5,13 +5,17 @@ Two kinds of shared memory exist (ARCHITECTURE.md, "The host/engine interface"):
 * **OE memory** (``/toad-<name>-oe``), created by the engine. It holds a layout
   header, the config block (how configuration reaches the engine, as TOAD's
   "predetermined location"), the engine registers (state, heartbeat, sleeping flag),
-  the statistics block, and one register slot per queue pair (QP). Hosts write the
-  slot registers (PIO writes); in the fast path they never read them.
-* **Host memory** (``/toad-<name>-qp<slot>-<pid>``), one segment per QP, created by
-  the host driver: a QP header, the request ring, the event ring, the receive-buffer
-  ring, the counter table, the send-buffer area and the anonymous receive-buffer
-  area. The engine maps it once when the QP is enabled and touches it only through
-  engine/dma.py.
+  the statistics block, and one slot per queue pair (QP): what a host writes to claim
+  it and have the engine map its segment (the enable handshake). Every host maps OE
+  memory read-write, so it holds nothing that steers an enabled QP.
+* **Host memory** (``/toad-<name>-qp<slot>-<pid>-<token>``), one segment per QP,
+  created by the host driver: a QP header with the QP's doorbell page (its doorbells,
+  interrupt registers, disable command and status: only its host and the engine map
+  it), the request ring, the event ring, the receive-buffer ring, the counter table,
+  the send-buffer area and the anonymous receive-buffer area. The engine maps it once
+  when the QP is enabled, then unlinks its name (and its interrupt semaphore's): no
+  other process can open them from then on. Payload, rings and counters are touched
+  only through engine/dma.py and the compiled ring calls.
 
 Every block is a numpy structured dtype with explicit offsets and a comment per
 field. Both sides find regions through offsets published in a header (magic,
@@ -36,7 +40,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-LAYOUT_VERSION = 3                   # 3: names with a generation (ENGINE_REGISTERS.generation),
+LAYOUT_VERSION = 4                   # 4: each QP's doorbells, interrupt registers, disable
+                                     # command and status in its own segment (QP_HEADER),
+                                     # no longer in OE memory's QP_SLOT
+                                     # 3: names with a generation (ENGINE_REGISTERS.generation),
                                      # the bus model (CONFIG_BLOCK, QP_STATS.bus_ns)
 OE_MAGIC = 0x314D454F44414F54        # b"TOADOEM1" little-endian
 QP_MAGIC = 0x3150514441414F54        # b"TOAADQP1" little-endian
@@ -117,6 +124,7 @@ ENGINE_STATS = _dtype([
     ("started_ns", "u8", 40),    # CLOCK_MONOTONIC ns when the loop started
     ("updated_ns", "u8", 48),    # CLOCK_MONOTONIC ns of the last stats flush
     ("qps_reclaimed", "u8", 56), # QPs detached because their host died
+    ("commands_refused", "u8", 64),  # slot commands for a live host's QP (not its own)
 ], 128)
 
 QP_STATS = _dtype([
@@ -131,30 +139,30 @@ QP_STATS = _dtype([
     ("bus_ns", "u8", 64),        # bus model: time this QP's DMA waited on the bus
 ], 128)
 
-# Slot commands written by a host into QP_SLOT.command (then command_seq += 1).
+# Slot commands: CMD_ENABLE written by a host into its claimed QP_SLOT.command (then
+# command_seq += 1); CMD_DISABLE into its own QP_HEADER.command (same protocol), as
+# only its host and the engine can reach an enabled QP's page.
 CMD_NONE, CMD_ENABLE, CMD_DISABLE = 0, 1, 2
-# Slot states written by the engine into QP_SLOT.state.
+# Slot states written by the engine into QP_SLOT.state (and QP_HEADER.state).
 SLOT_FREE, SLOT_ACTIVE, SLOT_FAILED = 0, 1, 2
 
+# A slot of OE memory holds only what a host needs before the engine has mapped its
+# segment (the claim and the enable handshake): every host maps OE memory read-write,
+# so nothing here may steer an enabled QP. Its doorbells and interrupt registers live
+# in its own segment (QP_HEADER), and the engine ignores these registers while the QP
+# is enabled and its host alive (ENGINE_STATS.commands_refused counts the attempts).
 QP_SLOT = _dtype([
     # -- control, written by the host (slow path) --
-    ("command", "u4", 0),            # CMD_*
+    ("command", "u4", 0),            # CMD_ENABLE
     ("command_seq", "u4", 4),        # incremented with each command; the engine acks it
     ("host_pid", "u4", 8),           # owner; the engine reclaims the QP when it dies
     ("segment_bytes", "u8", 16),     # size of the host segment
     ("segment_name", f"S{SEGMENT_NAME_BYTES}", 32),  # POSIX shm name of the host segment
-    # -- doorbells, written by the host (fast path: PIO writes only) --
-    ("request_producer", "u4", 128),  # request ring producer index (free-running)
-    ("event_consumer", "u4", 132),    # event ring consumer index (free-running)
-    ("rxbuf_producer", "u4", 136),    # receive-buffer ring producer index
-    ("irq_enabled", "u4", 140),       # interrupt mask: 0 = never interrupt this QP
-    ("irq_event_index", "u4", 144),   # interrupt once event index passes this (need_event)
-    ("moderation_events", "u4", 148), # 0 = engine default; else max 1 interrupt per N events
-    ("moderation_us", "u4", 152),     # 0 = engine default; else max 1 interrupt per T us
     # -- status, written by the engine --
     ("state", "u4", 192),             # SLOT_*
     ("ack_seq", "u4", 196),           # last command_seq the engine handled
-    ("error", "u4", 200),             # errno of a failed enable (SLOT_FAILED)
+    ("error", "u4", 200),             # errno of a failed enable (SLOT_FAILED) or a refused
+                                      # command (EBUSY)
 ], 256)
 
 
@@ -344,9 +352,34 @@ QP_HEADER = _dtype([
     ("request_consumer", "u4", 128),  # how far the engine has read the request ring
     ("rxbuf_consumer", "u4", 192),    # how far the engine has taken receive buffers
     ("engine_flags", "u4", 256),      # ENGINE_SLEEPING_FLAG mirror (host reads its memory)
-], 320)
+    # -- the QP's doorbell page (as an SR-IOV function's own BAR page): registers the
+    # host writes (PIO in the model) and the engine polls; here, in the QP's own
+    # segment, only its host and the engine can reach them --
+    ("request_producer", "u4", 320),  # request ring producer index (free-running)
+    ("event_consumer", "u4", 324),    # event ring consumer index (free-running)
+    ("rxbuf_producer", "u4", 328),    # receive-buffer ring producer index
+    ("irq_enabled", "u4", 332),       # interrupt mask: 0 = never interrupt this QP
+    ("irq_event_index", "u4", 336),   # interrupt once event index passes this (need_event)
+    ("moderation_events", "u4", 340), # 0 = engine default; else max 1 interrupt per N events
+    ("moderation_us", "u4", 344),     # 0 = engine default; else max 1 interrupt per T us
+    # -- the QP's own commands, written by the host (slow path): CMD_DISABLE --
+    ("command", "u4", 384),
+    ("command_seq", "u4", 388),       # incremented with each command; acked in ack_seq
+    # -- status, written by the engine --
+    ("state", "u4", 448),             # SLOT_ACTIVE once enabled, SLOT_FREE once disabled
+    ("ack_seq", "u4", 452),           # last command_seq the engine handled
+    ("engine_state", "u4", 456),      # ENGINE_* (a copy of the register, each millisecond)
+    ("heartbeat", "u4", 460),         # the heartbeat's low 32 bits (the same copy): a host
+                                      # believes a stopped or stalled engine only if its
+                                      # own page agrees (OE memory is every host's to write)
+], 512)
 
 QP_HEADER_FIELDS = {name: QP_HEADER.fields[name][1] for name in QP_HEADER.names}
+# The doorbell page's registers, as uint32 word indices into the QP's segment (both
+# sides' compiled calls take them with the segment as ``regs``)
+DOORBELL_FIELDS = ("request_producer", "event_consumer", "rxbuf_producer", "irq_enabled",
+                   "irq_event_index", "moderation_events", "moderation_us")
+DOORBELL_WORDS = {name: QP_HEADER_FIELDS[name] // 4 for name in DOORBELL_FIELDS}
 
 
 @dataclass(frozen=True)

@@ -9,13 +9,15 @@ every QP's attach/detach. Topologies (ARCHITECTURE.md):
   own address (``nic.address``) stay inside it (the own address crosses the wire, so
   its faults, bandwidth cap and pcap apply).
 - ``nic.kind: tap``: the Stack on a TAP device whose far side is the Linux kernel in a
-  namespace (``nic.tap``); 127.0.0.1 still loops inside the Stack.
+  namespace (``nic.tap``); 127.0.0.1 still loops inside the Stack. The ``nic.wire``
+  faults are injected around the TAP NIC, both ways (engine/nic/faults.py).
 """
 from __future__ import annotations
 
 import threading
 import time
 
+from engine.nic.faults import FaultyNic, has_faults
 from engine.nic.loopback import LoopbackWire
 from engine.tcp.stack import Stack
 
@@ -30,7 +32,9 @@ def build_nic(config, clock=time.perf_counter):
     if nic_config.kind == "tap":
         from engine.nic.tap import TapNic
         nic, address = TapNic(nic_config.tap), nic_config.tap.address
-    else:
+        if has_faults(nic_config.wire):   # both ways: Linux's frames pass no wrapper
+            nic = FaultyNic(nic, nic_config.wire, "both", clock)
+    else:                      # (the loopback wire injects its faults in its cable)
         wire = LoopbackWire(nic_config.wire, mtu=nic_config.mtu, clock=clock)
         nic, address = wire.attach(LOOPBACK_MAC), nic_config.address
         nic.wire_counters = wire.counters

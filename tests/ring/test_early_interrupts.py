@@ -35,6 +35,8 @@ def armed_engine(delay_ns: int = 0) -> Engine:
         row["irq_enabled"], row["irq_index"] = 4 * slot, 4 * slot + 1
         row["mod_events"], row["mod_us"] = 4 * slot + 2, 4 * slot + 3
         row["irq_checked"] = row["event_producer"] = 3
+        row["doorbell_address"] = engine.regs.ctypes.data    # (one page for all three)
+        row["doorbell_words"] = len(engine.regs)
         engine.active.append(SimpleNamespace(slot=slot, interrupt=Line()))
     engine.regs[[0, 4]] = 1                    # slots 0 and 1 armed for event 3
     engine.regs[[1, 5]] = 3

@@ -97,9 +97,9 @@ def test_bad_input_gets_error_events_and_other_qps_keep_working(start_engine):
             assert (ev.type, ev.status, ev.reason) == (layout.EV_ERROR, errno.EFAULT,
                                                        layout.ERR_OUT_OF_BOUNDS)
         # a doorbell claiming more records than the ring holds
-        b.oe.u32[b.req_doorbell] = (b.request_producer + 10_000) & 0xFFFFFFFF
+        b.regs[b.req_doorbell] = (b.request_producer + 10_000) & 0xFFFFFFFF
         assert b.wait_for(lambda: any(e.reason == layout.ERR_BAD_DOORBELL for e in b.events), 10)
-        b.oe.u32[b.req_doorbell] = b.request_producer      # back to the truth
+        b.regs[b.req_doorbell] = b.request_producer      # back to the truth
         # QP a was never disturbed; b recovers too
         assert a.call(layout.OP_ECHO, value=1).value == 1
         assert a.call(layout.OP_CLOSE, conn=conn_a).status == 0

@@ -22,6 +22,9 @@ class Line:
             self.table[field] = WORDS[word]
         self.table["default_events"], self.table["default_us"] = events, micros
         self.table["active"], self.table["irq_pending"] = 1, -1
+        # the scans read the QP's doorbell page where its record says it lies
+        self.table["doorbell_address"] = self.regs.ctypes.data
+        self.table["doorbell_words"] = len(self.regs)
         self.raised = 0
 
     def after_post(self, producer: int, now_ns: int) -> bool:
@@ -29,13 +32,12 @@ class Line:
         return self.poll(now_ns)
 
     def poll(self, now_ns: int) -> bool:
-        due = bool(ring_calls.scan_interrupts(self.regs, self.table, now_ns,
-                                              np.zeros(1, np.uint8)))
+        due = bool(ring_calls.scan_interrupts(self.table, now_ns, np.zeros(1, np.uint8)))
         self.raised += due
         return due
 
     def deadline_ns(self) -> int:
-        return ring_calls.interrupt_deadline(self.regs, self.table)
+        return ring_calls.interrupt_deadline(self.table)
 
 
 def line(events=1, micros=0):

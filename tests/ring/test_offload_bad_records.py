@@ -70,7 +70,7 @@ def test_bad_receive_buffer_doorbell_is_reported_once():
         conn, child = connected_pair(rig)
         drv = b.drv
         bad = (drv.rxbuf_producer + 100) & 0xFFFF_FFFF
-        drv.oe.u32[drv.rxbuf_doorbell] = bad
+        drv.regs[drv.rxbuf_doorbell] = bad
         drv.set_bytes_consumed(child, 1 << 30)    # the host's word: the window is open
         lay = a.lay
         a.post([record(layout.OP_SEND, layout.REQ_SILENT, conn, 5, offset=lay.send_offset,
@@ -81,7 +81,7 @@ def test_bad_receive_buffer_doorbell_is_reported_once():
         errors = [e for e in b.events if e.type == layout.EV_ERROR]
         assert [(e.reason, e.value) for e in errors] == [(layout.ERR_BAD_DOORBELL, bad)]
         assert b.bad_records() == 1
-        drv.oe.u32[drv.rxbuf_doorbell] = drv.rxbuf_producer     # back to the truth
+        drv.regs[drv.rxbuf_doorbell] = drv.rxbuf_producer     # back to the truth
         for _ in range(40):
             rig.advance(0.25)
             rig.settle()
@@ -155,9 +155,9 @@ def test_dropped_reports_are_published_in_the_stats_block():
             qp.post_event(layout.EV_COMPLETION, cookie=1 << 40 | i)
         drv = b.drv
         for delta in (100, 200, 300):          # bad request doorbells, one report each
-            drv.oe.u32[drv.req_doorbell] = (drv.request_producer + delta) & 0xFFFF_FFFF
+            drv.regs[drv.req_doorbell] = (drv.request_producer + delta) & 0xFFFF_FFFF
             rig.step()
-        drv.oe.u32[drv.req_doorbell] = drv.request_producer
+        drv.regs[drv.req_doorbell] = drv.request_producer
         rig.engine.flush_stats()
         row = read_engine_stats(rig.name)["qps"]
         stats = next(q for q in row if q["slot"] == b.slot)

@@ -301,21 +301,21 @@ class Fuzz:
         delta, nbytes = drawn
         drv = self.hosts[h].drv
         self.log.append(("rx_doorbell", h, delta, nbytes))
-        drv.oe.u32[drv.rxbuf_doorbell] = (drv.rxbuf_producer + delta) & 0xFFFF_FFFF
+        drv.regs[drv.rxbuf_doorbell] = (drv.rxbuf_producer + delta) & 0xFFFF_FFFF
         if nbytes:
             self.do_send(1 - h, nbytes)
         for _ in range(5):
             self.rig.step()
-        drv.oe.u32[drv.rxbuf_doorbell] = drv.rxbuf_producer
+        drv.regs[drv.rxbuf_doorbell] = drv.rxbuf_producer
 
     def do_req_doorbells(self, h, deltas) -> None:
         """Request doorbells moved by more than the ring, one engine iteration each."""
         drv = self.hosts[h].drv
         self.log.append(("req_doorbells", h, deltas))
         for delta in deltas:
-            drv.oe.u32[drv.req_doorbell] = (drv.request_producer + delta) & 0xFFFF_FFFF
+            drv.regs[drv.req_doorbell] = (drv.request_producer + delta) & 0xFFFF_FFFF
             self.rig.step()
-        drv.oe.u32[drv.req_doorbell] = drv.request_producer
+        drv.regs[drv.req_doorbell] = drv.request_producer
 
     def do_deaf(self, h, inner) -> None:
         host = self.hosts[h]

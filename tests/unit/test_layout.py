@@ -15,9 +15,25 @@ def test_record_sizes_and_cache_lines():
     assert layout.RXBUF.itemsize == 16
     assert layout.COUNTER_ROW.itemsize == 32
     assert layout.QP_STATS.itemsize == 128           # two cache lines per QP's stats row
-    # host-written doorbells and engine-written status live on different cache lines
-    assert layout.QP_SLOT.fields["request_producer"][1] // 64 != layout.QP_SLOT.fields["state"][1] // 64
-    assert layout.QP_HEADER.fields["request_consumer"][1] // 64 != layout.QP_HEADER.fields["magic"][1] // 64
+    # host-written doorbells and commands and the engine-written indices, flags and
+    # status each live on cache lines of their own
+    line = {name: layout.QP_HEADER.fields[name][1] // 64 for name in layout.QP_HEADER.names}
+    groups = [("magic",), ("request_consumer",), ("rxbuf_consumer",), ("engine_flags",),
+              layout.DOORBELL_FIELDS, ("command", "command_seq"),
+              ("state", "ack_seq", "engine_state", "heartbeat")]
+    assert [len({line[name] for name in group}) for group in groups] == [1] * len(groups)
+    assert len({line[group[0]] for group in groups}) == len(groups)
+    assert layout.QP_HEADER.itemsize <= 4096    # the doorbell page: the segment's first
+
+
+def test_oe_slots_hold_nothing_that_steers_an_enabled_qp():
+    """Every host maps OE memory read-write: a QP's doorbells, interrupt registers and
+    disable command are in its own segment, the slot keeps the enable handshake."""
+    assert set(layout.QP_SLOT.names) == {"command", "command_seq", "host_pid",
+                                         "segment_bytes", "segment_name", "state",
+                                         "ack_seq", "error"}
+    assert {name: word * 4 for name, word in layout.DOORBELL_WORDS.items()} == \
+        {name: layout.QP_HEADER.fields[name][1] for name in layout.DOORBELL_FIELDS}
 
 
 def test_record_views_keep_every_field_at_its_offset():

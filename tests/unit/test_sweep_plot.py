@@ -68,7 +68,8 @@ def test_words_are_grouped_bars_in_the_order_swept():
 
 def test_which_mode_uses_what():
     assert not uses("kernel", "nic.mtu") and uses("kernel", "workload.chunk_bytes")
-    assert uses("inhost", "nic.mtu") and not uses("inhost", "nic.wire.loss")
+    assert uses("inhost", "nic.mtu") and uses("inhost", "nic.wire.loss")
+    assert not uses("inhost", "nic.wire.delay_us")      # (the engine's loopback wire's)
     assert uses("offload", "interrupts.moderation_us")
     assert axis_label("interrupts.moderation_us") == "interrupts.moderation_us (µs)"
 

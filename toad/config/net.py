@@ -31,10 +31,16 @@ def check_rate(path: str, value: float) -> None:
 
 @dataclass(frozen=True)
 class WireConfig:
-    """The in-process loopback wire (and its fault injection)."""
-    bandwidth_gbps: Optional[float] = doc("bandwidth cap in Gb/s (null = none)", default=None)
-    delay_us: float = doc("one-way propagation delay", default=0.0)
-    loss: float = doc("probability a frame is dropped", default=0.0)
+    """The engine's in-process loopback wire (bandwidth, delay), and the faults every
+    toad NIC injects: the loopback wire in its cable, the others through
+    engine/nic/faults.py (each frame sent on the in-host shared-memory wire, and
+    both directions on TAP)."""
+    bandwidth_gbps: Optional[float] = doc("bandwidth cap in Gb/s (null = none; the "
+                                          "engine's loopback wire only)", default=None)
+    delay_us: float = doc("one-way propagation delay (the engine's loopback wire only)",
+                          default=0.0)
+    loss: float = doc("probability a frame is dropped (every toad NIC: loopback, "
+                      "shared-memory wire, TAP)", default=0.0)
     duplicate: float = doc("probability a frame is delivered twice", default=0.0)
     reorder: float = doc("probability a frame is held back behind the next one", default=0.0)
     corrupt: float = doc("probability one byte of a frame is flipped", default=0.0)
@@ -81,7 +87,8 @@ class NicConfig:
     address: str = doc("toad's address on the loopback wire", default="10.0.0.1/24")
     peer_address: str = doc(
         "the second host's address on the shared-memory wire (in-host mode)", default="10.0.0.2")
-    wire: WireConfig = doc("loopback wire: bandwidth, delay, faults", default_factory=WireConfig)
+    wire: WireConfig = doc("loopback wire: bandwidth, delay; faults on every NIC",
+                           default_factory=WireConfig)
     tap: TapConfig = doc("TAP device settings", default_factory=TapConfig)
     pcap: Optional[str] = doc("file to capture the frames of toad's NIC in (pcap, each frame "
                               "once; in-host mode also FILE-b for the sending host), null = off",

@@ -14,14 +14,17 @@ Counts are totals over the whole run (set-up and warm-up included), summed over
 toad's stacks. Where they come from:
 
 - offload: the engine writes its stop summary (engine/offload/poller.py ``summary()``:
-  the loopback wire's fault counters, the stack's and its connections' counters, the
+  the fault counters of the loopback wire or of the fault injector around the NIC
+  (engine/nic/faults.py, TAP), the stack's and its connections' counters, the
   offload layer's) to a file the launcher names (``toad engine --summary FILE``); bad
   records and interrupts per side are the QP rows of the engine's stats block, found
   by each worker's pid. On the loopback wire both ends of a connection live in the
   engine's one stack, so a stall or a retransmission of either end counts.
 - inhost: each toad worker reports its own stack's counters; interrupts per side are
   the wake-ups the other worker's shared-memory wire wrote into this side's FIFO.
-  The shared-memory wire injects no faults (``faults`` null).
+  Faults are those the injector around each worker's NIC did (engine/nic/faults.py:
+  the frames each side sends on the shared-memory wire, both directions on TAP),
+  summed over both sides; null when no fault is configured.
 - kernel: Linux's own counters (/proc/net/snmp and /proc/net/netstat) before and
   after the run, for the whole network namespace: other TCP traffic on the machine
   at the same time counts too. Linux has no fault injection, rings or anonymous
@@ -100,13 +103,18 @@ def from_stacks(send: Optional[dict], recv: Optional[dict]) -> dict:
         return out
     stack: dict = {}
     connections: dict = {}
+    faults: dict = {}
     for counters in sides:
         for key, value in counters.items():
             if key.startswith("conn."):
                 connections[key[5:]] = connections.get(key[5:], 0) + value
+            elif key.startswith("fault."):
+                faults[key[6:]] = faults.get(key[6:], 0) + value
             elif not key.startswith("nic."):
                 stack[key] = stack.get(key, 0) + value
     out.update(stack_part(stack, connections))
+    if faults:             # the fault injector around each worker's NIC (both summed)
+        out["faults"] = {key: faults.get(name, 0) for key, name in FAULT_KEYS.items()}
     # a worker sleeps on its FIFO; the other side's wire writes the wake-up there
     wakeups = {side: (c or {}).get("nic.wakeups_sent") for side, c in
                (("recv", send), ("send", recv))}

@@ -332,10 +332,14 @@ def warnings(config: Config, obtained: dict, offload: bool) -> list[str]:
                 out.append(f"the engine shares CPU {sorted(shared)} with the {role} worker: "
                            f"host and engine figures disturb each other")
     wire = config.nic.wire
-    if config.mode == "inhost" and config.nic.kind == "loopback" and any(
-            (wire.loss, wire.duplicate, wire.reorder, wire.corrupt)):
-        out.append("nic.wire faults apply to the engine's loopback wire only: the in-host "
-                   "shared-memory wire injected none in this run")
+    if config.mode == "kernel" and any((wire.loss, wire.duplicate, wire.reorder,
+                                        wire.corrupt)):
+        out.append("nic.wire faults apply to toad's NICs only: Linux's TCP in kernel mode "
+                   "met none in this run")
+    if (wire.bandwidth_gbps or wire.delay_us) and not (
+            config.mode == "offload" and config.nic.kind == "loopback"):
+        out.append("nic.wire.bandwidth_gbps and delay_us shape the engine's loopback wire "
+                   "only: this run had neither")
     if obtained["send"] == obtained["recv"]:
         out.append(f"send and receive workers share CPU {obtained['send']} "
                    f"(host.cpus has one CPU); per-Gb/s figures stay valid")

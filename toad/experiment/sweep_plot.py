@@ -25,7 +25,9 @@ from .report import size_label  # noqa: E402
 # config prefixes each mode uses (anything else it ignores)
 USED_BY = {"kernel": ("workload.", "host."),
            "inhost": ("workload.", "host.", "nic.mtu", "nic.address", "nic.peer_address",
-                      "nic.kind", "nic.tap.", "nic.arp", "tcp.", "heap_trim_bytes"),
+                      "nic.kind", "nic.tap.", "nic.arp", "tcp.", "heap_trim_bytes",
+                      "nic.wire.loss", "nic.wire.duplicate", "nic.wire.reorder",
+                      "nic.wire.corrupt", "nic.wire.seed"),
            "offload": ("",)}
 UNITS = (("_bytes", "bytes"), ("nic.mtu", "bytes"), ("_us", "µs"), ("_ms", "ms"),
          ("_s", "s"), ("_gbps", "Gb/s"), ("workload.sizes", "bytes"))
