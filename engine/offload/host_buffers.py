@@ -136,7 +136,7 @@ class RxPool:
 
     BATCH = 32
     __slots__ = ("qp", "window_bytes", "receivers", "buffer_bytes", "pool_bytes", "cache",
-                 "limit_bytes", "taken", "refused")
+                 "limit_bytes", "taken", "refused", "low")
 
     def __init__(self, qp, window_bytes: int):
         self.qp = qp
@@ -148,6 +148,10 @@ class RxPool:
         self.cache: deque = deque()               # (offset, length, id) taken, unused
         self.taken = np.zeros(self.BATCH, ring_calls.RXBUF_TAKEN)
         self.refused = np.zeros(self.BATCH, ring_calls.RXBUF_REFUSED)
+        # receivers whose last offered window was under half their limit: the ones a
+        # read may owe a window update (the offload poller asks only them, so a
+        # returned buffer costs the connections that need it, not all of the QP's)
+        self.low: dict = {}
         self.add_receiver(0)
 
     def take(self):
@@ -191,7 +195,8 @@ class HostRecvBuffer:
     """Places in-order payload into anonymous host buffers and posts them."""
 
     __slots__ = ("qp", "conn", "pool", "policy", "delivered", "current", "filled",
-                 "first_at", "held", "counters", "clock", "detached", "window_closed")
+                 "first_at", "held", "counters", "clock", "detached", "window_closed",
+                 "connection")
 
     def __init__(self, pool: RxPool, policy, counters, clock):
         self.qp = pool.qp
@@ -207,6 +212,7 @@ class HostRecvBuffer:
         self.clock = clock               # () -> now (seconds), the poller's time
         self.detached = False
         self.window_closed = False
+        self.connection = None           # the stack Connection (notify_read), until detach
         # a receiver from its creation (a child: at its SYN, long before ACCEPT), so
         # the window a connection advertises is already its share when a peer's
         # first scaled window goes out (counted at attach, a child's arrival halved
@@ -238,6 +244,8 @@ class HostRecvBuffer:
             room += self.current[1] - self.filled
         if room < free:
             free = room
+        if free < pool.limit_bytes >> 1:
+            pool.low[self] = None
         if free <= 0:
             if not self.window_closed:          # a slow reader closed the window
                 self.window_closed = True
@@ -372,6 +380,7 @@ class HostRecvBuffer:
         if not self.detached:
             self.pool.add_receiver(-1)
         self.detached = True
+        self.connection = None           # (no cycle with the Connection left behind)
         ids = [entry[0] for entry in self.held]
         if self.current is not None:
             ids.append(self.current[2])

@@ -180,14 +180,24 @@ class OffloadPoller:
         return self.notify_read(rung, now)
 
     def notify_read(self, rung, now: float) -> bool:
-        """Tell the connections of the QPs in ``rung`` that buffers came back."""
+        """Tell the connections of the QPs in ``rung`` that buffers came back: those
+        that offered less than half their window (RxPool.low; the others owe no
+        window update for a read)."""
         for qp in rung:
-            for sock in qp.connections.values():
-                conn = sock.conn if sock is not None else None
-                if conn is not None and sock.state is CONNECTED:
-                    conn.notify_read(now)
-                    if conn.ack_now:  # a window update is due: run output next pass
-                        self.kick(conn)
+            pool = self.pools.get(qp)
+            if pool is None or not pool.low:
+                continue
+            low, pool.low = pool.low, {}
+            for receiver in low:
+                conn = receiver.connection
+                if receiver.detached:
+                    continue
+                if conn is None:                  # a child not accepted yet: kept
+                    pool.low[receiver] = None
+                    continue
+                conn.notify_read(now)             # (back in pool.low while still low)
+                if conn.ack_now:      # a window update is due: run output next pass
+                    self.kick(conn)
         return bool(rung)
 
     def post_delayed(self, now: float) -> bool:
