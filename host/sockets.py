@@ -79,6 +79,9 @@ class OffloadNetwork:
         self.share = min(config.qp.send_share_bytes, lay.send_bytes)
         self.threshold = config.qp.send_space_threshold
         self.sockets: dict[int, OffloadSocket] = {}
+        # sockets holding a send ring, oldest first (reclaim_send_space looks at them)
+        self.ring_holders: dict[int, OffloadSocket] = {}
+        self.host_counters: dict[str, int] = {"send_area_full": 0, "send_rings_reclaimed": 0}
         self.orphans: dict[int, list] = {}     # events that beat their ACCEPT answer
         self.closing: dict[int, OffloadSocket] = {}   # CLOSE cookie -> socket
         self.connects: dict[int, OffloadSocket] = {}  # non-blocking CONNECT cookie -> socket
@@ -162,6 +165,26 @@ class OffloadNetwork:
     def check_open(self) -> None:
         if self.closed:
             raise error(errno.EBADF, "the offload network is closed")
+
+    def reclaim_send_space(self, size: int, asking: "OffloadSocket") -> bool:
+        """Take back the send rings whose bytes are all acknowledged, oldest holder
+        first, until a block of ``size`` bytes is free: True if one is. A holder
+        still waiting for acknowledgements goes to the back of the line."""
+        holders, area = self.ring_holders, self.area
+        for _ in range(len(holders)):
+            if area.fits(size):
+                return True
+            conn = next(iter(holders))
+            sock = holders.pop(conn)
+            if sock is asking or not sock.drop_drained_ring():
+                holders[conn] = sock
+        return area.fits(size)
+
+    def send_in_flight(self) -> bool:
+        """Whether any connection has bytes in the send area not yet acknowledged
+        (space that will come back)."""
+        return any(sock.retired or int(sock.tx["tx_posted"]) > self.driver.bytes_acked(conn)
+                   for conn, sock in self.ring_holders.items())
 
     @property
     def rx_in_engine(self) -> int:

@@ -34,6 +34,7 @@ import numpy as np
 
 from engine.tcp.events import (Closed, DataReceived, Established, PeerClosed, Refused,
                                Reset, SendAcked, TimedOut)
+from engine.tcp.connection import Connection
 from engine.tcp.listener import Listener
 from engine.tcp.states import State
 from toad import layout
@@ -195,6 +196,10 @@ class OffloadPoller:
                 if conn is None:                  # a child not accepted yet: kept
                     pool.low[receiver] = None
                     continue
+                if conn.flow >= 0 and type(conn) is not Connection:
+                    # the compiled fast path holds it: its row has no receive ring
+                    # for host buffers, so its window test would see none free
+                    conn.fast.reclaim(conn)
                 conn.notify_read(now)             # (back in pool.low while still low)
                 if conn.ack_now:      # a window update is due: run output next pass
                     self.kick(conn)
