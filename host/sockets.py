@@ -53,8 +53,10 @@ from host.readiness import Readiness
 from host.send_buffers import SendArea
 from toad import layout
 from toad.errors import ToadError
+from toad.memory import rss_kib
 
 _RECV_DATA = layout.EV_RECV_DATA
+OPEN_BATCH = 256          # open_connections: handshakes requested at once
 RETURN_BATCH = 32         # read anonymous buffers handed back per doorbell (at most)
 SCRATCH_BYTES = 262144    # the longest send copy that can dodge memcpy's slow distance
 
@@ -116,6 +118,45 @@ class OffloadNetwork:
             sock.close()
             raise
         return sock
+
+    def open_connections(self, address, count: int, timeout: float) -> list:
+        """``count`` connections (workload.connections): SOCKET and CONNECT requests
+        posted OPEN_BATCH at a time, their answers collected after, so the engine
+        takes many handshakes per pass; each socket returned with ``timeout`` set."""
+        driver, socks, cookies = self.driver, [], []
+        try:
+            for first in range(0, count, OPEN_BATCH):
+                cookies = [driver.start(layout.OP_SOCKET)
+                           for _ in range(min(OPEN_BATCH, count - first))]
+                batch = []
+                while cookies:
+                    cookie = cookies.pop(0)
+                    if not driver.wait_for(lambda: driver.answered(cookie), timeout):
+                        driver.forget(cookie)
+                        raise TimeoutError("socket: no answer from the engine")
+                    event = driver.answer(cookie)
+                    check(event, "socket")
+                    batch.append(self.adopt(OffloadSocket(self, event.value)))
+                    socks.append(batch[-1])
+                for sock in batch:
+                    sock.settimeout(0)
+                    code = sock.connect_ex(address)
+                    if code != errno.EINPROGRESS:
+                        raise error(code, f"connect to {address}")
+                for sock in batch:
+                    sock.settimeout(timeout)
+                    sock.connect(address)          # the handshake's outcome
+        except BaseException:
+            for cookie in cookies:                # answers nobody will claim
+                driver.forget(cookie)
+            for sock in socks:
+                sock.close()
+            raise
+        return socks
+
+    def engine_rss_kib(self) -> int | None:
+        """The engine process's resident memory (for per-connection figures)."""
+        return rss_kib(self.driver.engine_pid)
 
     def listen(self, port: int, backlog: int = 128) -> "OffloadSocket":
         """A listening socket on the engine's address; port in use: a clear ToadError."""

@@ -76,7 +76,12 @@ class QueuePairConfig:
     send_space_threshold: int = doc(
         "a sleeping writer asks to be woken when this many bytes are freed (at most half "
         "its ring, so it refills while the rest drains)", default=131072)
-    max_connections: int = doc("rows in the per-QP cumulative counter table", default=1024)
+    max_connections: int = doc(
+        "rows in the per-QP cumulative counter table: the sockets one host process may "
+        "have at once (listeners and connections whose CLOSE the engine has not "
+        "answered yet included; one row is never used); past it socket() fails with "
+        "EMFILE. Raise it for more (up to 1048576; a row costs 32 B of the QP's "
+        "segment and ~100 B of the host driver's tables)", default=1024)
     busy_poll_us: int = doc(
         "host driver: spin this long waiting for an event before sleeping on the "
         "QP's interrupt semaphore", default=50)
