@@ -3,8 +3,9 @@
 The driver's ring state is one record of :data:`HOST_QP`; each connection row of the
 QP (the counter-table row of its id) has a :data:`HOST_CONN` record (its send ring,
 the anonymous buffers attached to it, the bytes it has consumed), each anonymous
-buffer a :data:`HOST_BUF` record (its length once filled, and the next buffer of the
-list it is in: a connection's attached buffers, or the buffers going back). The calls
+buffer a :data:`HOST_BUF` record (where it lies and its size: the pool has a
+chunk-sized group and a small one; its length once filled; and the next buffer of
+the list it is in: a connection's attached buffers, or the buffers going back). The calls
 take the QP segment (``seg``: the host's own memory as bytes), OE memory as uint32
 (``regs``: the slot's doorbells, written by PIO) and those arrays:
 
@@ -96,7 +97,8 @@ HOST_CONN = np.dtype([
     ("ready", _I8),
     ("ready_next", _I8),          # next row of the ready list (NONE: the last; CLEAN: not in it)
 ])
-HOST_BUF = np.dtype([("next", _I8), ("length", _I8)])
+HOST_BUF = np.dtype([("next", _I8), ("length", _I8),
+                     ("at", _I8), ("size", _I8)])    # segment offset and size
 
 WAKE = 1 << 48                    # result bit: post the engine's wake semaphore
 COUNT = WAKE - 1
@@ -135,8 +137,8 @@ def new_state(lay: layout.QpLayout, slot_words: dict, engine_may_sleep: bool,
         qp[field] = getattr(lay, field)
     qp["request_base"], qp["event_base"] = lay.request_offset, lay.event_offset
     qp["rxbuf_base"], qp["counters_base"] = lay.rxbuf_offset, lay.counters_offset
-    qp["recv_base"], qp["buffer_bytes"] = lay.recv_offset, lay.recv_buffer_bytes
-    qp["buffers"] = lay.recv_buffers
+    qp["recv_base"], qp["buffer_bytes"] = lay.recv_offset, lay.largest_buffer
+    qp["buffers"] = lay.total_buffers
     for field, word in (("request_doorbell", "request_producer"),
                         ("event_doorbell", "event_consumer"),
                         ("rxbuf_doorbell", "rxbuf_producer"),
@@ -148,8 +150,10 @@ def new_state(lay: layout.QpLayout, slot_words: dict, engine_may_sleep: bool,
     conns = np.zeros(lay.counter_rows, HOST_CONN)
     conns["rx_head"] = conns["rx_tail"] = NONE
     conns["dirty_next"] = conns["ready_next"] = CLEAN
-    bufs = np.zeros(lay.recv_buffers, HOST_BUF)
+    bufs = np.zeros(lay.total_buffers, HOST_BUF)
     bufs["next"] = NONE
+    bufs["at"], bufs["size"] = np.array([lay.buffer_at(i) for i in range(lay.total_buffers)],
+                                        np.int64).reshape(-1, 2).T
     return qp, conns, bufs
 
 
@@ -298,8 +302,7 @@ def flush_returns(seg, regs, qp, conns, bufs):
     buffer_id = q.return_head
     while buffer_id != NONE:
         at = slot_at(q.rxbuf_base, q.rxbuf_entries, RXBUF_BYTES, q.rxbuf_producer)
-        write_rxbuf(seg, at, q.recv_base + buffer_id * q.buffer_bytes, q.buffer_bytes,
-                    buffer_id)
+        write_rxbuf(seg, at, bufs[buffer_id].at, bufs[buffer_id].size, buffer_id)
         q.rxbuf_producer = (q.rxbuf_producer + 1) & 0xFFFFFFFF
         following = bufs[buffer_id].next
         bufs[buffer_id].next = NONE
@@ -352,14 +355,14 @@ def recv_call(seg, regs, qp, conns, bufs, scratch, dst, row, timed):
     count = length - c.rx_start
     if len(dst) < count:
         count = len(dst)
-    src_at = q.recv_base + buffer_id * q.buffer_bytes + c.rx_start
+    src_at = bufs[buffer_id].at + c.rx_start
     boundary_copy(q, dst, 0, seg, src_at, count, scratch, timed)
     if c.rx_start + count < length:
         c.rx_start += count
         c.consumed += count
         return count
     # read to its end: the unused tail counts as consumed too (the engine spent it)
-    c.consumed += count + q.buffer_bytes - length
+    c.consumed += count + bufs[buffer_id].size - length
     c.rx_head = bufs[buffer_id].next
     c.rx_count -= 1
     c.rx_start = 0
@@ -425,7 +428,7 @@ def attach(q, conns, bufs, conn, buffer_id, length):
     buffer id and length are sane; False (nothing done) otherwise."""
     row = conn & ROW_MASK
     if conn == 0 or row >= q.counter_rows or conns[row].conn != conn \
-            or not 0 <= buffer_id < q.buffers or not 0 < length <= q.buffer_bytes:
+            or not 0 <= buffer_id < q.buffers or not 0 < length <= bufs[buffer_id].size:
         return False
     c = conns[row]
     bufs[buffer_id].length = length

@@ -93,7 +93,7 @@ class OffloadSocket(SocketSetup):
             driver = self.driver
             if self.closed or not datapath.attach_one(driver.qp, driver.conns, driver.bufs,
                                                       self.conn, event.buffer, event.length):
-                if 0 <= event.buffer < driver.layout.recv_buffers:
+                if 0 <= event.buffer < driver.layout.total_buffers:
                     self.net.give_back(event.buffer)
         elif kind == layout.EV_PEER_CLOSED:
             self.eof = True

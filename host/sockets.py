@@ -98,8 +98,7 @@ class OffloadNetwork:
         # send is copied straight)
         self.scratch = np.zeros(max(lay.recv_buffer_bytes, SCRATCH_BYTES) + 4096, np.uint8)
         self.rx_count = driver.conns["rx_count"]      # per row: buffers attached
-        driver.post_rx_buffers([(driver.recv_buffer_offset(i), lay.recv_buffer_bytes, i)
-                                for i in range(lay.recv_buffers)])
+        driver.post_rx_buffers([(*lay.buffer_at(i), i) for i in range(lay.total_buffers)])
         COPY_TIMER.calibrate()   # the compiled copies are timed in TSC cycles
 
     # ---- API ----------------------------------------------------------------------
@@ -232,7 +231,7 @@ class OffloadNetwork:
         """Anonymous buffers not in our hands: neither attached to a socket nor waiting
         in the return list."""
         q = self.driver.q
-        return self.driver.layout.recv_buffers - int(self.rx_count.sum()) \
+        return self.driver.layout.total_buffers - int(self.rx_count.sum()) \
             - int(q[Q["returns"]])
 
     @property

@@ -87,7 +87,8 @@ class OffloadPoller:
     # ---- set-up ------------------------------------------------------------------
     def on_attach(self, qp) -> None:
         qp.reclaim_hooks.append(self.reclaim)
-        self.pools[qp] = RxPool(qp, self.window_bytes)
+        self.pools[qp] = RxPool(qp, self.window_bytes, self.config.engine.staging_bytes,
+                                self.counters)
 
     def kick(self, conn=None) -> None:
         """A request changed ``conn`` (None: some connections, not said which): its
@@ -181,12 +182,16 @@ class OffloadPoller:
         return self.notify_read(rung, now)
 
     def notify_read(self, rung, now: float) -> bool:
-        """Tell the connections of the QPs in ``rung`` that buffers came back: those
-        that offered less than half their window (RxPool.low; the others owe no
-        window update for a read)."""
+        """Buffers came back to the QPs in ``rung``: place the bytes staged in engine
+        memory, then tell the connections that offered less than half their window
+        (RxPool.low; the others owe no window update for a read)."""
         for qp in rung:
             pool = self.pools.get(qp)
-            if pool is None or not pool.low:
+            if pool is None:
+                continue
+            if pool.stalled:              # staged bytes first: they are the oldest
+                pool.drain()
+            if not pool.low:
                 continue
             low, pool.low = pool.low, {}
             for receiver in low:
