@@ -96,6 +96,9 @@ HOST_CONN = np.dtype([
     # says nothing to read: the next attach lists the row) or SIGNALED
     ("ready", _I8),
     ("ready_next", _I8),          # next row of the ready list (NONE: the last; CLEAN: not in it)
+    # bytes copied out of this row's buffers into its socket's own memory when the
+    # pool ran low (spill): they come before anything attached, so recv says SPILLED
+    ("spilled", _I8),
 ])
 HOST_BUF = np.dtype([("next", _I8), ("length", _I8),
                      ("at", _I8), ("size", _I8)])    # segment offset and size
@@ -108,6 +111,7 @@ DRAINED = 1 << 49                 # recv result bit: a SIGNALED row has nothing 
 POLL_READY = 1 << 62              # poll result bit: the ready list is not empty
 UNWATCHED, WATCHING, SIGNALED = 0, 1, 2     # HOST_CONN.ready
 EMPTY = -1                        # recv: no buffer attached to the row
+SPILLED = -3                      # recv: the row's first bytes are in its socket's memory
 NONE = -1                         # end of a list
 CLEAN = -2                        # dirty_next of a row not in the dirty list
 _H = layout.QP_HEADER_FIELDS
@@ -350,6 +354,8 @@ def recv_call(seg, regs, qp, conns, bufs, scratch, dst, row, timed):
     c.talking = 0
     if c.rx_count == 0:
         return EMPTY
+    if c.spilled:
+        return SPILLED
     buffer_id = c.rx_head
     length = bufs[buffer_id].length
     count = length - c.rx_start
@@ -390,6 +396,37 @@ def _recv(seg, regs, qp, conns, bufs, scratch, dst, row, timed):
     return recv_call(seg, regs, qp, conns, bufs, scratch, dst, row, timed)
 
 
+@kernel(_I64(_SEG, _QP, _CONNS, _BUFS, _I64, types.uint8[::1]))
+def _spill(seg, qp, conns, bufs, row, dst):
+    """Copy the unread bytes of row's attached buffers into ``dst`` (its socket's own
+    memory), whole buffers from the first while they fit, and put those buffers on the
+    return list, consumed as if read (Python flushes it); ``spilled`` grows by the
+    bytes copied, which recv now leaves to Python (SPILLED). Returns the bytes copied."""
+    q = qp[0]
+    c = conns[row]
+    done = 0
+    while c.rx_count:
+        buffer_id = c.rx_head
+        length = bufs[buffer_id].length
+        count = length - c.rx_start
+        if done + count > len(dst):
+            break
+        at = bufs[buffer_id].at + c.rx_start
+        dst[done:done + count] = seg[at:at + count]
+        done += count
+        c.consumed += count + bufs[buffer_id].size - length
+        c.rx_head = bufs[buffer_id].next
+        c.rx_count -= 1
+        c.rx_start = 0
+        give_back(q, bufs, buffer_id)
+        c.released = c.consumed
+        mark_dirty(q, conns, row)
+    if c.rx_count == 0:
+        c.rx_tail = NONE
+    c.spilled += done
+    return done
+
+
 @kernel(_I64(_SEG, _REGS, _QP, _CONNS, _BUFS))
 def _flush_returns(seg, regs, qp, conns, bufs):
     return flush_returns(seg, regs, qp, conns, bufs)
@@ -415,7 +452,7 @@ def _detach_row(conns, bufs, row):
     head = c.rx_head
     c.conn = 0
     c.rx_head = c.rx_tail = NONE
-    c.rx_count = c.rx_start = 0
+    c.rx_count = c.rx_start = c.spilled = 0
     c.ready = UNWATCHED
     return head
 
@@ -460,7 +497,7 @@ def _open_row(conns, row, conn):
     c = conns[row]
     c.conn = conn
     c.rx_head = c.rx_tail = NONE
-    c.rx_count = c.rx_start = c.consumed = c.released = c.talking = 0
+    c.rx_count = c.rx_start = c.consumed = c.released = c.talking = c.spilled = 0
     c.tx_offset = c.tx_size = c.tx_posted = c.tx_acked = c.tx_base = 0
     c.ready = UNWATCHED      # (a listed row stays listed: take_ready skips it)
 
@@ -639,6 +676,7 @@ send_by_source = [entry(_send, i) for i in range(3)]
 recv_by_target = [entry(_recv, i) for i in range(2)]
 set_ring = entry(_set_ring)
 flush = entry(_flush_returns)
+spill = entry(_spill)
 release = entry(_release)
 detach_row = entry(_detach_row)
 attach_one = entry(_attach)

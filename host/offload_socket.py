@@ -16,6 +16,8 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from host import datapath
 from host.copy_timer import COPY_TIMER
 from host.datapath import COUNT, DRAINED, EMPTY, WAKE
@@ -85,6 +87,10 @@ class OffloadSocket(SocketSetup):
         self.error_read = False        # SO_ERROR has reported ``error``
         self.send_lock = threading.Lock()
         self.recv_lock = threading.Lock()
+        # bytes copied out of its buffers when the QP's pool ran low (spill_out), read
+        # before anything attached; ``spill_at``: how far they are read
+        self.spill = bytearray()
+        self.spill_at = 0
 
     # ---- events (consumer thread) ------------------------------------------------------
     def on_event(self, event) -> None:
@@ -448,6 +454,8 @@ class OffloadSocket(SocketSetup):
             return 0
         with self.recv_lock:
             while True:
+                if self.tx["spilled"]:
+                    return self._read_spill(target)
                 self.driver.try_poll()   # events ready now need no wait machinery
                 result = recv(self.seg, self.regs, self.qp, self.conns, self.bufs,
                               self.scratch, target, self.row, 0)
@@ -464,9 +472,52 @@ class OffloadSocket(SocketSetup):
                     return 0
                 self._wait_data()
 
+    def _read_spill(self, target) -> int:
+        """Copy from the spilled bytes (caller holds ``recv_lock``)."""
+        spill, at = self.spill, self.spill_at
+        count = min(len(target), len(spill) - at)
+        target[:count] = memoryview(spill)[at:at + count]
+        at += count
+        if at < len(spill):
+            self.spill_at = at
+            self.tx["spilled"] -= count
+        else:
+            self.spill, self.spill_at = bytearray(), 0
+            self.tx["spilled"] = 0
+            if self.readiness is not None:
+                self.readiness.update_read()
+        return count
+
+    def spill_out(self) -> int:
+        """Copy what this socket's attached buffers hold into its own memory and give
+        the buffers back (OffloadNetwork.relieve_pool); the bytes copied. Skipped (0)
+        while its reader holds ``recv_lock`` (it is reading them anyway)."""
+        if not self.recv_lock.acquire(False):
+            return 0
+        try:
+            if self.closed:
+                return 0
+            bufs, count = self.bufs, self.net.rx_count[self.row]
+            if not count:
+                return 0
+            head, need = int(self.tx["rx_head"]), -int(self.tx["rx_start"])
+            while head >= 0:
+                need += int(bufs["length"][head])
+                head = int(bufs["next"][head])
+            dst = np.empty(need, np.uint8)
+            done = datapath.spill(self.seg, self.qp, self.conns, bufs, self.row, dst)
+            if self.spill_at:
+                del self.spill[:self.spill_at]
+                self.spill_at = 0
+            self.spill += dst[:done].data
+            return done
+        finally:
+            self.recv_lock.release()
+
     def readable(self) -> bool:
-        """Data attached, EOF, an error or SHUT_RD: a recv would not wait."""
-        return self.net.rx_count[self.row] > 0 or self.eof or bool(self.error) or self.shut_rd
+        """Data attached or spilled, EOF, an error or SHUT_RD: a recv would not wait."""
+        return self.net.rx_count[self.row] > 0 or self.tx["spilled"] > 0 or self.eof \
+            or bool(self.error) or self.shut_rd
 
     def _wait_data(self) -> None:
         """Sleep until data, EOF or an error (caller holds ``recv_lock``)."""
@@ -477,10 +528,10 @@ class OffloadSocket(SocketSetup):
         # a pure reader in mid-stream (bulk) is woken once per batch of
         # buffers; a conversation (rr: it sent since its last read) or a
         # first read (crr: one request per connection) at every event
-        tx, count, row = self.tx, self.net.rx_count, self.row
+        tx, count, row, net = self.tx, self.net.rx_count, self.row, self.net
         batched = tx["consumed"] > 0 and not tx["talking"]
-        if not self._wait(lambda: count[row] or self.eof or self.error,
-                          self._deadline(), batched):
+        if not self._wait(lambda: count[row] or tx["spilled"] or self.eof or self.error
+                          or net.relieve_pool(self), self._deadline(), batched):
             if self.readiness is not None:     # a stale "readable" goes (EAGAIN)
                 self.readiness.update_read()
             raise self._would_block("recv")

@@ -41,6 +41,7 @@ errno (ConnectionRefusedError, ConnectionResetError, BrokenPipeError, TimeoutErr
 from __future__ import annotations
 
 import errno
+import time
 
 import numpy as np
 
@@ -58,6 +59,7 @@ from toad.memory import rss_kib
 _RECV_DATA = layout.EV_RECV_DATA
 OPEN_BATCH = 256          # open_connections: handshakes requested at once
 RETURN_BATCH = 32         # read anonymous buffers handed back per doorbell (at most)
+STARVE_CHECK_S = 0.001    # a waiting reader looks at the pool this often at most
 SCRATCH_BYTES = 262144    # the longest send copy that can dodge memcpy's slow distance
 
 
@@ -83,7 +85,16 @@ class OffloadNetwork:
         self.sockets: dict[int, OffloadSocket] = {}
         # sockets holding a send ring, oldest first (reclaim_send_space looks at them)
         self.ring_holders: dict[int, OffloadSocket] = {}
-        self.host_counters: dict[str, int] = {"send_area_full": 0, "send_rings_reclaimed": 0}
+        self.host_counters: dict[str, int] = {"send_area_full": 0, "send_rings_reclaimed": 0,
+                                              "rx_pool_starved": 0, "rx_spilled_buffers": 0,
+                                              "rx_spilled_bytes": 0}
+        # a waiting reader breaks the cycle of a pool held by sockets nobody reads yet
+        # (relieve_pool): below ``starve_low`` buffers out of our hands, others' data
+        # is copied out until ``starve_target`` are
+        total = lay.total_buffers
+        self.starve_low = max(1, total // 32)
+        self.starve_target = max(self.starve_low + 1, total // 4)
+        self.starve_checked = 0.0
         self.orphans: dict[int, list] = {}     # events that beat their ACCEPT answer
         self.closing: dict[int, OffloadSocket] = {}   # CLOSE cookie -> socket
         self.connects: dict[int, OffloadSocket] = {}  # non-blocking CONNECT cookie -> socket
@@ -233,6 +244,37 @@ class OffloadNetwork:
         q = self.driver.q
         return self.driver.layout.total_buffers - int(self.rx_count.sum()) \
             - int(q[Q["returns"]])
+
+    def relieve_pool(self, waiting: OffloadSocket) -> bool:
+        """A reader waits for data on ``waiting``: if the pool is (nearly) all in our
+        hands, attached to sockets nobody is reading now, the engine has no buffer for
+        the data it waits for and the reader would never wake. Then the other sockets'
+        attached bytes are copied into their own memory and their buffers go back
+        (counted: rx_pool_starved, rx_spilled_buffers, rx_spilled_bytes). Looked at
+        once a millisecond at most; always False (a wait predicate's side task)."""
+        now = time.monotonic()
+        if now - self.starve_checked < STARVE_CHECK_S:
+            return False
+        self.starve_checked = now
+        if self.rx_in_engine > self.starve_low:
+            return False
+        counters, rx_count = self.host_counters, self.rx_count
+        counters["rx_pool_starved"] += 1
+        held = int(rx_count.sum())
+        held_at_most = self.driver.layout.total_buffers - self.starve_target
+        for sock in list(self.sockets.values()):
+            count = int(rx_count[sock.row])
+            if count and sock is not waiting:
+                done = sock.spill_out()
+                back = count - int(rx_count[sock.row])
+                if back:
+                    counters["rx_spilled_buffers"] += back
+                    counters["rx_spilled_bytes"] += done
+                    held -= back
+                    if held <= held_at_most:
+                        break
+        self.flush_returns()
+        return False
 
     @property
     def returns(self) -> int:

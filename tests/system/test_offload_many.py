@@ -155,3 +155,49 @@ def test_blocking_send_waits_for_space_in_flight(engine):
                 sock.close()
         listener.close()
     run.stop()
+
+
+@pytest.mark.parametrize("staging", ["engine.staging_bytes=67108864", "engine.staging_bytes=0"])
+def test_a_reader_is_not_starved_by_buffers_held_for_others(engine, staging):
+    """Eight 4 KB buffers, all attached to connections nobody reads; a blocking recv on
+    a ninth still gets its data (staged in the engine, or resent when nothing may be
+    staged): the waiting reader copies the others' bytes into their sockets' memory
+    and their buffers go back, counted. The copied bytes are read later, in order,
+    after the part of a buffer a reader had read before."""
+    run = engine("qp.recv_buffers=8", "qp.recv_buffer_bytes=4096",
+                 "qp.recv_small_buffers=0", staging)
+    with OffloadNetwork(run.config()) as net:
+        listener = net.listen(7104, backlog=32)
+        connections = pairs(net, listener, 7104, 9)
+        messages = [bytes([i]) * 1000 + bytes(range(256)) * 8 for i in range(9)]
+        connections[1][0].sendall(messages[1])
+        assert connections[1][1].recv(1000) == messages[1][:1000]     # half read
+        for i in range(2, 9):
+            connections[i][0].sendall(messages[i])
+        assert net.wait(lambda: net.rx_in_engine <= 1, 10), net.rx_in_engine
+        client, server = connections[0]
+        client.sendall(messages[0])
+        server.settimeout(20)
+        got = bytearray()
+        while len(got) < len(messages[0]):
+            got += server.recv(len(messages[0]) - len(got))
+        assert got == messages[0]
+        counters = net.host_counters
+        assert counters["rx_pool_starved"] >= 1 and counters["rx_spilled_buffers"] >= 1
+        assert counters["rx_spilled_bytes"] >= 3048
+        spilled = [s for _, s in connections[1:] if s.tx["spilled"]]
+        assert spilled and all(s.readable() for s in spilled)
+        for i, (client, server) in enumerate(connections[1:], 1):
+            want = messages[i][1000:] if i == 1 else messages[i]
+            got = bytearray()
+            while len(got) < len(want):
+                got += server.recv(len(want) - len(got))
+            assert got == want, i
+            assert not server.tx["spilled"]
+        for client, server in connections:
+            client.close()
+            server.close()
+        listener.close()
+    summary = run.stop()
+    if staging.endswith("67108864"):        # staged, never refused
+        assert summary["offload"].get("rx_out_of_buffers", 0) == 0
