@@ -201,3 +201,37 @@ def test_a_reader_is_not_starved_by_buffers_held_for_others(engine, staging):
     summary = run.stop()
     if staging.endswith("67108864"):        # staged, never refused
         assert summary["offload"].get("rx_out_of_buffers", 0) == 0
+        assert summary["offload"]["rx_staged"] >= 1
+        assert summary["offload"]["rx_staged_placed"] >= 1
+
+
+def test_a_short_message_takes_a_small_buffer_and_a_long_one_a_chunk(engine):
+    """Two buffer groups: 16 small buffers of 512 B beside 8 of 4 KB. Twelve 100-byte
+    messages (more than the chunk-sized group holds) each take a small buffer; a
+    2000-byte one takes a chunk-sized one."""
+    run = engine("qp.recv_buffers=8", "qp.recv_buffer_bytes=4096",
+                 "qp.recv_small_buffers=16", "qp.recv_small_bytes=512")
+    with OffloadNetwork(run.config()) as net:
+        listener = net.listen(7105, backlog=32)
+        connections = pairs(net, listener, 7105, 12)
+        sizes = net.driver.bufs["size"]
+        for i, (client, _) in enumerate(connections):
+            client.sendall(bytes([i]) * 100)
+        assert net.wait(lambda: all(s.readable() for _, s in connections), 10)
+        assert [int(sizes[s.tx["rx_head"]]) for _, s in connections] == [512] * 12
+        for i, (_, server) in enumerate(connections):
+            assert server.recv(200) == bytes([i]) * 100
+        client, server = connections[0]
+        client.sendall(b"L" * 2000)
+        assert net.wait(server.readable, 10)
+        assert int(sizes[server.tx["rx_head"]]) == 4096
+        got = bytearray()
+        while len(got) < 2000:
+            got += server.recv(4096)
+        assert got == b"L" * 2000
+        for client, server in connections:
+            client.close()
+            server.close()
+        listener.close()
+    summary = run.stop()
+    assert summary["offload"].get("rx_out_of_buffers", 0) == 0
