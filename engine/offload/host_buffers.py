@@ -191,13 +191,16 @@ class RxPool:
     def take(self, small: bool = False):
         """A free anonymous buffer (offset, length, id), or None: a small one first
         when ``small``, else a chunk-sized one first; the other group when the first
-        has none."""
+        has none. Small buffers are taken last returned first: a few thousand of them
+        cycled in order would touch all their pages (and cache lines) where a few
+        suffice."""
         for _ in range(2):
-            first, second = (self.small, self.cache) if small else (self.cache, self.small)
-            if first:
-                return first.popleft()
-            if second:
-                return second.popleft()
+            if small and self.small:
+                return self.small.pop()
+            if self.cache:
+                return self.cache.popleft()
+            if self.small:
+                return self.small.pop()
             if not self.refill():
                 return None
         return None
