@@ -96,7 +96,7 @@ class LoopbackNic:
     def due(self, now: float) -> bool:
         """A frame has reached this end by ``now`` and waits to be received."""
         return bool(self.inbox) and self.inbox[0][0] <= now \
-            or self.held is not None and self.held[2] <= now
+            or self.held is not None and self.held[3] <= now
 
     def next_deadline(self) -> float | None:
         times = [self.inbox[0][0]] if self.inbox else []
