@@ -71,10 +71,10 @@ class QueuePair:
         self.bad_records = 0
         self.bad_doorbell_seen: Optional[int] = None
         self.bad_rxbuf_doorbell_seen: Optional[int] = None
-        # which receive buffers the engine holds (1 per id below recv_buffers): from
+        # which receive buffers the engine holds (1 per id of the pool): from
         # taking one from the ring until a RECV_DATA names it. A second copy of a held
         # id (a host returning it twice) would get a second payload over the first.
-        self.held = np.zeros(lay.recv_buffers, np.uint8)
+        self.held = np.zeros(lay.total_buffers, np.uint8)
         # the request records served_requests copies out for the dispatcher
         self.request_out = np.zeros(lay.request_entries, layout.REQUEST)
         self.request_raw = self.request_out.view(np.uint8)
@@ -246,7 +246,7 @@ class QueuePair:
         """Take checked free buffers into ``taken`` (RXBUF_TAKEN records); returns how
         many. Refused entries are reported (ERR_BAD_RXBUF, the errno saying why: EFAULT
         outside the receive area, EINVAL an id of no buffer (ids are below
-        ``recv_buffers``), EALREADY an id the engine holds); a bad
+        ``recv_buffers + small_buffers``), EALREADY an id the engine holds); a bad
         doorbell is reported once per value. Nothing is taken while the event backlog
         is full (see report)."""
         if self.backlog_full():

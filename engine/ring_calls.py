@@ -19,7 +19,7 @@ the record holds the bus state's address, 0 without a model).
   every other record is copied out for the Python dispatcher, whose events must keep
   ring order, so a NOP or ECHO after a copied record waits for the next call;
 * :func:`take_rxbufs`: free anonymous buffers from their ring, each checked (inside
-  the receive area, a sane length, an id below ``recv_buffers`` that the engine does
+  the receive area, a sane length, an id of the pool (both groups) that the engine does
   not hold already: a bitmap, no search); refused ones are listed for the error
   reports;
 * :func:`store_acked`, :func:`load_consumed`, :func:`store_consumed`: counter rows;
@@ -112,7 +112,7 @@ def new_state(lay: layout.QpLayout, segment_bytes: int, words: dict, moderation=
     state["request_base"], state["event_base"] = lay.request_offset, lay.event_offset
     state["rxbuf_base"], state["counters_base"] = lay.rxbuf_offset, lay.counters_offset
     state["recv_base"], state["recv_bytes"] = lay.recv_offset, lay.recv_bytes
-    state["buffer_bytes"], state["buffers"] = lay.recv_buffer_bytes, lay.recv_buffers
+    state["buffer_bytes"], state["buffers"] = lay.largest_buffer, lay.total_buffers
     state["request_doorbell"] = words["request_producer"]
     state["event_doorbell"] = words["event_consumer"]
     state["rxbuf_doorbell"] = words["rxbuf_producer"]

@@ -3,8 +3,9 @@
 The driver's ring state is one record of :data:`HOST_QP`; each connection row of the
 QP (the counter-table row of its id) has a :data:`HOST_CONN` record (its send ring,
 the anonymous buffers attached to it, the bytes it has consumed), each anonymous
-buffer a :data:`HOST_BUF` record (its length once filled, and the next buffer of the
-list it is in: a connection's attached buffers, or the buffers going back). The calls
+buffer a :data:`HOST_BUF` record (where it lies and its size: the pool has a
+chunk-sized group and a small one; its length once filled; and the next buffer of
+the list it is in: a connection's attached buffers, or the buffers going back). The calls
 take the QP segment (``seg``: the host's own memory as bytes), the QP's doorbell page
 as uint32 (``regs``: its doorbells and interrupt registers, written by PIO; the same
 segment's words, which only this host and the engine map) and those arrays:
@@ -96,8 +97,12 @@ HOST_CONN = np.dtype([
     # says nothing to read: the next attach lists the row) or SIGNALED
     ("ready", _I8),
     ("ready_next", _I8),          # next row of the ready list (NONE: the last; CLEAN: not in it)
+    # bytes copied out of this row's buffers into its socket's own memory when the
+    # pool ran low (spill): they come before anything attached, so recv says SPILLED
+    ("spilled", _I8),
 ])
-HOST_BUF = np.dtype([("next", _I8), ("length", _I8)])
+HOST_BUF = np.dtype([("next", _I8), ("length", _I8),
+                     ("at", _I8), ("size", _I8)])    # segment offset and size
 
 WAKE = 1 << 48                    # result bit: post the engine's wake semaphore
 COUNT = WAKE - 1
@@ -107,6 +112,7 @@ DRAINED = 1 << 49                 # recv result bit: a SIGNALED row has nothing 
 POLL_READY = 1 << 62              # poll result bit: the ready list is not empty
 UNWATCHED, WATCHING, SIGNALED = 0, 1, 2     # HOST_CONN.ready
 EMPTY = -1                        # recv: no buffer attached to the row
+SPILLED = -3                      # recv: the row's first bytes are in its socket's memory
 NONE = -1                         # end of a list
 CLEAN = -2                        # dirty_next of a row not in the dirty list
 _H = layout.QP_HEADER_FIELDS
@@ -136,8 +142,8 @@ def new_state(lay: layout.QpLayout, slot_words: dict, engine_may_sleep: bool,
         qp[field] = getattr(lay, field)
     qp["request_base"], qp["event_base"] = lay.request_offset, lay.event_offset
     qp["rxbuf_base"], qp["counters_base"] = lay.rxbuf_offset, lay.counters_offset
-    qp["recv_base"], qp["buffer_bytes"] = lay.recv_offset, lay.recv_buffer_bytes
-    qp["buffers"] = lay.recv_buffers
+    qp["recv_base"], qp["buffer_bytes"] = lay.recv_offset, lay.largest_buffer
+    qp["buffers"] = lay.total_buffers
     for field, word in (("request_doorbell", "request_producer"),
                         ("event_doorbell", "event_consumer"),
                         ("rxbuf_doorbell", "rxbuf_producer"),
@@ -149,8 +155,10 @@ def new_state(lay: layout.QpLayout, slot_words: dict, engine_may_sleep: bool,
     conns = np.zeros(lay.counter_rows, HOST_CONN)
     conns["rx_head"] = conns["rx_tail"] = NONE
     conns["dirty_next"] = conns["ready_next"] = CLEAN
-    bufs = np.zeros(lay.recv_buffers, HOST_BUF)
+    bufs = np.zeros(lay.total_buffers, HOST_BUF)
     bufs["next"] = NONE
+    bufs["at"], bufs["size"] = np.array([lay.buffer_at(i) for i in range(lay.total_buffers)],
+                                        np.int64).reshape(-1, 2).T
     return qp, conns, bufs
 
 
@@ -299,8 +307,7 @@ def flush_returns(seg, regs, qp, conns, bufs):
     buffer_id = q.return_head
     while buffer_id != NONE:
         at = slot_at(q.rxbuf_base, q.rxbuf_entries, RXBUF_BYTES, q.rxbuf_producer)
-        write_rxbuf(seg, at, q.recv_base + buffer_id * q.buffer_bytes, q.buffer_bytes,
-                    buffer_id)
+        write_rxbuf(seg, at, bufs[buffer_id].at, bufs[buffer_id].size, buffer_id)
         q.rxbuf_producer = (q.rxbuf_producer + 1) & 0xFFFFFFFF
         following = bufs[buffer_id].next
         bufs[buffer_id].next = NONE
@@ -348,19 +355,21 @@ def recv_call(seg, regs, qp, conns, bufs, scratch, dst, row, timed):
     c.talking = 0
     if c.rx_count == 0:
         return EMPTY
+    if c.spilled:
+        return SPILLED
     buffer_id = c.rx_head
     length = bufs[buffer_id].length
     count = length - c.rx_start
     if len(dst) < count:
         count = len(dst)
-    src_at = q.recv_base + buffer_id * q.buffer_bytes + c.rx_start
+    src_at = bufs[buffer_id].at + c.rx_start
     boundary_copy(q, dst, 0, seg, src_at, count, scratch, timed)
     if c.rx_start + count < length:
         c.rx_start += count
         c.consumed += count
         return count
     # read to its end: the unused tail counts as consumed too (the engine spent it)
-    c.consumed += count + q.buffer_bytes - length
+    c.consumed += count + bufs[buffer_id].size - length
     c.rx_head = bufs[buffer_id].next
     c.rx_count -= 1
     c.rx_start = 0
@@ -388,6 +397,37 @@ def _recv(seg, regs, qp, conns, bufs, scratch, dst, row, timed):
     return recv_call(seg, regs, qp, conns, bufs, scratch, dst, row, timed)
 
 
+@kernel(_I64(_SEG, _QP, _CONNS, _BUFS, _I64, types.uint8[::1]))
+def _spill(seg, qp, conns, bufs, row, dst):
+    """Copy the unread bytes of row's attached buffers into ``dst`` (its socket's own
+    memory), whole buffers from the first while they fit, and put those buffers on the
+    return list, consumed as if read (Python flushes it); ``spilled`` grows by the
+    bytes copied, which recv now leaves to Python (SPILLED). Returns the bytes copied."""
+    q = qp[0]
+    c = conns[row]
+    done = 0
+    while c.rx_count:
+        buffer_id = c.rx_head
+        length = bufs[buffer_id].length
+        count = length - c.rx_start
+        if done + count > len(dst):
+            break
+        at = bufs[buffer_id].at + c.rx_start
+        dst[done:done + count] = seg[at:at + count]
+        done += count
+        c.consumed += count + bufs[buffer_id].size - length
+        c.rx_head = bufs[buffer_id].next
+        c.rx_count -= 1
+        c.rx_start = 0
+        give_back(q, bufs, buffer_id)
+        c.released = c.consumed
+        mark_dirty(q, conns, row)
+    if c.rx_count == 0:
+        c.rx_tail = NONE
+    c.spilled += done
+    return done
+
+
 @kernel(_I64(_SEG, _REGS, _QP, _CONNS, _BUFS))
 def _flush_returns(seg, regs, qp, conns, bufs):
     return flush_returns(seg, regs, qp, conns, bufs)
@@ -413,7 +453,7 @@ def _detach_row(conns, bufs, row):
     head = c.rx_head
     c.conn = 0
     c.rx_head = c.rx_tail = NONE
-    c.rx_count = c.rx_start = 0
+    c.rx_count = c.rx_start = c.spilled = 0
     c.ready = UNWATCHED
     return head
 
@@ -426,7 +466,7 @@ def attach(q, conns, bufs, conn, buffer_id, length):
     buffer id and length are sane; False (nothing done) otherwise."""
     row = conn & ROW_MASK
     if conn == 0 or row >= q.counter_rows or conns[row].conn != conn \
-            or not 0 <= buffer_id < q.buffers or not 0 < length <= q.buffer_bytes:
+            or not 0 <= buffer_id < q.buffers or not 0 < length <= bufs[buffer_id].size:
         return False
     c = conns[row]
     bufs[buffer_id].length = length
@@ -458,7 +498,7 @@ def _open_row(conns, row, conn):
     c = conns[row]
     c.conn = conn
     c.rx_head = c.rx_tail = NONE
-    c.rx_count = c.rx_start = c.consumed = c.released = c.talking = 0
+    c.rx_count = c.rx_start = c.consumed = c.released = c.talking = c.spilled = 0
     c.tx_offset = c.tx_size = c.tx_posted = c.tx_acked = c.tx_base = 0
     c.ready = UNWATCHED      # (a listed row stays listed: take_ready skips it)
 
@@ -637,6 +677,7 @@ send_by_source = [entry(_send, i) for i in range(3)]
 recv_by_target = [entry(_recv, i) for i in range(2)]
 set_ring = entry(_set_ring)
 flush = entry(_flush_returns)
+spill = entry(_spill)
 release = entry(_release)
 detach_row = entry(_detach_row)
 attach_one = entry(_attach)

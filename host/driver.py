@@ -581,7 +581,7 @@ class Driver(EventWaits):
 
     def recv_buffer_offset(self, index: int) -> int:
         """Offset of anonymous buffer ``index`` inside this QP's receive area."""
-        return self.layout.recv_offset + index * self.layout.recv_buffer_bytes
+        return self.layout.buffer_at(index)[0]
 
     def post_rx_buffers(self, buffers: list[tuple[int, int, int]]) -> None:
         """Give (offset, length, id) anonymous buffers to the engine (any entries: the

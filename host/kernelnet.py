@@ -8,10 +8,15 @@ measures all three modes.
 from __future__ import annotations
 
 import errno
+import os
+import selectors
 import socket
+import time
 
 from toad.config import Config
 from toad.errors import ToadError
+
+OPEN_BATCH = 256          # open_connections: handshakes in flight at once
 
 
 class KernelNetwork:
@@ -45,6 +50,45 @@ class KernelNetwork:
 
     def create_connection(self, address: tuple[str, int], timeout: float | None = None):
         return socket.create_connection(address, timeout=timeout)
+
+    def open_connections(self, address: tuple[str, int], count: int,
+                         timeout: float) -> list[socket.socket]:
+        """``count`` connections (workload.connections), up to OPEN_BATCH handshakes
+        in flight at once (non-blocking connects, waited for with a selector); each
+        returned with ``timeout`` set, as create_connection's."""
+        socks: list[socket.socket] = []
+        try:
+            for first in range(0, count, OPEN_BATCH):
+                batch = [socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                         for _ in range(min(OPEN_BATCH, count - first))]
+                socks += batch
+                with selectors.DefaultSelector() as selector:
+                    for sock in batch:
+                        sock.setblocking(False)
+                        code = sock.connect_ex(address)
+                        if code not in (0, errno.EINPROGRESS):
+                            raise OSError(code, f"connect to {address}: {os.strerror(code)}")
+                        selector.register(sock, selectors.EVENT_WRITE)
+                    deadline = time.monotonic() + timeout
+                    waiting = len(batch)
+                    while waiting:
+                        ready = selector.select(max(0.0, deadline - time.monotonic()))
+                        if not ready:
+                            raise TimeoutError(f"connect to {address}: timed out")
+                        for key, _ in ready:
+                            selector.unregister(key.fileobj)
+                            waiting -= 1
+                            code = key.fileobj.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                            if code:
+                                raise OSError(code, f"connect to {address}: "
+                                                    f"{os.strerror(code)}")
+                for sock in batch:
+                    sock.settimeout(timeout)
+        except BaseException:
+            for sock in socks:
+                sock.close()
+            raise
+        return socks
 
     def close(self) -> None:
         """Nothing to release: the kernel owns the stack."""

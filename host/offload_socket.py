@@ -16,6 +16,8 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from host import datapath
 from host.copy_timer import COPY_TIMER
 from host.datapath import COUNT, DRAINED, EMPTY, WAKE
@@ -29,7 +31,9 @@ if TYPE_CHECKING:
     from host.sockets import OffloadNetwork
 
 ABORT = 1                 # CLOSE value: reset (SO_LINGER 0)
-FIRST_RING = 65536
+FIRST_RING = 65536        # the largest first ring (a bulk writer's; it grows from there)
+MIN_RING = 1024           # the smallest: a first ring is twice the first write, rounded
+SPACE_POLL_S = 0.002      # a writer waiting for send-area space looks again this often
 ROW_MASK = (1 << layout.CONN_ROW_BITS) - 1
 SEND_BY_TYPE = {kind: datapath.send_by_source[i] for kind, i in datapath.SOURCES.items()}
 RECV_BY_TYPE = {kind: datapath.recv_by_target[i] for kind, i in datapath.TARGETS.items()}
@@ -83,6 +87,10 @@ class OffloadSocket(SocketSetup):
         self.error_read = False        # SO_ERROR has reported ``error``
         self.send_lock = threading.Lock()
         self.recv_lock = threading.Lock()
+        # bytes copied out of its buffers when the QP's pool ran low (spill_out), read
+        # before anything attached; ``spill_at``: how far they are read
+        self.spill = bytearray()
+        self.spill_at = 0
 
     # ---- events (consumer thread) ------------------------------------------------------
     def on_event(self, event) -> None:
@@ -91,7 +99,7 @@ class OffloadSocket(SocketSetup):
             driver = self.driver
             if self.closed or not datapath.attach_one(driver.qp, driver.conns, driver.bufs,
                                                       self.conn, event.buffer, event.length):
-                if 0 <= event.buffer < driver.layout.recv_buffers:
+                if 0 <= event.buffer < driver.layout.total_buffers:
                     self.net.give_back(event.buffer)
         elif kind == layout.EV_PEER_CLOSED:
             self.eof = True
@@ -194,7 +202,7 @@ class OffloadSocket(SocketSetup):
             if self.closed or self.error or self.shut_wr or not self.connected:
                 self._check_send()
             if not self.tx["tx_size"]:
-                self._open_ring()
+                self._open_ring(want)
             while True:
                 space, room = self._room()
                 if room < want and (whole or space < self.net.threshold):
@@ -256,24 +264,64 @@ class OffloadSocket(SocketSetup):
                 raise error(errno.ENOTCONN, "send")
             self._finish_connect(errno.EAGAIN)   # connected now, or raises
 
-    def _open_ring(self) -> None:
-        """A first, small ring in the send area (taken at the connection's first send)."""
-        size = min(FIRST_RING, self.share)
+    def _open_ring(self, want: int) -> None:
+        """A first, small ring in the send area (taken when the connection sends and
+        holds none): twice the write, at least MIN_RING, at most FIRST_RING and the
+        share; smaller (down to MIN_RING) if the area has no such block free. When
+        the area is full, rings whose bytes are all acknowledged are taken back from
+        the connections that hold them; if that frees nothing, a non-blocking
+        socket gets EAGAIN and a blocking one waits (within its timeout) while
+        bytes in flight elsewhere can free space, ENOBUFS when none are."""
+        net = self.net
+        largest = min(FIRST_RING, self.share)
+        size = min(largest, max(MIN_RING, 1 << (2 * want - 1).bit_length()))
+        deadline = self._deadline()
         while True:
-            offset = self.net.area.allocate(size)
-            if offset is not None:
-                datapath.set_ring(self.driver.conns, self.row, offset, size,
-                                  int(self.tx["tx_posted"]))
-                return
-            if size > MIN_SHARE:
-                size //= 2
-                continue
-            if not self._wait(lambda: self.net.area.free_bytes() >= MIN_SHARE,
-                              self._deadline()):
-                # as Linux short of socket memory: EAGAIN (or the timeout); no event
-                # brings area space back, so the descriptor stays writable
-                raise self._would_block("send (the QP's send area is exhausted: raise "
-                                        "qp.send_buffer_bytes)")
+            for attempt in (size, MIN_RING):
+                offset = net.area.allocate(attempt)
+                if offset is None and net.reclaim_send_space(attempt, self):
+                    offset = net.area.allocate(attempt)
+                if offset is not None:
+                    datapath.set_ring(self.driver.conns, self.row, offset, attempt,
+                                      int(self.tx["tx_posted"]))
+                    net.ring_holders[self.conn] = self
+                    return
+            net.host_counters["send_area_full"] += 1
+            if not net.send_in_flight():
+                raise error(errno.ENOBUFS, "send: the QP's send area is exhausted and no "
+                                           "byte in it awaits acknowledgement "
+                                           "(raise qp.send_buffer_bytes)")
+            if self.timeout == 0:
+                raise self._would_block("send")
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise self._would_block("send")
+            self.net.wait(lambda: False, SPACE_POLL_S if left is None
+                          else min(SPACE_POLL_S, left))
+            if self.error or self.closed:
+                self._check_send()
+
+    def drop_drained_ring(self) -> bool:
+        """Give the send ring back to the area if every byte posted in it (and in the
+        rings it retired) is acknowledged: True if it was. Skipped (False) while this
+        socket's own writer holds its lock."""
+        if not self.send_lock.acquire(False):
+            return False
+        try:
+            tx = self.tx
+            acked = self.driver.bytes_acked(self.conn)
+            tx["tx_acked"] = acked
+            if self.retired:
+                self._free_retired(acked)
+            size = int(tx["tx_size"])
+            if not size or self.retired or acked < int(tx["tx_posted"]):
+                return False
+            self.net.area.free(int(tx["tx_offset"]), size)
+            datapath.set_ring(self.driver.conns, self.row, 0, 0, int(tx["tx_posted"]))
+            self.net.host_counters["send_rings_reclaimed"] += 1
+            return True
+        finally:
+            self.send_lock.release()
 
     def _grow(self) -> None:
         """A ring short of room below the share moves to a 4x bigger extent (if the
@@ -406,6 +454,8 @@ class OffloadSocket(SocketSetup):
             return 0
         with self.recv_lock:
             while True:
+                if self.tx["spilled"]:
+                    return self._read_spill(target)
                 self.driver.try_poll()   # events ready now need no wait machinery
                 result = recv(self.seg, self.regs, self.qp, self.conns, self.bufs,
                               self.scratch, target, self.row, 0)
@@ -422,9 +472,52 @@ class OffloadSocket(SocketSetup):
                     return 0
                 self._wait_data()
 
+    def _read_spill(self, target) -> int:
+        """Copy from the spilled bytes (caller holds ``recv_lock``)."""
+        spill, at = self.spill, self.spill_at
+        count = min(len(target), len(spill) - at)
+        target[:count] = memoryview(spill)[at:at + count]
+        at += count
+        if at < len(spill):
+            self.spill_at = at
+            self.tx["spilled"] -= count
+        else:
+            self.spill, self.spill_at = bytearray(), 0
+            self.tx["spilled"] = 0
+            if self.readiness is not None:
+                self.readiness.update_read()
+        return count
+
+    def spill_out(self) -> int:
+        """Copy what this socket's attached buffers hold into its own memory and give
+        the buffers back (OffloadNetwork.relieve_pool); the bytes copied. Skipped (0)
+        while its reader holds ``recv_lock`` (it is reading them anyway)."""
+        if not self.recv_lock.acquire(False):
+            return 0
+        try:
+            if self.closed:
+                return 0
+            bufs, count = self.bufs, self.net.rx_count[self.row]
+            if not count:
+                return 0
+            head, need = int(self.tx["rx_head"]), -int(self.tx["rx_start"])
+            while head >= 0:
+                need += int(bufs["length"][head])
+                head = int(bufs["next"][head])
+            dst = np.empty(need, np.uint8)
+            done = datapath.spill(self.seg, self.qp, self.conns, bufs, self.row, dst)
+            if self.spill_at:
+                del self.spill[:self.spill_at]
+                self.spill_at = 0
+            self.spill += dst[:done].data
+            return done
+        finally:
+            self.recv_lock.release()
+
     def readable(self) -> bool:
-        """Data attached, EOF, an error or SHUT_RD: a recv would not wait."""
-        return self.net.rx_count[self.row] > 0 or self.eof or bool(self.error) or self.shut_rd
+        """Data attached or spilled, EOF, an error or SHUT_RD: a recv would not wait."""
+        return self.net.rx_count[self.row] > 0 or self.tx["spilled"] > 0 or self.eof \
+            or bool(self.error) or self.shut_rd
 
     def _wait_data(self) -> None:
         """Sleep until data, EOF or an error (caller holds ``recv_lock``)."""
@@ -435,10 +528,10 @@ class OffloadSocket(SocketSetup):
         # a pure reader in mid-stream (bulk) is woken once per batch of
         # buffers; a conversation (rr: it sent since its last read) or a
         # first read (crr: one request per connection) at every event
-        tx, count, row = self.tx, self.net.rx_count, self.row
+        tx, count, row, net = self.tx, self.net.rx_count, self.row, self.net
         batched = tx["consumed"] > 0 and not tx["talking"]
-        if not self._wait(lambda: count[row] or self.eof or self.error,
-                          self._deadline(), batched):
+        if not self._wait(lambda: count[row] or tx["spilled"] or self.eof or self.error
+                          or net.relieve_pool(self), self._deadline(), batched):
             if self.readiness is not None:     # a stale "readable" goes (EAGAIN)
                 self.readiness.update_read()
             raise self._would_block("recv")
@@ -491,6 +584,7 @@ class OffloadSocket(SocketSetup):
                 self.net.area.free(int(self.tx["tx_offset"]), size)
                 datapath.set_ring(self.driver.conns, self.row, 0, 0, 0)
             del self.net.sockets[self.conn]
+            self.net.ring_holders.pop(self.conn, None)
         self._free_retired(1 << 63)
 
     def __enter__(self) -> "OffloadSocket":

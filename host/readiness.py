@@ -233,7 +233,7 @@ class Readiness:
             else:
                 row = sock.tx
                 row["ready"] = WATCHING      # first: an attach from now on lists the row
-                on = sock.net.rx_count[sock.row] > 0
+                on = sock.net.rx_count[sock.row] > 0 or row["spilled"] > 0
                 if on:
                     row["ready"] = SIGNALED
             fd.set_readable(on)

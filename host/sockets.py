@@ -41,6 +41,7 @@ errno (ConnectionRefusedError, ConnectionResetError, BrokenPipeError, TimeoutErr
 from __future__ import annotations
 
 import errno
+import time
 
 import numpy as np
 
@@ -53,9 +54,12 @@ from host.readiness import Readiness
 from host.send_buffers import SendArea
 from toad import layout
 from toad.errors import ToadError
+from toad.memory import rss_kib
 
 _RECV_DATA = layout.EV_RECV_DATA
+OPEN_BATCH = 256          # open_connections: handshakes requested at once
 RETURN_BATCH = 32         # read anonymous buffers handed back per doorbell (at most)
+STARVE_CHECK_S = 0.001    # a waiting reader looks at the pool this often at most
 SCRATCH_BYTES = 262144    # the longest send copy that can dodge memcpy's slow distance
 
 
@@ -79,6 +83,18 @@ class OffloadNetwork:
         self.share = min(config.qp.send_share_bytes, lay.send_bytes)
         self.threshold = config.qp.send_space_threshold
         self.sockets: dict[int, OffloadSocket] = {}
+        # sockets holding a send ring, oldest first (reclaim_send_space looks at them)
+        self.ring_holders: dict[int, OffloadSocket] = {}
+        self.host_counters: dict[str, int] = {"send_area_full": 0, "send_rings_reclaimed": 0,
+                                              "rx_pool_starved": 0, "rx_spilled_buffers": 0,
+                                              "rx_spilled_bytes": 0}
+        # a waiting reader breaks the cycle of a pool held by sockets nobody reads yet
+        # (relieve_pool): below ``starve_low`` buffers out of our hands, others' data
+        # is copied out until ``starve_target`` are
+        total = lay.total_buffers
+        self.starve_low = max(1, total // 32)
+        self.starve_target = max(self.starve_low + 1, total // 4)
+        self.starve_checked = 0.0
         self.orphans: dict[int, list] = {}     # events that beat their ACCEPT answer
         self.closing: dict[int, OffloadSocket] = {}   # CLOSE cookie -> socket
         self.connects: dict[int, OffloadSocket] = {}  # non-blocking CONNECT cookie -> socket
@@ -93,8 +109,7 @@ class OffloadNetwork:
         # send is copied straight)
         self.scratch = np.zeros(max(lay.recv_buffer_bytes, SCRATCH_BYTES) + 4096, np.uint8)
         self.rx_count = driver.conns["rx_count"]      # per row: buffers attached
-        driver.post_rx_buffers([(driver.recv_buffer_offset(i), lay.recv_buffer_bytes, i)
-                                for i in range(lay.recv_buffers)])
+        driver.post_rx_buffers([(*lay.buffer_at(i), i) for i in range(lay.total_buffers)])
         COPY_TIMER.calibrate()   # the compiled copies are timed in TSC cycles
 
     # ---- API ----------------------------------------------------------------------
@@ -113,6 +128,45 @@ class OffloadNetwork:
             sock.close()
             raise
         return sock
+
+    def open_connections(self, address, count: int, timeout: float) -> list:
+        """``count`` connections (workload.connections): SOCKET and CONNECT requests
+        posted OPEN_BATCH at a time, their answers collected after, so the engine
+        takes many handshakes per pass; each socket returned with ``timeout`` set."""
+        driver, socks, cookies = self.driver, [], []
+        try:
+            for first in range(0, count, OPEN_BATCH):
+                cookies = [driver.start(layout.OP_SOCKET)
+                           for _ in range(min(OPEN_BATCH, count - first))]
+                batch = []
+                while cookies:
+                    cookie = cookies.pop(0)
+                    if not driver.wait_for(lambda: driver.answered(cookie), timeout):
+                        driver.forget(cookie)
+                        raise TimeoutError("socket: no answer from the engine")
+                    event = driver.answer(cookie)
+                    check(event, "socket")
+                    batch.append(self.adopt(OffloadSocket(self, event.value)))
+                    socks.append(batch[-1])
+                for sock in batch:
+                    sock.settimeout(0)
+                    code = sock.connect_ex(address)
+                    if code != errno.EINPROGRESS:
+                        raise error(code, f"connect to {address}")
+                for sock in batch:
+                    sock.settimeout(timeout)
+                    sock.connect(address)          # the handshake's outcome
+        except BaseException:
+            for cookie in cookies:                # answers nobody will claim
+                driver.forget(cookie)
+            for sock in socks:
+                sock.close()
+            raise
+        return socks
+
+    def engine_rss_kib(self) -> int | None:
+        """The engine process's resident memory (for per-connection figures)."""
+        return rss_kib(self.driver.engine_pid)
 
     def listen(self, port: int, backlog: int = 128) -> "OffloadSocket":
         """A listening socket on the engine's address; port in use: a clear ToadError."""
@@ -163,13 +217,64 @@ class OffloadNetwork:
         if self.closed:
             raise error(errno.EBADF, "the offload network is closed")
 
+    def reclaim_send_space(self, size: int, asking: "OffloadSocket") -> bool:
+        """Take back the send rings whose bytes are all acknowledged, oldest holder
+        first, until a block of ``size`` bytes is free: True if one is. A holder
+        still waiting for acknowledgements goes to the back of the line."""
+        holders, area = self.ring_holders, self.area
+        for _ in range(len(holders)):
+            if area.fits(size):
+                return True
+            conn = next(iter(holders))
+            sock = holders.pop(conn)
+            if sock is asking or not sock.drop_drained_ring():
+                holders[conn] = sock
+        return area.fits(size)
+
+    def send_in_flight(self) -> bool:
+        """Whether any connection has bytes in the send area not yet acknowledged
+        (space that will come back)."""
+        return any(sock.retired or int(sock.tx["tx_posted"]) > self.driver.bytes_acked(conn)
+                   for conn, sock in self.ring_holders.items())
+
     @property
     def rx_in_engine(self) -> int:
         """Anonymous buffers not in our hands: neither attached to a socket nor waiting
         in the return list."""
         q = self.driver.q
-        return self.driver.layout.recv_buffers - int(self.rx_count.sum()) \
+        return self.driver.layout.total_buffers - int(self.rx_count.sum()) \
             - int(q[Q["returns"]])
+
+    def relieve_pool(self, waiting: OffloadSocket) -> bool:
+        """A reader waits for data on ``waiting``: if the pool is (nearly) all in our
+        hands, attached to sockets nobody is reading now, the engine has no buffer for
+        the data it waits for and the reader would never wake. Then the other sockets'
+        attached bytes are copied into their own memory and their buffers go back
+        (counted: rx_pool_starved, rx_spilled_buffers, rx_spilled_bytes). Looked at
+        once a millisecond at most; always False (a wait predicate's side task)."""
+        now = time.monotonic()
+        if now - self.starve_checked < STARVE_CHECK_S:
+            return False
+        self.starve_checked = now
+        if self.rx_in_engine > self.starve_low:
+            return False
+        counters, rx_count = self.host_counters, self.rx_count
+        counters["rx_pool_starved"] += 1
+        held = int(rx_count.sum())
+        held_at_most = self.driver.layout.total_buffers - self.starve_target
+        for sock in list(self.sockets.values()):
+            count = int(rx_count[sock.row])
+            if count and sock is not waiting:
+                done = sock.spill_out()
+                back = count - int(rx_count[sock.row])
+                if back:
+                    counters["rx_spilled_buffers"] += back
+                    counters["rx_spilled_bytes"] += done
+                    held -= back
+                    if held <= held_at_most:
+                        break
+        self.flush_returns()
+        return False
 
     @property
     def returns(self) -> int:

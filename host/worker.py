@@ -24,7 +24,7 @@ from toad.config import Config, load
 from toad.errors import ToadError
 from toad.memory import keep_heap
 from toad.experiment.accounting import calibrate_copy_median
-from host import workloads
+from host import workloads, workloads_many
 from host.copy_timer import COPY_TIMER
 
 NOT_BUILT = {
@@ -72,7 +72,8 @@ def plan_of(config: Config) -> workloads.Plan:
     w = config.workload
     return workloads.Plan(chunk=w.chunk_bytes[0], size=w.sizes[0], warmup_s=w.warmup_s,
                           duration_s=w.duration_s, host_cpus=config.host.cpus,
-                          flip_at=int(os.environ.get("TOAD_TEST_FLIP_AT", "-1")))
+                          flip_at=int(os.environ.get("TOAD_TEST_FLIP_AT", "-1")),
+                          connections=w.connections if w.kind != "bulk" else 1)
 
 
 def wait_for(path: str, timeout_s: float = 60.0) -> None:
@@ -90,6 +91,9 @@ def run_role(config: Config, role: str, ready_path: str | None, args=None) -> di
     unit = plan.chunk if kind == "bulk" else plan.size
     copy_cost, copy_low, copy_high = calibrate_copy_median(unit)
     COPY_TIMER.period = config.workload.copy_sample
+    many = plan.connections > 1
+    if many and (config.mode == "kernel" or getattr(args, "kernel_address", None)):
+        workloads_many.raise_descriptor_limit(plan.connections)
     network = open_network(config, role, getattr(args, "kernel_address", None))
     try:
         if getattr(args, "wait_for", None):
@@ -97,7 +101,8 @@ def run_role(config: Config, role: str, ready_path: str | None, args=None) -> di
         address = (server_address(config, network, getattr(args, "connect_to", None)),
                    config.workload.port)
         if role == "recv":
-            listener = workloads.listen(network, address[0], address[1])
+            listener = workloads.listen(network, address[0], address[1],
+                                        max(128, plan.connections))
             try:
                 if ready_path:
                     write_json(ready_path, {"pid": os.getpid()})
@@ -108,6 +113,10 @@ def run_role(config: Config, role: str, ready_path: str | None, args=None) -> di
                                                      getattr(args, "stream_header", 0) or 0)
                     finally:
                         sock.close()
+                elif many:
+                    serve = (workloads_many.crr_many_server if kind == "crr"
+                             else workloads_many.rr_many_server)
+                    result = serve(listener, plan)
                 else:
                     result = workloads.rr_server(listener, plan, new_connection=kind == "crr")
             finally:
@@ -119,6 +128,11 @@ def run_role(config: Config, role: str, ready_path: str | None, args=None) -> di
                 result = workloads.bulk_send(sock, plan)
             finally:
                 sock.close()
+        elif many:
+            mark_started(args)
+            client = (workloads_many.crr_many_client if kind == "crr"
+                      else workloads_many.rr_many_client)
+            result = client(network, address, plan)
         else:
             mark_started(args)
             result = workloads.rr_client(network, address, plan, new_connection=kind == "crr")
@@ -127,6 +141,9 @@ def run_role(config: Config, role: str, ready_path: str | None, args=None) -> di
     counters = getattr(network, "counters", None)   # in-host: this process's stack
     if counters is not None:
         result["stack_counters"] = dict(counters)
+    host_counters = getattr(network, "host_counters", None)   # offload: the driver's
+    if host_counters is not None:
+        result["host_counters"] = dict(host_counters)
     result.update({"role": role, "pid": os.getpid(),
                    "affinity": sorted(os.sched_getaffinity(0)),
                    "copy_s_per_byte": copy_cost, "copy_s_per_byte_range": [copy_low, copy_high],

@@ -132,6 +132,7 @@ class Plan:
     host_cpus: tuple[int, ...]
     seed: int = 1
     flip_at: int = -1
+    connections: int = 1          # rr/crr: connections at once (host/workloads_many.py)
 
 
 def bulk_send(sock, plan: Plan) -> dict:

@@ -40,7 +40,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-LAYOUT_VERSION = 4                   # 4: each QP's doorbells, interrupt registers, disable
+LAYOUT_VERSION = 5                   # 5: small receive buffers (QP_HEADER.small_buffers)
+                                     # 4: each QP's doorbells, interrupt registers, disable
                                      # command and status in its own segment (QP_HEADER),
                                      # no longer in OE memory's QP_SLOT
                                      # 3: names with a generation (ENGINE_REGISTERS.generation),
@@ -372,6 +373,9 @@ QP_HEADER = _dtype([
     ("heartbeat", "u4", 460),         # the heartbeat's low 32 bits (the same copy): a host
                                       # believes a stopped or stalled engine only if its
                                       # own page agrees (OE memory is every host's to write)
+    # -- written by the host --
+    ("small_buffer_bytes", "u4", 464),  # one small anonymous buffer (0: no small group)
+    ("small_buffers", "u4", 468),     # small buffers, ids recv_buffers and up
 ], 512)
 
 QP_HEADER_FIELDS = {name: QP_HEADER.fields[name][1] for name in QP_HEADER.names}
@@ -400,11 +404,35 @@ class QpLayout:
     recv_offset: int
     recv_bytes: int
     total_bytes: int
+    small_buffers: int = 0
+    small_buffer_bytes: int = 0
+
+    @property
+    def total_buffers(self) -> int:
+        """Ids of the pool: the chunk-sized buffers, then the small ones."""
+        return self.recv_buffers + self.small_buffers
+
+    @property
+    def largest_buffer(self) -> int:
+        return max(self.recv_buffer_bytes, self.small_buffer_bytes)
+
+    def buffer_at(self, index: int) -> tuple[int, int]:
+        """(segment offset, size) of anonymous buffer ``index``: the chunk-sized ones
+        first in the receive area, the small ones after them."""
+        if index < self.recv_buffers:
+            return self.recv_offset + index * self.recv_buffer_bytes, self.recv_buffer_bytes
+        small = index - self.recv_buffers
+        return (self.recv_offset + self.recv_buffers * self.recv_buffer_bytes
+                + small * self.small_buffer_bytes, self.small_buffer_bytes)
 
 
 def qp_layout(qp_config) -> QpLayout:
-    """The layout of a host segment for a :class:`toad.config.QueuePairConfig`."""
-    rxbuf_entries = 1 << max(3, (qp_config.recv_buffers - 1).bit_length())
+    """The layout of a host segment for a :class:`toad.config.QueuePairConfig`. The
+    small group exists only when its buffers are smaller than the chunk."""
+    small = qp_config.recv_small_buffers \
+        if qp_config.recv_small_bytes < qp_config.recv_buffer_bytes else 0
+    small_bytes = qp_config.recv_small_bytes if small else 0
+    rxbuf_entries = 1 << max(3, (qp_config.recv_buffers + small - 1).bit_length())
     off = _align(QP_HEADER.itemsize, 4096)
     request = off
     off = _align(off + REQUEST.itemsize * qp_config.request_entries)
@@ -417,12 +445,13 @@ def qp_layout(qp_config) -> QpLayout:
     send = off
     off = _align(off + qp_config.send_buffer_bytes, 4096)
     recv = off
-    recv_bytes = qp_config.recv_buffers * qp_config.recv_buffer_bytes
+    recv_bytes = qp_config.recv_buffers * qp_config.recv_buffer_bytes + small * small_bytes
     off = _align(off + recv_bytes, 4096)
     return QpLayout(qp_config.request_entries, qp_config.event_entries, rxbuf_entries,
                     qp_config.max_connections, qp_config.recv_buffers,
                     qp_config.recv_buffer_bytes, request, event, rxbuf, counters,
-                    send, qp_config.send_buffer_bytes, recv, recv_bytes, off)
+                    send, qp_config.send_buffer_bytes, recv, recv_bytes, off,
+                    small, small_bytes)
 
 
 def qp_layout_from_header(h: np.void) -> QpLayout:
@@ -433,7 +462,8 @@ def qp_layout_from_header(h: np.void) -> QpLayout:
                     int(h["request_offset"]), int(h["event_offset"]),
                     int(h["rxbuf_offset"]), int(h["counters_offset"]),
                     int(h["send_offset"]), int(h["send_bytes"]),
-                    int(h["recv_offset"]), int(h["recv_bytes"]), int(h["total_bytes"]))
+                    int(h["recv_offset"]), int(h["recv_bytes"]), int(h["total_bytes"]),
+                    int(h["small_buffers"]), int(h["small_buffer_bytes"]))
 
 
 def check_qp_layout(lay: QpLayout, segment_bytes: int) -> str | None:
@@ -454,8 +484,12 @@ def check_qp_layout(lay: QpLayout, segment_bytes: int) -> str | None:
         if off < end or off + size > segment_bytes:
             return f"{name} [{off}, {off + size}) overlaps or exceeds the {segment_bytes}-byte segment"
         end = off + size
-    if lay.recv_buffers * lay.recv_buffer_bytes != lay.recv_bytes:
-        return "recv area size != recv_buffers * recv_buffer_bytes"
+    if lay.recv_buffers * lay.recv_buffer_bytes \
+            + lay.small_buffers * lay.small_buffer_bytes != lay.recv_bytes:
+        return ("recv area size != recv_buffers * recv_buffer_bytes + small_buffers * "
+                "small_buffer_bytes")
+    if lay.small_buffers and not 0 < lay.small_buffer_bytes < lay.recv_buffer_bytes:
+        return "small_buffer_bytes must be above 0 and below recv_buffer_bytes"
     return None
 
 

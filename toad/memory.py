@@ -49,3 +49,15 @@ def keep_heap(trim_bytes: int) -> bool:
     except (OSError, AttributeError):
         return False
     return mallopt(M_TRIM_THRESHOLD, trim_bytes) == 1
+
+
+def rss_kib(pid: int) -> int | None:
+    """Resident memory (VmRSS) of process ``pid`` in KiB, None if unreadable."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None

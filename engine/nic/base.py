@@ -44,6 +44,11 @@ class Nic(Protocol):
 
     def next_deadline(self) -> float | None: ...
 
+    def due(self, now: float) -> bool:
+        """Whether frames that reached the NIC by ``now`` wait to be received (False
+        where that is not known without reading them)."""
+        ...
+
     def close(self) -> None: ...
 
 

@@ -93,6 +93,11 @@ class LoopbackNic:
         wire = self.wire
         return len(wire.ends) == 1 or wire.destination(self, bytes(dst_mac)) is self
 
+    def due(self, now: float) -> bool:
+        """A frame has reached this end by ``now`` and waits to be received."""
+        return bool(self.inbox) and self.inbox[0][0] <= now \
+            or self.held is not None and self.held[3] <= now
+
     def next_deadline(self) -> float | None:
         times = [self.inbox[0][0]] if self.inbox else []
         if self.held is not None:

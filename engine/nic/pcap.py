@@ -126,6 +126,9 @@ class PcapNic:
     def next_deadline(self) -> float | None:
         return self.inner.next_deadline()
 
+    def due(self, now: float) -> bool:
+        return self.inner.due(now)
+
     def close(self) -> None:
         self.writer.close()
         self.inner.close()

@@ -285,6 +285,9 @@ class ShmWire:
     def next_deadline(self) -> float | None:
         return None
 
+    def due(self, now: float) -> bool:
+        return False              # (not known without reading the frames)
+
     def close(self) -> None:
         """Release the segment and FIFOs; unlink names (whichever side is last)."""
         if self.fifo >= 0:                  # ours: we made it in open_fifo

@@ -358,6 +358,9 @@ class TapNic:
     def next_deadline(self) -> float | None:
         return None
 
+    def due(self, now: float) -> bool:
+        return False              # (not known without reading the frames)
+
     def close(self) -> None:
         """Close the fd (the kernel deletes the device), then the namespace if ours."""
         if getattr(self, "device_io", None) is not None:

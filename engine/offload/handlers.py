@@ -166,6 +166,7 @@ class Handlers:
         if sock.nodelay is not None:     # else the engine's tcp.nagle stands
             conn.set_nodelay(sock.nodelay)
         sock.conn, sock.send_buffer, sock.recv_buffer = conn, send, recv
+        recv.connection = conn
         sock.state, sock.connect_cookie = CONNECTING, request.cookie
         self.table.bind_stack(conn, sock)
         self.layer.kick(conn)
@@ -191,6 +192,7 @@ class Handlers:
         child.recv_buffer.policy = child.policy
         child.send_buffer.conn = conn_id
         child.recv_buffer.attach(conn_id)
+        child.recv_buffer.connection = conn
         child.nodelay = sock.nodelay     # inherited from the listener, as in BSD
         if sock.nodelay is not None:
             conn.set_nodelay(sock.nodelay)

@@ -20,13 +20,24 @@ partly filled buffer costs the window a whole buffer, as it costs the pool. ``li
 is each receiver's share (:class:`RxPool`): the QP's pool less one buffer, divided by
 the QP's receiving connections, less one more buffer (held back for a partly filled
 buffer's unused tail); never more than ``tcp.recv_buffer_bytes``, never less than one
-buffer. Running out of anonymous buffers is counted (``rx_out_of_buffers``) and
-recoverable: the bytes are refused, hence never acknowledged, and the peer sends them
-again.
+buffer.
+
+Buffers that fit the traffic: the pool has two groups (io_uring's buffer groups),
+chunk-sized buffers and small ones (``qp.recv_small_buffers``). A pushed segment that
+fits a small buffer and arrives when its connection fills no buffer (an rr message)
+goes into a small one and is posted at once: 64 B spend 2 KB of the pool, not a
+chunk, as in the window.
+
+Data that finds no free buffer at all is staged in engine memory (a card's on-board
+memory, up to ``engine.staging_bytes`` per QP): accepted and acknowledged as placed
+data is, then DMAed into buffers of the fitting size, in arrival order, as the host
+returns buffers (:meth:`RxPool.drain`). A connection's later bytes queue behind its
+staged ones. Past the budget a segment is refused (``rx_out_of_buffers``): never
+acknowledged, so the peer sends it again.
 """
 from __future__ import annotations
 
-from collections import deque
+from collections import Counter, deque
 
 import numpy as np
 
@@ -131,41 +142,74 @@ class RxPool:
     """One QP's anonymous buffers as the receive windows see them.
 
     Free buffers are taken from the receive-buffer ring in batches (one compiled call
-    takes and checks up to ``BATCH`` entries) into a small cache.
+    takes and checks up to ``BATCH`` entries) into two caches, by size.
     """
 
-    BATCH = 32
+    BATCH = 256
     __slots__ = ("qp", "window_bytes", "receivers", "buffer_bytes", "pool_bytes", "cache",
-                 "limit_bytes", "taken", "refused")
+                 "limit_bytes", "taken", "refused", "low", "small", "small_bytes",
+                 "staging_limit", "staged_bytes", "stalled", "counters")
 
-    def __init__(self, qp, window_bytes: int):
+    def __init__(self, qp, window_bytes: int, staging_bytes: int = 0, counters=None):
         self.qp = qp
+        lay = qp.layout
         self.window_bytes = window_bytes
         self.receivers = 0                        # the QP's connections not detached
         self.limit_bytes = 0                      # one receiver's window limit (below)
-        self.buffer_bytes = qp.layout.recv_buffer_bytes
-        self.pool_bytes = (qp.layout.recv_buffers - 1) * self.buffer_bytes
+        self.buffer_bytes = lay.recv_buffer_bytes
+        self.small_bytes = lay.small_buffer_bytes  # 0: no small group
+        self.pool_bytes = ((lay.recv_buffers - 1) * self.buffer_bytes
+                           + lay.small_buffers * lay.small_buffer_bytes)
         self.cache: deque = deque()               # (offset, length, id) taken, unused
+        self.small: deque = deque()               # ... the small ones
         self.taken = np.zeros(self.BATCH, ring_calls.RXBUF_TAKEN)
         self.refused = np.zeros(self.BATCH, ring_calls.RXBUF_REFUSED)
+        # receivers whose last offered window was under half their limit: the ones a
+        # read may owe a window update (the offload poller asks only them, so a
+        # returned buffer costs the connections that need it, not all of the QP's)
+        self.low: dict = {}
+        self.staging_limit = staging_bytes
+        self.staged_bytes = 0
+        self.stalled: dict = {}                   # receivers with staged bytes, in order
+        self.counters = counters if counters is not None else Counter()
         self.add_receiver(0)
 
-    def take(self):
-        """The next free anonymous buffer (offset, length, id), or None."""
-        if self.cache:
-            return self.cache.popleft()
-        qp = self.qp
+    def refill(self) -> bool:
+        """Take every free buffer the host has published into the caches (a small
+        buffer by its length); True if any came."""
+        qp, small_max, came = self.qp, self.small_bytes, False
         while True:
             count = qp.take_rx_buffers(self.taken, self.refused)
             if count:
-                self.cache.extend(self.taken[:count].tolist())
-                return self.cache.popleft()
+                for entry in self.taken[:count].tolist():
+                    (self.small if entry[1] <= small_max else self.cache).append(entry)
+                came = True
+                continue
             if qp.rx_buffers_pending() <= 0 or qp.backlog_full():
-                return None                       # (refused ones: take the next batch)
+                return came                       # (refused ones: the next batch)
+
+    def take(self, small: bool = False):
+        """A free anonymous buffer (offset, length, id), or None: a small one first
+        when ``small``, else a chunk-sized one first; the other group when the first
+        has none. Small buffers are taken last returned first: a few thousand of them
+        cycled in order would touch all their pages (and cache lines) where a few
+        suffice."""
+        for _ in range(2):
+            if small and self.small:
+                return self.small.pop()
+            if self.cache:
+                return self.cache.popleft()
+            if self.small:
+                return self.small.pop()
+            if not self.refill():
+                return None
+        return None
 
     def room(self) -> int:
-        """Free buffers the engine could take now (in the ring and cached)."""
-        return max(self.qp.rx_buffers_pending(), 0) + len(self.cache)
+        """Bytes of free buffers the engine could take now."""
+        if self.qp.rx_buffers_pending() > 0:
+            self.refill()
+        return len(self.cache) * self.buffer_bytes + len(self.small) * self.small_bytes
 
     def add_receiver(self, delta: int) -> None:
         """A connection attached (+1) or detached (-1): each receiver's window limit
@@ -179,6 +223,41 @@ class RxPool:
             share = self.window_bytes
         self.limit_bytes = share if share > self.buffer_bytes else self.buffer_bytes
 
+    def stage(self, receiver: "HostRecvBuffer", data) -> bool:
+        """Keep ``data`` (the receiver's next bytes) in engine memory; False, nothing
+        kept, past the staging budget."""
+        n = len(data)
+        if self.staged_bytes + n > self.staging_limit:
+            return False
+        if receiver.staged is None:
+            receiver.staged = bytearray(data)
+            self.stalled[receiver] = None
+        else:
+            receiver.staged += data
+        self.staged_bytes += n
+        counters = self.counters
+        counters["rx_staged"] += 1
+        counters["rx_staged_bytes"] += n
+        return True
+
+    def drain(self) -> int:
+        """Place staged bytes into the free buffers, receiver after receiver in the
+        order they began to wait, until the buffers or the staged bytes run out;
+        returns the bytes placed."""
+        placed = 0
+        for receiver in list(self.stalled):
+            done, whole = receiver.place_staged()
+            placed += done
+            if not whole:
+                break                             # no buffer left: the rest wait
+        return placed
+
+    def unstage(self, receiver: "HostRecvBuffer", n: int) -> None:
+        """``n`` staged bytes of ``receiver`` left engine memory (placed or dropped)."""
+        self.staged_bytes -= n
+        if receiver.staged is None:
+            self.stalled.pop(receiver, None)
+
 
 def give_back(qp, conn: int, buf_id: int) -> None:
     """Hand an unfilled buffer back to the host (an empty RECV_DATA, e.g. one a
@@ -191,7 +270,8 @@ class HostRecvBuffer:
     """Places in-order payload into anonymous host buffers and posts them."""
 
     __slots__ = ("qp", "conn", "pool", "policy", "delivered", "current", "filled",
-                 "first_at", "held", "counters", "clock", "detached", "window_closed")
+                 "first_at", "held", "counters", "clock", "detached", "window_closed",
+                 "connection", "staged", "staged_push")
 
     def __init__(self, pool: RxPool, policy, counters, clock):
         self.qp = pool.qp
@@ -207,6 +287,9 @@ class HostRecvBuffer:
         self.clock = clock               # () -> now (seconds), the poller's time
         self.detached = False
         self.window_closed = False
+        self.connection = None           # the stack Connection (notify_read), until detach
+        self.staged = None               # bytes waiting in engine memory (RxPool.stage)
+        self.staged_push = False         # ... the last of them came with PSH
         # a receiver from its creation (a child: at its SYN, long before ACCEPT), so
         # the window a connection advertises is already its share when a peer's
         # first scaled window goes out (counted at attach, a child's arrival halved
@@ -230,14 +313,16 @@ class HostRecvBuffer:
         conn = self.conn
         free = pool.limit_bytes - (self.delivered
                                    - (pool.qp.bytes_consumed(conn) if conn is not None else 0))
-        # Never offer more than the pool holds right now (shared by the QP's
-        # connections; the advertised edge never moves left, so this only slows the
-        # window's growth).
-        room = pool.room() * pool.buffer_bytes
+        # Never offer more than the pool and the staging budget hold right now
+        # (shared by the QP's connections; the advertised edge never moves left, so
+        # this only slows the window's growth).
+        room = pool.room() + pool.staging_limit - pool.staged_bytes
         if self.current is not None:
             room += self.current[1] - self.filled
         if room < free:
             free = room
+        if free < pool.limit_bytes >> 1:
+            pool.low[self] = None
         if free <= 0:
             if not self.window_closed:          # a slow reader closed the window
                 self.window_closed = True
@@ -253,10 +338,22 @@ class HostRecvBuffer:
             self.counters["rx_bytes_after_close"] += len(data)
             return len(data)
         # The Stack hands over only bytes inside the window it advertised; they are
-        # all taken while anonymous buffers last (a shrunken limit never drops them).
+        # all taken while anonymous buffers last, then staged while the budget lasts
+        # (a shrunken limit never drops them).
         n = len(data)
+        if self.staged is not None:       # older bytes wait in engine memory: behind them
+            return self._stage(data, push)
         pool = self.pool
         current = self.current
+        if n and current is None and push and n <= pool.small_bytes and self.policy.push:
+            # a message that fits a small buffer, posted at once (rr)
+            entry = pool.take(True)
+            if entry is not None:
+                offset, length, buf_id = entry
+                self.qp.dma.write(offset, data)              # DMA
+                self.delivered += length                     # its unused tail too
+                self._post(buf_id, n, _PUSH)
+                return n
         if n and (current is not None or pool.cache):
             # The usual segment (an rr message, most bulk segments): it fits in the
             # buffer being filled, or a cached free one, and leaves room in it. The
@@ -293,7 +390,6 @@ class HostRecvBuffer:
                     full = []
                 current = pool.take()
                 if current is None:
-                    self.counters["rx_out_of_buffers"] += 1
                     break
                 filled = 0
             offset, length, buf_id = current
@@ -318,7 +414,48 @@ class HostRecvBuffer:
                 self.first_at = self.clock()    # the delay policy counts from here
         if full:
             self._post_all(full)
+        if done < n:                      # no buffer free: the rest waits in the engine
+            done += self._stage(data[done:] if done else data, push)
         return done
+
+    def _stage(self, data, push: bool) -> int:
+        """Keep ``data`` in engine memory until buffers come back (RxPool.drain);
+        the bytes taken (0: past the staging budget, counted and refused)."""
+        if not self.pool.stage(self, data):
+            self.counters["rx_out_of_buffers"] += 1
+            return 0
+        self.staged_push = push
+        self.delivered += len(data)
+        return len(data)
+
+    def place_staged(self) -> tuple[int, bool]:
+        """DMA staged bytes into free buffers of the fitting size and post them (the
+        last with PSH if the last staged bytes had it). Returns (bytes placed, all
+        placed)."""
+        data, pool = self.staged, self.pool
+        n, done, posts = len(data), 0, []
+        view = memoryview(data)
+        while done < n:
+            left = n - done
+            entry = pool.take(left <= pool.small_bytes)
+            if entry is None:
+                break
+            offset, length, buf_id = entry
+            take = min(left, length)
+            self.qp.dma.write(offset, view[done:done + take])          # DMA
+            done += take
+            self.delivered += length - take           # the unused tail is spent too
+            posts.append((buf_id, take, _PUSH if done == n and self.staged_push else 0))
+        view.release()
+        if posts:
+            self.counters["rx_staged_placed"] += len(posts)
+            self._post_all(posts)
+        if done == n:
+            self.staged = None
+        elif done:
+            del data[:done]
+        pool.unstage(self, done)
+        return done, self.staged is None
 
     def _post_all(self, entries: list) -> None:
         """RECV_DATA for filled buffers (one DMA run), or hold them until the host
@@ -372,6 +509,10 @@ class HostRecvBuffer:
         if not self.detached:
             self.pool.add_receiver(-1)
         self.detached = True
+        self.connection = None           # (no cycle with the Connection left behind)
+        if self.staged is not None:      # nobody will read them
+            n, self.staged = len(self.staged), None
+            self.pool.unstage(self, n)
         ids = [entry[0] for entry in self.held]
         if self.current is not None:
             ids.append(self.current[2])

@@ -34,6 +34,7 @@ import numpy as np
 
 from engine.tcp.events import (Closed, DataReceived, Established, PeerClosed, Refused,
                                Reset, SendAcked, TimedOut)
+from engine.tcp.connection import Connection
 from engine.tcp.listener import Listener
 from engine.tcp.states import State
 from toad import layout
@@ -44,6 +45,11 @@ from .sockets import CONNECTED, SocketTable, release
 
 MAX_ROUNDS = 16
 MAX_FRAMES = 64
+# Timers wait while frames that reached the NIC are not taken in yet: the engine runs
+# both ends of a loopback wire, and an overloaded engine (10,000 connections' delayed
+# ACKs queued behind each other) fired its senders' RTOs at ACKs waiting in its own
+# backlog. At most this long (a NIC that never drains).
+MAX_TIMER_DEFER_S = 0.5
 ERRNO_OF = {Reset: errno.ECONNRESET, Refused: errno.ECONNREFUSED, TimedOut: errno.ETIMEDOUT}
 
 
@@ -86,7 +92,8 @@ class OffloadPoller:
     # ---- set-up ------------------------------------------------------------------
     def on_attach(self, qp) -> None:
         qp.reclaim_hooks.append(self.reclaim)
-        self.pools[qp] = RxPool(qp, self.window_bytes)
+        self.pools[qp] = RxPool(qp, self.window_bytes, self.config.engine.staging_bytes,
+                                self.counters)
 
     def kick(self, conn=None) -> None:
         """A request changed ``conn`` (None: some connections, not said which): its
@@ -137,7 +144,8 @@ class OffloadPoller:
                 stack.receive_frames(pool, rx_slots, frames, now)   # and released
             if frames and self.raise_interrupts is not None:
                 self.raise_interrupts(int(now * 1e9))   # RECV_DATA posted on input
-            if self.timer_at is not None and now >= self.timer_at:
+            if self.timer_at is not None and now >= self.timer_at and (
+                    now - self.timer_at >= MAX_TIMER_DEFER_S or not nic.due(now)):
                 stack.on_timer(now)
                 changed = True
             # Output only when something could have changed what a connection may
@@ -180,14 +188,32 @@ class OffloadPoller:
         return self.notify_read(rung, now)
 
     def notify_read(self, rung, now: float) -> bool:
-        """Tell the connections of the QPs in ``rung`` that buffers came back."""
+        """Buffers came back to the QPs in ``rung``: place the bytes staged in engine
+        memory, then tell the connections that offered less than half their window
+        (RxPool.low; the others owe no window update for a read)."""
         for qp in rung:
-            for sock in qp.connections.values():
-                conn = sock.conn if sock is not None else None
-                if conn is not None and sock.state is CONNECTED:
-                    conn.notify_read(now)
-                    if conn.ack_now:  # a window update is due: run output next pass
-                        self.kick(conn)
+            pool = self.pools.get(qp)
+            if pool is None:
+                continue
+            if pool.stalled:              # staged bytes first: they are the oldest
+                pool.drain()
+            if not pool.low:
+                continue
+            low, pool.low = pool.low, {}
+            for receiver in low:
+                conn = receiver.connection
+                if receiver.detached:
+                    continue
+                if conn is None:                  # a child not accepted yet: kept
+                    pool.low[receiver] = None
+                    continue
+                if conn.flow >= 0 and type(conn) is not Connection:
+                    # the compiled fast path holds it: its row has no receive ring
+                    # for host buffers, so its window test would see none free
+                    conn.fast.reclaim(conn)
+                conn.notify_read(now)             # (back in pool.low while still low)
+                if conn.ack_now:      # a window update is due: run output next pass
+                    self.kick(conn)
         return bool(rung)
 
     def post_delayed(self, now: float) -> bool:

@@ -82,7 +82,10 @@ class Stack:
         self.secret = self.rng.getrandbits(64)
         self.counters: Counter = Counter()
         self.arp = ArpCache(timeout=arp_timeout)
-        self.table = ConnectionTable(self.rng)
+        # connections whose timers may have moved since they were last armed (see
+        # _arm_changed): joined the active set, polled for output, timers run
+        self._timer_check: dict = {}
+        self.table = ConnectionTable(self.rng, self._timer_check.setdefault)
         self.listeners: dict[int, Listener] = {}
         if pool is None:         # room for the frames of a window in flight each way
             window = max(config.recv_buffer_bytes, config.send_buffer_bytes)
@@ -201,13 +204,20 @@ class Stack:
         self._now = now
         if self.fast is not None:
             self.fast.expire(now)                     # due fast connections: Python's
-        for conn in self.table.polled():
-            deadline = conn.next_deadline()
+        self._arm_changed()
+        table = self.table
+        active, check = table.active, self._timer_check
+        for conn in table.due_timers(now):
+            if conn not in active:
+                continue                              # parked, fast or freed since
+            deadline = connection_deadline(conn)
             if deadline is not None and deadline <= now:
                 conn.on_timer(now)
                 self._due[conn] = None
                 self._collect(conn)
-        for conn in self.table.due(now):              # TIME-WAIT connections
+            check[conn] = None                        # armed again, at its new deadline
+        self._arm_changed()
+        for conn in table.due(now):                   # TIME-WAIT connections
             conn.on_timer(now)
             self._wake_waiting(conn, now)
         ask, dropped = self.arp.due(now)
@@ -221,10 +231,10 @@ class Stack:
         if self._tx or self._loop:
             return self._now
         best = self.arp.next_deadline()
-        for conn in self.table.active:            # timers.next_deadline of each
-            t = connection_deadline(conn)
-            if t is not None and (best is None or t < best):
-                best = t
+        self._arm_changed()
+        t = self.table.next_timer(connection_deadline)
+        if t is not None and (best is None or t < best):
+            best = t
         if self.table.heap:
             t = self.table.next_waiting_deadline()
             if t is not None and (best is None or t < best):
@@ -235,6 +245,23 @@ class Stack:
                 best = t
         return best
 
+    def _arm_changed(self) -> None:
+        """Arm the timers of the connections that may have moved them: those given
+        segments (``_touched``), polled for output, whose timers ran, or that joined
+        the active set. Every change of a deadline happens in one of these (input,
+        output, a timer; a user call's effect on timers happens in output), so the
+        heap never misses a deadline that moved earlier."""
+        check, touched = self._timer_check, self._touched
+        if not (check or touched):
+            return
+        table = self.table
+        active, arm = table.active, table.arm
+        for pending in (touched, check):
+            for conn in pending:
+                if conn in active:
+                    arm(conn, connection_deadline(conn))
+        check.clear()
+
     def poll_transmit(self, now: float) -> list[int]:
         """Frames for the NIC: slots of ``self.pool``, now the caller's (a NIC's
         ``send_burst`` takes them). Looped frames are received here, round after round."""
@@ -244,12 +271,14 @@ class Stack:
         out: list[int] = []
         keys = self._keys
         fast = self.fast
+        check = self._timer_check
         if fast is not None and fast.due:
             fast.transmit(now, out)                 # what fast connections owe
         for _ in range(MAX_LOOP_ROUNDS):
             for conn in self._to_poll():                # a copy: polling may free some
                 if conn not in keys:                    # freed earlier in this round
                     continue
+                check[conn] = None                      # output may set its timers
                 segments = conn.poll_transmit(now)
                 if segments:
                     self._emit_connection(conn, segments, now)
@@ -623,6 +652,7 @@ class Stack:
     def _drain_touched(self) -> None:
         if self._touched:
             touched, self._touched = self._touched, {}
+            self._timer_check.update(touched)          # input may have set timers
             fast = self.fast
             for conn in touched:
                 self._collect(conn)

@@ -48,4 +48,4 @@ def to_poll(self) -> list:
         return list(active)
     if len(due) < 2:
         return [conn for conn in due if conn in active]
-    return [conn for conn in active if conn in due]
+    return active.in_order(due)

@@ -32,6 +32,7 @@ CONFIG = Path(__file__).resolve().parents[2] / "configs" / "default.yaml"
 OVERRIDES = ["engine.polling=busy", "engine.heartbeat_timeout_ms=60000",
              "engine.sleep_slice_ms=10", "qp.request_entries=64", "qp.event_entries=16",
              "qp.recv_pool_bytes=0", "qp.recv_buffers=8", "qp.recv_buffer_bytes=4096",
+             "qp.recv_small_buffers=0",
              "qp.send_buffer_bytes=65536", "qp.send_share_bytes=65536",
              "qp.send_space_threshold=65536", "qp.max_connections=6",
              "qp.recv_post_delay_us=200", "nic.mtu=1500"]
@@ -131,7 +132,7 @@ class Host:
         take_rxbufs), but for the id the engine may hold already."""
         lay = self.lay
         return (lay.recv_offset <= offset and offset + length <= lay.recv_offset + lay.recv_bytes
-                and 0 < length <= lay.recv_buffer_bytes and 0 <= buf_id < lay.recv_buffers)
+                and 0 < length <= lay.largest_buffer and 0 <= buf_id < lay.total_buffers)
 
     def rx_room(self) -> int:
         return ring_free(self.lay.rxbuf_entries, self.drv.rxbuf_producer, self.drv.rxbuf_taken())
@@ -230,12 +231,12 @@ class Host:
 
     def engine_buffers(self) -> list[int]:
         """Ids of the receive buffers the engine holds for this QP: taken from the
-        ring and not yet named by a RECV_DATA (the pool's cache, each receive
+        ring and not yet named by a RECV_DATA (the pool's caches, each receive
         buffer's current and held ones). Each should appear once."""
         qp = self.qp()
         poller = self.rig.poller
         pool = poller.pools.get(qp)
-        ids = [entry[2] for entry in pool.cache] if pool is not None else []
+        ids = [entry[2] for entry in (*pool.cache, *pool.small)] if pool is not None else []
         buffers = {id(r): r for r in (c.recv_buffer for c in poller.stack.table.connections())
                    if isinstance(r, HostRecvBuffer) and r.qp is qp}
         for sock in qp.connections.values():

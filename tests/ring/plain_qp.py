@@ -22,11 +22,12 @@ class Closable:
 
 
 def make_qp(*overrides, bus=None):
-    """(qp, buffer, regs, layout): 4 receive buffers of 4 KB and 8 event slots unless
-    overridden; ``bus``: a bus state (toad/rings/bus.py) its DMA waits on."""
+    """(qp, buffer, regs, layout): 4 receive buffers of 4 KB (no small group) and 8
+    event slots unless overridden; ``bus``: a bus state (toad/rings/bus.py) its DMA
+    waits on."""
     lay = layout.qp_layout(load(None, ["qp.recv_buffers=4", "qp.recv_buffer_bytes=4096",
-                                       "qp.event_entries=8", "qp.max_connections=4",
-                                       *overrides]).qp)
+                                       "qp.recv_small_buffers=0", "qp.event_entries=8",
+                                       "qp.max_connections=4", *overrides]).qp)
     buf = bytearray(lay.total_bytes)
     regs = np.zeros(len(WORD_NAMES), np.uint32)
     words = {name: i for i, name in enumerate(WORD_NAMES)}

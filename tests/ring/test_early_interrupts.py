@@ -91,6 +91,9 @@ class Nic:
     def next_deadline(self):
         return None
 
+    def due(self, now):
+        return False
+
 
 class Stack:
     def __init__(self, log):

@@ -69,7 +69,7 @@ def test_bad_receive_buffer_doorbell_is_reported_once():
         a, b = rig.hosts
         conn, child = connected_pair(rig)
         drv = b.drv
-        bad = (drv.rxbuf_producer + 100) & 0xFFFF_FFFF
+        bad = (drv.rxbuf_producer + drv.layout.rxbuf_entries + 100) & 0xFFFF_FFFF
         drv.regs[drv.rxbuf_doorbell] = bad
         drv.set_bytes_consumed(child, 1 << 30)    # the host's word: the window is open
         lay = a.lay

@@ -33,6 +33,9 @@ class ScriptedNic:
     def next_deadline(self):
         return None
 
+    def due(self, now):
+        return False
+
 
 class ScriptedStack:
     """Output is one frame per poll_transmit call while ``queued`` is set."""
@@ -130,3 +133,41 @@ def test_a_bad_doorbell_is_reported_once_with_the_value_judged_bad():
     assert qp.bad_records == 1 and qp.event_producer == 1
     event = np.frombuffer(buf, layout.EVENT, 1, lay.event_offset)[0]
     assert (event["reason"], event["value"]) == (layout.ERR_BAD_DOORBELL, 10_000)
+
+
+def test_a_due_timer_waits_for_the_frames_that_reached_the_nic_before_it():
+    """The engine runs both ends of a loopback wire: an ACK waiting in its own backlog
+    is taken in before the timers that are due fire (a sender's RTO would call it
+    lost); a NIC that never drains holds them MAX_TIMER_DEFER_S at most."""
+    from engine.offload.poller import MAX_TIMER_DEFER_S
+    poller, stack, nic = make_poller([[b"a"], [b"b"], [b"c"], []])
+    backlog = [3]                         # frames due at the NIC before each receive
+
+    def due(now):
+        return backlog[0] > 0
+
+    scripted = nic.receive_burst
+
+    def receive_burst(now, pool, slots):
+        count = scripted(now, pool, slots)
+        backlog[0] = max(0, backlog[0] - count)
+        return count
+
+    nic.due, nic.receive_burst = due, receive_burst
+    stack.on_timer = lambda now: nic.log.append(("timer", backlog[0]))
+    poller.timer_at = 0.9
+    assert poller.poll(1.0)
+    timers = [entry for entry in nic.log if entry[0] == "timer"]
+    assert timers and all(left == 0 for _, left in timers)
+    assert nic.log.index(("rx", b"c")) < nic.log.index(timers[0])
+    # a NIC that stays due: the timer fires once it is MAX_TIMER_DEFER_S late
+    poller, stack, nic = make_poller([[b"x"]] * 40)
+    nic.due = lambda now: True
+    fired = []
+    stack.on_timer = fired.append
+    poller.timer_at = 1.0 - MAX_TIMER_DEFER_S / 2
+    poller.poll(1.0)
+    assert not fired
+    poller.timer_at = 1.0 - MAX_TIMER_DEFER_S
+    poller.poll(1.0)
+    assert fired

@@ -33,7 +33,7 @@ class Rig:
 
     def __init__(self, *overrides: str) -> None:
         self.lay = layout.qp_layout(load(None, [f"qp.event_entries={ENTRIES}",
-                                                "qp.recv_buffers=32",
+                                                "qp.recv_buffers=32", "qp.recv_small_buffers=0",
                                                 "qp.recv_buffer_bytes=4096",
                                                 "qp.max_connections=8", *overrides]).qp)
         self.buf = bytearray(self.lay.total_bytes)

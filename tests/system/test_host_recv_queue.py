@@ -13,7 +13,7 @@ from tests.system.test_offload_sockets import drain, engine, serve_once  # noqa:
 
 
 def test_poll_attaches_buffers_and_the_pool_balances(engine):  # noqa: F811
-    run = engine("qp.recv_buffer_bytes=8192", "qp.recv_buffers=64")
+    run = engine("qp.recv_buffer_bytes=8192", "qp.recv_buffers=64", "qp.recv_small_buffers=0")
     total = 4 << 20
     with OffloadNetwork(run.config()) as net:
         listener = net.listen(7041)

@@ -146,7 +146,8 @@ def test_a_reader_at_eof_gives_its_read_buffers_back_at_once(engine):  # noqa: F
     """Buffers read go back in batches (before any wait); a reader that reaches EOF
     hands back what it holds then, so none stay out while other sockets of the QP
     wait (a waiting thread does not flush again)."""
-    run = engine("qp.recv_buffer_bytes=4096", "qp.recv_buffers=64")
+    run = engine("qp.recv_buffer_bytes=4096", "qp.recv_buffers=64",
+                 "qp.recv_small_buffers=0")
     with OffloadNetwork(run.config()) as net:
         listener = net.listen(7034)
         thread, box = serve_once(listener, lambda sock: drain(sock, 4096))

@@ -251,7 +251,10 @@ def test_256_mb_each_way_over_the_loopback_wire(engine, chunk):
 
 
 def test_slow_reader_closes_and_reopens_the_window(engine):
-    run = engine("qp.recv_buffers=8", "qp.recv_buffer_bytes=16384", "nic.mtu=1500")
+    # TOAD's chunk-sized pool alone (no small group, no staging): the pool is what
+    # closes the window
+    run = engine("qp.recv_buffers=8", "qp.recv_buffer_bytes=16384", "nic.mtu=1500",
+                 "qp.recv_small_buffers=0", "engine.staging_bytes=0")
     total = 1 << 20
     with OffloadNetwork(run.config()) as net:
         listener = net.listen(7003)
@@ -352,7 +355,7 @@ def test_listener_with_many_pending_connections(engine):
 def test_closed_listener_gives_back_its_childrens_buffers(engine):
     """Children that got data but were never accepted: closing the listener resets
     them and their anonymous buffers return to the pool (none leaks)."""
-    run = engine("qp.recv_buffers=14", "qp.recv_buffer_bytes=4096")
+    run = engine("qp.recv_buffers=14", "qp.recv_buffer_bytes=4096", "qp.recv_small_buffers=0")
     with OffloadNetwork(run.config()) as net:
         listener = net.listen(7007, backlog=8)
         clients = [net.create_connection((net.listen_address, 7007), timeout=10)

@@ -58,8 +58,8 @@ def check_bus(bus: dict, mode: str, toad_sides=("send", "recv")) -> None:
 
 def check_run(run: dict, mode: str, kind: str, toad_sides=("send", "recv")) -> None:
     """``toad_sides``: the sides toad ran (on a TAP the other is the Linux peer)."""
-    expected = RUN_KEYS | ({"latency_us"} if kind != "bulk" else set())
-    assert set(run) == expected
+    expected = RUN_KEYS | ({"latency_us", "transactions_per_s"} if kind != "bulk" else set())
+    assert set(run) - {"connections"} == expected
     assert run["mode"] == mode and run["workload"] == kind
     assert run["integrity_ok"] is True
     assert run["bytes"] > 0 and run["goodput_gbps"] > 0 and run["duration_s"] > 0
@@ -88,6 +88,7 @@ def check_run(run: dict, mode: str, kind: str, toad_sides=("send", "recv")) -> N
         values = [v for _, v in lat["cdf"]]
         assert percents[0] == 0 and percents[-1] == 100 and percents == sorted(percents)
         assert values == sorted(values) and values[-1] == lat["max"]
+        assert run["transactions_per_s"] > 0
 
 
 def test_kernel_bulk_two_chunks(tmp_path):
@@ -203,3 +204,23 @@ def test_repeated_runs_keep_every_run_and_summarise(tmp_path):
     low, high = summary["spread"]["send"]
     assert low <= summary["send"]["cpu_pct_per_gbps"] <= high
     assert sorted(r["send"]["cpu_pct_per_gbps"] for r in doc["runs"]) == [low, high]
+
+
+@pytest.mark.parametrize("mode", ["kernel", "inhost", "offload"])
+@pytest.mark.parametrize("kind", ["rr", "crr"])
+def test_many_connections_at_once(tmp_path, mode, kind):
+    """workload.connections: 40 connections each with a request outstanding (crr: waves
+    of 40 new ones), every message checked, in each mode; the run says how many, how
+    long their set-up took, and (offload) what the engine holds per connection."""
+    doc = run_json(tmp_path, "run", "configs/latency.yaml", "--set", f"mode={mode}",
+                   "--set", f"workload.kind={kind}", "--set", "workload.sizes=[64]",
+                   "--set", "workload.connections=40", *SHORT)
+    run, = doc["runs"]
+    check_run(run, mode, kind)
+    many = run["connections"]
+    assert set(many) == {"count", "setup_s", "setup_per_s", "engine_bytes_per_connection",
+                         "engine_rss_kib"}
+    assert many["count"] == 40 and many["setup_s"] > 0 and many["setup_per_s"] > 0
+    assert run["transactions_per_s"] > 0
+    assert (many["engine_bytes_per_connection"] is None) == (mode != "offload")
+    assert doc["details"][0]["send"]["latency_samples"] % 40 == 0

@@ -18,6 +18,8 @@ def test_defaults_load():
     ("nic.tap.address=10.1.1.1", "nic.tap.address"),
     ("workload.duration_s=-1", "workload.duration_s"),
     ("workload.repeat=0", "workload.repeat: 0 must be 1..100"),
+    ("workload.connections=0", "workload.connections: 0 must be 1..16000"),
+    ("workload.connections=20000", "workload.connections: 20000 must be 1..16000"),
     ("nic", "expected key.sub=value"),
 ])
 def test_bad_values_name_the_key(override, message):
@@ -84,3 +86,15 @@ def test_the_old_dma_keys_name_their_successors():
         load(None, ["dma.latency_us=1"])
     with pytest.raises(ConfigError, match=r"bus\.pio_write_ns: -1.0 must be >= 0"):
         load(None, ["bus.pio_write_ns=-1"])
+
+
+def test_many_connections_raise_each_hosts_qp_limit():
+    """An offload host's QP gets the rows workload.connections needs (as a kernel
+    worker raises its descriptor limit); crr also keeps a wave that is closing."""
+    from toad.experiment.runner import CONNECTION_MARGIN, effective
+    rr = load(None, ["workload.kind=rr", "workload.connections=5000"])
+    assert effective(rr, "offload", 64, "x").qp.max_connections == 5000 + CONNECTION_MARGIN
+    crr = load(None, ["workload.kind=crr", "workload.connections=5000"])
+    assert effective(crr, "offload", 64, "x").qp.max_connections == 10000 + CONNECTION_MARGIN
+    one = load(None, ["workload.kind=rr"])
+    assert effective(one, "offload", 64, "x").qp.max_connections == 1024

@@ -61,12 +61,27 @@ def test_qp_layout_regions_fit_and_do_not_overlap():
 
 
 def test_qp_layout_round_trips_through_the_header():
-    lay = layout.qp_layout(load(None, ["qp.request_entries=64", "qp.recv_buffers=5"]).qp)
+    lay = layout.qp_layout(load(None, ["qp.request_entries=64", "qp.recv_buffers=5",
+                                       "qp.recv_small_buffers=0"]).qp)
     header = np.zeros(1, layout.QP_HEADER)[0]
     for field in layout.QpLayout.__dataclass_fields__:
         header[field] = getattr(lay, field)
     assert layout.qp_layout_from_header(header) == lay
-    assert lay.rxbuf_entries == 8
+    assert lay.rxbuf_entries == 8 and lay.small_buffers == 0
+
+
+def test_small_buffers_follow_the_chunk_sized_ones():
+    lay = layout.qp_layout(load(None, ["qp.recv_buffers=5", "qp.recv_small_buffers=10",
+                                       "qp.recv_small_bytes=1024"]).qp)
+    assert lay.total_buffers == 15 and lay.rxbuf_entries == 16
+    assert lay.buffer_at(4) == (lay.recv_offset + 4 * 131072, 131072)
+    assert lay.buffer_at(5) == (lay.recv_offset + 5 * 131072, 1024)
+    assert lay.buffer_at(14) == (lay.recv_offset + 5 * 131072 + 9 * 1024, 1024)
+    assert lay.recv_bytes == 5 * 131072 + 10 * 1024
+    assert layout.check_qp_layout(lay, lay.total_bytes) is None
+    # no small group when its buffers would not be smaller than the chunk
+    same = layout.qp_layout(load(None, ["qp.recv_buffer_bytes=2048"]).qp)
+    assert same.small_buffers == 0 and same.total_buffers == same.recv_buffers
 
 
 def test_oe_layout_is_ordered_and_aligned():

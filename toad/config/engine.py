@@ -40,6 +40,11 @@ class EngineConfig:
         "often while the engine sleeps", default=10)
     host_check_ms: int = doc(
         "how often the engine checks that each QP's host process is alive", default=5)
+    staging_bytes: int = doc(
+        "engine memory per QP for received data that finds no free anonymous buffer "
+        "(a card's on-board memory): it is acknowledged, kept, and placed into buffers "
+        "in arrival order as the host returns them; past this a segment is refused and "
+        "resent by the peer (rx_out_of_buffers); 0 = refuse at once", default=64 << 20)
 
     def validate(self, path: str) -> None:
         check_cpu(f"{path}.cpu", self.cpu)
@@ -54,6 +59,9 @@ class EngineConfig:
                               f"and heartbeat_timeout_ms / 2 ({self.heartbeat_timeout_ms // 2})")
         if not 1 <= self.host_check_ms <= 1000:
             raise ConfigError(f"{path}.host_check_ms: {self.host_check_ms} must be 1..1000")
+        if not 0 <= self.staging_bytes <= 1 << 34:
+            raise ConfigError(f"{path}.staging_bytes: {self.staging_bytes} must be "
+                              f"0..17179869184")
 
 
 @dataclass(frozen=True)
@@ -69,6 +77,13 @@ class QueuePairConfig:
     recv_buffer_bytes: int = doc(
         "size of one anonymous receive buffer (the 'chunk'); experiments set it "
         "to the workload's chunk size", default=131072)
+    recv_small_buffers: int = doc(
+        "small anonymous receive buffers beside the chunk-sized ones (a second "
+        "buffer group, as io_uring's): the engine puts a pushed segment that fits one "
+        "and finds no partly filled buffer of its connection there, so a 64 B message "
+        "spends 2 KB of the pool, not a chunk; 0 = chunk-sized buffers only (TOAD's), "
+        "as when recv_small_bytes is not below recv_buffer_bytes", default=4096)
+    recv_small_bytes: int = doc("size of one small anonymous receive buffer", default=2048)
     send_buffer_bytes: int = doc(
         "host send ('kernel') buffer area per QP, in bytes", default=4 * 1024 * 1024)
     send_share_bytes: int = doc(
@@ -76,7 +91,12 @@ class QueuePairConfig:
     send_space_threshold: int = doc(
         "a sleeping writer asks to be woken when this many bytes are freed (at most half "
         "its ring, so it refills while the rest drains)", default=131072)
-    max_connections: int = doc("rows in the per-QP cumulative counter table", default=1024)
+    max_connections: int = doc(
+        "rows in the per-QP cumulative counter table: the sockets one host process may "
+        "have at once (listeners and connections whose CLOSE the engine has not "
+        "answered yet included; one row is never used); past it socket() fails with "
+        "EMFILE. Raise it for more (up to 1048576; a row costs 32 B of the QP's "
+        "segment and ~100 B of the host driver's tables)", default=1024)
     busy_poll_us: int = doc(
         "host driver: spin this long waiting for an event before sleeping on the "
         "QP's interrupt semaphore", default=50)
@@ -115,6 +135,12 @@ class QueuePairConfig:
         if not 512 <= self.recv_buffer_bytes <= 16 << 20:
             raise ConfigError(
                 f"{path}.recv_buffer_bytes: {self.recv_buffer_bytes} must be 512..16777216")
+        if not 0 <= self.recv_small_buffers <= 65536:
+            raise ConfigError(f"{path}.recv_small_buffers: {self.recv_small_buffers} must "
+                              f"be 0..65536")
+        if not 256 <= self.recv_small_bytes <= 1 << 20 or self.recv_small_bytes % 64:
+            raise ConfigError(f"{path}.recv_small_bytes: {self.recv_small_bytes} must be a "
+                              f"multiple of 64 in 256..1048576")
         if not 0 <= self.recv_pool_bytes <= 1 << 30:
             raise ConfigError(f"{path}.recv_pool_bytes: {self.recv_pool_bytes} must be "
                               f"0..1073741824")

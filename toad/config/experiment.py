@@ -19,6 +19,9 @@ class HostConfig:
             check_cpu(f"{path}.cpus[{i}]", cpu)
 
 
+MAX_CONNECTIONS = 16000    # below toad's 16,384 ephemeral ports (engine/tcp/demux.py)
+
+
 @dataclass(frozen=True)
 class WorkloadConfig:
     kind: Literal["bulk", "rr", "crr"] = doc(
@@ -32,6 +35,13 @@ class WorkloadConfig:
     sizes: tuple[int, ...] = doc("rr/crr: request = response size in bytes, one run per value",
                                  default=(64,))
     port: int = doc("TCP port of the receiving side", default=5001)
+    connections: int = doc(
+        "rr/crr: connections in request/response at once, each with one request "
+        "outstanding (rr: opened before the measured waves, their set-up rate "
+        "reported; crr: waves of this many new connections); the run reports "
+        "transactions/s and the engine's memory per connection too. Each offload host "
+        "gets qp.max_connections and each kernel-mode worker its descriptor limit "
+        "(RLIMIT_NOFILE) raised to fit", default=1)
     repeat: int = doc(
         "measured runs per point (mode x chunk or size), interleaved; tables show the "
         "median of each figure and the min-max of the totals, JSON keeps every run",
@@ -62,6 +72,10 @@ class WorkloadConfig:
             raise ConfigError(f"{path}.repeat: {self.repeat} must be 1..100")
         if not 1 <= self.port <= 65535:
             raise ConfigError(f"{path}.port: {self.port} must be 1..65535")
+        if not 1 <= self.connections <= MAX_CONNECTIONS:
+            raise ConfigError(f"{path}.connections: {self.connections} must be "
+                              f"1..{MAX_CONNECTIONS} (the ephemeral ports toad's stack "
+                              f"has toward one server port)")
         if not 0 <= self.copy_sample <= 1 << 20:
             raise ConfigError(f"{path}.copy_sample: {self.copy_sample} must be 0..1048576 "
                               "(0 = off)")

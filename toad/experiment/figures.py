@@ -137,6 +137,9 @@ def build_run(config: Config, send: dict, recv: dict, engine=None) -> tuple[dict
         # p50, p90, p99, p999, min, max, mean and cdf (host/workloads.py Latencies);
         # the sample count goes in the details
         run["latency_us"] = {key: value for key, value in lat.items() if key != "count"}
+        run["transactions_per_s"] = round(m["bytes"] / (2 * run["chunk_bytes"]) / m["wall_s"], 1)
+        if send.get("many"):
+            run["connections"] = connections_figures(config, send["many"])
     info = details(send, recv)
     if engine is not None:
         for name, result in (("send", send), ("recv", recv)):
@@ -148,6 +151,24 @@ def build_run(config: Config, send: dict, recv: dict, engine=None) -> tuple[dict
     info["steal_pct"] = {"host": host_steal(reference),
                          "engine": engine_steal((m["t0"], m["t1"]), engine)}
     return run, info
+
+
+def connections_figures(config: Config, many: dict) -> dict:
+    """A many-connection run's ``connections`` (host/workloads_many.py): how many, the
+    client's set-up time and rate (rr: the N connections opened before the waves;
+    crr: the first wave's), and the engine's resident memory grown from before the
+    set-up to after the first wave, per connection it held (on loopback it holds both
+    ends of each: 2 per client connection)."""
+    count = many["connections"]
+    before, after = many.get("engine_rss_kib") or (None, None)
+    per_connection = None
+    if before is not None and after is not None:
+        ends = 2 if config.nic.kind == "loopback" else 1
+        per_connection = round((after - before) * 1024 / (count * ends))
+    return {"count": count, "setup_s": many.get("setup_s"),
+            "setup_per_s": many.get("setup_per_s"),
+            "engine_bytes_per_connection": per_connection,
+            "engine_rss_kib": [before, after]}
 
 
 def side_interrupts(result: dict, busy_samples) -> Optional[dict]:

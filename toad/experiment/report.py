@@ -12,6 +12,10 @@ JSON (documented in the README; keys are stable)::
                "total_cpu_pct_per_gbps",
                "latency_us": {"p50", "p99", "p90", "p999", "min", "max", "mean",
                               "cdf": [[percent, us], ...]} (rr/crr only),
+               "transactions_per_s" (rr/crr only),
+               "connections": {"count", "setup_s", "setup_per_s",
+                               "engine_bytes_per_connection", "engine_rss_kib"}
+                              (rr/crr with workload.connections > 1 only),
                "counters": {"source", "faults": {"loss", "duplicate", "reorder", "corrupt"},
                             "retransmits": {"segments", "fast", "timeout"},
                             "sack_recoveries", "out_of_order_segments",
@@ -188,20 +192,27 @@ def span_text(run: dict, key: str, digits: int = 2) -> str:
 
 
 def rr_table(runs: list[dict], markdown: bool = False) -> str:
-    header = ["mode", "workload", "size", "p50 us", "p99 us", "p99.9 us",
+    header = ["mode", "workload", "size", "p50 us", "p99 us", "p99.9 us", "trans/s",
               "client %CPU/Gb/s", "server %CPU/Gb/s", "Gb/s"]
     repeated = any("spread" in r for r in runs)
     if repeated:
         header.insert(4, "p50 min - max (runs)")
+    many = any(r.get("connections") for r in runs)
+    if many:
+        header[3:3] = ["conns", "set-up s", "engine B/conn"]
     rows = []
     for r in runs:
         row = [r["mode"], r["workload"], size_label(r["chunk_bytes"]),
                fmt(r["latency_us"]["p50"], 1), fmt(r["latency_us"]["p99"], 1),
-               fmt(r["latency_us"].get("p999"), 1),
+               fmt(r["latency_us"].get("p999"), 1), fmt(r.get("transactions_per_s"), 0),
                fmt(r["send"]["cpu_pct_per_gbps"]), fmt(r["recv"]["cpu_pct_per_gbps"]),
                fmt(r["goodput_gbps"], 3)]
         if repeated:
             row.insert(4, span_text(r, "p50", 1))
+        if many:
+            c = r.get("connections") or {}
+            row[3:3] = [str(c.get("count", 1)), fmt(c.get("setup_s"), 2),
+                        fmt(c.get("engine_bytes_per_connection"), 0)]
         rows.append(row)
     return table(header, rows, markdown)
 

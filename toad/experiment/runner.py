@@ -28,6 +28,7 @@ from .launcher import Child, Launcher, RunFailed, read_json, stop_child
 START_TIMEOUT_S = 60.0   # engine start (numba compiles on first use) and worker start
 FINISH_MARGIN_S = 60.0   # beyond warmup + duration
 _counter = itertools.count()
+CONNECTION_MARGIN = 64   # QP rows beyond workload.connections (the listener, ...)
 
 
 def instance_name(config: Config) -> str:
@@ -56,6 +57,13 @@ def effective(config: Config, mode: str, unit: int, name: str) -> Config:
         data["qp"]["recv_buffer_bytes"] = max(512, unit)
     else:
         data["workload"]["sizes"] = [unit]
+        # each offload host's QP holds its connections (as a kernel-mode worker
+        # raises its descriptor limit: host/workloads_many.py); crr's closing ones
+        # keep their rows until the engine answers their CLOSE, beside the next wave
+        waves = 2 if config.workload.kind == "crr" else 1
+        need = waves * config.workload.connections + CONNECTION_MARGIN
+        if config.workload.connections > 1 and data["qp"]["max_connections"] < need:
+            data["qp"]["max_connections"] = need
     return from_dict(data)
 
 
