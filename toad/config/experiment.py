@@ -46,6 +46,12 @@ class WorkloadConfig:
         "checked), else toad's kernel-mode worker in the namespace; iperf: iperf 2 or an "
         "error; python: the worker. Where toad sends, the receiver is always the worker "
         "(iperf 2's server cannot check the bytes it gets)", default="auto")
+    zero_copy: bool = doc(
+        "offload: bulk, rr and crr move their bytes through the socket's zero-copy calls "
+        "(send views committed from the send ring, receive views of the anonymous "
+        "buffers; host/zero_copy.py); toad compare and toad sweep then run offload both "
+        "ways, the zero-copy runs as their own row (\"offload, zero-copy\"). kernel and "
+        "inhost have no such calls: their runs copy", default=False)
 
     def validate(self, path: str) -> None:
         if self.duration_s <= 0:
