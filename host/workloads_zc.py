@@ -114,11 +114,12 @@ def bulk_send(sock, plan) -> dict:
     views, known = sending.views, sending.known
     integrity, filler, meter = Integrity(), FillTimer(), Meter(plan.host_cpus)
     zc = sock.zero_copy
-    send_view, commit, fill = zc.send_view, zc.send_commit, filler.fill
+    send_view, send_next, fill = zc.send_view, zc.send_next, filler.fill
     update, clock = integrity.update_known, time.monotonic
     sent, fill0 = 0, 0.0
     start = clock()
     measure_at, stop_at = start + plan.warmup_s, start + plan.warmup_s + plan.duration_s
+    view = send_view(chunk)               # the open view: committed by the next step
     for index, source in itertools.cycle(enumerate(views)):
         now = clock()
         if now >= measure_at:
@@ -127,23 +128,21 @@ def bulk_send(sock, plan) -> dict:
                 fill0 = filler.cpu_s
             elif now >= stop_at and sent > meter.bytes0:
                 break
-        view = send_view(chunk)
         n = len(view)
         if n == chunk:                    # the usual case: the chunk in one view
             fill(view, source)
-            commit(view)
         else:                             # the ring's end splits it
             fill(view, source[:n])
-            commit(view)
             at = n
             while at < chunk:
-                view = send_view(chunk - at)
+                view = send_next(view, chunk - at)
                 n = len(view)
                 fill(view, source[at:at + n])
-                commit(view)
                 at += n
+        view = send_next(view, chunk)     # commit it, lend the next chunk's view
         update(known, index)
         sent += chunk
+    zc.send_commit(view, 0)               # the last view lent: nothing in it
     meter.stop(sent, integrity, filler)
     sock.shutdown(socket.SHUT_WR)
     drain = bytearray(64)
@@ -159,10 +158,10 @@ def bulk_recv(sock, plan) -> dict:
     integrity = ExpectedViews(SendPattern(plan.chunk, plan.seed))
     meter = Meter(plan.host_cpus)
     zc = sock.zero_copy
-    recv_view, done, check = zc.recv_view, zc.recv_done, integrity.check
+    recv_next, check = zc.recv_next, integrity.check
     got, measure_at, flip_at = 0, None, plan.flip_at
+    view = zc.recv_view()
     while True:
-        view = recv_view()
         n = len(view)
         if n == 0:
             break
@@ -174,10 +173,10 @@ def bulk_recv(sock, plan) -> dict:
             check(memoryview(damaged))
         else:
             check(view)
-        done(view)
         got += n
         if not meter.started and time.monotonic() >= measure_at:
             meter.start(got, integrity)
+        view = recv_next(view)             # give it back, take the next
     integrity.finish()
     if not meter.started:
         meter.start(got, integrity)

@@ -39,6 +39,11 @@ What the bytes are, and who may touch them when (the README's contract):
   releases it, a send view's ring is never reused (until the network closes).
   A reset connection makes ``send_commit`` raise its error (the view is released).
 
+A loop that writes or reads one view after another does each step in one compiled
+call: ``view = sock.zero_copy.send_next(view, N)`` commits all of ``view`` and lends
+the next, ``view = sock.zero_copy.recv_next(view)`` gives ``view`` back and takes the
+next (host/workloads_zc.py's bulk loops).
+
 Threads: the calls may come from several threads, as the copying ones. One send
 view per connection is open at a time: another thread's ``send_view`` or copying
 send waits for its commit (a second ``send_view`` from the thread holding one is an
@@ -52,10 +57,11 @@ import errno
 import threading
 
 from host import zc_calls
-from host.datapath import EMPTY, NO_SLOT, WAKE
+from host.datapath import EMPTY, NEED_ROOM, NO_SLOT, WAKE
 from host.offload_setup import error
 
-_MASK32 = 0xFFFFFFFF
+_SHIFT, _LENGTH, _VIEW_WAKE = zc_calls.SHIFT, zc_calls.LENGTH, zc_calls.VIEW_WAKE
+_OFFSET = _LENGTH            # (offset bits, once shifted down)
 _EMPTY_VIEW = memoryview(b"")
 _get_ident = threading.get_ident
 
@@ -63,24 +69,9 @@ _get_ident = threading.get_ident
 class ZeroCopy:
     """One offloaded socket's zero-copy state: its open send view, its receive views."""
 
-    __slots__ = (
-        "buffer_bytes",
-        "commit",
-        "give",
-        "keeps_ring",
-        "mv",
-        "orphans",
-        "recv_base",
-        "reserve",
-        "ro",
-        "rx",
-        "sock",
-        "state",
-        "take",
-        "tx_offset",
-        "tx_owner",
-        "tx_view",
-    )
+    __slots__ = ("buffer_bytes", "commit", "commit_next", "give", "give_take",
+                 "keeps_ring", "mv", "orphans", "recv_base", "reserve", "ro", "rx", "sock",
+                 "state", "take", "tx_offset", "tx_owner", "tx_view")
 
     def __init__(self, sock):
         driver = sock.driver
@@ -100,6 +91,7 @@ class ZeroCopy:
         self.buffer_bytes = driver.layout.recv_buffer_bytes
         self.reserve, self.commit = zc_calls.reserve, zc_calls.commit
         self.take, self.give = zc_calls.take, zc_calls.give
+        self.commit_next, self.give_take = zc_calls.commit_next, zc_calls.give_take
 
     # ---- send --------------------------------------------------------------------------
     def send_view(self, nbytes: int) -> memoryview:
@@ -122,8 +114,8 @@ class ZeroCopy:
             result = self.reserve(sock.seg, sock.qp, sock.conns, sock.row, nbytes, nbytes)
             if result < 0:
                 result = self._reserve_slow(nbytes)
-            offset = result >> 32
-            view = self.mv[offset:offset + (result & _MASK32)]
+            offset = result >> _SHIFT
+            view = self.mv[offset:offset + (result & _LENGTH)]
         except BaseException:
             if sock.tx["tx_held"]:
                 zc_calls.drop_hold(sock.conns, sock.row)
@@ -190,6 +182,52 @@ class ZeroCopy:
             sock.send_lock.release()
         return n
 
+    def send_next(self, view: memoryview, nbytes: int) -> memoryview:
+        """``send_commit(view)`` (all of it), then ``send_view(nbytes)``: a writer's
+        step, one compiled call when the next view is there at once."""
+        sock = self.sock
+        with self.state:
+            if view is not self.tx_view or view is None or sock.error or sock.closed \
+                    or nbytes <= 0:
+                slow = True
+            else:
+                slow = False
+                count = len(view)
+                view.release()               # (BufferError while exported: nothing done)
+                self.tx_view = None
+        if slow:
+            self.send_commit(view)
+            return self.send_view(nbytes)
+        result = self.commit_next(sock.seg, sock.regs, sock.qp, sock.conns, sock.row,
+                                  self.tx_offset, count, nbytes)
+        if result >= 0:
+            if result & _VIEW_WAKE:
+                sock.driver.wake.release()
+            offset = (result >> _SHIFT) & _OFFSET
+            self.tx_offset = offset          # (the send lock stays held: a new view)
+            view = self.tx_view = self.mv[offset:offset + (result & _LENGTH)]
+            return view
+        if result in (zc_calls.ROOM_WAKE, NEED_ROOM):     # committed, no room yet
+            if result == zc_calls.ROOM_WAKE:
+                sock.driver.wake.release()
+            self.tx_owner = 0
+            sock.send_lock.release()
+            return self.send_view(nbytes)
+        try:                                 # not committed: the request ring is full
+            while result == NO_SLOT:
+                sock.driver._wait_request_space(1)
+                result = self.commit(sock.seg, sock.regs, sock.qp, sock.conns, sock.row,
+                                     self.tx_offset, count)
+            if result < 0:
+                zc_calls.drop_hold(sock.conns, sock.row)
+                raise RuntimeError(f"send_next: the ring refused the view ({result})")
+            if result & WAKE:
+                sock.driver.wake.release()
+        finally:
+            self.tx_owner = 0
+            sock.send_lock.release()
+        return self.send_view(nbytes)
+
     # ---- receive -----------------------------------------------------------------------
     def recv_view(self) -> memoryview:
         """A read-only view of the next received bytes (one buffer's unread part); an
@@ -202,9 +240,11 @@ class ZeroCopy:
             result = self._take_wait()
             if result < 0:
                 return _EMPTY_VIEW
-        offset = result >> 32
+        offset = (result >> _SHIFT) & _OFFSET
+        if result & _VIEW_WAKE:
+            sock.driver.wake.release()
         try:
-            view = self.ro[offset:offset + (result & _MASK32)]
+            view = self.ro[offset:offset + (result & _LENGTH)]
         except ValueError:                   # closed by another thread meanwhile
             self._give(offset, -1, 0)
             raise error(errno.EBADF, "socket is closed") from None
@@ -247,6 +287,36 @@ class ZeroCopy:
             self._give_id(entry[1], -1, 0)
         else:
             self._give_id(entry[1], sock.row, sock.conn)
+
+    def recv_next(self, view: memoryview) -> memoryview:
+        """``recv_done(view)``, then ``recv_view()``: a reader's step, one compiled
+        call when the next buffer is there."""
+        sock = self.sock
+        entry = self.rx.pop(id(view), None)
+        if entry is None or sock.closed:
+            if entry is not None:
+                self.rx[id(view)] = entry
+            self.recv_done(view)
+            return self.recv_view()
+        try:
+            view.release()
+        except BufferError:
+            self.rx[id(view)] = entry
+            raise
+        result = self.give_take(sock.seg, sock.regs, sock.qp, sock.conns, sock.bufs,
+                                sock.row, sock.conn, entry[1])
+        if result < 0:
+            if result == zc_calls.EMPTY_WAKE:
+                sock.driver.wake.release()
+            return self.recv_view()
+        if result & _VIEW_WAKE:
+            sock.driver.wake.release()
+        offset = (result >> _SHIFT) & _OFFSET
+        view = self.ro[offset:offset + (result & _LENGTH)]
+        self.rx[id(view)] = (view, (offset - self.recv_base) // self.buffer_bytes)
+        if sock.readiness is not None and not sock.net.rx_count[sock.row]:
+            sock.readiness.update_read()
+        return view
 
     def _done_other(self, view) -> None:
         entry = self.orphans.pop(id(view), None)

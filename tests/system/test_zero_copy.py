@@ -105,7 +105,12 @@ def test_random_programs_keep_the_stream(engine, seed):
                 while True:
                     op = rng.random()
                     if op < 0.5:
-                        view = server.recv_view()
+                        if held and rng.random() < 0.3:     # give one back, take one
+                            given = held.pop(rng.randrange(len(held)))
+                            view = server.zero_copy.recv_next(given)
+                            assert released(given)
+                        else:
+                            view = server.recv_view()
                         if not len(view):
                             break
                         got += view
@@ -136,6 +141,12 @@ def test_random_programs_keep_the_stream(engine, seed):
                 sent += payload
                 continue
             view = client.send_view(len(payload))
+            if len(view) < len(payload) and rng.random() < 0.5:   # a writer's step
+                view[:] = payload[:len(view)]
+                sent += payload[:len(view)]
+                payload = payload[len(view):]
+                old, view = view, client.zero_copy.send_next(view, len(payload))
+                assert released(old)
             n = rng.choice([len(view), rng.randint(0, len(view))])
             view[:n] = payload[:n]
             assert client.send_commit(view, n) == n
