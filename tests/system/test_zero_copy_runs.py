@@ -57,9 +57,9 @@ def test_sweep_over_zero_copy_has_a_row_each(tmp_path):
                 "--set", "mode=offload", "--set", "workload.chunk_bytes=[65536]", *SHORT,
                 timeout=240)
     assert done.returncode == 0, done.stderr
-    rows = [line.split() for line in done.stdout.splitlines()[:6]]
-    assert any(row[:3] == ["False", "offload", "64"] for row in rows), done.stdout
-    assert any(row[:4] == ["True", "offload,", "zero-copy", "64"] for row in rows), done.stdout
+    rows = [line.split()[:4] for line in done.stdout.splitlines()[3:5]]   # after the header
+    assert rows == [["False", "offload", "64", "KB"],
+                    ["True", "offload,", "zero-copy", "64"]], done.stdout
 
 
 def test_a_damaged_stream_fails_the_zero_copy_run(tmp_path):

@@ -170,9 +170,10 @@ def outcome(run: dict) -> str:
     return f"p50 {run['latency_us']['p50']:.1f} us"
 
 
-def plan_size(config: Config, modes: list[str]) -> int:
-    return config.workload.repeat * sum(len(units(c)) * len(copying_beside(c, m))
-                                        for c in variants(config) for m in modes)
+def plan_size(config: Config, modes: list[str], beside: bool = True) -> int:
+    return config.workload.repeat * sum(
+        len(units(c)) * (len(copying_beside(c, m)) if beside else 1)
+        for c in variants(config) for m in modes)
 
 
 def emit(text: str) -> None:
@@ -239,11 +240,15 @@ def sweep_main(argv: Sequence[str]) -> int:
     name, values = parse_param(args.param or base.sweep)
     modes = parse_modes(args.modes, base) if args.modes else [base.mode]
     runs, details = [], []
-    progress = Progress(len(values) * plan_size(base, modes))
+    # a sweep over workload.zero_copy itself gives each way its own point
+    beside = name != "workload.zero_copy"
+    progress = Progress(sum(plan_size(load(args.config, [*overrides(args), f"{name}={v}"]),
+                                      modes, beside) for v in values))
     for value in values:
         config = load(args.config, [*overrides(args), f"{name}={value}"])
         more_runs, more_details = run_all(config, modes, label=f"{name}={value} ",
-                                          more_runs=len(values) > 1, progress=progress)
+                                          more_runs=len(values) > 1, progress=progress,
+                                          beside=beside)
         for run, detail in zip(more_runs, more_details):
             detail["sweep"] = {"param": name, "value": config_value(config, name)}
         runs += more_runs
