@@ -98,9 +98,19 @@ def stop_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
+def copying_beside(config: Config, mode: str) -> list[Config]:
+    """The configs ``mode`` runs with in a comparison: with ``workload.zero_copy``,
+    offload runs its copying calls first, then the zero-copy ones (its own row)."""
+    if mode != "offload" or not config.workload.zero_copy:
+        return [config]
+    from .runner import as_plain
+    return [from_dict(as_plain(config), ["workload.zero_copy=false"]), config]
+
+
 def run_all(config: Config, modes: list[str], label: str = "",
             skip_unbuilt: bool = False, more_runs: bool = False,
-            progress: Optional[Progress] = None) -> tuple[list[dict], list[dict]]:
+            progress: Optional[Progress] = None,
+            beside: bool = True) -> tuple[list[dict], list[dict]]:
     """Every (mode, unit) run of ``config`` and of each of its ``extra_runs``, in
     order, with a progress line.
 
@@ -108,11 +118,12 @@ def run_all(config: Config, modes: list[str], label: str = "",
     modules do not exist yet is left out with a note on stderr instead of stopping
     the comparison; asked for explicitly, it is an error. ``more_runs``: the command
     makes other runs too (a sweep): each capture gets its own file (capture.py),
-    and ``progress`` counts them all.
+    and ``progress`` counts them all. ``beside``: offload with ``workload.zero_copy``
+    runs both ways (compare, sweep; ``toad run`` runs what the config says).
     """
     w = config.workload
-    plan = [(r, c, m, u) for r in range(w.repeat) for c in variants(config) for m in modes
-            for u in units(c)]
+    plan = [(r, cc, m, u) for r in range(w.repeat) for c in variants(config) for m in modes
+            for cc in (copying_beside(c, m) if beside else [c]) for u in units(cc)]
     one_run = len(plan) == 1 and not more_runs
     progress = progress or Progress(len(plan))
     runs, details, skipped = [], [], set()
@@ -122,11 +133,12 @@ def run_all(config: Config, modes: list[str], label: str = "",
                 continue
             nth = f" ({repeat + 1}/{w.repeat})" if w.repeat > 1 else ""
             rw = run_config.workload
-            progress.begin(f"{label}{mode} {rw.kind} {report.size_label(unit)}{nth}",
+            shown = report.ZERO_COPY if mode == "offload" and rw.zero_copy else mode
+            progress.begin(f"{label}{shown} {rw.kind} {report.size_label(unit)}{nth}",
                            rw.warmup_s + rw.duration_s)
             if config.nic.pcap and not one_run:
                 run_config = capture.for_run(run_config, capture.point_path(
-                    config.nic.pcap, label, mode,
+                    config.nic.pcap, label, shown.replace(", ", "-"),
                     f"{rw.kind}-" * bool(config.extra_runs)
                     + report.size_label(unit).replace(" ", ""),
                     f"r{repeat + 1}" if w.repeat > 1 else ""))
@@ -158,8 +170,10 @@ def outcome(run: dict) -> str:
     return f"p50 {run['latency_us']['p50']:.1f} us"
 
 
-def plan_size(config: Config, modes: list[str]) -> int:
-    return config.workload.repeat * len(modes) * sum(len(units(c)) for c in variants(config))
+def plan_size(config: Config, modes: list[str], beside: bool = True) -> int:
+    return config.workload.repeat * sum(
+        len(units(c)) * (len(copying_beside(c, m)) if beside else 1)
+        for c in variants(config) for m in modes)
 
 
 def emit(text: str) -> None:
@@ -192,7 +206,10 @@ def run_main(argv: Sequence[str]) -> int:
     args = parser("toad run").parse_args(argv)
     stop_on_sigterm()
     config = load(args.config, overrides(args))
-    runs, details = run_all(config, [config.mode])
+    if config.workload.zero_copy and config.mode != "offload":
+        raise ConfigError(f"workload.zero_copy: only offloaded sockets have zero-copy calls "
+                          f"(mode is {config.mode}); use --set mode=offload")
+    runs, details = run_all(config, [config.mode], beside=False)
     from . import plots
     return finish(config, args, runs, details, plots.compare_plot)
 
@@ -223,11 +240,15 @@ def sweep_main(argv: Sequence[str]) -> int:
     name, values = parse_param(args.param or base.sweep)
     modes = parse_modes(args.modes, base) if args.modes else [base.mode]
     runs, details = [], []
-    progress = Progress(len(values) * plan_size(base, modes))
+    # a sweep over workload.zero_copy itself gives each way its own point
+    beside = name != "workload.zero_copy"
+    progress = Progress(sum(plan_size(load(args.config, [*overrides(args), f"{name}={v}"]),
+                                      modes, beside) for v in values))
     for value in values:
         config = load(args.config, [*overrides(args), f"{name}={value}"])
         more_runs, more_details = run_all(config, modes, label=f"{name}={value} ",
-                                          more_runs=len(values) > 1, progress=progress)
+                                          more_runs=len(values) > 1, progress=progress,
+                                          beside=beside)
         for run, detail in zip(more_runs, more_details):
             detail["sweep"] = {"param": name, "value": config_value(config, name)}
         runs += more_runs
