@@ -63,13 +63,13 @@ FLOW = np.dtype([
     # frames out: Ethernet addresses (48-bit), the route's validity, checksum mode
     ("eth_dst", _I8), ("eth_src", _I8), ("route_until", _F8), ("csum_mode", _I8),
     # counters kept while fast (added to the connection's when it returns)
-    ("rx_hp_ack", _I8), ("rx_hp_data", _I8), ("rx_hp_data_ack", _I8),
+    ("rx_hp_ack", _I8), ("rx_hp_data", _I8), ("rx_hp_data_ack", _I8), ("rx_hp_window", _I8),
     ("rx_window_update", _I8), ("tx_pure_ack", _I8), ("tx_window_update_dropped", _I8),
     ("tx_window_update_requested", _I8), ("tx_data", _I8), ("tx_held_nagle_sws", _I8),
     ("tx_limited_by_peer_window", _I8), ("tx_limited_by_cwnd", _I8),
     ("tx_window_stall", _I8), ("rx_frames", _I8),
 ])
-CONN_COUNTERS = ("rx_hp_ack", "rx_hp_data", "rx_hp_data_ack", "rx_window_update",
+CONN_COUNTERS = ("rx_hp_ack", "rx_hp_data", "rx_hp_data_ack", "rx_hp_window", "rx_window_update",
                  "tx_pure_ack", "tx_window_update_dropped", "tx_window_update_requested",
                  "tx_data", "tx_held_nagle_sws", "tx_limited_by_peer_window",
                  "tx_limited_by_cwnd", "tx_window_stall")

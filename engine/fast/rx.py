@@ -95,7 +95,7 @@ def rto(f):
 @helper
 def update_window(f, seq, ack, window):
     """tcp_input.update_window for a nonzero window on an open one (what prediction
-    lets through: no reopening, no persist timer to stop)."""
+    lets through: no reopening); a nonzero window stops the persist timer."""
     wl1 = f.snd_wl1
     if (wl1 != seq and (seq - wl1) & MASK < HALF) or (
             wl1 == seq and (ack - f.snd_wl2) & MASK < HALF):
@@ -106,6 +106,7 @@ def update_window(f, seq, ack, window):
         f.snd_wl1 = seq
         f.snd_wl2 = ack
         f.max_snd_wnd = max(f.max_snd_wnd, wnd)
+        f.t_persist = np.inf
 
 
 @helper
@@ -163,6 +164,11 @@ def predicted(f, frame, seq, ack, window, n, push, tsval, tsecr, now):
     advance = (ack - f.snd_una) & MASK
     flight = (f.snd_max - f.snd_una) & MASK
     if n == 0:
+        if advance == 0 and window_moved:       # a pure window update
+            keep_timestamp(f, seq, tsval, now)
+            f.rx_hp_window += 1
+            update_window(f, seq, ack, window)
+            return True
         if advance == 0 or advance > flight:
             return False
         keep_timestamp(f, seq, tsval, now)

@@ -44,7 +44,9 @@ def fast_path(c, seg, now: float) -> bool:
 
     Taken: an in-order pure ACK of new data, and in-order data that fits the window
     and acknowledges nothing new (BSD's two cases) or new data outside loss recovery
-    (a reply carrying the ACK of the request, a case Linux's fast path also takes).
+    (a reply carrying the ACK of the request, a case Linux's fast path also takes),
+    and a pure window update (the full path would only call ``update_window``: as a
+    duplicate ACK it does not count, its window having moved).
     A changed window is taken too (both old and new nonzero), through the full
     path's own ``update_window``: a receiver's SWS avoidance moves it every few
     segments. The effects are exactly the full path's for these segments.
@@ -64,11 +66,19 @@ def fast_path(c, seg, now: float) -> bool:
         return False                                # zero windows: the full path
     if seg.payload:
         return predicted_data(c, seg, now, window_moved)
-    # A pure ACK of new data (SND.UNA < ack <= SND.MAX), outside loss recovery.
+    # A pure ACK of new data (SND.UNA < ack <= SND.MAX), or a pure window update
+    # (ack = SND.UNA, the window moved: a reader freed room), outside loss recovery.
     advance = (seg.ack - c.snd_una) & MASK
-    if (advance == 0 or advance > ((c.snd_max - c.snd_una) & MASK) or c.in_recovery
-            or c.dupacks or seg.sack_blocks or c.scoreboard.blocks):
+    if (advance > ((c.snd_max - c.snd_una) & MASK) or c.in_recovery or c.dupacks
+            or seg.sack_blocks or c.scoreboard.blocks or not (advance or window_moved)):
         return False
+    if not advance:
+        if ts is not None and (c.last_ack_sent - seq) & MASK < HALF:
+            c.ts_recent = ts[0]
+            c.ts_recent_time = now
+        c.counters["rx_hp_window"] += 1
+        update_window(c, seg)
+        return True
     if ts is not None and (c.last_ack_sent - seq) & MASK < HALF:
         c.ts_recent = ts[0]
         c.ts_recent_time = now

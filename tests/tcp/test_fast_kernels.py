@@ -108,6 +108,17 @@ def test_pure_acks_are_taken_by_the_kernel_and_match_python():
     assert conn.counters["rx_hp_ack"] == 3 and conn.snd_una == conn.snd_max
 
 
+def test_a_pure_window_update_is_taken_and_matches_python():
+    # the peer's reader freed room: the same ACK number with a larger window (data in
+    # flight), then the ACK of everything: all three the kernel's, none handed back
+    def steps(our):
+        return [[ack(our, 1448, 600, tsval=10)], [ack(our, 1448, 700, tsval=11)],
+                [ack(our, 4344, 700, tsval=12)]]
+    _, stack, conn = same(steps)
+    assert conn.counters["rx_hp_window"] == 1 and conn.counters["rx_window_update"] == 2
+    assert stack.counters["fast.rx"] == 3 and stack.counters["fast.handback_slow_path"] == 0
+
+
 def test_in_order_data_is_placed_by_the_kernel_and_matches_python():
     # a pure ACK, then data in the same burst: both the kernel's; the frame after the
     # data (a stale sequence number) goes to Python with the data already in the TCB
