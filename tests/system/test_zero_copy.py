@@ -419,3 +419,44 @@ def test_hostile_committed_ranges_are_counted_and_dropped(engine):
         assert victim.error == errno.EFAULT
         client.close()
         server.close()
+
+
+def test_steps_wait_for_a_full_request_ring(engine):
+    """An 8-entry request ring with 1 KB views: writer steps (send_next) find the ring
+    full and wait for it (commit_next answers NO_SLOT, nothing done), reader steps
+    (recv_next) keep the order; the stream arrives whole."""
+    run = engine("qp.request_entries=8", "qp.recv_buffer_bytes=4096", "qp.recv_buffers=64")
+    data = os.urandom(2_000_000)
+    with OffloadNetwork(run.config()) as net:
+        client, server = pair(net, 7590, timeout=60)
+        box = {}
+
+        def reader():
+            got, zc = bytearray(), server.zero_copy
+            view = zc.recv_view()
+            while len(view):
+                got += view
+                view = zc.recv_next(view)
+            box["got"] = bytes(got)
+
+        thread = threading.Thread(target=reader)
+        thread.start()
+        zc, at = client.zero_copy, 0
+        view = zc.send_view(1024)
+        while True:
+            n = min(len(view), len(data) - at)
+            view[:n] = data[at:at + n]
+            at += n
+            if at == len(data):
+                zc.send_commit(view, n)
+                break
+            if n < len(view):
+                zc.send_commit(view, n)
+                view = zc.send_view(1024)
+            else:
+                view = zc.send_next(view, 1024)
+        client.shutdown(socket.SHUT_WR)
+        thread.join(60)
+        assert box["got"] == data
+        client.close()
+        server.close()
