@@ -24,7 +24,7 @@ import random
 import struct
 from collections import Counter
 
-from engine.frames import FramePool, frame_bytes
+from engine.frames import DEPTH, FramePool, frame_bytes
 from engine.nic.base import NicFeatures
 from toad.config import TcpConfig
 
@@ -46,6 +46,8 @@ from .wire.tcp import ACK, RST, SYN, TcpRepr
 LOOPBACK_IP = ipv4.aton("127.0.0.1")
 LOOP_MSS = 65535 - 40            # MSS on the in-stack loop (no NIC, no MTU below 64 KB)
 MAX_LOOP_ROUNDS = 16             # looped-frame rounds per poll_transmit call
+TX_RESERVE_PART = 8              # poll no more connections once fewer than 1/8 of the
+                                 # frame pool's slots are free (poll_transmit)
 TIME_WAIT = State.TIME_WAIT
 CLOSED = State.CLOSED
 # Ethernet header and the IPv4 header without options, for the receive fast path:
@@ -105,6 +107,7 @@ class Stack:
         # changed since the last poll_transmit; without tracking every call walks all
         self.output_tracking = False
         self._due: dict = {}             # connection -> None, in marking order
+        self._deferred: list = []        # polled next: left when the frame pool ran low
         self._due_all = False
         self._tx: list[int] = []         # frames ready for the NIC: slots of self.pool
         self._loop: list[int] = []       # frames looped inside: slots of builder.loop_pool
@@ -274,8 +277,23 @@ class Stack:
         check = self._timer_check
         if fast is not None and fast.due:
             fast.transmit(now, out)                 # what fast connections owe
+        pool_state, reserve = self.pool.state, self.pool.slots // TX_RESERVE_PART
         for _ in range(MAX_LOOP_ROUNDS):
-            for conn in self._to_poll():                # a copy: polling may free some
+            if pool_state[DEPTH] < reserve:
+                break                                   # (see below)
+            if self._deferred:
+                polled, self._deferred = self._deferred, []
+            else:
+                polled = self._to_poll()                # a copy: polling may free some
+            for index, conn in enumerate(polled):
+                if pool_state[DEPTH] < reserve:
+                    # the frames in flight hold the pool (thousands of connections'
+                    # ACKs due at once): the rest are polled first at the next call,
+                    # once frames are taken in, rather than have their frames dropped
+                    # for want of a slot and resent after an RTO
+                    self._deferred = polled[index:]
+                    self.counters["tx.pool_low_deferred"] += 1
+                    break
                 if conn not in keys:                    # freed earlier in this round
                     continue
                 check[conn] = None                      # output may set its timers

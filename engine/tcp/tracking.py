@@ -32,7 +32,7 @@ def mark(self, conn=None) -> None:
 
 def output_due(self) -> bool:
     """Whether poll_transmit could produce a frame now (always, without tracking)."""
-    return bool(self._due or self._due_all or self._tx or self._loop
+    return bool(self._due or self._due_all or self._tx or self._loop or self._deferred
                 or not self.output_tracking or (self.fast is not None and self.fast.due))
 
 
