@@ -30,7 +30,7 @@ def pairs(net, listener, port: int, count: int) -> list:
     return out
 
 
-def test_idle_connections_give_their_send_space_to_the_next(engine):
+def test_idle_connections_give_their_send_space_to_the_next(engine):  # noqa: F811
     """A 64 KB area holds 64 rings of 1 KB; 200 connections each send and are answered
     twice: drained rings are taken back for the newcomers, every byte arrives."""
     run = engine(*SMALL_AREA, "qp.max_connections=512", "qp.recv_buffers=512",
@@ -94,7 +94,7 @@ HOG_RECEIVER = ["tcp.recv_buffer_bytes=4096", "qp.recv_buffer_bytes=2048",
                 "qp.recv_buffers=256"]   # 4 KB windows: 8 KB rings stay unacked
 
 
-def test_a_writer_without_send_space_gets_eagain_or_its_timeout(engine):
+def test_a_writer_without_send_space_gets_eagain_or_its_timeout(engine):  # noqa: F811
     """Eight connections fill the whole area toward readers that do not read; another
     one's first send finds no space: EAGAIN non-blocking, TimeoutError with a timeout;
     once the readers drain the others, it sends."""
@@ -125,7 +125,7 @@ def test_a_writer_without_send_space_gets_eagain_or_its_timeout(engine):
     run.stop()
 
 
-def test_blocking_send_waits_for_space_in_flight(engine):
+def test_blocking_send_waits_for_space_in_flight(engine):  # noqa: F811
     """A blocking writer without space waits while other connections' bytes are in
     flight, and sends once they are acknowledged."""
     run = engine(*SMALL_AREA, *HOG_RECEIVER)
@@ -158,7 +158,7 @@ def test_blocking_send_waits_for_space_in_flight(engine):
 
 
 @pytest.mark.parametrize("staging", ["engine.staging_bytes=67108864", "engine.staging_bytes=0"])
-def test_a_reader_is_not_starved_by_buffers_held_for_others(engine, staging):
+def test_a_reader_is_not_starved_by_buffers_held_for_others(engine, staging):  # noqa: F811
     """Eight 4 KB buffers, all attached to connections nobody reads; a blocking recv on
     a ninth still gets its data (staged in the engine, or resent when nothing may be
     staged): the waiting reader copies the others' bytes into their sockets' memory
@@ -208,7 +208,7 @@ def test_a_reader_is_not_starved_by_buffers_held_for_others(engine, staging):
             assert offload["rx_staged_placed"] >= 1
 
 
-def test_a_short_message_takes_a_small_buffer_and_a_long_one_a_chunk(engine):
+def test_a_short_message_takes_a_small_buffer_and_a_long_one_a_chunk(engine):  # noqa: F811
     """Two buffer groups: 16 small buffers of 512 B beside 8 of 4 KB. Twelve 100-byte
     messages (more than the chunk-sized group holds) each take a small buffer; a
     2000-byte one takes a chunk-sized one."""
