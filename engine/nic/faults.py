@@ -174,6 +174,13 @@ class FaultyNic:
             times.append(0.0)               # frames to hand out now
         return min(times) if times else None
 
+    def due(self, now: float) -> bool:
+        """Frames to hand out by ``now``: damaged ones ready here, one held back
+        whose time has come, or the wrapped NIC's."""
+        held = self.rx_held
+        return bool(self.rx_ready) or (held is not None and held[2] <= now) \
+            or self.inner.due(now)
+
     def close(self) -> None:
         """Give back the frames held here, then close the NIC."""
         for held in (self.tx_held, self.rx_held):
