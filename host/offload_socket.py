@@ -316,8 +316,7 @@ class OffloadSocket(SocketSetup):
             if self.retired:
                 self._free_retired(acked)
             size = int(tx["tx_size"])
-            if (not size or self.retired or acked < int(tx["tx_posted"])
-                    or tx["tx_held"]):            # (a zero-copy view is lent from it)
+            if not size or self.retired or acked < int(tx["tx_posted"]):
                 return False
             self.net.area.free(int(tx["tx_offset"]), size)
             datapath.set_ring(self.driver.conns, self.row, 0, 0, int(tx["tx_posted"]))

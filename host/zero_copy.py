@@ -131,7 +131,7 @@ class ZeroCopy:
         send lock); a socket that may not wait takes what is free."""
         sock, reserve = self.sock, self.reserve
         if not sock.tx["tx_size"]:
-            sock._open_ring(nbytes)
+            sock._open_ring()
         need = nbytes
         while True:
             try:
