@@ -100,9 +100,6 @@ HOST_CONN = np.dtype([
     # bytes copied out of this row's buffers into its socket's own memory when the
     # pool ran low (spill): they come before anything attached, so recv says SPILLED
     ("spilled", _I8),
-    # zero-copy send (host/zero_copy.py): bytes of the ring lent to the application as
-    # a writable view, not committed yet (0: none); send_call writes nothing meanwhile
-    ("tx_held", _I8),
 ])
 HOST_BUF = np.dtype([("next", _I8), ("length", _I8),
                      ("at", _I8), ("size", _I8)])    # segment offset and size
@@ -248,7 +245,7 @@ def send_call(seg, regs, qp, conns, scratch, src, row, timed):
     count = len(src)
     if count == 0:
         return 0
-    if c.tx_size <= 0 or c.tx_held:     # (a zero-copy view holds the write position)
+    if c.tx_size <= 0:
         return NEED_ROOM
     position = (c.tx_posted - c.tx_base) % c.tx_size
     freed = c.tx_acked if c.tx_acked > c.tx_base else c.tx_base
@@ -502,7 +499,7 @@ def _open_row(conns, row, conn):
     c.conn = conn
     c.rx_head = c.rx_tail = NONE
     c.rx_count = c.rx_start = c.consumed = c.released = c.talking = c.spilled = 0
-    c.tx_offset = c.tx_size = c.tx_posted = c.tx_acked = c.tx_base = c.tx_held = 0
+    c.tx_offset = c.tx_size = c.tx_posted = c.tx_acked = c.tx_base = 0
     c.ready = UNWATCHED      # (a listed row stays listed: take_ready skips it)
 
 

@@ -25,7 +25,6 @@ from host.driver import Q
 from host.offload_setup import MIN_SHARE, SocketSetup, check, error  # noqa: F401 (re-exported)
 from host.readiness import Readiness
 from host.send_buffers import SendRing
-from host.zero_copy import Received, ZeroCopy
 from toad import layout
 
 if TYPE_CHECKING:
@@ -92,7 +91,6 @@ class OffloadSocket(SocketSetup):
         # before anything attached; ``spill_at``: how far they are read
         self.spill = bytearray()
         self.spill_at = 0
-        self.zc: ZeroCopy | None = None    # zero-copy state, from the first such call
 
     # ---- events (consumer thread) ------------------------------------------------------
     def on_event(self, event) -> None:
@@ -538,41 +536,10 @@ class OffloadSocket(SocketSetup):
                 self.readiness.update_read()
             raise self._would_block("recv")
 
-    # ---- zero-copy calls (host/zero_copy.py) ----------------------------------------
-    @property
-    def zero_copy(self) -> ZeroCopy:
-        zc = self.zc
-        if zc is None:
-            self._check_open()
-            zc = self.zc = ZeroCopy(self)
-        return zc
-
-    def send_view(self, nbytes: int) -> memoryview:
-        """A writable view of the next free bytes of the send ring (1 to ``nbytes``)."""
-        return self.zero_copy.send_view(nbytes)
-
-    def send_commit(self, view: memoryview, nbytes: int | None = None) -> int:
-        """Send the first ``nbytes`` of the open send view (all if None); it is released."""
-        return self.zero_copy.send_commit(view, nbytes)
-
-    def recv_view(self) -> memoryview:
-        """The next received bytes as a read-only view (empty at EOF); give it back."""
-        return self.zero_copy.recv_view()
-
-    def recv_done(self, view: memoryview) -> None:
-        """Give a receive view back (released; its buffer returns to the pool)."""
-        self.zero_copy.recv_done(view)
-
-    def received(self) -> Received:
-        """``with sock.received() as view:`` recv_view, then recv_done at the end."""
-        return Received(self.zero_copy)
-
     # ---- teardown --------------------------------------------------------------------
     def shutdown(self, how: int) -> None:
         if how not in (pysocket.SHUT_RD, pysocket.SHUT_WR, pysocket.SHUT_RDWR):
             raise error(errno.EINVAL, "shutdown")
-        if self.zc is not None:
-            self.zc.before_shutdown(how)
         if not self.connected:
             raise error(errno.ENOTCONN, "shutdown")
         if how in (pysocket.SHUT_RD, pysocket.SHUT_RDWR):
@@ -590,8 +557,6 @@ class OffloadSocket(SocketSetup):
         if self.closed:
             return
         self.closed = True
-        if self.zc is not None:                # its views are released (zero_copy.py)
-            self.zc.closing()
         if self.connecting is not None:        # its answer is nobody's now
             self.net.connects.pop(self.connecting[0], None)
             self.connecting = None
@@ -615,7 +580,7 @@ class OffloadSocket(SocketSetup):
         """The engine forgot the connection: free the send share and the id."""
         if self.net.sockets.get(self.conn) is self:
             size = int(self.tx["tx_size"])
-            if size and not (self.zc is not None and self.zc.keeps_ring):
+            if size:
                 self.net.area.free(int(self.tx["tx_offset"]), size)
                 datapath.set_ring(self.driver.conns, self.row, 0, 0, 0)
             del self.net.sockets[self.conn]

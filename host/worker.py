@@ -24,7 +24,7 @@ from toad.config import Config, load
 from toad.errors import ToadError
 from toad.memory import keep_heap
 from toad.experiment.accounting import calibrate_copy_median
-from host import workloads, workloads_many, workloads_zc
+from host import workloads, workloads_many
 from host.copy_timer import COPY_TIMER
 
 NOT_BUILT = {
@@ -95,9 +95,6 @@ def run_role(config: Config, role: str, ready_path: str | None, args=None) -> di
     if many and (config.mode == "kernel" or getattr(args, "kernel_address", None)):
         workloads_many.raise_descriptor_limit(plan.connections)
     network = open_network(config, role, getattr(args, "kernel_address", None))
-    # the zero-copy calls exist on offloaded sockets only (a TAP run's Linux peer copies)
-    zero_copy = config.workload.zero_copy and getattr(network, "mode", "") == "offload"
-    work = workloads_zc if zero_copy else workloads
     try:
         if getattr(args, "wait_for", None):
             wait_for(args.wait_for)
@@ -112,12 +109,8 @@ def run_role(config: Config, role: str, ready_path: str | None, args=None) -> di
                 if kind == "bulk":
                     sock, _ = listener.accept()
                     try:
-                        header = getattr(args, "stream_header", 0) or 0
-                        if zero_copy and header:
-                            raise ToadError("workload.zero_copy: an iperf sender's stream "
-                                            "is read by copying; set workload.peer=python")
-                        result = workloads_zc.bulk_recv(sock, plan) if zero_copy else \
-                            workloads.bulk_recv(sock, plan, header)
+                        result = workloads.bulk_recv(sock, plan,
+                                                     getattr(args, "stream_header", 0) or 0)
                     finally:
                         sock.close()
                 elif many:
@@ -125,14 +118,14 @@ def run_role(config: Config, role: str, ready_path: str | None, args=None) -> di
                              else workloads_many.rr_many_server)
                     result = serve(listener, plan)
                 else:
-                    result = work.rr_server(listener, plan, new_connection=kind == "crr")
+                    result = workloads.rr_server(listener, plan, new_connection=kind == "crr")
             finally:
                 listener.close()
         elif kind == "bulk":
             sock = network.create_connection(address, timeout=30)
             try:
                 mark_started(args)
-                result = work.bulk_send(sock, plan)
+                result = workloads.bulk_send(sock, plan)
             finally:
                 sock.close()
         elif many:
@@ -142,7 +135,7 @@ def run_role(config: Config, role: str, ready_path: str | None, args=None) -> di
             result = client(network, address, plan)
         else:
             mark_started(args)
-            result = work.rr_client(network, address, plan, new_connection=kind == "crr")
+            result = workloads.rr_client(network, address, plan, new_connection=kind == "crr")
     finally:
         network.close()
     counters = getattr(network, "counters", None)   # in-host: this process's stack

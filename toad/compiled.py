@@ -50,7 +50,6 @@ KERNEL_MODULES = (
     "engine.fast.rx",
     "engine.fast.tx",
     "host.datapath",
-    "host.zc_calls",
 )
 _ROOT = Path(__file__).resolve().parents[1]
 PRUNE_AFTER_S = 7 * 86400

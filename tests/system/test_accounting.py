@@ -97,7 +97,7 @@ def test_build_run_has_the_stable_keys_and_excludes_the_checksum():
     assert set(run) == {"mode", "workload", "chunk_bytes", "mtu", "duration_s", "bytes",
                         "goodput_gbps", "integrity_ok", "send", "recv",
                         "host_cpus_busy_pct_per_gbps", "engine", "total_cpu_pct_per_gbps",
-                        "bus", "zero_copy"}
+                        "bus"}
     assert run["bus"] == {"model": None, "send": None, "recv": None}   # no bus in kernel mode
     # 0.01 s of CPU minus 0.001 s of checksum, for 8 Mb: 100 * 0.009 / 0.008
     assert run["send"]["cpu_s"] == pytest.approx(0.009)

@@ -15,7 +15,7 @@ SIDE_KEYS = {"cpu_s", "cpu_pct_per_gbps", "copy_pct_per_gbps", "driver_pct_per_g
              "copy_timed_pct_per_gbps"}
 RUN_KEYS = {"mode", "workload", "chunk_bytes", "mtu", "duration_s", "bytes", "goodput_gbps",
             "integrity_ok", "send", "recv", "host_cpus_busy_pct_per_gbps", "engine",
-            "total_cpu_pct_per_gbps", "counters", "bus", "zero_copy"}
+            "total_cpu_pct_per_gbps", "counters", "bus"}
 COUNTER_KEYS = {"source", "faults", "retransmits", "sack_recoveries", "out_of_order_segments",
                 "duplicate_segments", "zero_window_stalls", "out_of_buffer_stalls",
                 "bad_records", "bad_frames", "interrupts"}

@@ -98,8 +98,3 @@ def test_many_connections_raise_each_hosts_qp_limit():
     assert effective(crr, "offload", 64, "x").qp.max_connections == 10000 + CONNECTION_MARGIN
     one = load(None, ["workload.kind=rr"])
     assert effective(one, "offload", 64, "x").qp.max_connections == 1024
-
-
-def test_zero_copy_over_many_connections_is_refused_by_name():
-    with pytest.raises(ConfigError, match="workload.zero_copy"):
-        load(None, ["workload.zero_copy=true", "workload.connections=10"])

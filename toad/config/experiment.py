@@ -56,12 +56,6 @@ class WorkloadConfig:
         "checked), else toad's kernel-mode worker in the namespace; iperf: iperf 2 or an "
         "error; python: the worker. Where toad sends, the receiver is always the worker "
         "(iperf 2's server cannot check the bytes it gets)", default="auto")
-    zero_copy: bool = doc(
-        "offload: bulk, rr and crr move their bytes through the socket's zero-copy calls "
-        "(send views committed from the send ring, receive views of the anonymous "
-        "buffers; host/zero_copy.py); toad compare and toad sweep then run offload both "
-        "ways, the zero-copy runs as their own row (\"offload, zero-copy\"). kernel and "
-        "inhost have no such calls: their runs copy", default=False)
 
     def validate(self, path: str) -> None:
         if self.duration_s <= 0:
@@ -82,10 +76,6 @@ class WorkloadConfig:
             raise ConfigError(f"{path}.connections: {self.connections} must be "
                               f"1..{MAX_CONNECTIONS} (the ephemeral ports toad's stack "
                               f"has toward one server port)")
-        if self.zero_copy and self.connections > 1:
-            raise ConfigError(f"{path}.zero_copy: the workloads over many connections "
-                              f"({path}.connections: {self.connections}) copy; set one of "
-                              "them back (zero_copy: false or connections: 1)")
         if not 0 <= self.copy_sample <= 1 << 20:
             raise ConfigError(f"{path}.copy_sample: {self.copy_sample} must be 0..1048576 "
                               "(0 = off)")

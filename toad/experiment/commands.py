@@ -98,19 +98,9 @@ def stop_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
-def copying_beside(config: Config, mode: str) -> list[Config]:
-    """The configs ``mode`` runs with in a comparison: with ``workload.zero_copy``,
-    offload runs its copying calls first, then the zero-copy ones (its own row)."""
-    if mode != "offload" or not config.workload.zero_copy:
-        return [config]
-    from .runner import as_plain
-    return [from_dict(as_plain(config), ["workload.zero_copy=false"]), config]
-
-
 def run_all(config: Config, modes: list[str], label: str = "",
             skip_unbuilt: bool = False, more_runs: bool = False,
-            progress: Optional[Progress] = None,
-            beside: bool = True) -> tuple[list[dict], list[dict]]:
+            progress: Optional[Progress] = None) -> tuple[list[dict], list[dict]]:
     """Every (mode, unit) run of ``config`` and of each of its ``extra_runs``, in
     order, with a progress line.
 
@@ -118,12 +108,11 @@ def run_all(config: Config, modes: list[str], label: str = "",
     modules do not exist yet is left out with a note on stderr instead of stopping
     the comparison; asked for explicitly, it is an error. ``more_runs``: the command
     makes other runs too (a sweep): each capture gets its own file (capture.py),
-    and ``progress`` counts them all. ``beside``: offload with ``workload.zero_copy``
-    runs both ways (compare, sweep; ``toad run`` runs what the config says).
+    and ``progress`` counts them all.
     """
     w = config.workload
-    plan = [(r, cc, m, u) for r in range(w.repeat) for c in variants(config) for m in modes
-            for cc in (copying_beside(c, m) if beside else [c]) for u in units(cc)]
+    plan = [(r, c, m, u) for r in range(w.repeat) for c in variants(config) for m in modes
+            for u in units(c)]
     one_run = len(plan) == 1 and not more_runs
     progress = progress or Progress(len(plan))
     runs, details, skipped = [], [], set()
@@ -133,12 +122,11 @@ def run_all(config: Config, modes: list[str], label: str = "",
                 continue
             nth = f" ({repeat + 1}/{w.repeat})" if w.repeat > 1 else ""
             rw = run_config.workload
-            shown = report.ZERO_COPY if mode == "offload" and rw.zero_copy else mode
-            progress.begin(f"{label}{shown} {rw.kind} {report.size_label(unit)}{nth}",
+            progress.begin(f"{label}{mode} {rw.kind} {report.size_label(unit)}{nth}",
                            rw.warmup_s + rw.duration_s)
             if config.nic.pcap and not one_run:
                 run_config = capture.for_run(run_config, capture.point_path(
-                    config.nic.pcap, label, shown.replace(", ", "-"),
+                    config.nic.pcap, label, mode,
                     f"{rw.kind}-" * bool(config.extra_runs)
                     + report.size_label(unit).replace(" ", ""),
                     f"r{repeat + 1}" if w.repeat > 1 else ""))
@@ -170,10 +158,8 @@ def outcome(run: dict) -> str:
     return f"p50 {run['latency_us']['p50']:.1f} us"
 
 
-def plan_size(config: Config, modes: list[str], beside: bool = True) -> int:
-    return config.workload.repeat * sum(
-        len(units(c)) * (len(copying_beside(c, m)) if beside else 1)
-        for c in variants(config) for m in modes)
+def plan_size(config: Config, modes: list[str]) -> int:
+    return config.workload.repeat * len(modes) * sum(len(units(c)) for c in variants(config))
 
 
 def emit(text: str) -> None:
@@ -206,10 +192,7 @@ def run_main(argv: Sequence[str]) -> int:
     args = parser("toad run").parse_args(argv)
     stop_on_sigterm()
     config = load(args.config, overrides(args))
-    if config.workload.zero_copy and config.mode != "offload":
-        raise ConfigError(f"workload.zero_copy: only offloaded sockets have zero-copy calls "
-                          f"(mode is {config.mode}); use --set mode=offload")
-    runs, details = run_all(config, [config.mode], beside=False)
+    runs, details = run_all(config, [config.mode])
     from . import plots
     return finish(config, args, runs, details, plots.compare_plot)
 
@@ -240,15 +223,11 @@ def sweep_main(argv: Sequence[str]) -> int:
     name, values = parse_param(args.param or base.sweep)
     modes = parse_modes(args.modes, base) if args.modes else [base.mode]
     runs, details = [], []
-    # a sweep over workload.zero_copy itself gives each way its own point
-    beside = name != "workload.zero_copy"
-    progress = Progress(sum(plan_size(load(args.config, [*overrides(args), f"{name}={v}"]),
-                                      modes, beside) for v in values))
+    progress = Progress(len(values) * plan_size(base, modes))
     for value in values:
         config = load(args.config, [*overrides(args), f"{name}={value}"])
         more_runs, more_details = run_all(config, modes, label=f"{name}={value} ",
-                                          more_runs=len(values) > 1, progress=progress,
-                                          beside=beside)
+                                          more_runs=len(values) > 1, progress=progress)
         for run, detail in zip(more_runs, more_details):
             detail["sweep"] = {"param": name, "value": config_value(config, name)}
         runs += more_runs

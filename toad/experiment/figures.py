@@ -117,8 +117,6 @@ def build_run(config: Config, send: dict, recv: dict, engine=None) -> tuple[dict
     recv_json, recv_fig = side(recv)
     run = {
         "mode": config.mode, "workload": kind,
-        # the offloaded sockets' zero-copy calls (host/zero_copy.py): no boundary copy
-        "zero_copy": config.mode == "offload" and config.workload.zero_copy,
         "chunk_bytes": config.workload.chunk_bytes[0] if kind == "bulk" else config.workload.sizes[0],
         "mtu": config.nic.tap.mtu if config.nic.kind == "tap" else config.nic.mtu,
         "duration_s": round(m["wall_s"], 4), "bytes": m["bytes"],
@@ -244,8 +242,6 @@ def details(send: dict, recv: dict) -> dict:
                      "copy_timed": timed_details(r.get("copy_timed"))}
         if "latency_us" in r:
             out[name]["latency_samples"] = r["latency_us"]["count"]
-        if "fill_s" in r:    # zero-copy: the application's writes into send views
-            out[name]["fill_s"] = round(r["fill_s"], 6)
     if "stream_header_bytes" in recv:   # the sender was iperf (host/iperf_peer.py)
         out["recv"]["stream_header_bytes"] = recv["stream_header_bytes"]
     return out

@@ -8,12 +8,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only, never a window
 import matplotlib.pyplot as plt  # noqa: E402
 
-from .report import row_label, size_label  # noqa: E402
-
-
-def axis_label(run: dict) -> str:
-    """A run's row on an axis: "offload, zero-copy" on two lines."""
-    return row_label(run).replace(", ", "\n")
+from .report import size_label  # noqa: E402
 
 
 def compare_plot(runs: list[dict], path: str) -> None:
@@ -44,14 +39,14 @@ FONT = {"axes.labelsize": 11, "axes.titlesize": 11, "xtick.labelsize": 10,
 
 
 def run_label(r: dict) -> str:
-    return f"{axis_label(r)}\n{size_label(r['chunk_bytes'])}"
+    return f"{r['mode']}\n{size_label(r['chunk_bytes'])}"
 
 
 def cpu_bars(ax, bulk: list[dict]) -> None:
     labels, copies, rest, ranges, timed = [], [], [], [], []
     for r in bulk:
         for side in ("send", "recv"):
-            labels.append(f"{axis_label(r)}\n{side}\n{size_label(r['chunk_bytes'])}")
+            labels.append(f"{r['mode']}\n{side}\n{size_label(r['chunk_bytes'])}")
             copies.append(r[side]["copy_pct_per_gbps"])
             rest.append(r[side]["driver_pct_per_gbps"])
             ranges.append((r.get("spread") or {}).get(side))
@@ -120,7 +115,7 @@ def latency_plot(runs: list[dict], path: str) -> None:
             points = (r.get("latency_us") or {}).get("cdf") or []
             if points:
                 cdf.plot([us for _, us in points], [percent for percent, _ in points], ".-",
-                         label=f"{row_label(r)} {r['workload']} {size_label(r['chunk_bytes'])}")
+                         label=f"{r['mode']} {r['workload']} {size_label(r['chunk_bytes'])}")
         cdf.set_xscale("log")
         cdf.set_xlabel("latency (µs)")
         cdf.set_ylabel("% of requests at or below")
@@ -134,7 +129,7 @@ def latency_plot(runs: list[dict], path: str) -> None:
 
 
 def latency_bars(ax, runs: list[dict]) -> None:
-    labels = [f"{axis_label(r)}\n{r['workload']} {size_label(r['chunk_bytes'])}" for r in runs]
+    labels = [f"{r['mode']}\n{r['workload']} {size_label(r['chunk_bytes'])}" for r in runs]
     x = range(len(labels))
     ax.bar([i - 0.2 for i in x], [r["latency_us"]["p50"] or 0 for r in runs], 0.4, label="p50")
     ax.bar([i + 0.2 for i in x], [r["latency_us"]["p99"] or 0 for r in runs], 0.4, label="p99")

@@ -28,8 +28,7 @@ from typing import Any, Optional
 
 
 def point_key(run: dict, detail: dict) -> tuple:
-    return (json.dumps(detail.get("sweep"), sort_keys=True), run["mode"],
-            bool(run.get("zero_copy")), run["workload"],
+    return (json.dumps(detail.get("sweep"), sort_keys=True), run["mode"], run["workload"],
             run["chunk_bytes"], run["mtu"], (detail.get("tap") or {}).get("toad_side"))
 
 

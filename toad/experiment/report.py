@@ -3,8 +3,7 @@
 JSON (documented in the README; keys are stable)::
 
     {"toad_version", "config", "machine": {"cpus", "engine_cpus", "host_cpus"},
-     "runs": [{"mode", "zero_copy" (offload through the zero-copy calls), "workload",
-               "chunk_bytes", "mtu", "duration_s", "bytes",
+     "runs": [{"mode", "workload", "chunk_bytes", "mtu", "duration_s", "bytes",
                "goodput_gbps", "integrity_ok",
                "send": {"cpu_s", "cpu_pct_per_gbps", "copy_pct_per_gbps", "driver_pct_per_gbps",
                         "copy_timed_pct_per_gbps" (null in kernel mode or when not sampled)},
@@ -47,12 +46,6 @@ from . import bus_report, counters
 from .repeats import summarize
 
 STACK_LABEL = {"offload": "TOE driver", "inhost": "TCP/IP stack", "kernel": "TCP/IP stack"}
-ZERO_COPY = "offload, zero-copy"
-
-
-def row_label(run: dict) -> str:
-    """A run's row: its mode, or "offload, zero-copy" (host/zero_copy.py's calls)."""
-    return ZERO_COPY if run.get("zero_copy") else run["mode"]
 
 
 def document(config: Config, runs: list[dict], details: list[dict]) -> dict:
@@ -153,7 +146,7 @@ def bulk_table(mode: str, runs: list[dict], details: Optional[list[dict]] = None
     labelled = table_columns(runs, details)
     columns = [(s, r) for s, r, _label in labelled]
     header = ["% of one CPU per Gb/s"] + [label for _s, _r, label in labelled]
-    stack_label = STACK_LABEL["offload" if mode == ZERO_COPY else mode]
+    stack_label = STACK_LABEL[mode]
     if any(label.startswith("Linux") for _s, _r, label in labelled):
         stack_label += " (Linux: its stack)"
     rows = [["memory copies"] + [fmt(r[s]["copy_pct_per_gbps"]) for s, r in columns]]
@@ -170,7 +163,7 @@ def bulk_table(mode: str, runs: list[dict], details: Optional[list[dict]] = None
             ["host CPUs busy (both sides)"] + [fmt(r["host_cpus_busy_pct_per_gbps"])
                                                for s, r in columns],
             ["  of which irq + softirq"] + [fmt(irq[id(r)]) for s, r in columns]]
-    if mode in ("offload", ZERO_COPY):
+    if mode == "offload":
         by_run = {id(r): d for r, d in zip(runs, details)}
         rows.append(["interrupts per MB"] + [fmt(interrupts_per_mb(by_run[id(r)], s), 3)
                                              for s, r in columns])
@@ -209,7 +202,7 @@ def rr_table(runs: list[dict], markdown: bool = False) -> str:
         header[3:3] = ["conns", "set-up s", "engine B/conn"]
     rows = []
     for r in runs:
-        row = [row_label(r), r["workload"], size_label(r["chunk_bytes"]),
+        row = [r["mode"], r["workload"], size_label(r["chunk_bytes"]),
                fmt(r["latency_us"]["p50"], 1), fmt(r["latency_us"]["p99"], 1),
                fmt(r["latency_us"].get("p999"), 1), fmt(r.get("transactions_per_s"), 0),
                fmt(r["send"]["cpu_pct_per_gbps"]), fmt(r["recv"]["cpu_pct_per_gbps"]),
@@ -233,29 +226,26 @@ def host_figures(runs: list[dict], details: list[dict]) -> dict:
             continue
         sides = [d["tap"]["toad_side"]] if "tap" in d else ["send", "recv"]
         for side in sides:
-            out.setdefault(row_label(r), {})[(r["chunk_bytes"], side)] = r[side]["cpu_pct_per_gbps"]
+            out.setdefault(r["mode"], {})[(r["chunk_bytes"], side)] = r[side]["cpu_pct_per_gbps"]
     return out
 
 
 def factors(runs: list[dict], details: Optional[list[dict]] = None) -> str:
     """Improvement factors of offload over each baseline: baseline total / offload total."""
     figures = host_figures(runs, details or [{} for _ in runs])
+    offload = figures.get("offload", {})
     lines = []
-    for better, bases in (("offload", ("kernel", "inhost")),
-                          (ZERO_COPY, ("kernel", "inhost", "offload"))):
-        offload = figures.get(better, {})
-        for base in bases:
-            chunks = sorted({c for c, _s in figures.get(base, {}) if (c, "send") in offload
-                             or (c, "recv") in offload}, reverse=True)
-            for chunk in chunks:
-                parts = []
-                for side, verb in (("send", "sending"), ("recv", "receiving")):
-                    b, o = figures[base].get((chunk, side)), offload.get((chunk, side))
-                    if b is not None and o:
-                        parts.append(f"{verb} {b / o:.1f}x")
-                if parts:
-                    lines.append(f"{better} vs {base} at {size_label(chunk)}: "
-                                 + ", ".join(parts))
+    for base in ("kernel", "inhost"):
+        chunks = sorted({c for c, _s in figures.get(base, {}) if (c, "send") in offload
+                         or (c, "recv") in offload}, reverse=True)
+        for chunk in chunks:
+            parts = []
+            for side, verb in (("send", "sending"), ("recv", "receiving")):
+                b, o = figures[base].get((chunk, side)), offload.get((chunk, side))
+                if b is not None and o:
+                    parts.append(f"{verb} {b / o:.1f}x")
+            if parts:
+                lines.append(f"offload vs {base} at {size_label(chunk)}: " + ", ".join(parts))
     return "\n".join(lines)
 
 
@@ -265,18 +255,18 @@ def render(runs: list[dict], details: list[dict], markdown: bool = False) -> str
     all_details = details
     runs, details = summarize(runs, details)
     out = []
-    modes = list(dict.fromkeys(row_label(r) for r in runs))
+    modes = list(dict.fromkeys(r["mode"] for r in runs))
     for mode in modes:
         pairs = [(r, d) for r, d in zip(runs, details)
-                 if row_label(r) == mode and r["workload"] == "bulk"]
+                 if r["mode"] == mode and r["workload"] == "bulk"]
         if pairs:
             out.append(bulk_table(mode, [r for r, _ in pairs], [d for _, d in pairs], markdown))
     rr = [r for r in runs if r["workload"] != "bulk"]
     if rr:
         out.append(rr_table(rr, markdown))
-        out.append(counters_table([f"{row_label(r)} {r['workload']} "
-                                   f"{size_label(r['chunk_bytes'])}" for r in rr], rr, markdown))
-    out.append(bus_table([f"{row_label(r)} {r['workload']} {size_label(r['chunk_bytes'])}"
+        out.append(counters_table([f"{r['mode']} {r['workload']} {size_label(r['chunk_bytes'])}"
+                                   for r in rr], rr, markdown))
+    out.append(bus_table([f"{r['mode']} {r['workload']} {size_label(r['chunk_bytes'])}"
                           for r in runs], runs, markdown))
     text = factors(runs, details)
     if text:
@@ -361,7 +351,7 @@ def sweep_table(name: str, runs: list[dict], details: list[dict],
         header += ["send bus", "recv bus"]
     rows = []
     for r, d in zip(runs, details):
-        row = [str(d.get("sweep", {}).get("value")), row_label(r), size_label(r["chunk_bytes"]),
+        row = [str(d.get("sweep", {}).get("value")), r["mode"], size_label(r["chunk_bytes"]),
                fmt(r["goodput_gbps"], 3)]
         for s in ("send", "recv"):
             row += [fmt(r[s]["copy_pct_per_gbps"]), fmt(r[s].get("copy_timed_pct_per_gbps")),
@@ -375,7 +365,7 @@ def sweep_table(name: str, runs: list[dict], details: list[dict],
         if bus:
             row += [fmt(bus_report.host_bus_pct(r, s)) for s in ("send", "recv")]
         rows.append(row)
-    labels = [f"{d.get('sweep', {}).get('value')} {row_label(r)} {size_label(r['chunk_bytes'])}"
+    labels = [f"{d.get('sweep', {}).get('value')} {r['mode']} {size_label(r['chunk_bytes'])}"
               for r, d in zip(runs, details)]
     parts = [titled("% of one CPU per Gb/s (copy = memory copies, calibrated; timed = the "
                     "same copies timed in the run; rest = driver or stack"

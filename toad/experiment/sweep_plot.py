@@ -20,7 +20,7 @@ matplotlib.use("Agg")  # files only, never a window
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import FixedLocator, NullLocator  # noqa: E402
 
-from .report import ZERO_COPY, row_label, size_label  # noqa: E402
+from .report import size_label  # noqa: E402
 
 # config prefixes each mode uses (anything else it ignores)
 USED_BY = {"kernel": ("workload.", "host."),
@@ -32,8 +32,7 @@ USED_BY = {"kernel": ("workload.", "host."),
 UNITS = (("_bytes", "bytes"), ("nic.mtu", "bytes"), ("_us", "µs"), ("_ms", "ms"),
          ("_s", "s"), ("_gbps", "Gb/s"), ("workload.sizes", "bytes"))
 LOG_SCALE = ("nic.mtu", "_bytes", "workload.sizes")
-STYLE = {"offload": ("tab:green", "o"), "inhost": ("tab:blue", "s"), "kernel": ("tab:red", "^"),
-         ZERO_COPY: ("tab:purple", "D")}
+STYLE = {"offload": ("tab:green", "o"), "inhost": ("tab:blue", "s"), "kernel": ("tab:red", "^")}
 FONT = {"axes.labelsize": 11, "axes.titlesize": 11, "xtick.labelsize": 10,
         "ytick.labelsize": 10, "legend.fontsize": 9}
 
@@ -105,14 +104,14 @@ def first(value):
 def series(points: list, key) -> dict:
     """{(mode, label): [(x, y, (lo, hi) or None)]} for each mode, in x order; labels
     start with the chunk size where one value has runs of several sizes."""
-    sized = len({(str(x), row_label(r), r["chunk_bytes"]) for x, r in points}) \
-        > len({(str(x), row_label(r)) for x, r in points})
+    sized = len({(str(x), r["mode"], r["chunk_bytes"]) for x, r in points}) \
+        > len({(str(x), r["mode"]) for x, r in points})
     out: dict = {}
     for x, r in points:
         for label, y, spread in key(r):
             if sized:
                 label = f"{size_label(r['chunk_bytes'])} {label}"
-            out.setdefault((row_label(r), label), []).append((x, y, spread))
+            out.setdefault((r["mode"], label), []).append((x, y, spread))
     return out
 
 
